@@ -1,0 +1,50 @@
+# Tradeflow developer commands. `make demo` runs the system, `make test` passes the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DURATION ?=
+SYMBOLS ?= 20
+
+.PHONY: setup system-deps infra-up infra-down infra-status demo test test-unit bench lint clean
+
+$(BIN)/tradeflow: libs/pyproject.toml services/*/pyproject.toml requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e libs -e services/ingest -e services/candle-builder -r requirements-dev.txt
+	touch $(BIN)/tradeflow
+
+## setup: Python environment in .venv (+ the local TimescaleDB build when missing)
+setup: system-deps $(BIN)/tradeflow
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+infra-up: setup
+	$(BIN)/tradeflow infra up
+
+infra-down:
+	$(BIN)/tradeflow infra down
+
+infra-status:
+	$(BIN)/tradeflow infra status
+
+## demo: local broker + database + migrations, a synthetic market through ingest and candle-builder
+demo: setup
+	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION))
+
+## test: the whole suite against a real broker and database (started by the test session)
+test: setup
+	$(BIN)/python -m pytest
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit
+
+bench: setup
+	@for f in bench/*.py; do echo "# $$f" >&2; $(BIN)/python $$f || exit 1; done
+
+lint: setup
+	$(BIN)/ruff check libs services tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info */*.egg-info services/*/*.egg-info

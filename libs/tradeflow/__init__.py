@@ -1,0 +1,1 @@
+"""Tradeflow shared code: the contract every service builds on."""

@@ -1,0 +1,188 @@
+"""Message types for every topic in shared/design.md.
+
+Values on the wire are these msgspec Structs encoded as MessagePack maps. Each type has a
+schema name with a version (``Tick/1``) carried in the ``schema`` header. Compatible change:
+add a field *with a default* at the end. Anything else is a new type version and a new
+``.v2`` topic. Messages are immutable (``frozen=True``): a handler can pass them on safely.
+
+Time is integer nanoseconds since the epoch, UTC. Order prices, quantities, fees and P&L are
+``Decimal`` (encoded as strings, exact); market data is float64.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+import msgspec
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
+    """Base of all wire messages. ``SCHEMA`` is ``Name/version``."""
+
+    SCHEMA: ClassVar[str] = ""
+
+
+# --- market data -----------------------------------------------------------------------------
+
+
+class Tick(Message, frozen=True, kw_only=True):
+    """One trade. Key: ``exchange:symbol``.
+
+    ``side`` is ``buy`` or ``sell`` (the taker side); anything else is invalid input.
+    Validation lives in the consumers' domain code so that a bad tick gets a precise reason
+    and goes to the DLQ instead of failing at decode time.
+    """
+
+    SCHEMA: ClassVar[str] = "Tick/1"
+    exchange: str
+    symbol: str
+    trade_id: str
+    price: float
+    amount: float
+    side: str
+    ts_event: int
+    ts_recv: int
+
+
+Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d", "1w"]
+
+
+class Candle(Message, frozen=True, kw_only=True):
+    """One closed (or, with ``revision`` > 0, corrected) candle. Key: ``exchange:symbol``.
+
+    Covers [ts_start, ts_end). ``revision`` 0 is the first emission; a correction after a
+    late trade carries a higher revision and replaces earlier ones.
+    """
+
+    SCHEMA: ClassVar[str] = "Candle/1"
+    exchange: str
+    symbol: str
+    timeframe: str
+    ts_start: int
+    ts_end: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+    revision: int = 0
+
+
+# --- trading ---------------------------------------------------------------------------------
+
+Side = Literal["buy", "sell"]
+
+
+class Signal(Message, frozen=True, kw_only=True):
+    """A strategy's intent. Key: account id."""
+
+    SCHEMA: ClassVar[str] = "Signal/1"
+    signal_id: str
+    account_id: str
+    strategy_id: str
+    exchange: str
+    symbol: str
+    intent: Literal["enter_long", "enter_short", "exit", "target"]
+    target_quantity: Decimal | None = None
+    reason: str = ""
+    ts_event: int
+
+
+class Order(Message, frozen=True, kw_only=True):
+    """An order approved by risk. Key: account id.
+
+    ``client_order_id`` is deterministic (derived from the signal) so a redelivered signal
+    cannot produce a second order.
+    """
+
+    SCHEMA: ClassVar[str] = "Order/1"
+    client_order_id: str
+    account_id: str
+    exchange: str
+    symbol: str
+    side: Side
+    order_type: Literal["market", "limit"]
+    quantity: Decimal
+    limit_price: Decimal | None = None
+    time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
+    signal_id: str = ""
+    ts_event: int
+
+
+OrderStatus = Literal[
+    "submitted", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired"
+]
+
+
+class OrderEvent(Message, frozen=True, kw_only=True):
+    """An order state transition. Key: account id."""
+
+    SCHEMA: ClassVar[str] = "OrderEvent/1"
+    client_order_id: str
+    account_id: str
+    exchange: str
+    symbol: str
+    status: OrderStatus
+    exchange_order_id: str = ""
+    filled_quantity: Decimal = Decimal(0)
+    average_price: Decimal | None = None
+    reason: str = ""
+    ts_event: int
+
+
+class Fill(Message, frozen=True, kw_only=True):
+    """A partial or full fill with its fee. Key: account id."""
+
+    SCHEMA: ClassVar[str] = "Fill/1"
+    fill_id: str
+    client_order_id: str
+    account_id: str
+    exchange: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    liquidity: Literal["maker", "taker", "unknown"] = "unknown"
+    ts_event: int
+
+
+class RiskEvent(Message, frozen=True, kw_only=True):
+    """Rejections, limit breaches and kill-switch changes. Key: account id."""
+
+    SCHEMA: ClassVar[str] = "RiskEvent/1"
+    event_id: str
+    account_id: str
+    kind: Literal["rejection", "limit_breach", "kill_switch"]
+    reason: str
+    client_order_id: str = ""
+    signal_id: str = ""
+    details: dict[str, str] = {}
+    ts_event: int
+
+
+class Alert(Message, frozen=True, kw_only=True):
+    """An operational alert (disconnect, lag, failure). Key: service name."""
+
+    SCHEMA: ClassVar[str] = "Alert/1"
+    service: str
+    severity: Literal["info", "warning", "critical"]
+    kind: str
+    message: str
+    labels: dict[str, str] = {}
+    ts_event: int
+
+
+ALL_MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Tick,
+    Candle,
+    Signal,
+    Order,
+    OrderEvent,
+    Fill,
+    RiskEvent,
+    Alert,
+)
