@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?=
 SYMBOLS ?= 20
+RATE ?=
 
 .PHONY: setup system-deps infra-up infra-down infra-status demo test test-unit bench lint clean
 
@@ -30,8 +31,9 @@ infra-status:
 	$(BIN)/tradeflow infra status
 
 ## demo: local broker + database + migrations, a synthetic market through ingest and candle-builder
+##       (make demo DURATION=30 SYMBOLS=5 RATE=100; Ctrl-C stops it and what it started)
 demo: setup
-	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION))
+	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE))
 
 ## test: the whole suite against a real broker and database (started by the test session)
 test: setup
@@ -41,7 +43,7 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
 bench: setup
-	@for f in bench/*.py; do echo "# $$f" >&2; $(BIN)/python $$f || exit 1; done
+	@for f in bench/[!_]*.py; do echo "# $$f" >&2; $(BIN)/python $$f || exit 1; done
 
 lint: setup
 	$(BIN)/ruff check libs services tests bench

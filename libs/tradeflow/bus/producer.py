@@ -1,0 +1,314 @@
+"""Publishing messages: enqueue without waiting for the broker, acks arrive as futures.
+
+``send`` is a plain (non-async) call that returns a future at once. The messages go through
+one ordered backlog into aiokafka, so two sends with the same key reach the partition in the
+order they were made, even while the broker is away at start (they wait in the backlog) or
+aiokafka's buffer is full (the backlog pump waits: that is the backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from functools import cache, partial
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import RecordMetadata
+
+from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless
+from tradeflow.bus.trace_context import TraceHeaders
+from tradeflow.codec import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_SCHEMA, encode
+from tradeflow.messages import Message
+from tradeflow.settings import CommonSettings, ServiceSettings
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+_CONTENT_TYPE_HEADER = (HEADER_CONTENT_TYPE, CONTENT_TYPE.encode())
+# Defaults for tools that run with CommonSettings (CLI, replay); services take theirs from settings.
+DEFAULT_LINGER_MS = 5
+DEFAULT_MAX_BATCH_BYTES = 512 * 1024
+
+
+@cache
+def _schema_header(message_type: type[Message]) -> tuple[str, bytes]:
+    return (HEADER_SCHEMA, message_type.SCHEMA.encode())
+
+
+class ProducerStoppedError(KafkaError):
+    """The producer was stopped before this message could be handed to the broker."""
+
+
+class CachedKeyPartitioner:
+    """aiokafka's default partitioner (murmur2, the Java client's) remembered per key.
+
+    murmur2 is pure Python in aiokafka and was the most expensive step of a send; market data
+    repeats a few thousand keys, so the partition of a key is computed once per partition count.
+    """
+
+    MAX_KEYS = 200_000
+
+    def __init__(self) -> None:
+        self._default = DefaultPartitioner()
+        self._cache: dict[tuple[bytes, int], int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return self._default(key, all_partitions, available)
+        cache_key = (key, len(all_partitions))
+        partition = self._cache.get(cache_key)
+        if partition is None:
+            if len(self._cache) >= self.MAX_KEYS:
+                self._cache.clear()
+            partition = self._cache[cache_key] = self._default(key, all_partitions, available)
+        return partition
+
+
+class Producer:
+    """Tradeflow's Kafka producer: msgspec messages, tracing headers, metrics, reconnects."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        telemetry: Telemetry,
+        *,
+        client_id: str | None = None,
+        request_timeout_ms: int = 30_000,
+    ) -> None:
+        self._settings = settings
+        self._client_id = client_id or settings.kafka_client_id
+        self._request_timeout_ms = request_timeout_ms
+        self._kafka: AIOKafkaProducer | None = None
+        self._backlog: deque[tuple[str, bytes | None, bytes, list, asyncio.Future]] = deque()
+        self._in_flight = 0  # enqueued and not yet acknowledged or failed
+        self._drained: asyncio.Event | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._connected: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._state = "new"  # new -> running -> stopped
+        self._reachable = False
+        self._produced = telemetry.counter(
+            "tradeflow_messages_produced_total", "Messages acknowledged by the broker", ("topic",)
+        )
+        self._errors = telemetry.counter(
+            "tradeflow_produce_errors_total", "Messages the broker did not acknowledge", ("topic",)
+        )
+        self._produced_by_topic: dict[str, object] = {}
+        self._trace_headers = TraceHeaders()
+        self._last_error_log: dict[str, tuple[float, int]] = {}  # topic -> (logged at, suppressed)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect. If the broker is away, keep retrying in the background (sends wait)."""
+        if self._state != "new":
+            return
+        self._state = "running"
+        self._wakeup = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        if not await self._connect(attempt=1):
+            log.warning("broker %s unreachable; retrying in the background", self._settings.kafka_bootstrap)
+        self._task = asyncio.create_task(self._run(), name=f"producer-{self._client_id}")
+
+    async def stop(self) -> None:
+        """Hand over everything enqueued, wait for the acks, disconnect. Safe to call twice."""
+        if self._state != "running":
+            self._state = "stopped"
+            return
+        self._state = "stopped"  # send() refuses from here on
+        if self._connected.is_set():
+            await self.flush()
+        self._stop_requested.set()
+        self._wakeup.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        while self._backlog:  # broker never came: these were not sent
+            *_, future = self._backlog.popleft()
+            self._settled()
+            if not future.done():
+                future.set_exception(ProducerStoppedError("producer stopped before the broker was reachable"))
+        if self._kafka is not None:
+            try:
+                await self._kafka.stop()  # flushes aiokafka's own buffer
+            except Exception:  # noqa: BLE001 - stopping must not fail the shutdown
+                log.exception("error while stopping the Kafka producer")
+            self._kafka = None
+        self._reachable = False
+
+    def is_connected(self) -> bool:
+        """Connected to the broker as far as the last start, ack or ping tells."""
+        return self._kafka is not None and self._reachable
+
+    async def ping(self, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """Ask the broker for cluster metadata: (reachable, detail)."""
+        if self._kafka is None:
+            return False, f"not connected to {self._settings.kafka_bootstrap} (retrying)"
+        try:
+            cluster = await asyncio.wait_for(self._kafka.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._reachable = False
+            return False, f"unreachable: {type(exc).__name__}: {exc}"
+        self._reachable = True
+        return True, f"{len(cluster.brokers())} broker(s) reachable"
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send(
+        self, topic: TopicSpec | str, key: str | None, message: Message, headers: Headers | None = None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Enqueue ``message``; the returned future resolves with the broker's ack."""
+        name = topic.name if isinstance(topic, TopicSpec) else topic
+        all_headers = [_CONTENT_TYPE_HEADER, _schema_header(type(message))]
+        all_headers.extend(self._trace_headers.current())
+        if headers:
+            all_headers.extend(headers)
+        return self.send_raw(name, key.encode() if key is not None else None, encode(message), all_headers)
+
+    def send_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Enqueue bytes as they are (DLQ, replays of raw records)."""
+        if self._state != "running":
+            raise ProducerStoppedError(f"producer is {self._state}; cannot send to {topic}")
+        future = asyncio.get_running_loop().create_future()
+        self._backlog.append((topic, key, value, list(headers) if headers else [], future))
+        self._in_flight += 1
+        self._drained.clear()
+        self._wakeup.set()
+        return future
+
+    async def send_many(
+        self, topic: TopicSpec | str, items: Iterable[tuple[str | None, Message]]
+    ) -> list[RecordMetadata]:
+        """Enqueue all, then wait for all acks (raises the first failure)."""
+        futures = [self.send(topic, key, message) for key, message in items]
+        return list(await asyncio.gather(*futures))
+
+    async def flush(self) -> None:
+        """Wait until everything enqueued so far is acknowledged (or failed)."""
+        if self._drained is not None:
+            await self._drained.wait()
+
+    def _settled(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._drained.set()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _new_kafka_producer(self) -> AIOKafkaProducer:
+        if isinstance(self._settings, ServiceSettings):
+            linger_ms = self._settings.producer_linger_ms
+            max_batch_size = self._settings.producer_max_batch_bytes
+        else:
+            linger_ms, max_batch_size = DEFAULT_LINGER_MS, DEFAULT_MAX_BATCH_BYTES
+        return AIOKafkaProducer(
+            **kafka_client_options(self._settings),
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=self._settings.kafka_idempotent_producer,
+            linger_ms=linger_ms,
+            max_batch_size=max_batch_size,
+            request_timeout_ms=self._request_timeout_ms,
+            partitioner=CachedKeyPartitioner(),
+        )
+
+    async def _connect(self, attempt: int) -> bool:
+        kafka = self._new_kafka_producer()
+        try:
+            await kafka.start()
+        except (KafkaError, OSError) as exc:
+            log.warning(
+                "producer connect attempt %d to %s failed: %s",
+                attempt, self._settings.kafka_bootstrap, exc,
+                extra={"attempt": attempt, "bootstrap": self._settings.kafka_bootstrap},
+            )
+            await kafka.stop()
+            return False
+        self._kafka = kafka
+        self._reachable = True
+        self._connected.set()
+        if attempt > 1:
+            log.info("producer connected to %s after %d attempts", self._settings.kafka_bootstrap, attempt)
+        return True
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        attempt = 1
+        while not self._connected.is_set():
+            if await sleep_unless(self._stop_requested, backoff.next_delay()):
+                return
+            attempt += 1
+            await self._connect(attempt)
+        await self._pump()
+
+    async def _pump(self) -> None:
+        """Move the backlog into aiokafka in order; stop when asked and the backlog is empty."""
+        while True:
+            if not self._backlog:
+                if self._stop_requested.is_set():
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            topic, key, value, headers, future = self._backlog.popleft()
+            if future.done():  # cancelled by the caller before it was handed over
+                self._settled()
+                continue
+            try:
+                ack = await self._kafka.send(topic, value, key=key, headers=headers)
+            except Exception as exc:  # noqa: BLE001 - fail this message, keep the pump alive for the rest
+                self._settled()
+                self._fail(topic, future, exc)
+                continue
+            ack.add_done_callback(partial(self._on_ack, topic, future))
+
+    def _on_ack(self, topic: str, future: asyncio.Future, ack: asyncio.Future) -> None:
+        self._settled()
+        if future.done():
+            return
+        if ack.cancelled():
+            self._fail(topic, future, ProducerStoppedError("send cancelled while stopping"))
+            return
+        exc = ack.exception()
+        if exc is not None:
+            self._fail(topic, future, exc)
+            return
+        self._reachable = True
+        counter = self._produced_by_topic.get(topic)
+        if counter is None:
+            counter = self._produced_by_topic[topic] = self._produced.labels(topic)
+        counter.inc()
+        future.set_result(ack.result())
+
+    def _fail(self, topic: str, future: asyncio.Future, exc: BaseException) -> None:
+        self._errors.labels(topic).inc()
+        if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | TimeoutError):
+            self._reachable = False
+        self._log_failure(topic, exc)
+        if not future.done():
+            future.set_exception(exc)
+
+    def _log_failure(self, topic: str, exc: BaseException) -> None:
+        # A broker outage fails thousands of sends at once: one line per topic every 5 s.
+        now = time.monotonic()
+        logged_at, suppressed = self._last_error_log.get(topic, (0.0, 0))
+        if now - logged_at < 5.0:
+            self._last_error_log[topic] = (logged_at, suppressed + 1)
+            return
+        self._last_error_log[topic] = (now, 0)
+        log.error(
+            "produce to %s failed: %s: %s (%d similar failures not logged)",
+            topic, type(exc).__name__, exc, suppressed, extra={"topic": topic},
+        )

@@ -1,0 +1,1 @@
+"""The ``tradeflow`` operator command line (see shared/design.md, "Operator surface")."""

@@ -1,0 +1,1 @@
+"""Adapters: the candle-builder's connections to Kafka and the database."""

@@ -1,0 +1,339 @@
+"""Candle-builder's storage: ticks and 1-minute candles in PostgreSQL/TimescaleDB.
+
+The write path is the hot path (every trade of every symbol), so it talks psycopg 3 directly
+instead of going through SQLAlchemy: each batch is COPYed (binary) into a per-connection
+temporary staging table and moved into ``ticks`` with one ``INSERT ... SELECT ... ON
+CONFLICT DO NOTHING``, in one transaction. A replayed batch therefore changes nothing.
+
+Reads go to the relation of the timeframe (``candles_1m`` or the ``candles_5m`` ..
+``candles_1w`` aggregates/views, which the migrations define per storage mode with
+identical results), so this module never branches on the mode.
+
+Timestamps: the wire carries nanoseconds, ``timestamptz`` stores microseconds. Conversion
+happens in SQL with integer arithmetic (exact to the microsecond; the sub-microsecond part
+is dropped). The staging table needs a session-level temporary table, so the pool must not
+sit behind a transaction-mode pgbouncer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+from tradeflow.db.engine import libpq_url
+from tradeflow.messages import Candle, Tick
+
+ONE_MINUTE_NS = 60_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+TIMEFRAME_RELATIONS: dict[str, str] = {
+    "1m": "candles_1m",
+    "5m": "candles_5m",
+    "15m": "candles_15m",
+    "1h": "candles_1h",
+    "4h": "candles_4h",
+    "1d": "candles_1d",
+    "1w": "candles_1w",
+}
+
+# nanoseconds (bigint) -> timestamptz, exact to the microsecond.
+_NS_TO_TS = "(TIMESTAMPTZ 'epoch' + ({} / 1000) * INTERVAL '1 microsecond')"
+
+_CREATE_STAGING = """
+CREATE TEMPORARY TABLE IF NOT EXISTS ticks_staging (
+    exchange text, symbol text, trade_id text, price float8, amount float8, side text,
+    ts_ns int8, ts_recv_ns int8
+) ON COMMIT DELETE ROWS
+"""
+_COPY_STAGING = (
+    "COPY ticks_staging (exchange, symbol, trade_id, price, amount, side, ts_ns, ts_recv_ns) "
+    "FROM STDIN (FORMAT BINARY)"
+)
+_STAGING_TYPES = ["text", "text", "text", "float8", "float8", "text", "int8", "int8"]
+_MOVE_STAGED_TICKS = f"""
+INSERT INTO ticks (exchange, symbol, ts, trade_id, price, amount, side, ts_recv)
+SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, trade_id, price, amount, side,
+       {_NS_TO_TS.format("ts_recv_ns")}
+FROM ticks_staging
+ON CONFLICT (exchange, symbol, ts, trade_id) DO NOTHING
+"""
+
+_UPSERT_CANDLES_1M = f"""
+INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volume, trades, revision, updated_at)
+SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, revision, now()
+FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[], %(open)s::float8[],
+            %(high)s::float8[], %(low)s::float8[], %(close)s::float8[], %(volume)s::float8[],
+            %(trades)s::int4[], %(revision)s::int4[])
+     AS u(exchange, symbol, ts_ns, open, high, low, close, volume, trades, revision)
+ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume, trades = excluded.trades, revision = excluded.revision,
+    updated_at = excluded.updated_at
+"""
+
+# open/close: first/last trade by event time; equal event times keep arrival order
+# (ts_recv), then trade_id so the result is deterministic even for identical receive times.
+_RECOMPUTE_CANDLES_1M = f"""
+WITH keys AS (
+    SELECT DISTINCT exchange, symbol, {_NS_TO_TS.format("ts_ns")} AS ts
+    FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[]) AS k(exchange, symbol, ts_ns)
+), rebuilt AS (
+    SELECT k.exchange, k.symbol, k.ts,
+           (array_agg(t.price ORDER BY t.ts, t.ts_recv, t.trade_id))[1] AS open,
+           max(t.price) AS high,
+           min(t.price) AS low,
+           (array_agg(t.price ORDER BY t.ts DESC, t.ts_recv DESC, t.trade_id DESC))[1] AS close,
+           sum(t.amount) AS volume,
+           count(*)::int4 AS trades
+    FROM keys k
+    JOIN ticks t ON t.exchange = k.exchange AND t.symbol = k.symbol
+                AND t.ts >= k.ts AND t.ts < k.ts + INTERVAL '1 minute'
+    GROUP BY k.exchange, k.symbol, k.ts
+)
+INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volume, trades, revision, updated_at)
+SELECT exchange, symbol, ts, open, high, low, close, volume, trades, 0, now() FROM rebuilt
+ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume, trades = excluded.trades, revision = c.revision + 1,
+    updated_at = excluded.updated_at
+RETURNING exchange, symbol, ts, open, high, low, close, volume, trades, revision
+"""
+
+_FETCH_1M = f"""
+SELECT exchange, symbol, ts, open, high, low, close, volume, trades, revision
+FROM candles_1m
+WHERE exchange = %s AND symbol = %s
+  AND ts >= {_NS_TO_TS.format("%s::int8")} AND ts < {_NS_TO_TS.format("%s::int8")}
+ORDER BY ts
+"""
+
+
+class CandleRow(NamedTuple):
+    """One candle as the REST API returns it (``ts`` is the bucket start, UTC)."""
+
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+
+
+def datetime_to_ns(value: datetime) -> int:
+    """UTC nanoseconds of an aware datetime (a naive one is taken as UTC, our convention)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+class CandleStore:
+    """Ticks and candles in the Tradeflow schema (see tradeflow.db migrations)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 4,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._conninfo = libpq_url(database_url)
+        self._min_connections = min_connections
+        self._max_connections = max_connections
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: AsyncConnectionPool | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the pool; fails (psycopg_pool.PoolTimeout) when the database is unreachable."""
+        if self._pool is not None:
+            return
+        pool = AsyncConnectionPool(
+            self._conninfo,
+            min_size=self._min_connections,
+            max_size=self._max_connections,
+            kwargs={"autocommit": True},
+            configure=self._configure_connection,
+            timeout=self._connect_timeout_s,
+            open=False,
+            name="candle-store",
+        )
+        await pool.open(wait=True, timeout=self._connect_timeout_s)
+        self._pool = pool
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @staticmethod
+    async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
+        # UTC so timestamptz values come back as UTC datetimes; the staging table lives as
+        # long as the connection.
+        await conn.execute("SET TIME ZONE 'UTC'")
+        await conn.execute(_CREATE_STAGING)
+
+    def _require_pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise RuntimeError("CandleStore is not started (call await store.start())")
+        return self._pool
+
+    async def ping(self, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """Readiness check: (reachable, detail). Usable directly as a ReadinessCheck."""
+        if self._pool is None:
+            return False, "database: store not started"
+        try:
+            async with self._pool.connection(timeout=timeout_s) as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:  # any failure means "not ready"; the detail says why
+            return False, f"database: {type(exc).__name__}: {exc}".strip()
+        return True, "database: ok"
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def write_ticks(self, ticks: Sequence[Tick]) -> int:
+        """Store a batch of trades; returns how many were new (a replayed batch returns 0)."""
+        if not ticks:
+            return 0
+        async with self._require_pool().connection() as conn, conn.transaction():
+            async with conn.cursor() as cur:
+                async with cur.copy(_COPY_STAGING) as copy:
+                    copy.set_types(_STAGING_TYPES)
+                    write_row = copy.write_row
+                    for t in ticks:
+                        await write_row(
+                            (t.exchange, t.symbol, t.trade_id, t.price, t.amount, t.side, t.ts_event, t.ts_recv)
+                        )
+                await cur.execute(_MOVE_STAGED_TICKS)
+                return cur.rowcount
+
+    async def upsert_candles_1m(self, candles: Sequence[Candle]) -> None:
+        """Replace each candle's row with the given full state (revision included).
+
+        Within one call the last candle per (exchange, symbol, ts_start) wins.
+        """
+        latest: dict[tuple[str, str, int], Candle] = {}
+        for candle in candles:
+            if candle.timeframe != "1m":
+                raise ValueError(f"upsert_candles_1m got a {candle.timeframe!r} candle")
+            latest[(candle.exchange, candle.symbol, candle.ts_start)] = candle
+        if not latest:
+            return
+        rows = list(latest.values())
+        params = {
+            "exchange": [c.exchange for c in rows],
+            "symbol": [c.symbol for c in rows],
+            "ts_ns": [c.ts_start for c in rows],
+            "open": [c.open for c in rows],
+            "high": [c.high for c in rows],
+            "low": [c.low for c in rows],
+            "close": [c.close for c in rows],
+            "volume": [c.volume for c in rows],
+            "trades": [c.trades for c in rows],
+            "revision": [c.revision for c in rows],
+        }
+        async with self._require_pool().connection() as conn:
+            await conn.execute(_UPSERT_CANDLES_1M, params)
+
+    async def recompute_candles_1m(self, keys: Iterable[tuple[str, str, int]]) -> list[Candle]:
+        """Rebuild the 1m candles of ``(exchange, symbol, bucket_start_ns)`` from ``ticks``.
+
+        Each rebuilt row gets revision = previous revision + 1 (0 when new) and is returned,
+        ordered by (exchange, symbol, ts_start). Buckets without ticks produce nothing.
+        """
+        keys = list(keys)
+        if not keys:
+            return []
+        params = {
+            "exchange": [k[0] for k in keys],
+            "symbol": [k[1] for k in keys],
+            "ts_ns": [k[2] for k in keys],
+        }
+        async with self._require_pool().connection() as conn:
+            cursor = await conn.execute(_RECOMPUTE_CANDLES_1M, params)
+            rows = await cursor.fetchall()
+        candles = [_candle_1m(*row) for row in rows]
+        candles.sort(key=lambda c: (c.exchange, c.symbol, c.ts_start))
+        return candles
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def fetch_candles(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+    ) -> list[CandleRow]:
+        """Candles of one instrument and timeframe, ordered by ts.
+
+        ``start`` (inclusive) and ``end`` (exclusive) bound the bucket start. With a
+        ``start``, the first ``limit`` candles from it; without, the latest ``limit``
+        candles before ``end`` (what a chart wants).
+        """
+        relation = TIMEFRAME_RELATIONS.get(timeframe)
+        if relation is None:
+            raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAME_RELATIONS)}")
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        conditions = [sql.SQL("exchange = %s"), sql.SQL("symbol = %s")]
+        params: list[object] = [exchange, symbol]
+        if start is not None:
+            conditions.append(sql.SQL("ts >= %s"))
+            params.append(_as_utc(start))
+        if end is not None:
+            conditions.append(sql.SQL("ts < %s"))
+            params.append(_as_utc(end))
+        newest_first = start is None
+        query = sql.SQL(
+            "SELECT ts, open, high, low, close, volume, trades FROM {relation} WHERE {where} "
+            "ORDER BY ts {direction} LIMIT %s"
+        ).format(
+            relation=sql.Identifier(relation),
+            where=sql.SQL(" AND ").join(conditions),
+            direction=sql.SQL("DESC" if newest_first else "ASC"),
+        )
+        params.append(limit)
+        async with self._require_pool().connection() as conn:
+            cursor = await conn.execute(query, params)
+            rows = await cursor.fetchall()
+        if newest_first:
+            rows.reverse()
+        return [CandleRow(ts, o, h, lo, c, v, int(n)) for ts, o, h, lo, c, v, n in rows]
+
+    async def fetch_1m(self, exchange: str, symbol: str, start_ns: int, end_ns: int) -> list[Candle]:
+        """Stored 1m candles with bucket start in [start_ns, end_ns), with their revisions."""
+        async with self._require_pool().connection() as conn:
+            cursor = await conn.execute(_FETCH_1M, (exchange, symbol, start_ns, end_ns))
+            rows = await cursor.fetchall()
+        return [_candle_1m(*row) for row in rows]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _candle_1m(exchange, symbol, ts, open_, high, low, close, volume, trades, revision) -> Candle:
+    start_ns = datetime_to_ns(ts)
+    return Candle(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe="1m",
+        ts_start=start_ns,
+        ts_end=start_ns + ONE_MINUTE_NS,
+        open=open_,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+        trades=trades,
+        revision=revision,
+    )

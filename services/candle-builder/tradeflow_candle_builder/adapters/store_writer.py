@@ -1,0 +1,209 @@
+"""The background database writer: stores consumed batches and emits candles, in order.
+
+Why a separate task: a database round trip per consumed batch would cap consumption at the
+database's latency. The consumer hands each batch's work to this writer through a bounded
+queue and goes on consuming; when the database falls behind, the queue fills and the consumer
+waits (backpressure). Queued batches are merged (up to ``batch_rows`` ticks, waiting at most
+``batch_ms`` for more) so the database sees few large COPYs instead of many small ones.
+
+There is exactly one writer task, and jobs are done in queue order, so two writes of the same
+rows never run concurrently and a later state of a candle always lands after an earlier one.
+
+Candles are emitted here, after the job's writes: a consumer of md.candles.v1 that asks
+``/v1/candles`` then sees at least what it was told. Offsets: ``written_offsets`` (next offset
+after the last record whose job completed) and ``held_offsets`` (first offsets of buckets that
+closed in a job not done yet) feed the consumer's commit, so a crash never skips a write or
+an emission (it may repeat them: writes are idempotent, emission is at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from tradeflow.messages import Candle, Tick
+
+from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.domain.aggregator import HigherRefresh, MinuteKey
+from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Sequence[Candle]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class WriteJob:
+    """One consumed batch's (or one idle-close pass's) database work and candles to emit."""
+
+    ticks: list[Tick] = field(default_factory=list)
+    candles_1m: dict[MinuteKey, Candle] = field(default_factory=dict)  # state to upsert; later wins
+    recompute: set[MinuteKey] = field(default_factory=set)  # 1m candles to rebuild from ticks, then emit
+    emit: list[Candle] = field(default_factory=list)  # final candles from memory
+    refresh_higher: dict[tuple[str, str, str, int], HigherRefresh] = field(default_factory=dict)
+    next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> after the batch's last record
+    holds: dict[int, int] = field(default_factory=dict)  # partition -> first offset of a closed bucket
+
+    def merge(self, later: WriteJob) -> None:
+        self.ticks.extend(later.ticks)
+        self.candles_1m.update(later.candles_1m)
+        self.recompute |= later.recompute
+        self.emit.extend(later.emit)
+        for key, refresh in later.refresh_higher.items():
+            mine = self.refresh_higher.get(key)
+            if mine is None or refresh.revision > mine.revision:
+                self.refresh_higher[key] = refresh
+        for p, offset in later.next_offsets.items():
+            self.next_offsets[p] = max(self.next_offsets.get(p, offset), offset)
+        for p, offset in later.holds.items():
+            self.holds[p] = min(self.holds.get(p, offset), offset)
+
+
+@dataclass(slots=True)
+class WriterMetrics:
+    """Callbacks the writer reports to (the pipeline binds them to Prometheus metrics)."""
+
+    write_seconds: Callable[[float], None]
+    queue_depth: Callable[[int], None]
+    failures: Callable[[], None]
+
+
+class StoreWriter:
+    """Single background task draining a bounded queue of :class:`WriteJob` into the store."""
+
+    def __init__(self, store: CandleStore, emit: Emit, metrics: WriterMetrics, *,
+                 queue_batches: int, batch_rows: int, batch_ms: int) -> None:
+        self._store = store
+        self._emit = emit
+        self._metrics = metrics
+        self._queue: asyncio.Queue[WriteJob] = asyncio.Queue(maxsize=queue_batches)
+        self._batch_rows = batch_rows
+        self._batch_s = batch_ms / 1000
+        self._task: asyncio.Task | None = None
+        self._pending_holds: list[dict[int, int]] = []  # holds of queued/in-progress jobs, in order
+        self.written_offsets: dict[int, int] = {}
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="candle-store-writer")
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        """Finish every queued job (for at most ``timeout_s``: a database that stays away must
+        not block the shutdown; the uncommitted records are consumed again), then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self.drain(), timeout_s)
+        except TimeoutError:
+            log.error("database writer stopped with %d batches not written (they will be consumed again)",
+                      self._queue.qsize() + 1)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    async def submit(self, job: WriteJob) -> None:
+        """Queue a job; waits while the queue is full (backpressure on the consumer)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the database writer is not running")
+        self._pending_holds.append(job.holds)
+        await self._queue.put(job)
+        self._metrics.queue_depth(self._queue.qsize())
+
+    async def drain(self) -> None:
+        """Wait until every job queued so far is done."""
+        await self._queue.join()
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """A revoked partition's offsets are its next owner's business."""
+        for p in partitions:
+            self.written_offsets.pop(p, None)
+
+    def held_offsets(self) -> dict[int, int]:
+        held: dict[int, int] = {}
+        for holds in self._pending_holds:
+            for p, offset in holds.items():
+                if p not in held or offset < held[p]:
+                    held[p] = offset
+        return held
+
+    async def _run(self) -> None:
+        while True:
+            job = await self._queue.get()
+            taken = 1
+            deadline = time.monotonic() + self._batch_s
+            while len(job.ticks) < self._batch_rows:
+                if self._queue.empty():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        later = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                else:
+                    later = self._queue.get_nowait()
+                job.merge(later)
+                taken += 1
+            self._metrics.queue_depth(self._queue.qsize())
+            await self._complete(job)
+            # Done in order: this job's holds are the oldest `taken` ones.
+            del self._pending_holds[:taken]
+            for p, offset in job.next_offsets.items():
+                self.written_offsets[p] = max(self.written_offsets.get(p, offset), offset)
+            for _ in range(taken):
+                self._queue.task_done()
+
+    async def _complete(self, job: WriteJob) -> None:
+        """Do the job, retrying with backoff while the database (or broker) is away.
+
+        A retry may redo part of it: writes are idempotent; a repeated recompute bumps a
+        revision once more and a repeated emission is allowed (at-least-once).
+        """
+        delay = 0.2
+        while True:
+            try:
+                await self._write(job)
+                await self._emit_results(job)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: keep the data, retry
+                self._metrics.failures()
+                log.warning("database write of %d ticks failed (%s: %s); retrying in %.1fs",
+                            len(job.ticks), type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _write(self, job: WriteJob) -> None:
+        started = time.perf_counter()
+        # Different tables, so the two writes may overlap (on two pooled connections): about
+        # a third off the write time. Recomputes read ticks, so they come after both.
+        writes = []
+        if job.ticks:
+            writes.append(self._store.write_ticks(job.ticks))
+        if job.candles_1m:
+            writes.append(self._store.upsert_candles_1m(list(job.candles_1m.values())))
+        await asyncio.gather(*writes)
+        self._metrics.write_seconds(time.perf_counter() - started)
+
+    async def _emit_results(self, job: WriteJob) -> None:
+        recomputed = await self._store.recompute_candles_1m(sorted(job.recompute)) if job.recompute else []
+        refreshed = [c for c in [await self._refreshed(r) for r in job.refresh_higher.values()] if c is not None]
+        candles = job.emit + recomputed + refreshed
+        if candles:
+            await self._emit(candles)
+
+    async def _refreshed(self, refresh: HigherRefresh) -> Candle | None:
+        """A higher-timeframe candle as the database has it (None: no trades in the bucket)."""
+        start = ns_to_datetime(refresh.start)
+        rows = await self._store.fetch_candles(
+            refresh.exchange, refresh.symbol, refresh.timeframe.name, start, ns_to_datetime(refresh.start + 1000), 1)
+        if not rows:
+            return None
+        row = rows[0]
+        return Candle(exchange=refresh.exchange, symbol=refresh.symbol, timeframe=refresh.timeframe.name,
+                      ts_start=refresh.start, ts_end=refresh.end, open=row.open, high=row.high, low=row.low,
+                      close=row.close, volume=row.volume, trades=row.trades, revision=refresh.revision)

@@ -1,0 +1,111 @@
+"""``GET /v1/candles``: stored candles of one instrument and timeframe, ordered by time.
+
+Served from the database (candles_1m and the higher-timeframe relations), which the pipeline
+keeps equal to the stream, including the forming 1m candle.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import msgspec
+from fastapi import APIRouter, HTTPException, Query, Response
+from pydantic import BaseModel
+
+from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES, datetime_to_ns, ns_to_datetime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+_EPOCH_MS = re.compile(r"^-?\d{1,16}$")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class CandleOut(BaseModel):
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+
+
+def invalid(parameter: str, why: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=f"{parameter}: {why}")
+
+
+def parse_time(parameter: str, value: str | None) -> datetime | None:
+    """ISO 8601 with a UTC offset, or epoch milliseconds; 422 naming the parameter otherwise."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if _EPOCH_MS.match(text):
+        return EPOCH + timedelta(milliseconds=int(text))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        hint = " (a '+' in the offset must be URL-encoded as %2B)" if " " in text else ""
+        raise invalid(parameter, f"{value!r} is neither ISO 8601 with an offset nor epoch milliseconds{hint}") from None
+    if moment.tzinfo is None:
+        raise invalid(parameter, f"{value!r} has no UTC offset; add 'Z' or '+00:00'")
+    return moment.astimezone(UTC)
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(value)
+    except ValueError:
+        raise invalid("limit", f"{value!r} is not an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise invalid("limit", f"must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def create_candles_router(store: CandleStore) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["candles"])
+
+    @router.get("/candles", response_model=list[CandleOut])
+    async def get_candles(
+        exchange: Annotated[str, Query(min_length=1, description="e.g. binance")],
+        symbol: Annotated[str, Query(min_length=1, description="e.g. BTC/USDT")],
+        timeframe: Annotated[str, Query(description=f"one of {', '.join(TIMEFRAMES)}")] = "1m",
+        start: Annotated[str | None, Query(description="first bucket start (inclusive): ISO 8601 with offset or epoch ms")] = None,
+        end: Annotated[str | None, Query(description="bucket starts before this (exclusive): ISO 8601 with offset or epoch ms")] = None,
+        limit: Annotated[str | None, Query(description=f"at most this many candles (default {DEFAULT_LIMIT}, max {MAX_LIMIT})")] = None,
+    ) -> Response:
+        """Candles overlapping [start, end), ordered by ``ts`` (bucket start, UTC). With
+        ``start``: the first ``limit`` from it; without: the latest ``limit`` before ``end``."""
+        if timeframe not in TIMEFRAMES:
+            raise invalid("timeframe", f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+        start_at = parse_time("start", start)
+        end_at = parse_time("end", end)
+        if start_at is not None and end_at is not None and start_at > end_at:
+            raise invalid("start", f"{start} is after end {end}")
+        if start_at is not None:
+            # Candles overlapping [start, end): the bucket holding `start` counts too (a 5m
+            # candle of 09:55 covers 09:58).
+            tf = TIMEFRAMES[timeframe]
+            start_at = ns_to_datetime(tf.bucket_start(datetime_to_ns(start_at)))
+        count = parse_limit(limit)
+        try:
+            rows = await store.fetch_candles(exchange, symbol, timeframe, start_at, end_at, count)
+        except Exception as exc:  # the database is away or failing: not the client's fault
+            log.warning("candle query failed: %s: %s", type(exc).__name__, exc)
+            raise HTTPException(status_code=503, detail="database unavailable, try again") from None
+        body = [
+            {"ts": row.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), "open": row.open, "high": row.high,
+             "low": row.low, "close": row.close, "volume": row.volume, "trades": row.trades}
+            for row in rows
+        ]
+        # Encoded directly (the response model documents the shape): up to 10,000 rows.
+        return Response(content=msgspec.json.encode(body), media_type="application/json")
+
+    return router

@@ -1,0 +1,95 @@
+"""Wiring of the candle-builder: settings -> components -> FastAPI app (``tradeflow run candle-builder``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import FastAPI
+from tradeflow.admin import ensure_topics
+from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.service import (
+    ServiceDefinition,
+    broker_check,
+    consumer_check,
+    create_service_app,
+    named_check,
+)
+from tradeflow.settings import CommonSettings
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import MD_CANDLES, MD_TICKS, TopicSpec
+
+from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.api import create_candles_router
+from tradeflow_candle_builder.pipeline import CandlePipeline
+from tradeflow_candle_builder.settings import CandleBuilderSettings
+
+SERVICE_NAME = "candle-builder"
+DEFAULT_PORT = 8002
+
+
+class TopicsExist:
+    """Start-up step: the ticks and candles topics (and their DLQs) exist with their partitions."""
+
+    def __init__(self, settings: CommonSettings, specs: list[TopicSpec]) -> None:
+        self._settings = settings
+        self._specs = specs
+
+    async def start(self) -> None:
+        await ensure_topics(self._settings, self._specs)
+
+    async def stop(self) -> None:
+        pass
+
+
+def topic_specs(settings: CandleBuilderSettings) -> tuple[TopicSpec, TopicSpec]:
+    """The design's topic specs under the configured names (tests use their own topics)."""
+    return (dataclasses.replace(MD_TICKS, name=settings.ticks_topic),
+            dataclasses.replace(MD_CANDLES, name=settings.candles_topic))
+
+
+def _database_check(store: CandleStore):
+    async def database() -> tuple[bool, str]:
+        return await store.ping()
+
+    return database
+
+
+def create_app(settings: CandleBuilderSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    ticks_spec, candles_spec = topic_specs(settings)
+    store = CandleStore(settings.libpq_url, max_connections=settings.db_pool_size)
+    producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
+    dead_letters = DeadLetters(producer, telemetry)
+    pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters)
+    consumer = Consumer(
+        settings, telemetry,
+        topics=[ticks_spec],
+        group_id=settings.consumer_group,
+        handler=pipeline.handle,
+        dead_letters=dead_letters,
+        max_batch=settings.consumer_max_batch,
+        committable_offsets=pipeline.committable_offsets,
+        on_assigned=pipeline.on_assigned,
+        on_revoked=pipeline.on_revoked,
+        client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",
+    )
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
+        # writes and emissions, then the producer flushes and the database pool closes.
+        components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, producer, pipeline, consumer],
+        routers=[create_candles_router(store)],
+        readiness_checks=[
+            named_check("broker", broker_check(producer)),
+            named_check("database", _database_check(store)),
+            consumer_check(consumer),
+        ],
+        description="Trades from the ticks topic to candles of every timeframe: stored, streamed and served.",
+    )
+
+
+SERVICE = ServiceDefinition(
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=CandleBuilderSettings, create_app=create_app
+)

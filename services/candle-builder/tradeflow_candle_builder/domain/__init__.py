@@ -1,0 +1,1 @@
+"""Pure candle arithmetic: timeframes and buckets, validation, the streaming aggregator."""

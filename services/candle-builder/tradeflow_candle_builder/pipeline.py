@@ -1,0 +1,221 @@
+"""The candle pipeline: consumed tick batches -> aggregator -> database writer -> md.candles.v1.
+
+One instance per process. The Kafka consumer (tradeflow.bus.Consumer, batches of thousands,
+msgspec-decoded) calls :meth:`CandlePipeline.handle` with each batch; a timer task closes the
+buckets of idle partitions. Both change the aggregator under one lock and queue the resulting
+work for the single background :class:`StoreWriter` in the same order, so the database and
+the stream see every change in the order it was made.
+
+Per batch: invalid trades go to the DLQ with the reason and are never counted; the valid ones
+are folded into open 1m buckets; the writer stores them plus the current state of every 1m
+bucket the batch touched (open ones too, so ``/v1/candles`` shows the forming candle), then
+emits whatever closed. Late trades are stored and their 1m candle recomputed from the
+database and emitted with a higher revision (see domain/aggregator.py).
+
+Commits (``committable_offsets``): per partition the minimum of the first offset of every open
+1m bucket, the next offset after the last record whose database work is done, and the first
+offset of buckets whose close is still queued. A restart re-reads from there and rebuilds
+exactly; candles emitted before a crash may be emitted again (at-least-once; exactly-once
+emission would need Kafka transactions, which the local broker refuses: a later issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import TopicPartition
+from tradeflow.bus import DeadLetters, Producer, Record, reason_code
+from tradeflow.messages import Candle
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import market_key
+
+from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.store_writer import StoreWriter, WriteJob, WriterMetrics
+from tradeflow_candle_builder.domain.aggregator import CandleAggregator, Closings
+from tradeflow_candle_builder.domain.timeframes import HOUR_NS, MINUTE_NS, datetime_to_ns, ns_to_datetime
+from tradeflow_candle_builder.domain.validation import consumed_tick_rejection_reason
+from tradeflow_candle_builder.settings import CandleBuilderSettings
+
+log = logging.getLogger(__name__)
+
+DB_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RECOVERY_LOOKAHEAD_NS = HOUR_NS  # see _recovery_horizons
+
+
+class CandlePipeline:
+    """Aggregation, storage and emission of candles; a service Component (start/stop)."""
+
+    def __init__(self, settings: CandleBuilderSettings, telemetry: Telemetry, store: CandleStore,
+                 producer: Producer, dead_letters: DeadLetters) -> None:
+        self._settings = settings
+        self._store = store
+        self._producer = producer
+        self._dead_letters = dead_letters
+        self._ticks_topic = settings.ticks_topic
+        self._candles_topic = settings.candles_topic
+        self.aggregator = CandleAggregator(
+            grace_ns=settings.candle_grace_ms * 1_000_000, idle_close_ns=settings.idle_close_ms * 1_000_000)
+        self._lock = asyncio.Lock()  # aggregator changes + queueing their job happen as one step
+        self._timer: asyncio.Task | None = None
+
+        self._ticks_processed = telemetry.counter(
+            "tradeflow_candles_ticks_processed_total", "Valid trades folded into candles")
+        self._ticks_rejected = telemetry.counter(
+            "tradeflow_candles_ticks_rejected_total", "Trades never counted (sent to the DLQ)", ("reason",))
+        self._late_ticks = telemetry.counter(
+            "tradeflow_candles_late_ticks_total", "Trades for an already closed 1m bucket (candle recomputed)")
+        self._emitted = telemetry.counter(
+            "tradeflow_candles_emitted_total", "Candles sent to the candles topic", ("timeframe",))
+        write_latency = telemetry.histogram(
+            "tradeflow_candles_db_write_seconds", "Duration of one merged database write (ticks + 1m candles)",
+            buckets=DB_LATENCY_BUCKETS)
+        queue_depth = telemetry.gauge(
+            "tradeflow_candles_writer_queue_depth", "Consumed batches waiting for the database writer")
+        write_failures = telemetry.counter(
+            "tradeflow_candles_db_write_failures_total", "Failed database writes (retried)")
+        self._emitted_by_tf: dict[str, object] = {}
+        self.writer = StoreWriter(
+            store, self._emit,
+            WriterMetrics(write_latency.observe, queue_depth.set, write_failures.inc),
+            queue_batches=settings.db_queue_batches, batch_rows=settings.db_batch_rows,
+            batch_ms=settings.db_batch_ms)
+
+    # --- component ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.writer.start()
+        self._timer = asyncio.create_task(self._close_idle_partitions(), name="candle-close-timer")
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
+        await self.writer.stop(timeout_s=self._settings.shutdown_timeout_s / 2)
+
+    # --- consumer hooks -------------------------------------------------------------------------
+
+    async def handle(self, records: list[Record]) -> None:
+        """Handle one consumed batch (the Consumer's handler)."""
+        now_ns = time.time_ns()
+        valid = []
+        next_offsets: dict[int, int] = {}
+        dead_letter_acks = []
+        for record in records:
+            partition = record.partition
+            next_offsets[partition] = record.offset + 1
+            tick = record.value
+            reason = consumed_tick_rejection_reason(record.key, tick, now_ns)
+            if reason is not None:
+                dead_letter_acks.append(self._dead_letters.send(record, reason))
+                self._ticks_rejected.labels(reason_code(reason)).inc()
+                continue
+            valid.append((partition, record.offset, tick))
+        unknown = self.aggregator.unknown_instruments(valid)
+        if unknown:
+            # Before any state changes: if this fails, the Consumer redelivers the batch intact.
+            await self._register(unknown)
+        async with self._lock:
+            wall = time.monotonic()
+            outcome = self.aggregator.add_batch(valid, wall)
+            closings = self.aggregator.advance(wall)
+            job = self._job(closings)
+            job.ticks = [tick for _, _, tick in valid]
+            job.candles_1m = {(c.exchange, c.symbol, c.ts_start): c for c in outcome.candles_to_store()}
+            job.recompute |= outcome.late_minutes
+            job.refresh_higher.update(outcome.refresh_higher)
+            job.next_offsets = next_offsets
+            await self.writer.submit(job)
+        self._ticks_processed.inc(len(valid) - len(outcome.late))
+        if outcome.late:
+            self._late_ticks.inc(len(outcome.late))
+        if dead_letter_acks:
+            # The Consumer commits past these records after we return: the DLQ must have them.
+            await asyncio.gather(*dead_letter_acks)
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            self.aggregator.assign(tp.partition for tp in partitions if tp.topic == self._ticks_topic)
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Finish our writes before the next owner starts (never two writers for the same rows)."""
+        mine = {tp.partition for tp in partitions if tp.topic == self._ticks_topic}
+        async with self._lock:
+            await self.writer.drain()
+            self.aggregator.revoke(mine)
+            self.writer.forget_partitions(mine)
+
+    def committable_offsets(self) -> dict[TopicPartition, int]:
+        open_first = self.aggregator.committable_offsets()
+        held = self.writer.held_offsets()
+        result: dict[TopicPartition, int] = {}
+        for p, written in self.writer.written_offsets.items():
+            if p not in open_first:
+                continue  # revoked meanwhile
+            candidates = [written]
+            for limit in (open_first[p], held.get(p)):
+                if limit is not None:
+                    candidates.append(limit)
+            result[TopicPartition(self._ticks_topic, p)] = min(candidates)
+        return result
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _job(self, closings: Closings) -> WriteJob:
+        return WriteJob(emit=closings.candles, recompute=set(closings.recompute_minutes),
+                        refresh_higher={(r.exchange, r.symbol, r.timeframe.name, r.start): r
+                                        for r in closings.refresh_higher},
+                        holds=dict(closings.first_offsets))
+
+    async def _close_idle_partitions(self) -> None:
+        interval = self._settings.close_check_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._lock:
+                    closings = self.aggregator.advance(time.monotonic())
+                    if closings:
+                        await self.writer.submit(self._job(closings))
+            except Exception:  # noqa: BLE001 - keep the timer alive; the next pass retries
+                log.exception("closing idle buckets failed")
+
+    async def _register(self, unknown: dict[tuple[str, str], tuple[int, int]]) -> None:
+        horizons = await asyncio.gather(*(
+            self._recovery_horizon(exchange, symbol, first_ts) for (exchange, symbol), (_, first_ts) in unknown.items()))
+        for ((exchange, symbol), (partition, _)), horizon in zip(unknown.items(), horizons, strict=True):
+            self.aggregator.register_instrument(exchange, symbol, partition, horizon)
+
+    async def _recovery_horizon(self, exchange: str, symbol: str, first_ts: int) -> int | None:
+        """Start of the newest 1m candle already stored for this instrument near where we resume.
+
+        Buckets up to it may hold trades consumed before a restart or rebalance and are
+        finalised from the database (see domain/aggregator.py). One indexed single-row query.
+        The look-ahead covers trades re-read out of order; rows further ahead (a replay of
+        data older than what is stored) are rebuilt completely from the re-read trades anyway.
+        """
+        end = ns_to_datetime(first_ts - first_ts % MINUTE_NS + RECOVERY_LOOKAHEAD_NS)
+        rows = await self._store.fetch_candles(exchange, symbol, "1m", None, end, 1)
+        return datetime_to_ns(rows[-1].ts) if rows else None
+
+    async def _emit(self, candles: Sequence[Candle]) -> None:
+        """Send candles (all enqueued, then the acks awaited together); resend what failed."""
+        pending = list(candles)
+        delay = 0.2
+        while pending:
+            acks = [self._producer.send(self._candles_topic, market_key(c.exchange, c.symbol), c) for c in pending]
+            results = await asyncio.gather(*acks, return_exceptions=True)
+            failed = [c for c, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+            for c, r in zip(pending, results, strict=True):
+                if not isinstance(r, BaseException):
+                    counter = self._emitted_by_tf.get(c.timeframe)
+                    if counter is None:
+                        counter = self._emitted_by_tf[c.timeframe] = self._emitted.labels(c.timeframe)
+                    counter.inc()
+            if failed:
+                log.warning("%d of %d candles not acknowledged; resending in %.1fs", len(failed), len(pending), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            pending = failed

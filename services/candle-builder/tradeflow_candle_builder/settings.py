@@ -1,0 +1,50 @@
+"""Candle-builder configuration (``TRADEFLOW_*`` environment variables, validated at start)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator, model_validator
+from tradeflow.settings import ServiceSettings
+from tradeflow.topics import MD_CANDLES, MD_TICKS
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class CandleBuilderSettings(ServiceSettings):
+    """Settings of the candle-builder service."""
+
+    consumer_group: str = Field(default="candle-builder", min_length=1, max_length=255)
+    # The design's topics; overridable so tests (and staging copies) can use their own.
+    ticks_topic: str = MD_TICKS.name
+    candles_topic: str = MD_CANDLES.name
+    candle_grace_ms: int = Field(
+        default=2_000, ge=0, le=600_000,
+        description="how long after a 1m bucket's end (in stream time) out-of-order trades are still on time")
+    idle_close_ms: int = Field(
+        default=5_000, ge=100, le=3_600_000,
+        description="wall-clock idleness after which a partition's time also advances by the idle time")
+    close_check_interval_ms: int = Field(
+        default=250, ge=10, le=60_000, description="how often idle partitions are checked for buckets to close")
+    consumer_max_batch: int = Field(default=5_000, ge=1, le=100_000, description="records per handled batch")
+    db_batch_rows: int = Field(
+        default=20_000, ge=1, le=1_000_000, description="the database writer merges queued batches up to this many ticks")
+    db_batch_ms: int = Field(
+        default=20, ge=0, le=10_000, description="how long the database writer waits to fill a merged batch")
+    db_queue_batches: int = Field(
+        default=8, ge=1, le=1_000,
+        description="consumed batches waiting for the database writer before consuming pauses (backpressure)")
+    db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (writer + API + recovery)")
+
+    @field_validator("ticks_topic", "candles_topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value):
+            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> CandleBuilderSettings:
+        if self.ticks_topic == self.candles_topic:
+            raise ValueError("TRADEFLOW_TICKS_TOPIC and TRADEFLOW_CANDLES_TOPIC must differ")
+        return self

@@ -1,0 +1,1 @@
+"""Ingest I/O: publishing ticks to the broker and the running tick sources."""

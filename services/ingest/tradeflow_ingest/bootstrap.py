@@ -1,0 +1,85 @@
+"""Wiring of the ingest service: settings -> components -> FastAPI app (``tradeflow run ingest``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI
+from tradeflow.admin import ensure_topics
+from tradeflow.bus import DeadLetters, Producer
+from tradeflow.bus.connection import Backoff
+from tradeflow.service import ServiceDefinition, broker_check, create_service_app
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import MD_TICKS
+
+from tradeflow_ingest.adapters.synthetic_source import SyntheticSource
+from tradeflow_ingest.adapters.tick_publisher import TickPublisher
+from tradeflow_ingest.api import sources_router
+from tradeflow_ingest.domain.receive_clock import ReceiveClock
+from tradeflow_ingest.domain.sources import TickSource
+from tradeflow_ingest.domain.synthetic_market import SyntheticMarket
+from tradeflow_ingest.settings import IngestSettings
+
+SERVICE_NAME = "ingest"
+TOPICS_WAIT_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+class TopicsExist:
+    """Start-up step: md.ticks.v1 and its DLQ exist with their partitions before any source runs.
+
+    Created here rather than by the broker's auto-create, which would use the broker's default
+    partition count. A broker that is still starting gets ``TOPICS_WAIT_S`` to answer.
+    """
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self._settings = settings
+
+    async def start(self) -> None:
+        backoff = Backoff(initial_s=0.5, maximum_s=5.0)
+        deadline = time.monotonic() + TOPICS_WAIT_S
+        while True:
+            try:
+                await ensure_topics(self._settings, [MD_TICKS])
+                return
+            except (KafkaError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("cannot create %s yet (%s); retrying", MD_TICKS.name, exc)
+                await asyncio.sleep(backoff.next_delay())
+
+    async def stop(self) -> None:
+        pass
+
+
+def create_app(settings: IngestSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
+    publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry)
+    clock = ReceiveClock()  # one per process: ts_recv strictly increases across all sources
+    sources: list[TickSource] = []
+    if settings.synthetic_symbols > 0:
+        sources.append(SyntheticSource(
+            SyntheticMarket(settings.synthetic_seed, settings.synthetic_symbols),
+            exchange=settings.synthetic_exchange,
+            rate=settings.synthetic_rate,
+            publisher=publisher,
+            clock=clock,
+        ))
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        components=[TopicsExist(settings), producer, *sources],
+        routers=[sources_router(sources)],
+        readiness_checks=[broker_check(producer)],
+    )
+
+
+SERVICE = ServiceDefinition(
+    name=SERVICE_NAME, default_port=8001, settings_type=IngestSettings, create_app=create_app
+)

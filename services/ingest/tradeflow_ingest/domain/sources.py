@@ -1,0 +1,31 @@
+"""The contract every tick source of the service fulfils (synthetic now, exchange feeds next).
+
+A source is a component (``start``/``stop``) that produces ticks and hands them to the
+publisher it was built with; the API lists each source's :class:`SourceStatus`. A ccxt
+websocket/REST feed (issue 3) is one more implementation of :class:`TickSource`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    kind: str  # "synthetic" (later: "ccxt-ws", "ccxt-rest")
+    exchange: str
+    symbols: tuple[str, ...]
+    rate: float | None  # configured ticks per second, None when the feed sets the pace
+    published: int
+    rejected: int
+    last_event_ns: int | None  # ts_event of the last published tick
+    running: bool
+
+
+class TickSource(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def status(self) -> SourceStatus: ...

@@ -1,0 +1,156 @@
+"""Session fixtures: a REAL Tansu broker and a REAL PostgreSQL(+TimescaleDB) cluster for the tests.
+
+Both run on free loopback ports in a fresh temporary directory (so a `make demo` on the default
+ports is left alone), are started only when a test asks for them, and are stopped by pid at the
+end of the session, also when tests fail. If either cannot start, every test that needs it
+fails with the server's log tail: nothing is skipped.
+
+Fixtures: ``kafka_bootstrap``, ``database_url`` (migrated, with TimescaleDB when installed),
+``plain_postgres_url`` (migrated without TimescaleDB: the plain-PostgreSQL mode), ``service_env``
+(TRADEFLOW_* variables for service subprocesses) and ``unique_name`` (fresh per test).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tradeflow.infra import InfraError, LocalInfra
+from tradeflow.infra.processes import free_port, process_start_ticks
+
+INFRA_FIXTURES = {"kafka_bootstrap", "database_url", "plain_postgres_url", "service_env", "local_infra"}
+PLAIN_DATABASE = "tradeflow_plain"
+STATE_DIR_PREFIX = "tradeflow-tests-"
+OWNER_FILE = "owner.pid"  # the pytest process that owns the servers in this state dir
+
+# The suite must not pick up a developer's exported TRADEFLOW_* settings (e.g. from
+# `tradeflow infra status`): tests set what they need explicitly.
+for _name in [n for n in os.environ if n.upper().startswith("TRADEFLOW_")]:
+    del os.environ[_name]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that use the servers are integration tests; unit tests may not start servers."""
+    misplaced = []
+    for item in items:
+        uses_infra = INFRA_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses_infra:
+            item.add_marker(pytest.mark.integration)
+            if "unit" in Path(str(item.path)).parts[:-1]:
+                misplaced.append(f"{item.nodeid} (uses {', '.join(sorted(uses_infra))})")
+    if misplaced:
+        raise pytest.UsageError("unit tests must not start servers; move these to tests/integration:\n  "
+                                + "\n  ".join(misplaced))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A CI timeout or `kill` sends SIGTERM: turn it into an interrupt so fixture teardown still
+    # stops the servers (they run in their own sessions and would otherwise outlive the run).
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_abandoned_test_infra() -> None:
+    """Stop the servers of earlier test sessions that died without their teardown (e.g. SIGKILL)."""
+    for state_dir in Path(tempfile.gettempdir()).glob(f"{STATE_DIR_PREFIX}*"):
+        try:
+            owner = int((state_dir / OWNER_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if process_start_ticks(owner) is None:
+            LocalInfra(state_dir).down()
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_infra() -> Iterator[LocalInfra]:
+    """The session's LocalInfra (nothing started yet); stopped by pid and deleted at session end."""
+    _stop_abandoned_test_infra()
+    # Under /tmp and traversable (0711) so the `postgres` OS user can reach its cluster directory
+    # when the suite runs as root; pytest's own tmp dirs are private to the current user.
+    state_dir = Path(tempfile.mkdtemp(prefix=STATE_DIR_PREFIX, dir=tempfile.gettempdir()))
+    state_dir.chmod(0o711)
+    (state_dir / OWNER_FILE).write_text(str(os.getpid()))
+    infra = LocalInfra(state_dir, kafka_port=free_port(), db_port=free_port())
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            infra.down()
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+    atexit.register(stop)  # also when the session is interrupted before fixture teardown
+    try:
+        yield infra
+    finally:
+        stop()
+
+
+def _start(infra: LocalInfra, **components: bool) -> None:
+    try:
+        infra.up(**components)
+    except InfraError as exc:
+        pytest.fail(f"local infrastructure for the tests could not start:\n{exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_infra: LocalInfra) -> str:
+    """``127.0.0.1:PORT`` of a real, empty Tansu broker (in-memory) for this session."""
+    _start(local_infra, kafka=True, postgres=False)
+    return local_infra.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(local_infra: LocalInfra) -> str:
+    """A migrated database; uses TimescaleDB when the extension is installed."""
+    from tradeflow.db.migrate import upgrade  # the db package is only needed by tests that use it
+
+    _start(local_infra, kafka=False, postgres=True)
+    url = local_infra.database_url
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def plain_postgres_url(local_infra: LocalInfra) -> str:
+    """A second migrated database in the same cluster that does not use TimescaleDB."""
+    from tradeflow.db.migrate import upgrade
+
+    _start(local_infra, kafka=False, postgres=True)
+    url = local_infra.create_database(PLAIN_DATABASE)
+    upgrade(url, use_timescaledb=False)
+    return url
+
+
+@pytest.fixture(scope="session")
+def service_env(kafka_bootstrap: str, database_url: str) -> dict[str, str]:
+    """TRADEFLOW_* variables for a service subprocess: ``env={**os.environ, **service_env, ...}``."""
+    return {
+        "TRADEFLOW_ENVIRONMENT": "test",
+        "TRADEFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TRADEFLOW_DATABASE_URL": database_url,
+        # Tansu completes a group join after about half the session timeout: keep it short.
+        "TRADEFLOW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "TRADEFLOW_LOG_FORMAT": "json",
+    }
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A fresh name per test (valid as a Kafka topic or group name), readable in broker logs."""
+    test = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:40].strip("-.")
+    return f"{test}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,328 @@
+"""The running candle-builder against the real broker and database.
+
+Trades (several instruments, out of order within the grace period, equal event times, a late
+trade, an invalid trade and undecodable bytes) go to a test-owned ticks topic; the candles on
+the candles topic, the rows behind ``/v1/candles`` and the DLQ must equal what an independent
+computation from the trades says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from tradeflow.bus import Producer
+from tradeflow.codec import decode, header_value
+from tradeflow.messages import Candle, Tick
+from tradeflow.settings import CommonSettings
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import market_key
+from tradeflow_candle_builder.bootstrap import SERVICE
+from tradeflow_candle_builder.settings import CandleBuilderSettings
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday (well in the past: not "future" trades)
+T0 = int(START.timestamp()) * 1_000_000_000
+S = 1_000_000_000
+MINUTE = 60 * S
+TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
+
+
+def expected_candles(ticks: list[Tick], timeframe: str) -> dict[tuple[str, str, int], tuple]:
+    """Independent computation: stable sort by (event time, receive time), bucket by UTC seconds."""
+    length = TF_SECONDS[timeframe] * S
+    out: dict[tuple[str, str, int], list] = {}
+    for t in sorted(ticks, key=lambda t: (t.ts_event, t.ts_recv)):
+        key = (t.exchange, t.symbol, t.ts_event - t.ts_event % length)
+        c = out.get(key)
+        if c is None:
+            out[key] = [t.price, t.price, t.price, t.price, t.amount, 1]
+        else:
+            c[1], c[2], c[3] = max(c[1], t.price), min(c[2], t.price), t.price
+            c[4] += t.amount
+            c[5] += 1
+    return {k: (o, h, lo, c, round(v, 6), n) for k, (o, h, lo, c, v, n) in out.items()}
+
+
+def make_trades(exchange_prefix: str) -> list[Tick]:
+    """20 minutes of trades for three instruments in arrival order, out of order within 1.5 s."""
+    rng = random.Random(5)
+    markets = [(f"{exchange_prefix}-a", "BTC/USDT"), (f"{exchange_prefix}-a", "ETH/USDT"),
+               (f"{exchange_prefix}-b", "BTC/USDT")]
+    ticks = []
+    recv = T0
+    for m, (exchange, symbol) in enumerate(markets):
+        ts = T0 + m * S
+        n = 0
+        while ts < T0 + 20 * MINUTE:
+            n += 1
+            recv += 1_000
+            event = ts - rng.randint(0, 1500) * 1_000_000
+            if n % 17 == 0:
+                event = ticks[-1].ts_event  # equal event time: arrival order decides
+            ticks.append(Tick(exchange=exchange, symbol=symbol, trade_id=f"{n}", price=round(rng.uniform(90, 110), 2),
+                              amount=round(rng.uniform(0.01, 2), 4), side=rng.choice(["buy", "sell"]),
+                              ts_event=event, ts_recv=recv))
+            ts += rng.randint(200, 4000) * 1_000_000
+    ticks.sort(key=lambda t: t.ts_recv)
+    return ticks
+
+
+async def consume(bootstrap: str, topic: str, until, timeout_s: float) -> list:
+    """Records of ``topic`` from the beginning until ``until(records)`` holds."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        while not until(records):
+            assert time.monotonic() < deadline, f"timed out reading {topic}: {len(records)} records"
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def last_revisions(records) -> dict[tuple[str, str, str, int], Candle]:
+    latest: dict[tuple[str, str, str, int], Candle] = {}
+    for r in records:
+        c = decode(Candle, r.value)
+        key = (c.timeframe, c.exchange, c.symbol, c.ts_start)
+        if key not in latest or latest[key].revision <= c.revision:
+            latest[key] = c
+    return latest
+
+
+def as_values(c: Candle) -> tuple:
+    return (c.open, c.high, c.low, c.close, round(c.volume, 6), c.trades)
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (resp := await client.get("/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, resp.text
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def settings(kafka_bootstrap, database_url, unique_name) -> CandleBuilderSettings:
+    return CandleBuilderSettings(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, environment="test",
+        ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
+        consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000,
+        candle_grace_ms=2000, idle_close_ms=60_000)
+
+
+async def test_trades_become_the_independently_computed_candles_on_the_stream_and_in_the_database(
+        settings, unique_name):
+    exchange_prefix = f"x{unique_name[-8:]}"
+    trades = make_trades(exchange_prefix)
+    markets = sorted({(t.exchange, t.symbol) for t in trades})
+    recv = trades[-1].ts_recv
+    # One trade per market at 11:30 moves each partition's stream time past 10:00-11:00 + grace;
+    # its own buckets stay open.
+    trailing = []
+    for i, (exchange, symbol) in enumerate(markets):
+        recv += 1_000
+        trailing.append(Tick(exchange=exchange, symbol=symbol, trade_id=f"trail-{i}", price=100.0, amount=1.0,
+                             side="buy", ts_event=T0 + 90 * MINUTE, ts_recv=recv))
+    bad_exchange, bad_symbol = markets[0]
+    invalid = Tick(exchange=bad_exchange, symbol=bad_symbol, trade_id="bad-price", price=-5.0, amount=1.0, side="buy",
+                   ts_event=T0 + 5 * MINUTE, ts_recv=recv + 1)
+
+    app = SERVICE.create_app(settings)
+    producer_settings = CommonSettings(kafka_bootstrap=settings.kafka_bootstrap)
+    producer = Producer(producer_settings, Telemetry("test-feed", producer_settings), client_id="test-feed")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+        async with app.router.lifespan_context(app):
+            await wait_ready(client)
+            await producer.start()
+            try:
+                futures = [producer.send(settings.ticks_topic, market_key(t.exchange, t.symbol), t)
+                           for t in trades[:1000]]
+                futures.append(producer.send(settings.ticks_topic, market_key(bad_exchange, bad_symbol), invalid))
+                futures.append(producer.send_raw(settings.ticks_topic, market_key(bad_exchange, bad_symbol).encode(),
+                                                 b"\xc1 not msgpack", [("schema", b"Tick/1")]))
+                futures += [producer.send(settings.ticks_topic, market_key(t.exchange, t.symbol), t)
+                            for t in trades[1000:] + trailing]
+                await asyncio.gather(*futures)
+
+                # 1m candles of 10:00-10:19 and the 5m, 15m and 1h candles of 10:00-11:00 close.
+                want = {tf: expected_candles(trades, tf) for tf in TF_SECONDS}
+                expected_count = sum(len(v) for v in want.values())
+                records = await consume(settings.kafka_bootstrap, settings.candles_topic,
+                                        lambda rs: len(rs) >= expected_count, timeout_s=60)
+                emitted = last_revisions(records)
+                for tf, candles in want.items():
+                    got = {(c.exchange, c.symbol, c.ts_start): as_values(c) for c in emitted.values() if c.timeframe == tf}
+                    assert got == candles, tf
+                assert {c.revision for c in emitted.values()} == {0}
+                for r in records:
+                    c = decode(Candle, r.value)
+                    assert r.key.decode() == market_key(c.exchange, c.symbol)
+
+                # The database (through the API) holds the same, plus the forming 11:30 candle.
+                async def api(exchange, symbol, tf):
+                    resp = await client.get("/v1/candles", params={
+                        "exchange": exchange, "symbol": symbol, "timeframe": tf,
+                        "start": (START - timedelta(hours=1)).isoformat(), "end": (START + timedelta(hours=2)).isoformat()})
+                    assert resp.status_code == 200, resp.text
+                    return resp.json()
+
+                async def database_caught_up():
+                    rows = await api(*markets[-1], "1m")
+                    return rows and rows[-1]["ts"] == "2026-03-02T11:30:00Z"
+                deadline = time.monotonic() + 20
+                while not await database_caught_up():
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+                for exchange, symbol in markets:
+                    for tf in ("1m", "5m", "1h"):
+                        rows = await api(exchange, symbol, tf)
+                        got = [(r["ts"], r["open"], r["high"], r["low"], r["close"], round(r["volume"], 6), r["trades"])
+                               for r in rows if r["ts"] < "2026-03-02T11:00"]
+                        expected = [
+                            (datetime.fromtimestamp(k[2] / S, UTC).isoformat().replace("+00:00", "Z"), *v)
+                            for k, v in sorted(want[tf].items()) if k[:2] == (exchange, symbol)]
+                        assert got == expected, (exchange, symbol, tf)
+                    # `start` inside a bucket: the candle covering it is included (overlap).
+                    resp = await client.get("/v1/candles", params={
+                        "exchange": exchange, "symbol": symbol, "timeframe": "5m", "start": "2026-03-02T10:07:30Z",
+                        "end": "1772446200000", "limit": 2})
+                    assert [r["ts"] for r in resp.json()] == ["2026-03-02T10:05:00Z"], resp.text
+                    forming = (await api(exchange, symbol, "1m"))[-1]
+                    assert (forming["ts"], forming["trades"], forming["close"]) == ("2026-03-02T11:30:00Z", 1, 100.0)
+
+                # The invalid trade and the undecodable bytes are in the DLQ with their reasons.
+                dlq = await consume(settings.kafka_bootstrap, settings.ticks_topic + ".dlq",
+                                    lambda rs: len(rs) >= 2, timeout_s=20)
+                by_reason = {header_value(r.headers, "error-reason").split(":")[0]: r for r in dlq}
+                assert sorted(by_reason) == ["invalid_price", "undecodable"], by_reason
+                assert decode(Tick, by_reason["invalid_price"].value) == invalid
+                assert by_reason["undecodable"].value == b"\xc1 not msgpack"
+                metrics = (await client.get("/metrics")).text
+                assert 'tradeflow_candles_ticks_rejected_total{reason="invalid_price"} 1.0' in metrics
+                processed = re.search(r"^tradeflow_candles_ticks_processed_total (\S+)$", metrics, re.M)
+                assert processed and float(processed.group(1)) == len(trades) + len(trailing)
+
+                # A late trade for 10:05 (closed long ago): the 1m candle and the 5m/15m/1h
+                # candles holding it are emitted again, corrected, with a higher revision.
+                exchange, symbol = markets[1]
+                late = Tick(exchange=exchange, symbol=symbol, trade_id="late-1", price=500.0, amount=3.0, side="buy",
+                            ts_event=T0 + 5 * MINUTE + 30 * S, ts_recv=recv + 10)
+                await producer.send(settings.ticks_topic, market_key(exchange, symbol), late)
+                corrected = {tf: expected_candles(trades + [late], tf) for tf in TF_SECONDS}
+
+                keys = [(tf, exchange, symbol, T0 + 5 * MINUTE - (5 * MINUTE) % (TF_SECONDS[tf] * S))
+                        for tf in TF_SECONDS]
+
+                def has_corrections(rs):
+                    latest = last_revisions(rs)
+                    return all(k in latest and latest[k].revision >= 1 for k in keys)
+                records = await consume(settings.kafka_bootstrap, settings.candles_topic, has_corrections, timeout_s=30)
+                latest = last_revisions(records)
+                for tf, _, _, bucket in keys:
+                    assert as_values(latest[(tf, exchange, symbol, bucket)]) == corrected[tf][(exchange, symbol, bucket)]
+                    assert corrected[tf][(exchange, symbol, bucket)][1] == 500.0  # the late trade's price is the high
+                rows = await api(exchange, symbol, "1m")
+                row = next(r for r in rows if r["ts"] == "2026-03-02T10:05:00Z")
+                assert (row["high"], row["trades"]) == (500.0, corrected["1m"][(exchange, symbol, T0 + 5 * MINUTE)][5])
+                metrics = (await client.get("/metrics")).text
+                assert re.search(r"^tradeflow_candles_late_ticks_total 1\.0$", metrics, re.M)
+            finally:
+                await producer.stop()
+
+
+async def test_candles_api_rejects_bad_parameters_naming_them(settings):
+    app = SERVICE.create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+        async with app.router.lifespan_context(app):
+            base = {"exchange": "binance", "symbol": "BTC/USDT"}
+            cases = [
+                ({"timeframe": "2m"}, "timeframe: unknown timeframe '2m'"),
+                ({"start": "yesterday"}, "start: 'yesterday' is neither ISO 8601"),
+                ({"end": "2026-03-02T10:00:00"}, "end: '2026-03-02T10:00:00' has no UTC offset"),
+                ({"start": "2026-03-02T11:00:00Z", "end": "2026-03-02T10:00:00Z"}, "start: 2026-03-02T11:00:00Z is after end"),
+                ({"limit": "0"}, "limit: must be between 1 and 10000, got 0"),
+                ({"limit": "10001"}, "limit: must be between 1 and 10000, got 10001"),
+                ({"limit": "many"}, "limit: 'many' is not an integer"),
+                ({"start": "2026-03-02T10:00:00 00:00"}, "URL-encoded as %2B"),
+            ]
+            for params, message in cases:
+                resp = await client.get("/v1/candles", params={**base, **params})
+                assert resp.status_code == 422, (params, resp.text)
+                assert message in resp.json()["detail"], (params, resp.text)
+            resp = await client.get("/v1/candles", params={"symbol": "BTC/USDT"})
+            assert resp.status_code == 422 and "exchange" in resp.text
+            # Good requests: epoch milliseconds and ISO 8601 both work; nothing stored -> [].
+            resp = await client.get("/v1/candles", params={**base, "timeframe": "1w", "start": "1772445600000",
+                                                           "end": "2026-03-03T00:00:00+00:00", "limit": "10"})
+            assert resp.status_code == 200 and resp.json() == []
+
+
+async def test_a_restart_in_the_middle_of_the_stream_still_gives_the_exact_candles(settings, unique_name):
+    """Stop after the first half of the trades, start a new instance (same group), send the rest:
+    the candles (last revision of each) and the stored rows equal the computation from all trades.
+
+    The second instance re-reads from the committed offset, which lies before trades of 1m
+    buckets that had already closed (out-of-order trades): those must not become partial candles.
+    """
+    trades = make_trades(f"r{unique_name[-8:]}")
+    markets = sorted({(t.exchange, t.symbol) for t in trades})
+    recv = trades[-1].ts_recv
+    trailing = [Tick(exchange=e, symbol=s, trade_id="trail", price=100.0, amount=1.0, side="buy",
+                     ts_event=T0 + 90 * MINUTE, ts_recv=recv + i + 1) for i, (e, s) in enumerate(markets)]
+    half = len(trades) // 2
+    producer_settings = CommonSettings(kafka_bootstrap=settings.kafka_bootstrap)
+    producer = Producer(producer_settings, Telemetry("test-feed", producer_settings), client_id="test-feed")
+    await producer.start()
+    sent = 0
+    try:
+        for part in (trades[:half], trades[half:] + trailing):
+            app = SERVICE.create_app(settings)
+            pipeline = next(c for c in app.state.runtime.components if type(c).__name__ == "CandlePipeline")
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+                async with app.router.lifespan_context(app):
+                    await wait_ready(client)
+                    await asyncio.gather(*(producer.send(settings.ticks_topic, market_key(t.exchange, t.symbol), t)
+                                           for t in part))
+                    sent += len(part)
+                    # Offsets are per partition from the topic's start: caught up when they sum to `sent`.
+                    deadline = time.monotonic() + 30
+                    while sum(pipeline.writer.written_offsets.values()) < sent:
+                        assert time.monotonic() < deadline, "the instance did not catch up"
+                        await asyncio.sleep(0.1)
+                    if part[-1] is trailing[-1]:
+                        for exchange, symbol in markets:
+                            resp = await client.get("/v1/candles", params={
+                                "exchange": exchange, "symbol": symbol, "timeframe": "1m",
+                                "start": "2026-03-02T09:00:00Z", "end": "2026-03-02T11:00:00Z"})
+                            got = {(exchange, symbol, T0 + (datetime.fromisoformat(r["ts"]) - START)
+                                    // timedelta(seconds=1) * S):
+                                   (r["open"], r["high"], r["low"], r["close"], round(r["volume"], 6), r["trades"])
+                                   for r in resp.json()}
+                            want_1m = {k: v for k, v in expected_candles(trades, "1m").items() if k[:2] == (exchange, symbol)}
+                            assert got == want_1m, (exchange, symbol)
+        want = {tf: expected_candles(trades, tf) for tf in TF_SECONDS}
+        keys = {(tf, *k) for tf, candles in want.items() for k in candles}
+        records = await consume(settings.kafka_bootstrap, settings.candles_topic,
+                                lambda rs: keys <= set(last_revisions(rs)), timeout_s=60)
+        emitted = last_revisions(records)
+        for tf, candles in want.items():
+            got = {(c.exchange, c.symbol, c.ts_start): as_values(c) for c in emitted.values() if c.timeframe == tf}
+            assert got == candles, tf
+    finally:
+        await producer.stop()
