@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"candle-builder exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
@@ -94,10 +94,9 @@ def _normalise_ts(candles: list[dict]) -> list[dict]:
     return candles
 
 
-async def _consume_closed_1m(bootstrap: str, exchanges: set[str], timeout: float) -> dict:
+async def _consume_closed_1m(bootstrap: str, exchanges: set[str], wait_s: float) -> dict:
     """Every 1m candle of our exchanges on md.candles.v1, last revision wins."""
     from aiokafka import AIOKafkaConsumer
-
     from tradeflow.codec import decode
     from tradeflow.messages import Candle
 
@@ -106,7 +105,7 @@ async def _consume_closed_1m(bootstrap: str, exchanges: set[str], timeout: float
     await consumer.start()
     found: dict = {}
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         idle_since = time.monotonic()
         while time.monotonic() < deadline and time.monotonic() - idle_since < 5:
             batch = await consumer.getmany(timeout_ms=500)
@@ -160,7 +159,7 @@ def test_replayed_file_gives_exactly_the_independently_computed_candles(
 
     # The stream: each 1m candle that closed (all but the last per market, whose bucket the
     # replay's own time never passed) was emitted with the same values.
-    emitted = asyncio.run(_consume_closed_1m(kafka_bootstrap, {ex for ex, _ in markets}, timeout=60))
+    emitted = asyncio.run(_consume_closed_1m(kafka_bootstrap, {ex for ex, _ in markets}, wait_s=60))
     for exchange, symbol in markets:
         want = expected_candles(rows, exchange, symbol, "1m")[:-1]
         got = sorted((c for (ex, sym, _), c in emitted.items() if ex == exchange and sym == symbol),
