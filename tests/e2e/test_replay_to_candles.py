@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"candle-builder exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
