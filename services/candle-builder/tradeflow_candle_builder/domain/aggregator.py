@@ -218,7 +218,9 @@ class CandleAggregator:
             if b.batch_mark != mark:
                 b.batch_mark = mark
                 touched.append(b)
-            # MinuteBucket.add, inlined: this loop is the service's hot path.
+            # Fold the trade into its minute. Inlined rather than a MinuteBucket method: this
+            # loop is the service's hot path. Equal event times: the later arrival (ts_recv)
+            # closes, the earlier one opens.
             price = tick.price
             recv = tick.ts_recv
             b.trades += 1

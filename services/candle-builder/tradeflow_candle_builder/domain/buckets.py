@@ -48,26 +48,6 @@ class MinuteBucket:
         # or rebalance, so its final state comes from the database, not from memory.
         self.recovered = recovered
 
-    def add(self, tick: Tick) -> None:
-        """Count one more trade (the aggregator inlines this on its hot path; same rules)."""
-        price = tick.price
-        ts = tick.ts_event
-        recv = tick.ts_recv
-        self.trades += 1
-        self.volume += tick.amount
-        if price > self.high:
-            self.high = price
-        elif price < self.low:
-            self.low = price
-        if ts < self.open_ts or (ts == self.open_ts and recv < self.open_recv):
-            self.open = price
-            self.open_ts = ts
-            self.open_recv = recv
-        if ts > self.close_ts or (ts == self.close_ts and recv >= self.close_recv):
-            self.close = price
-            self.close_ts = ts
-            self.close_recv = recv
-
     def to_candle(self, revision: int = 0) -> Candle:
         return Candle(
             exchange=self.exchange, symbol=self.symbol, timeframe="1m",
