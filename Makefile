@@ -19,7 +19,7 @@ $(BIN)/tradeflow: libs/pyproject.toml services/*/pyproject.toml requirements-dev
 setup: system-deps $(BIN)/tradeflow
 
 system-deps:
-	@bash scripts/install-system-deps.sh
+	@bash scripts/install-system-deps.sh >&2
 
 infra-up: setup
 	$(BIN)/tradeflow infra up

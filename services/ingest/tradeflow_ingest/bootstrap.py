@@ -15,6 +15,7 @@ from tradeflow.service import ServiceDefinition, broker_check, create_service_ap
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_TICKS
 
+from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.synthetic_source import SyntheticSource
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.api import sources_router
@@ -70,6 +71,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
             publisher=publisher,
             clock=clock,
         ))
+    sources.extend(CcxtTradeFeed(feed, publisher=publisher, clock=clock) for feed in settings.exchanges)
     return create_service_app(
         SERVICE_NAME,
         settings,

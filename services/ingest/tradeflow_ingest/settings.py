@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import json
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 from tradeflow.settings import ServiceSettings
+
+from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 
 
 class IngestSettings(ServiceSettings):
     """Ingest settings on top of every service's (broker, HTTP, telemetry).
 
-    The synthetic market is off unless ``TRADEFLOW_SYNTHETIC_SYMBOLS`` is above 0.
+    The synthetic market is off unless ``TRADEFLOW_SYNTHETIC_SYMBOLS`` is above 0. Exchange
+    feeds come from ``TRADEFLOW_EXCHANGES``, a JSON list of :class:`ExchangeFeedSettings`, e.g.
+    ``[{"id": "binance", "symbols": ["BTC/USDT", "ETH/USDT"]}]``.
     """
 
     synthetic_symbols: int = Field(
@@ -26,3 +34,18 @@ class IngestSettings(ServiceSettings):
         pattern=r"^[^:\s]+$",  # the message key is exchange:symbol
         description="exchange name of the synthetic trades",
     )
+    exchanges: Annotated[list[ExchangeFeedSettings], NoDecode] = Field(
+        default_factory=list, max_length=32, description="exchange feeds (JSON list); empty: none"
+    )
+
+    @field_validator("exchanges", mode="before")
+    @classmethod
+    def _exchanges_from_json(cls, value: Any) -> Any:
+        # Decoded here rather than by pydantic-settings, so that text that is not JSON is a
+        # validation error naming TRADEFLOW_EXCHANGES instead of a traceback.
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except ValueError as exc:
+                raise ValueError(f"must be a JSON list of exchange feeds: {exc}") from None
+        return value

@@ -1,0 +1,110 @@
+"""Pure logic of the exchange feed: trade -> tick, order, dedup window, cursor, Retry-After, settings."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+from tradeflow.settings import ConfigurationError, load_settings
+from tradeflow_ingest.domain.exchange_trades import UnusableTrade, in_exchange_order, trade_to_tick
+from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
+from tradeflow_ingest.domain.retry_after import retry_after_seconds, wait_before_retry
+from tradeflow_ingest.domain.trade_cursor import TradeCursor
+from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
+from tradeflow_ingest.settings import IngestSettings
+
+
+def ccxt_trade(trade_id="7", ts=1_700_000_000_123, symbol="BTC/USDT", **fields):
+    return {"id": trade_id, "timestamp": ts, "symbol": symbol, "price": 30_000.5, "amount": 0.25,
+            "side": "sell", **fields}
+
+
+def test_a_ccxt_trade_becomes_a_tick_with_ns_event_time():
+    tick = trade_to_tick("binance", ccxt_trade(), ts_recv=42)
+    assert (tick.exchange, tick.symbol, tick.trade_id, tick.price, tick.amount, tick.side) == (
+        "binance", "BTC/USDT", "7", 30_000.5, 0.25, "sell")
+    assert tick.ts_event == 1_700_000_000_123_000_000 and tick.ts_recv == 42
+
+
+def test_missing_price_and_side_are_kept_invalid_for_the_dlq():
+    tick = trade_to_tick("binance", ccxt_trade(price=None, side=None), ts_recv=1)
+    assert math.isnan(tick.price) and tick.side == ""
+
+
+@pytest.mark.parametrize("broken", [{"id": None}, {"timestamp": None}, {"timestamp": 1.5}, {"symbol": ""}])
+def test_a_trade_without_id_timestamp_or_symbol_is_unusable(broken):
+    with pytest.raises(UnusableTrade):
+        trade_to_tick("binance", ccxt_trade(**broken), ts_recv=1)
+
+
+def test_trades_are_ordered_by_time_then_numeric_id_and_unusable_ones_left_out():
+    trades = [ccxt_trade("10", 5), ccxt_trade("9", 5), ccxt_trade("2", 3), ccxt_trade(None, 1)]
+    assert [t["id"] for t in in_exchange_order(trades)] == ["2", "9", "10"]
+
+
+def test_recent_trade_ids_drop_repeats_per_symbol_and_forget_the_oldest():
+    seen = RecentTradeIds(capacity=2)
+    assert seen.add("A", "1") and not seen.add("A", "1")
+    assert seen.add("B", "1")  # another symbol's id 1 is another trade
+    seen.add("A", "2")
+    seen.add("A", "3")  # window of 2: "1" is forgotten
+    assert ("A", "1") not in seen and ("A", "3") in seen
+    seen.discard("A", "3")
+    assert seen.add("A", "3")
+
+
+def test_the_cursor_starts_at_the_feed_start_and_never_goes_back():
+    cursor = TradeCursor(("A", "B"), start_ms=1_000)
+    cursor.advance("A", 1_500)
+    cursor.advance("A", 1_200)  # a late trade
+    assert (cursor.since_ms("A"), cursor.since_ms("B")) == (1_500, 1_000)
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("3", 3.0), (" 0.5 ", 0.5), ("-4", 0.0), ("99999", 600.0), (None, None), ("", None), ("soon", None),
+    ("Tue, 14 Nov 2023 22:13:25 GMT", 5.0),
+])
+def test_retry_after_is_read_as_seconds_or_http_date(header, expected):
+    now = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert retry_after_seconds(header, now) == expected
+
+
+def test_the_exchange_retry_after_wins_over_a_shorter_backoff():
+    assert wait_before_retry(0.5, 3.0) == 3.0
+    assert wait_before_retry(4.0, 3.0) == 4.0
+    assert wait_before_retry(0.5, None) == 0.5
+
+
+def test_exchanges_come_from_json_in_the_environment(monkeypatch):
+    monkeypatch.setenv("TRADEFLOW_EXCHANGES", '[{"id": "binance", "symbols": ["BTC/USDT"], '
+                       '"urls": {"ws.spot": "ws://127.0.0.1:9/ws"}, "api_key": "k", "secret": "hunter2-secret"}]')
+    (feed,) = load_settings(IngestSettings).exchanges
+    assert feed.exchange_name == "binance" and feed.symbols == ("BTC/USDT",)
+    assert feed.secret.get_secret_value() == "hunter2-secret" and "hunter2" not in repr(feed)
+
+
+@pytest.mark.parametrize("entry", [
+    '[{"id": "nosuchexchange", "symbols": ["BTC/USDT"]}]',
+    '[{"id": "binance", "symbols": []}]',
+    '[{"id": "binance", "symbols": ["BTCUSDT"]}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT"], "urls": {"public": "ftp://x"}}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT"], "api_key": "k"}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT"], "colour": "red"}]',
+    'not json',
+])
+def test_a_bad_exchange_entry_stops_the_service_naming_the_variable(monkeypatch, entry):
+    monkeypatch.setenv("TRADEFLOW_EXCHANGES", entry)
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_EXCHANGES"):
+        load_settings(IngestSettings)
+
+
+def test_a_url_override_must_name_an_existing_ccxt_url():
+    from tradeflow_ingest.adapters.ccxt_feed import create_ccxt_exchange
+
+    with pytest.raises(ValueError, match="names no URL"):
+        create_ccxt_exchange(ExchangeFeedSettings(id="binance", symbols=("BTC/USDT",),
+                                                 urls={"ws.nowhere": "ws://127.0.0.1:9/ws"}))
+    with pytest.raises(ValidationError):
+        ExchangeFeedSettings(id="binance", symbols=("BTC/USDT", "BTC/USDT"))

@@ -1,0 +1,1 @@
+"""In-process fakes of external systems the platform cannot run here (exchanges), for tests only."""
