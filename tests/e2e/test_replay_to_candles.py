@@ -49,7 +49,9 @@ def candle_builder(service_env, unique_name, tmp_path):
     env = {**os.environ, **service_env,
            "TRADEFLOW_HTTP_PORT": str(port),
            "TRADEFLOW_CONSUMER_GROUP": f"candle-builder-{unique_name}",
-           "TRADEFLOW_LOG_FORMAT": "text"}
+           "TRADEFLOW_LOG_FORMAT": "text",
+           # The scenario's trades are months old: tick retention must not drop them mid-test.
+           "TRADEFLOW_TICK_RETENTION_DAYS": "36500"}
     log = tmp_path / "candle-builder.log"
     with log.open("w") as out:
         proc = subprocess.Popen([str(BIN / "tradeflow"), "run", "candle-builder"], env=env,

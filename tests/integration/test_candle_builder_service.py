@@ -123,7 +123,9 @@ def settings(kafka_bootstrap, database_url, unique_name) -> CandleBuilderSetting
         kafka_bootstrap=kafka_bootstrap, database_url=database_url, environment="test",
         ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
         consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000,
-        candle_grace_ms=2000, idle_close_ms=60_000)
+        candle_grace_ms=2000, idle_close_ms=60_000,
+        # The trades are months old and late trades are rebuilt from them: keep them all.
+        tick_retention_days=36_500)
 
 
 async def test_trades_become_the_independently_computed_candles_on_the_stream_and_in_the_database(

@@ -1,4 +1,5 @@
-"""``GET /v1/candles``: stored candles of one instrument and timeframe, ordered by time.
+"""``GET /v1/candles``: stored candles of one instrument and timeframe, ordered by time;
+``GET /v1/candles/latest``: the newest one.
 
 Served from the database (candles_1m and the higher-timeframe relations), which the pipeline
 keeps equal to the stream, including the forming 1m candle.
@@ -15,7 +16,7 @@ import msgspec
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel
 
-from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.candle_store import CandleRow, CandleStore
 from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES, datetime_to_ns, ns_to_datetime
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,22 @@ def parse_limit(value: str | None) -> int:
     return limit
 
 
+def candle_json(row: CandleRow) -> dict:
+    return {"ts": row.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), "open": row.open, "high": row.high,
+            "low": row.low, "close": row.close, "volume": row.volume, "trades": row.trades}
+
+
+def check_timeframe(timeframe: str) -> None:
+    if timeframe not in TIMEFRAMES:
+        raise invalid("timeframe", f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+
+
+def database_unavailable(exc: Exception) -> HTTPException:
+    """The database is away or failing: not the client's fault."""
+    log.warning("candle query failed: %s: %s", type(exc).__name__, exc)
+    return HTTPException(status_code=503, detail="database unavailable, try again")
+
+
 def create_candles_router(store: CandleStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["candles"])
 
@@ -83,8 +100,7 @@ def create_candles_router(store: CandleStore) -> APIRouter:
     ) -> Response:
         """Candles overlapping [start, end), ordered by ``ts`` (bucket start, UTC). With
         ``start``: the first ``limit`` from it; without: the latest ``limit`` before ``end``."""
-        if timeframe not in TIMEFRAMES:
-            raise invalid("timeframe", f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}")
+        check_timeframe(timeframe)
         start_at = parse_time("start", start)
         end_at = parse_time("end", end)
         if start_at is not None and end_at is not None and start_at > end_at:
@@ -97,15 +113,25 @@ def create_candles_router(store: CandleStore) -> APIRouter:
         count = parse_limit(limit)
         try:
             rows = await store.fetch_candles(exchange, symbol, timeframe, start_at, end_at, count)
-        except Exception as exc:  # the database is away or failing: not the client's fault
-            log.warning("candle query failed: %s: %s", type(exc).__name__, exc)
-            raise HTTPException(status_code=503, detail="database unavailable, try again") from None
-        body = [
-            {"ts": row.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), "open": row.open, "high": row.high,
-             "low": row.low, "close": row.close, "volume": row.volume, "trades": row.trades}
-            for row in rows
-        ]
+        except Exception as exc:
+            raise database_unavailable(exc) from None
         # Encoded directly (the response model documents the shape): up to 10,000 rows.
-        return Response(content=msgspec.json.encode(body), media_type="application/json")
+        return Response(content=msgspec.json.encode([candle_json(row) for row in rows]), media_type="application/json")
+
+    @router.get("/candles/latest", response_model=CandleOut, responses={404: {"description": "no candle stored"}})
+    async def get_latest_candle(
+        exchange: Annotated[str, Query(min_length=1, description="e.g. binance")],
+        symbol: Annotated[str, Query(min_length=1, description="e.g. BTC/USDT")],
+        timeframe: Annotated[str, Query(description=f"one of {', '.join(TIMEFRAMES)}")],
+    ) -> Response:
+        """The newest candle of the instrument and timeframe, the forming one included."""
+        check_timeframe(timeframe)
+        try:
+            row = await store.fetch_latest(exchange, symbol, timeframe)
+        except Exception as exc:
+            raise database_unavailable(exc) from None
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"no {timeframe} candle stored for {exchange} {symbol}")
+        return Response(content=msgspec.json.encode(candle_json(row)), media_type="application/json")
 
     return router

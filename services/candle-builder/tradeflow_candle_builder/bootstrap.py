@@ -22,6 +22,7 @@ from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.api import create_candles_router
 from tradeflow_candle_builder.pipeline import CandlePipeline
 from tradeflow_candle_builder.settings import CandleBuilderSettings
+from tradeflow_candle_builder.tick_retention import TickRetentionJob
 
 SERVICE_NAME = "candle-builder"
 DEFAULT_PORT = 8002
@@ -61,6 +62,8 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
     dead_letters = DeadLetters(producer, telemetry)
     pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters)
+    retention = TickRetentionJob(settings.libpq_url, telemetry, days=settings.tick_retention_days,
+                                 interval_s=settings.retention_interval_s)
     consumer = Consumer(
         settings, telemetry,
         topics=[ticks_spec],
@@ -79,7 +82,8 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         telemetry,
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
-        components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, producer, pipeline, consumer],
+        components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, producer, pipeline, consumer,
+                    retention],
         routers=[create_candles_router(store)],
         readiness_checks=[
             named_check("broker", broker_check(producer)),

@@ -35,6 +35,10 @@ class CandleBuilderSettings(ServiceSettings):
         default=8, ge=1, le=1_000,
         description="consumed batches waiting for the database writer before consuming pauses (backpressure)")
     db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (writer + API + recovery)")
+    tick_retention_days: int = Field(
+        default=30, ge=1, le=36_500, description="raw ticks older than this are dropped; candles are kept forever")
+    retention_interval_s: float = Field(
+        default=3_600.0, ge=1.0, le=7 * 86_400.0, description="how often tick retention runs (the first run soon after start)")
 
     @field_validator("ticks_topic", "candles_topic")
     @classmethod

@@ -27,6 +27,8 @@ from psycopg_pool import AsyncConnectionPool
 from tradeflow.db.engine import libpq_url
 from tradeflow.messages import Candle, Tick
 
+from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES
+
 ONE_MINUTE_NS = 60_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -101,6 +103,12 @@ ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
     volume = excluded.volume, trades = excluded.trades, revision = c.revision + 1,
     updated_at = excluded.updated_at
 RETURNING exchange, symbol, ts, open, high, low, close, volume, trades, revision
+"""
+
+# The primary key (exchange, symbol, ts) answers this with one backward index probe.
+_NEWEST_1M = """
+SELECT ts, open, high, low, close, volume, trades FROM candles_1m
+WHERE exchange = %s AND symbol = %s ORDER BY ts DESC LIMIT 1
 """
 
 _FETCH_1M = f"""
@@ -309,12 +317,45 @@ class CandleStore:
             rows.reverse()
         return [CandleRow(ts, o, h, lo, c, v, int(n)) for ts, o, h, lo, c, v, n in rows]
 
+    async def fetch_latest(self, exchange: str, symbol: str, timeframe: str) -> CandleRow | None:
+        """The newest candle of one instrument and timeframe (the forming one included), or None.
+
+        Every higher-timeframe relation is built from candles_1m, so its newest bucket is the
+        one holding the newest 1m candle: the relation is read only from that bucket's start,
+        which keeps the read to a few rows instead of the instrument's whole history.
+        """
+        relation = TIMEFRAME_RELATIONS.get(timeframe)
+        if relation is None:
+            raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAME_RELATIONS)}")
+        async with self._require_pool().connection() as conn:
+            cursor = await conn.execute(_NEWEST_1M, (exchange, symbol))
+            newest = await cursor.fetchone()
+            if newest is None or timeframe == "1m":
+                return None if newest is None else _candle_row(newest)
+            window_start = _ns_to_datetime(TIMEFRAMES[timeframe].bucket_start(datetime_to_ns(newest[0])))
+            query = sql.SQL(
+                "SELECT ts, open, high, low, close, volume, trades FROM {relation} "
+                "WHERE exchange = %s AND symbol = %s AND ts >= %s ORDER BY ts DESC LIMIT 1"
+            ).format(relation=sql.Identifier(relation))
+            cursor = await conn.execute(query, (exchange, symbol, window_start))
+            row = await cursor.fetchone()
+        return None if row is None else _candle_row(row)
+
     async def fetch_1m(self, exchange: str, symbol: str, start_ns: int, end_ns: int) -> list[Candle]:
         """Stored 1m candles with bucket start in [start_ns, end_ns), with their revisions."""
         async with self._require_pool().connection() as conn:
             cursor = await conn.execute(_FETCH_1M, (exchange, symbol, start_ns, end_ns))
             rows = await cursor.fetchall()
         return [_candle_1m(*row) for row in rows]
+
+
+def _ns_to_datetime(value_ns: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value_ns // 1000)
+
+
+def _candle_row(row) -> CandleRow:
+    ts, open_, high, low, close, volume, trades = row
+    return CandleRow(ts, open_, high, low, close, volume, int(trades))
 
 
 def _as_utc(value: datetime) -> datetime:

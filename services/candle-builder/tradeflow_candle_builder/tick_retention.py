@@ -1,0 +1,90 @@
+"""Background job: keep ``tick_retention_days`` of raw ticks (candles stay forever).
+
+Every ``retention_interval_s`` (the first run shortly after start) it opens its own database
+connection, detects the storage mode and applies :func:`tradeflow.db.retention.plan_tick_retention`
+under an advisory lock, so with several replicas only one does the work per round. A failed run
+is logged and counted; the next round tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import psycopg
+from tradeflow.db.capabilities import detect_capabilities_async
+from tradeflow.db.retention import RetentionOutcome, apply_tick_retention, plan_tick_retention
+from tradeflow.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# Soon after start, but not in the middle of start-up (consumer join, recovery reads).
+FIRST_RUN_DELAY_S = 5.0
+CONNECT_TIMEOUT_S = 10
+
+
+class TickRetentionJob:
+    """A service Component that periodically drops ticks older than the retention."""
+
+    name = "TickRetentionJob"
+
+    def __init__(self, conninfo: str, telemetry: Telemetry, *, days: int, interval_s: float) -> None:
+        self._conninfo = conninfo
+        self._days = days
+        self._interval_s = interval_s
+        self._task: asyncio.Task | None = None
+        self._runs = telemetry.counter(
+            "tradeflow_candles_ticks_retention_runs_total",
+            "tick retention rounds by result (applied, skipped: another replica held the lock, failed)",
+            ("result",))
+        self._last_run = telemetry.gauge(
+            "tradeflow_candles_ticks_retention_last_run_timestamp_seconds",
+            "unix time of the last tick retention round that applied the retention")
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="tick-retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(min(FIRST_RUN_DELAY_S, self._interval_s))
+        while True:
+            await self.run_once()
+            await asyncio.sleep(self._interval_s)
+
+    async def run_once(self) -> RetentionOutcome | None:
+        """One round; returns what it did (None when skipped or failed)."""
+        started = time.monotonic()
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            ) as conn:
+                plan = plan_tick_retention(await detect_capabilities_async(conn), self._days)
+                outcome = await apply_tick_retention(conn, plan)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database is away or refused: try again next round
+            self._runs.labels(result="failed").inc()
+            log.warning("tick retention failed: %s: %s", type(exc).__name__, exc)
+            return None
+        if outcome is None:
+            self._runs.labels(result="skipped").inc()
+            log.info("tick retention skipped: another replica holds the retention lock")
+            return None
+        self._runs.labels(result="applied").inc()
+        self._last_run.set(time.time())
+        log.info(
+            "tick retention (%s, %d days): dropped %d chunk(s)%s, deleted %d row(s) in %.2fs",
+            outcome.method, self._days, len(outcome.dropped_chunks),
+            f" {', '.join(outcome.dropped_chunks)}" if outcome.dropped_chunks else "",
+            outcome.deleted_rows, time.monotonic() - started,
+        )
+        return outcome
