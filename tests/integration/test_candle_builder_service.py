@@ -328,3 +328,50 @@ async def test_a_restart_in_the_middle_of_the_stream_still_gives_the_exact_candl
             assert got == candles, tf
     finally:
         await producer.stop()
+
+
+async def test_a_late_trade_older_than_the_tick_retention_leaves_the_stored_candle_alone(
+        settings, unique_name):
+    """Its minute's trades may already be dropped by retention: a recompute would corrupt the
+    candle, so the trade goes to the DLQ with the reason and the candle stays as it was."""
+    settings = settings.model_copy(update={"tick_retention_days": 1})
+    exchange, symbol = f"old{unique_name[-8:]}", "BTC/USDT"
+    start = (time.time_ns() - 3 * 86_400 * S) // MINUTE * MINUTE  # a minute three days ago
+    trades = [Tick(exchange=exchange, symbol=symbol, trade_id=str(i), price=100.0 + i, amount=1.0, side="buy",
+                   ts_event=start + i * 10 * S, ts_recv=start + i) for i in range(12)]  # two minutes
+    closer = Tick(exchange=exchange, symbol=symbol, trade_id="closer", price=99.0, amount=1.0, side="sell",
+                  ts_event=start + 10 * MINUTE, ts_recv=start + 100)
+    late = Tick(exchange=exchange, symbol=symbol, trade_id="late", price=500.0, amount=9.0, side="buy",
+                ts_event=start + 30 * S, ts_recv=start + 101)
+    key = market_key(exchange, symbol)
+    bucket = datetime.fromtimestamp(start / S, UTC).isoformat().replace("+00:00", "Z")
+
+    app = SERVICE.create_app(settings)
+    producer_settings = CommonSettings(kafka_bootstrap=settings.kafka_bootstrap)
+    producer = Producer(producer_settings, Telemetry("test-feed", producer_settings), client_id="test-feed")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+        async with app.router.lifespan_context(app):
+            await wait_ready(client)
+            await producer.start()
+            try:
+                await producer.send_many(settings.ticks_topic, [(key, t) for t in trades + [closer]])
+
+                async def first_minute():
+                    resp = await client.get("/v1/candles", params={
+                        "exchange": exchange, "symbol": symbol, "timeframe": "1m", "limit": 1,
+                        "start": bucket})
+                    rows = resp.json()
+                    return rows[0] if rows and rows[0]["ts"] == bucket else None
+                deadline = time.monotonic() + 20
+                while (before := await first_minute()) is None or before["trades"] != 6:
+                    assert time.monotonic() < deadline, before
+                    await asyncio.sleep(0.2)
+
+                await producer.send_many(settings.ticks_topic, [(key, late)])
+                dlq = await consume(settings.kafka_bootstrap, settings.ticks_topic + ".dlq",
+                                    lambda rs: len(rs) >= 1, timeout_s=20)
+                assert header_value(dlq[0].headers, "error-reason").startswith("beyond_tick_retention:")
+                assert decode(Tick, dlq[0].value) == late
+                assert await first_minute() == before  # not recomputed from the few ticks left
+            finally:
+                await producer.stop()

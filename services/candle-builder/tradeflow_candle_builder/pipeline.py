@@ -28,14 +28,20 @@ from collections.abc import Sequence
 
 from aiokafka import TopicPartition
 from tradeflow.bus import DeadLetters, Producer, Record, reason_code
-from tradeflow.messages import Candle
+from tradeflow.messages import Candle, Tick
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.adapters.store_writer import StoreWriter, WriteJob, WriterMetrics
 from tradeflow_candle_builder.domain.aggregator import CandleAggregator, Closings
-from tradeflow_candle_builder.domain.timeframes import HOUR_NS, MINUTE_NS, datetime_to_ns, ns_to_datetime
+from tradeflow_candle_builder.domain.timeframes import (
+    HOUR_NS,
+    MINUTE_NS,
+    NS_PER_SECOND,
+    datetime_to_ns,
+    ns_to_datetime,
+)
 from tradeflow_candle_builder.domain.validation import consumed_tick_rejection_reason
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
@@ -104,6 +110,7 @@ class CandlePipeline:
         valid = []
         next_offsets: dict[int, int] = {}
         dead_letter_acks = []
+        records_by_tick: dict[int, Record] = {}
         for record in records:
             partition = record.partition
             next_offsets[partition] = record.offset + 1
@@ -114,6 +121,7 @@ class CandlePipeline:
                 self._ticks_rejected.labels(reason_code(reason)).inc()
                 continue
             valid.append((partition, record.offset, tick))
+            records_by_tick[id(tick)] = record
         unknown = self.aggregator.unknown_instruments(valid)
         if unknown:
             # Before any state changes: if this fails, the Consumer redelivers the batch intact.
@@ -123,18 +131,38 @@ class CandlePipeline:
             outcome = self.aggregator.add_batch(valid, wall)
             closings = self.aggregator.advance(wall)
             job = self._job(closings)
-            job.ticks = [tick for _, _, tick in valid]
+            beyond = self._late_beyond_retention(outcome.late, now_ns)
+            job.ticks = [tick for _, _, tick in valid] if not beyond else [
+                tick for _, _, tick in valid if id(tick) not in beyond]
             job.candles_1m = {(c.exchange, c.symbol, c.ts_start): c for c in outcome.candles_to_store()}
-            job.recompute |= outcome.late_minutes
+            job.recompute |= outcome.late_minutes - {
+                (t.exchange, t.symbol, t.ts_event - t.ts_event % MINUTE_NS) for t in beyond.values()}
             job.refresh_higher.update(outcome.refresh_higher)
             job.next_offsets = next_offsets
             await self.writer.submit(job)
+        for record_tick in beyond.values():
+            reason = ("beyond_tick_retention: a late trade for a minute whose trades are no longer stored "
+                      f"(tick retention {self._settings.tick_retention_days} days); its candle cannot be corrected")
+            dead_letter_acks.append(self._dead_letters.send(records_by_tick[id(record_tick)], reason))
+            self._ticks_rejected.labels(reason_code(reason)).inc()
         self._ticks_processed.inc(len(valid) - len(outcome.late))
         if outcome.late:
             self._late_ticks.inc(len(outcome.late))
         if dead_letter_acks:
             # The Consumer commits past these records after we return: the DLQ must have them.
             await asyncio.gather(*dead_letter_acks)
+
+    def _late_beyond_retention(self, late: list, now_ns: int) -> dict[int, Tick]:
+        """Late trades for minutes older than the tick retention, by ``id(tick)``.
+
+        Their minute's other trades may already be dropped from ``ticks``: recomputing the
+        candle from what is left would overwrite a correct candle with a wrong one. They go to
+        the DLQ instead and the stored candle stays as it is.
+        """
+        if not late:
+            return {}
+        cutoff = now_ns - self._settings.tick_retention_days * 86_400 * NS_PER_SECOND
+        return {id(tick): tick for _, _, tick in late if tick.ts_event < cutoff}
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
