@@ -18,10 +18,13 @@ from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_CANDLES, MD_TICKS, TopicSpec
 
+from tradeflow_candle_builder.adapters.candle_feed import CandleFeed
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.api import create_candles_router
 from tradeflow_candle_builder.pipeline import CandlePipeline
 from tradeflow_candle_builder.settings import CandleBuilderSettings
+from tradeflow_candle_builder.stream.api import create_stream_router
+from tradeflow_candle_builder.stream.broadcaster import CandleBroadcaster
 from tradeflow_candle_builder.tick_retention import TickRetentionJob
 
 SERVICE_NAME = "candle-builder"
@@ -55,6 +58,24 @@ def _database_check(store: CandleStore):
     return database
 
 
+def _stream_check(feed: CandleFeed):
+    async def candle_stream() -> tuple[bool, str]:
+        if feed.is_positioned():
+            return True, "reading the candles topic"
+        return False, "not yet reading the candles topic"
+
+    return candle_stream
+
+
+def create_stream(settings: CandleBuilderSettings, telemetry: Telemetry) -> tuple[CandleBroadcaster, CandleFeed]:
+    """The live stream's fan-out and the group-less reader of the candles topic that feeds it."""
+    broadcaster = CandleBroadcaster(telemetry, client_queue=settings.stream_client_queue)
+    feed = CandleFeed(settings, telemetry, broadcaster, topic=settings.candles_topic,
+                      fetch_max_wait_ms=settings.stream_fetch_max_wait_ms,
+                      client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}-stream")
+    return broadcaster, feed
+
+
 def create_app(settings: CandleBuilderSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     ticks_spec, candles_spec = topic_specs(settings)
@@ -64,6 +85,7 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters)
     retention = TickRetentionJob(settings.libpq_url, telemetry, days=settings.tick_retention_days,
                                  interval_s=settings.retention_interval_s)
+    broadcaster, feed = create_stream(settings, telemetry)
     consumer = Consumer(
         settings, telemetry,
         topics=[ticks_spec],
@@ -83,12 +105,13 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
         components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, producer, pipeline, consumer,
-                    retention],
-        routers=[create_candles_router(store)],
+                    retention, feed],
+        routers=[create_candles_router(store), create_stream_router(broadcaster)],
         readiness_checks=[
             named_check("broker", broker_check(producer)),
             named_check("database", _database_check(store)),
             consumer_check(consumer),
+            _stream_check(feed),
         ],
         description="Trades from the ticks topic to candles of every timeframe: stored, streamed and served.",
     )

@@ -39,6 +39,11 @@ class CandleBuilderSettings(ServiceSettings):
         default=30, ge=1, le=36_500, description="raw ticks older than this are dropped; candles are kept forever")
     retention_interval_s: float = Field(
         default=3_600.0, ge=1.0, le=7 * 86_400.0, description="how often tick retention runs (the first run soon after start)")
+    stream_client_queue: int = Field(
+        default=1_000, ge=1, le=100_000,
+        description="candle frames a live stream client may have waiting; when full it is disconnected (1013)")
+    stream_fetch_max_wait_ms: int = Field(
+        default=20, ge=1, le=500, description="longest the stream's candles-topic fetch waits at the broker (latency)")
 
     @field_validator("ticks_topic", "candles_topic")
     @classmethod
