@@ -14,7 +14,8 @@ and pushed to every subscribed websocket that is not paused. One id sequence per
 both the aggregate-trade id (``a``) and the trade id (``t``), so a trade has the same id however
 a client reads it. Test controls: :meth:`drop_websockets` (disconnect mid-stream),
 ``refuse_websockets`` (the stream is down), ``stall_websockets`` (connected, silent),
-:meth:`fail_rest` (429/418 with Retry-After), :meth:`send_raw_frame` (malformed frames),
+:meth:`fail_rest` (429/418 with Retry-After; ``request_times`` and ``refused_at`` say
+when each request came and each refusal went), :meth:`send_raw_frame` (malformed frames),
 :meth:`stop`/:meth:`start` (restart on the same port).
 """
 
@@ -97,6 +98,9 @@ class FakeBinance:
         self.refuse_websockets = False  # new connections are answered 503 (the stream is down)
         self.stall_websockets = False  # connections stay open but no events are pushed
         self.requests: list[str] = []  # "GET /api/v3/aggTrades?..." in order, for assertions
+        # (time.monotonic(), "GET /path?query") of every request, websocket connections included
+        self.request_times: list[tuple[float, str]] = []
+        self.refused_at: list[float] = []  # time.monotonic() of each injected 429/418 answer
         self.subscriptions: list[list[str]] = []  # params of every SUBSCRIBE received
         self._rest_failures: deque[tuple[int, float]] = deque()
         self._subscribers: list[_Subscriber] = []
@@ -161,14 +165,20 @@ class FakeBinance:
             if not subscriber.ws.closed:
                 await subscriber.ws.send_str(text)
 
-    def fail_rest(self, status: int, retry_after_s: float, times: int = 1) -> None:
-        """The next ``times`` trade requests are answered ``status`` (429 or 418) with Retry-After."""
+    def fail_rest(self, status: int, retry_after_s: float = 0.0, times: int = 1) -> None:
+        """The next ``times`` trade requests are answered ``status``: 429/418 with Retry-After and
+        Binance's rate-limit error, any other status as a bare outage (e.g. 503)."""
         self._rest_failures.extend([(status, retry_after_s)] * times)
+
+    def heal_rest(self) -> None:
+        """Forget the failures :meth:`fail_rest` queued that have not been served yet."""
+        self._rest_failures.clear()
 
     # --- handlers ------------------------------------------------------------------------
 
     def _log(self, request: web.Request) -> None:
         self.requests.append(f"{request.method} {request.path_qs}")
+        self.request_times.append((time.monotonic(), f"{request.method} {request.path_qs}"))
 
     async def _time(self, request: web.Request) -> web.Response:
         self._log(request)
@@ -188,6 +198,9 @@ class FakeBinance:
         if not self._rest_failures:
             return None
         status, retry_after_s = self._rest_failures.popleft()
+        self.refused_at.append(time.monotonic())
+        if status not in (418, 429):  # the exchange is down: no Binance error code, no Retry-After
+            return web.Response(status=status, text="Service Unavailable")
         return web.json_response({"code": -1003, "msg": "Too many requests; slow down."}, status=status,
                                  headers={"Retry-After": str(int(retry_after_s))})
 
@@ -228,6 +241,7 @@ class FakeBinance:
         return web.json_response([t.trade_json() for t in history[-limit:]])
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        self.request_times.append((time.monotonic(), f"{request.method} {request.path_qs}"))
         if self.refuse_websockets:
             return web.Response(status=503, text="stream unavailable")
         ws = web.WebSocketResponse(heartbeat=None)

@@ -6,11 +6,17 @@ import asyncio
 import time
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from tradeflow.bus import DeadLetters, Producer
+from tradeflow.codec import decode
+from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
+from tradeflow.topics import OPS_ALERTS
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.bootstrap import TopicsExist
+from tradeflow_ingest.domain.circuit_breaker import BreakerState
+from tradeflow_ingest.domain.price_guard import PriceGuard
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 from tradeflow_ingest.settings import IngestSettings
@@ -52,8 +58,9 @@ async def feed_of(kafka_bootstrap, fake_binance, unique_name):
             urls={"public": fake_binance.rest_url, "ws.spot": fake_binance.ws_url},
             poll_interval_s=0.2, **overrides,
         )
-        feed = CcxtTradeFeed(feed_settings, publisher=TickPublisher(producer, DeadLetters(producer, telemetry), telemetry),
-                             clock=ReceiveClock())
+        publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry,
+                                  price_guard=PriceGuard(0.5), service_name="ingest-test")
+        feed = CcxtTradeFeed(feed_settings, publisher=publisher, clock=ReceiveClock(), telemetry=telemetry)
         await feed.start()
         feeds.append(feed)
         return feed
@@ -140,3 +147,158 @@ async def test_a_dropped_connection_reconnects_and_catches_up_without_duplicates
     ticks = await published(kafka_bootstrap, feed.status().exchange)
     assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == [str(i) for i in range(1, 12)]
     assert "BTC/USDT" not in ticks
+
+
+@pytest.mark.parametrize("status", [429, 418])
+async def test_a_rate_limited_exchange_is_not_asked_anything_before_retry_after_and_nothing_is_lost(
+    kafka_bootstrap, fake_binance, feed_of, status
+):
+    feed = await feed_of()
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    for i in range(3):
+        await fake_binance.make_trade("BTCUSDT", 100 + i, 1.0)
+    await wait_until(lambda: feed.status().published == 3, 20, "3 published ticks")
+
+    fake_binance.fail_rest(status, retry_after_s=2, times=1)
+    await fake_binance.drop_websockets()  # the catch-up after the drop is refused
+    for i in range(3, 6):
+        await fake_binance.make_trade("BTCUSDT", 100 + i, 1.0)
+    await wait_until(lambda: fake_binance.refused_at, 20, f"the {status} answer")
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 30, "the websocket reconnect")
+    await fake_binance.make_trade("BTCUSDT", 106, 1.0)
+    await wait_until(lambda: feed.status().published == 7, 20, "every trade published")
+
+    refused = fake_binance.refused_at[0]
+    asked_after = [(t - refused, what) for t, what in fake_binance.request_times if t > refused]
+    assert asked_after, "the feed never asked the exchange again"
+    assert all(delay >= 2.0 for delay, _ in asked_after), f"asked during Retry-After: {asked_after}"
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == [str(i) for i in range(1, 8)]
+
+
+async def test_an_open_breaker_asks_a_failing_exchange_once_per_cool_down_then_recovers(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(breaker_failures=3, breaker_cool_down_s=2.0)
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    await fake_binance.make_trade("BTCUSDT", 100, 1.0)
+    await wait_until(lambda: feed.status().published == 1, 20, "the first tick")
+
+    fake_binance.refuse_websockets = True  # the exchange is down: websocket and REST
+    fake_binance.fail_rest(503, times=1000)
+    await fake_binance.drop_websockets()
+    await wait_until(lambda: feed.breaker_state is BreakerState.OPEN, 20, "the breaker to open")
+    opened = time.monotonic()
+    for i in range(1, 4):
+        await fake_binance.make_trade("BTCUSDT", 100 + i, 1.0)
+    await asyncio.sleep(5.0)
+
+    times = [t for t, _ in fake_binance.request_times]
+    since_open = [t for t in times if t <= opened][-1:] + [t for t in times if t > opened]
+    gaps = [later - earlier for earlier, later in zip(since_open, since_open[1:], strict=False)]
+    assert 1 <= len(gaps) <= 3, f"probes while open: {gaps}"
+    assert all(gap >= 2.0 for gap in gaps), f"asked during the cool-down: {gaps}"
+
+    fake_binance.heal_rest()
+    fake_binance.refuse_websockets = False
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket reconnect")
+    await fake_binance.make_trade("BTCUSDT", 104, 1.0)
+    await wait_until(lambda: feed.status().published == 5, 20, "every trade published")
+    assert feed.breaker_state is BreakerState.CLOSED
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == [str(i) for i in range(1, 6)]
+
+
+async def test_a_flapping_websocket_is_reconnected_at_most_n_times_per_window_with_rest_between(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(max_reconnects=2, reconnect_window_s=3.0)
+    for round_ in range(3):  # drop it three times, as soon as it is back each time
+        await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+        await fake_binance.drop_websockets()
+        await fake_binance.make_trade("ETHUSDT", 10 + round_, 1.0)
+        await wait_until(lambda n=round_ + 1: feed.status().published == n, 20, "the trade made meanwhile")
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket reconnect")
+    await fake_binance.make_trade("ETHUSDT", 13, 1.0)
+    await wait_until(lambda: feed.status().published == 4, 20, "the trade after the reconnect")
+
+    connects = [t for t, what in fake_binance.request_times if what.startswith("GET /ws")]
+    assert len(connects) >= 4
+    # any three consecutive attempts span the window (0.1s: the request's way to the fake)
+    spans = [later - earlier for earlier, later in zip(connects, connects[2:], strict=False)]
+    assert all(span >= 2.9 for span in spans), f"attempts too close: {spans}"
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == ["1", "2", "3", "4"]
+
+
+async def test_a_stalled_stream_is_resubscribed_and_the_trades_made_meanwhile_arrive_once(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(stale_after_s=1.0)
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    await fake_binance.make_trade("BTCUSDT", 100, 1.0)
+    await fake_binance.make_trade("ETHUSDT", 10, 1.0)
+    await wait_until(lambda: feed.status().published == 2, 20, "the first ticks")
+
+    fake_binance.stall_websockets = True  # connected, subscribed, silent
+    for i in range(1, 4):
+        await fake_binance.make_trade("BTCUSDT", 100 + i, 1.0)
+        await fake_binance.make_trade("ETHUSDT", 10 + i, 1.0)
+    await wait_until(lambda: len(fake_binance.subscriptions) >= 2, 20, "the resubscription")
+    await wait_until(lambda: feed.status().published == 8, 20, "the trades made during the stall")
+    fake_binance.stall_websockets = False
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket after the stall")
+    await fake_binance.make_trade("BTCUSDT", 104, 1.0)
+    await wait_until(lambda: feed.status().published == 9, 20, "the trade after the stall")
+    await asyncio.sleep(0.5)  # nothing more (no duplicates) arrives afterwards
+
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == ["1", "2", "3", "4", "5"]
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == ["1", "2", "3", "4"]
+    assert feed.status().published == 9 and feed.status().kind == "ccxt-ws"
+
+
+async def alerts_about(bootstrap: str, exchange: str) -> list[tuple[str, Alert]]:
+    """(key, alert) of every alert on ops.alerts.v1 labelled with ``exchange``, up to now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(OPS_ALERTS.name, p) for p in sorted(consumer.partitions_for_topic(OPS_ALERTS.name) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        found = []
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                found.extend((r.key.decode(), decode(Alert, r.value)) for r in records)
+        return [(key, alert) for key, alert in found if alert.labels.get("exchange") == exchange]
+    finally:
+        await consumer.stop()
+
+
+async def test_a_price_jump_beyond_the_limit_is_held_back_to_the_dlq_and_raised_as_an_alert(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of()
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    for price in (30_000, 30_100, 46_000, 29_900):  # 46000 is +52.8% from 30100
+        await fake_binance.make_trade("BTCUSDT", price, 0.1)
+    await fake_binance.make_trade("ETHUSDT", 2_000, 1.0)
+    await wait_until(lambda: feed.status().published + feed.status().rejected == 5, 20, "5 handled trades")
+
+    exchange = feed.status().exchange
+    assert (feed.status().published, feed.status().rejected) == (4, 1)
+    ticks = await published(kafka_bootstrap, exchange)
+    assert [(trade_id, price) for trade_id, price, _ in ticks["BTC/USDT"]] == [
+        ("1", 30_000.0), ("2", 30_100.0), ("4", 29_900.0)]
+    dead = await read_topic(kafka_bootstrap, "md.ticks.v1.dlq", exchange)
+    assert [(tick.trade_id, tick.price) for *_, tick, _ in dead] == [("3", 46_000.0)]
+    reason = dict(dead[0][4])["error-reason"].decode()
+    assert reason.startswith("price_deviation:") and "30100" in reason
+    alerts = await alerts_about(kafka_bootstrap, exchange)
+    assert len(alerts) == 1
+    key, alert = alerts[0]
+    assert key == "ingest-test" and alert.service == "ingest-test" and alert.kind == "price_deviation"
+    assert alert.labels == {"exchange": exchange, "symbol": "BTC/USDT", "trade_id": "3"}
+    assert reason in alert.message and alert.severity == "warning"

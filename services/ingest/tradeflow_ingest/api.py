@@ -8,7 +8,12 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from tradeflow_ingest.domain.feed_status import ExchangeFeed, FeedStatus, SymbolFeedStatus
 from tradeflow_ingest.domain.sources import SourceStatus, TickSource
+
+
+def _utc(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
 
 class SourceView(BaseModel):
@@ -31,7 +36,7 @@ class SourceView(BaseModel):
             rate=status.rate,
             published=status.published,
             rejected=status.rejected,
-            last_event_time=None if last is None else datetime.fromtimestamp(last / 1e9, tz=UTC),
+            last_event_time=_utc(last),
             running=status.running,
         )
 
@@ -42,5 +47,45 @@ def sources_router(sources: Sequence[TickSource]) -> APIRouter:
     @router.get("/sources", response_model=list[SourceView], summary="The tick sources and their progress")
     async def list_sources() -> list[SourceView]:
         return [SourceView.of(source.status()) for source in sources]
+
+    return router
+
+
+class SymbolFeedView(BaseModel):
+    symbol: str
+    last_trade_time: datetime | None = Field(description="event time of the newest trade received (UTC)")
+    trades_per_second: float = Field(description="trades received per second over the last minute")
+    received: int = Field(description="distinct trades received (websocket/REST overlap counted once)")
+    published: int = Field(description="ticks acknowledged on md.ticks.v1")
+    rejected: int = Field(description="ticks held back to md.ticks.v1.dlq (invalid or implausible)")
+
+    @classmethod
+    def of(cls, status: SymbolFeedStatus) -> SymbolFeedView:
+        return cls(symbol=status.symbol, last_trade_time=_utc(status.last_trade_ns),
+                   trades_per_second=round(status.trades_per_second, 3), received=status.received,
+                   published=status.published, rejected=status.rejected)
+
+
+class FeedView(BaseModel):
+    exchange: str
+    mode: str = Field(description="'websocket', or 'rest' while polling because the websocket is down")
+    connected: bool = Field(description="the websocket has delivered trades since its last (re)connect")
+    reconnects: int = Field(description="websocket connection attempts after the first")
+    breaker_state: str = Field(description="circuit breaker of the exchange: closed, open or half_open")
+    symbols: list[SymbolFeedView]
+
+    @classmethod
+    def of(cls, status: FeedStatus) -> FeedView:
+        return cls(exchange=status.exchange, mode=status.mode, connected=status.connected,
+                   reconnects=status.reconnects, breaker_state=status.breaker_state,
+                   symbols=[SymbolFeedView.of(s) for s in status.symbols])
+
+
+def feeds_router(feeds: Sequence[ExchangeFeed]) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["feeds"])
+
+    @router.get("/feeds", response_model=list[FeedView], summary="The exchange feeds, per exchange and symbol")
+    async def list_feeds() -> list[FeedView]:
+        return [FeedView.of(feed.feed_status()) for feed in feeds]
 
     return router

@@ -13,12 +13,13 @@ from tradeflow.bus import DeadLetters, Producer
 from tradeflow.bus.connection import Backoff
 from tradeflow.service import ServiceDefinition, broker_check, create_service_app
 from tradeflow.telemetry import Telemetry
-from tradeflow.topics import MD_TICKS
+from tradeflow.topics import MD_TICKS, OPS_ALERTS
 
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.synthetic_source import SyntheticSource
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.api import sources_router
+from tradeflow_ingest.api import feeds_router, sources_router
+from tradeflow_ingest.domain.price_guard import PriceGuard
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.sources import TickSource
 from tradeflow_ingest.domain.synthetic_market import SyntheticMarket
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class TopicsExist:
-    """Start-up step: md.ticks.v1 and its DLQ exist with their partitions before any source runs.
+    """Start-up step: md.ticks.v1, ops.alerts.v1 and their DLQs exist before any source runs.
 
     Created here rather than by the broker's auto-create, which would use the broker's default
     partition count. A broker that is still starting gets ``TOPICS_WAIT_S`` to answer.
@@ -45,7 +46,7 @@ class TopicsExist:
         deadline = time.monotonic() + TOPICS_WAIT_S
         while True:
             try:
-                await ensure_topics(self._settings, [MD_TICKS])
+                await ensure_topics(self._settings, [MD_TICKS, OPS_ALERTS])
                 return
             except (KafkaError, OSError) as exc:
                 if time.monotonic() > deadline:
@@ -60,7 +61,8 @@ class TopicsExist:
 def create_app(settings: IngestSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
-    publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry)
+    publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry,
+                              price_guard=PriceGuard(settings.max_price_deviation), service_name=SERVICE_NAME)
     clock = ReceiveClock()  # one per process: ts_recv strictly increases across all sources
     sources: list[TickSource] = []
     if settings.synthetic_symbols > 0:
@@ -71,13 +73,14 @@ def create_app(settings: IngestSettings) -> FastAPI:
             publisher=publisher,
             clock=clock,
         ))
-    sources.extend(CcxtTradeFeed(feed, publisher=publisher, clock=clock) for feed in settings.exchanges)
+    feeds = [CcxtTradeFeed(feed, publisher=publisher, clock=clock, telemetry=telemetry) for feed in settings.exchanges]
+    sources.extend(feeds)
     return create_service_app(
         SERVICE_NAME,
         settings,
         telemetry,
         components=[TopicsExist(settings), producer, *sources],
-        routers=[sources_router(sources)],
+        routers=[sources_router(sources), feeds_router(feeds)],
         readiness_checks=[broker_check(producer)],
     )
 

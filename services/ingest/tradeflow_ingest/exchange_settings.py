@@ -38,6 +38,26 @@ class ExchangeFeedSettings(BaseModel):
     secret: SecretStr | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="ccxt options merged over the defaults")
     poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="REST polling period while the websocket is down")
+    rate_limit_wait_s: float = Field(
+        default=60.0, gt=0, le=600,
+        description="pause of every request after a rate-limit refusal that names no Retry-After",
+    )
+    breaker_failures: int = Field(
+        default=5, ge=1, le=100, description="consecutive failed calls that open the circuit breaker"
+    )
+    breaker_cool_down_s: float = Field(
+        default=30.0, gt=0, le=3600, description="open breaker: wait before a single probe call"
+    )
+    max_reconnects: int = Field(
+        default=10, ge=1, le=1000, description="websocket connection attempts allowed per reconnect_window_s"
+    )
+    reconnect_window_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="sliding window of max_reconnects"
+    )
+    stale_after_s: float = Field(
+        default=120.0, gt=0, le=3600,
+        description="a symbol that has traded and then sends nothing for this long makes the feed resubscribe",
+    )
 
     @field_validator("id")
     @classmethod

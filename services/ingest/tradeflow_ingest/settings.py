@@ -34,6 +34,10 @@ class IngestSettings(ServiceSettings):
         pattern=r"^[^:\s]+$",  # the message key is exchange:symbol
         description="exchange name of the synthetic trades",
     )
+    max_price_deviation: float = Field(
+        default=0.5, gt=0, le=100,
+        description="a tick further than this fraction from its symbol's last accepted price is held back",
+    )
     exchanges: Annotated[list[ExchangeFeedSettings], NoDecode] = Field(
         default_factory=list, max_length=32, description="exchange feeds (JSON list); empty: none"
     )

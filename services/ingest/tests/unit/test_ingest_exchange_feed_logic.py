@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from tradeflow.settings import ConfigurationError, load_settings
 from tradeflow_ingest.domain.exchange_trades import UnusableTrade, in_exchange_order, trade_to_tick
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
-from tradeflow_ingest.domain.retry_after import retry_after_seconds, wait_before_retry
+from tradeflow_ingest.domain.retry_after import RequestHold, retry_after_seconds
 from tradeflow_ingest.domain.trade_cursor import TradeCursor
 from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 from tradeflow_ingest.settings import IngestSettings
@@ -71,10 +71,13 @@ def test_retry_after_is_read_as_seconds_or_http_date(header, expected):
     assert retry_after_seconds(header, now) == expected
 
 
-def test_the_exchange_retry_after_wins_over_a_shorter_backoff():
-    assert wait_before_retry(0.5, 3.0) == 3.0
-    assert wait_before_retry(4.0, 3.0) == 4.0
-    assert wait_before_retry(0.5, None) == 0.5
+def test_a_rate_limit_hold_lasts_its_seconds_and_a_shorter_one_does_not_cut_it():
+    hold = RequestHold()
+    assert hold.remaining_s(now=100.0) == 0.0
+    hold.hold(now=100.0, seconds=30.0)
+    hold.hold(now=101.0, seconds=2.0)  # a later, shorter refusal
+    assert hold.remaining_s(now=110.0) == 20.0
+    assert hold.remaining_s(now=131.0) == 0.0
 
 
 def test_exchanges_come_from_json_in_the_environment(monkeypatch):
@@ -92,6 +95,10 @@ def test_exchanges_come_from_json_in_the_environment(monkeypatch):
     '[{"id": "binance", "symbols": ["BTC/USDT"], "urls": {"public": "ftp://x"}}]',
     '[{"id": "binance", "symbols": ["BTC/USDT"], "api_key": "k"}]',
     '[{"id": "binance", "symbols": ["BTC/USDT"], "colour": "red"}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT"], "stale_after_s": 0}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT"], "breaker_failures": 0}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT"], "max_reconnects": 0}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT"], "rate_limit_wait_s": -1}]',
     'not json',
 ])
 def test_a_bad_exchange_entry_stops_the_service_naming_the_variable(monkeypatch, entry):
@@ -108,3 +115,9 @@ def test_a_url_override_must_name_an_existing_ccxt_url():
                                                  urls={"ws.nowhere": "ws://127.0.0.1:9/ws"}))
     with pytest.raises(ValidationError):
         ExchangeFeedSettings(id="binance", symbols=("BTC/USDT", "BTC/USDT"))
+
+
+def test_a_non_positive_price_deviation_limit_stops_the_service_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("TRADEFLOW_MAX_PRICE_DEVIATION", "0")
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_MAX_PRICE_DEVIATION"):
+        load_settings(IngestSettings)

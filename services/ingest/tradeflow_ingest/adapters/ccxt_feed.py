@@ -11,14 +11,21 @@ from typing import Any, TypeVar
 import ccxt
 import ccxt.pro
 from tradeflow.bus.connection import Backoff, sleep_unless
+from tradeflow.telemetry import Telemetry
 
+from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.domain.exchange_trades import in_exchange_order, trade_fields, trade_to_tick
+from tradeflow_ingest.domain.circuit_breaker import BreakerState, CircuitBreaker
+from tradeflow_ingest.domain.exchange_trades import NS_PER_MS, in_exchange_order, trade_fields, trade_to_tick
+from tradeflow_ingest.domain.feed_status import FeedStatus, SymbolFeedStatus
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
-from tradeflow_ingest.domain.retry_after import retry_after_seconds, wait_before_retry
+from tradeflow_ingest.domain.reconnect_budget import ReconnectBudget
+from tradeflow_ingest.domain.retry_after import RequestHold, retry_after_seconds
+from tradeflow_ingest.domain.silence_watch import SilenceWatch
 from tradeflow_ingest.domain.sources import SourceStatus
 from tradeflow_ingest.domain.trade_cursor import TradeCursor
+from tradeflow_ingest.domain.trade_rate import RecentTradeRate
 from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,10 @@ EXCHANGE_DEFAULT_OPTIONS: Mapping[str, Mapping[str, Any]] = {
         "fetchTradesMethod": "publicGetAggTrades",
     },
 }
+
+
+class StaleFeed(ccxt.NetworkError):
+    """The websocket is open but an active symbol has been silent for longer than allowed."""
 
 
 def create_ccxt_exchange(feed: ExchangeFeedSettings) -> ccxt.pro.Exchange:
@@ -78,6 +89,14 @@ class CcxtTradeFeed:
     * After every (re)connect, the first websocket batch is preceded by a REST catch-up from
       the last published trade, so trades made while disconnected are not lost.
     * Trades already published (by exchange trade id, per symbol, bounded window) are dropped.
+    * A rate-limit refusal (HTTP 429/418, ccxt ``RateLimitExceeded``/``DDoSProtection``) holds
+      every request to the exchange, REST and new websocket connections, for its Retry-After
+      (``rate_limit_wait_s`` when it names none); the catch-up afterwards loses nothing.
+    * A circuit breaker counts consecutive failed calls (connections and REST); once open, the
+      exchange gets one probe call per ``breaker_cool_down_s``. At most ``max_reconnects``
+      websocket attempts per ``reconnect_window_s``; REST polling fills the wait.
+    * An open websocket on which a symbol that has traded stays silent for ``stale_after_s`` is
+      treated as failed (:class:`StaleFeed`): closed, caught up by REST, resubscribed.
     * A batch that the broker does not acknowledge is forgotten (ids and cursor), so the next
       catch-up fetches it again: at-least-once toward the broker, exactly-once otherwise.
     """
@@ -88,6 +107,7 @@ class CcxtTradeFeed:
         *,
         publisher: TickPublisher,
         clock: ReceiveClock,
+        telemetry: Telemetry,
         exchange_factory: Callable[[ExchangeFeedSettings], ccxt.pro.Exchange] = create_ccxt_exchange,
         backoff: Backoff | None = None,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -101,6 +121,10 @@ class CcxtTradeFeed:
         self._backoff = backoff or Backoff(initial_s=0.5, maximum_s=30.0)
         self._wall_clock_ms = wall_clock_ms
         self._seen = RecentTradeIds()
+        self._hold = RequestHold()  # set by a rate-limit refusal; every request waits for it
+        self._breaker = CircuitBreaker(feed.breaker_failures, feed.breaker_cool_down_s)
+        self._reconnects = ReconnectBudget(feed.max_reconnects, feed.reconnect_window_s)
+        self._silence = SilenceWatch(feed.stale_after_s)
         self._cursor: TradeCursor | None = None
         self._exchange: ccxt.pro.Exchange | None = None
         self._mode = "ws"
@@ -109,6 +133,18 @@ class CcxtTradeFeed:
         self._published = 0
         self._rejected = 0
         self._last_event_ns: int | None = None
+        # per symbol, for /v1/feeds and the metrics
+        self._activity = {symbol: _SymbolActivity() for symbol in self._symbols}
+        self._connected = False
+        self._connect_attempts = 0
+        self._awaiting_first_batch = False  # a (re)connect attempt whose outcome is not known yet
+        self._metrics = FeedMetrics(telemetry, self._exchange_name)
+        self._metrics.watch(self._symbols, lambda: self._connected, lambda: self._breaker.state,
+                            lambda symbol: self._activity[symbol].last_trade_ns)
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self._breaker.state
 
     @property
     def kind(self) -> str:
@@ -142,6 +178,20 @@ class CcxtTradeFeed:
             running=self._task is not None and not self._task.done(),
         )
 
+    def feed_status(self) -> FeedStatus:
+        now = time.monotonic()
+        return FeedStatus(
+            exchange=self._exchange_name,
+            mode="websocket" if self._mode == "ws" else "rest",
+            connected=self._connected,
+            reconnects=max(0, self._connect_attempts - 1),
+            breaker_state=self._breaker.state.value,
+            symbols=tuple(
+                SymbolFeedStatus(symbol, a.received, a.published, a.rejected, a.last_trade_ns, a.rate.per_second(now))
+                for symbol, a in self._activity.items()
+            ),
+        )
+
     # --- the loop --------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -151,10 +201,21 @@ class CcxtTradeFeed:
                 return
             self._cursor = TradeCursor(self._symbols, self._wall_clock_ms())
             while not self._stopping.is_set():
+                budget_wait = self._reconnects.wait_s(time.monotonic())
+                if budget_wait > 0:  # too many reconnects lately: REST until one more fits
+                    log.warning("%s: reconnection limit reached; polling REST for %.1fs",
+                                self._exchange_name, budget_wait)
+                    self._mode = "rest"
+                    await self._poll_rest(budget_wait)
+                    continue
                 try:
                     await self._stream()
                 except ccxt.NetworkError as exc:
-                    delay = self._retry_delay()
+                    self._connected = False
+                    if self._awaiting_first_batch and self._connect_attempts > 1:
+                        self._metrics.reconnection("failure")
+                    self._awaiting_first_batch = False
+                    delay = self._after_failure(exc)
                     log.warning("%s: websocket failed (%s); polling REST for %.1fs before reconnecting",
                                 self._exchange_name, exc, delay)
                     self._mode = "rest"
@@ -162,22 +223,49 @@ class CcxtTradeFeed:
         except Exception:  # shown as running=false in /v1/sources; the log says why
             log.exception("%s: feed stopped by an unexpected error", self._exchange_name)
         finally:
+            self._connected = False
             await self._exchange.close()
 
     async def _stream(self) -> None:
         """Publish websocket batches until stopped; raises ccxt.NetworkError when the socket fails."""
         assert self._exchange is not None
         caught_up = False
+        if not await self._before_request():
+            return
+        self._reconnects.record_attempt(time.monotonic())  # the first watch call (re)connects
+        self._connect_attempts += 1
+        self._awaiting_first_batch = True
+        self._silence.restart(time.monotonic())
         while not self._stopping.is_set():
-            trades = await self._unless_stopped(self._exchange.watch_trades_for_symbols(list(self._symbols)))
-            if trades is None:
+            trades = await self._unless_stopped(
+                self._exchange.watch_trades_for_symbols(list(self._symbols)),
+                timeout_s=self._silence.seconds_until_stale(time.monotonic()),
+            )
+            if self._stopping.is_set():
                 return
+            if trades is None:
+                await self._resubscribe_stale()
             if not caught_up:  # first batch since (re)connect: first what was missed before it
+                self._breaker.record_success()
+                self._connected = True
+                if self._awaiting_first_batch and self._connect_attempts > 1:
+                    self._metrics.reconnection("success")
+                self._awaiting_first_batch = False
                 self._mode = "ws"
                 self._backoff.reset()
                 await self._catch_up()
                 caught_up = True
             await self._publish(trades)
+
+    async def _resubscribe_stale(self) -> None:
+        """Close the silent websocket and fail as a dropped one does: REST catch-up, then reconnect."""
+        assert self._exchange is not None
+        silent = self._silence.stale(time.monotonic())
+        try:
+            await self._exchange.close_ws_clients()
+        except Exception as exc:  # a socket already half gone; the reconnect makes a new one
+            log.debug("%s: closing the stale websocket: %s", self._exchange_name, exc)
+        raise StaleFeed(f"no trades of {', '.join(silent)} for {self._feed.stale_after_s:g}s; resubscribing")
 
     async def _poll_rest(self, duration_s: float) -> None:
         deadline = time.monotonic() + duration_s
@@ -186,7 +274,7 @@ class CcxtTradeFeed:
                 await self._catch_up()
                 pause = self._feed.poll_interval_s
             except ccxt.NetworkError as exc:
-                pause = self._retry_delay()
+                pause = self._after_failure(exc)
                 log.warning("%s: REST polling failed (%s); next try in %.1fs", self._exchange_name, exc, pause)
             await sleep_unless(self._stopping, min(pause, max(0.0, deadline - time.monotonic())))
 
@@ -196,7 +284,10 @@ class CcxtTradeFeed:
         for symbol in self._symbols:
             since = self._cursor.since_ms(symbol)
             while not self._stopping.is_set():
+                if not await self._before_request():
+                    return
                 page = await self._exchange.fetch_trades(symbol, since=since, limit=REST_PAGE_LIMIT)
+                self._breaker.record_success()
                 fresh = await self._publish(page)
                 if len(page) < REST_PAGE_LIMIT or fresh == 0:
                     break
@@ -211,16 +302,27 @@ class CcxtTradeFeed:
             log.warning("%s: %d trades without symbol, id or timestamp dropped",
                         self._exchange_name, len(trades) - len(ordered))
         fresh = []
+        heard_at = time.monotonic()
         for trade in ordered:
             symbol, trade_id, ts_ms = trade_fields(trade)
-            if symbol in self._symbols and self._seen.add(symbol, trade_id):
+            if symbol not in self._symbols:
+                continue
+            self._silence.heard(symbol, heard_at)
+            if self._seen.add(symbol, trade_id):
                 fresh.append((symbol, trade_id, ts_ms, trade))
+                self._activity[symbol].received_trade(heard_at, ts_ms * NS_PER_MS)
+                self._metrics.received(symbol, 1)
         if not fresh:
             return 0
         ticks = [trade_to_tick(self._exchange_name, trade, self._clock.next()) for *_, trade in fresh]
         outcome = await self._publisher.publish(ticks)
         self._published += outcome.published
         self._rejected += outcome.rejected
+        self._metrics.outcome(outcome.published_by_symbol, outcome.rejected_by_symbol)
+        for symbol, count in outcome.published_by_symbol.items():
+            self._activity[symbol].published += count
+        for symbol, count in outcome.rejected_by_symbol.items():
+            self._activity[symbol].rejected += count
         if outcome.failed:
             log.error("%s: %d of %d ticks not acknowledged (%s); they will be fetched again",
                       self._exchange_name, outcome.failed, len(ticks), outcome.first_error)
@@ -235,12 +337,13 @@ class CcxtTradeFeed:
 
     # --- waiting ---------------------------------------------------------------------------
 
-    async def _unless_stopped(self, operation: Awaitable[T]) -> T | None:
-        """``operation``'s result, or None when the feed is stopped first (the operation is cancelled)."""
+    async def _unless_stopped(self, operation: Awaitable[T], timeout_s: float | None = None) -> T | None:
+        """``operation``'s result, or None when the feed is stopped or ``timeout_s`` passes first
+        (the operation is then cancelled)."""
         work = asyncio.ensure_future(operation)
         stopped = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, stopped}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
         if work.done():
@@ -254,19 +357,58 @@ class CcxtTradeFeed:
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[object]]) -> bool:
         """Run ``operation`` until it succeeds (True) or the feed is stopped (False)."""
-        while not self._stopping.is_set():
+        while await self._before_request():
             try:
                 await self._unless_stopped(operation())
+                self._breaker.record_success()
                 self._backoff.reset()
                 return not self._stopping.is_set()
             except ccxt.NetworkError as exc:
-                delay = self._retry_delay()
+                delay = self._after_failure(exc)
                 log.warning("%s: cannot %s (%s); retrying in %.1fs", self._exchange_name, what, exc, delay)
                 await sleep_unless(self._stopping, delay)
         return False
 
-    def _retry_delay(self) -> float:
-        """The next backoff delay, stretched to the exchange's Retry-After after a 429/418."""
-        headers = getattr(self._exchange, "last_response_headers", None) or {}
-        retry_after = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-        return wait_before_retry(self._backoff.next_delay(), retry_after_seconds(retry_after))
+    async def _before_request(self) -> bool:
+        """Wait out a rate-limit hold and an open breaker; False when the feed is stopped meanwhile."""
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            remaining = max(self._hold.remaining_s(now), self._breaker.wait_s(now))
+            if remaining == 0:
+                # Refused only while half-open with a probe whose outcome was never recorded; the
+                # feed makes one call at a time, so that probe was its own and this call replaces it.
+                self._breaker.try_acquire(now)
+                return True
+            log.info("%s: %s; next request in %.1fs", self._exchange_name,
+                     "circuit breaker open" if self._breaker.wait_s(now) else "rate limited", remaining)
+            await sleep_unless(self._stopping, remaining)
+        return False
+
+    def _after_failure(self, exc: ccxt.NetworkError) -> float:
+        """The next backoff delay; counts for the breaker; a rate-limit refusal holds every request."""
+        self._breaker.record_failure(time.monotonic())
+        if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+            headers = getattr(self._exchange, "last_response_headers", None) or {}
+            header = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+            retry_after = retry_after_seconds(header)
+            wait_s = self._feed.rate_limit_wait_s if retry_after is None else retry_after
+            self._hold.hold(time.monotonic(), wait_s)
+            log.warning("%s: rate limited (%s); no request for %.1fs", self._exchange_name, exc, wait_s)
+        return self._backoff.next_delay()
+
+
+class _SymbolActivity:
+    """What one symbol of the feed has done so far (for /v1/feeds)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.published = 0
+        self.rejected = 0
+        self.last_trade_ns: int | None = None  # event time of the newest trade received
+        self.rate = RecentTradeRate()
+
+    def received_trade(self, now: float, ts_event_ns: int) -> None:
+        self.received += 1
+        self.rate.add(now, 1)
+        if self.last_trade_ns is None or ts_event_ns > self.last_trade_ns:
+            self.last_trade_ns = ts_event_ns

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import encode, message_headers
 from tradeflow.marketdata import reason_code, tick_rejection_reason
-from tradeflow.messages import Tick
+from tradeflow.messages import Alert, Tick
 from tradeflow.telemetry import Telemetry
-from tradeflow.topics import MD_TICKS, market_key
+from tradeflow.topics import MD_TICKS, OPS_ALERTS, market_key
+
+from tradeflow_ingest.domain.price_guard import PriceGuard
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,20 +28,34 @@ class PublishOutcome:
     failed: int  # not acknowledged by the broker (valid or not)
     last_event_ns: int | None  # ts_event of the last acknowledged tick of the batch
     first_error: BaseException | None = None
+    published_by_symbol: dict[str, int] = field(default_factory=dict)
+    rejected_by_symbol: dict[str, int] = field(default_factory=dict)
 
 
 class TickPublisher:
     """Sends a batch of ticks keyed ``exchange:symbol``, in order, and waits for all acks together.
 
     Each tick is checked with ``tick_rejection_reason`` (future skew measured against its
-    ``ts_recv``); an invalid one goes to ``md.ticks.v1.dlq`` with the reason instead. Broker
+    ``ts_recv``); an invalid one goes to ``md.ticks.v1.dlq`` with the reason instead. With a
+    :class:`PriceGuard`, a valid tick too far from its symbol's last accepted price is held
+    back the same way and also raised as an :class:`Alert` on ``ops.alerts.v1``. Broker
     failures do not raise: they are counted in the outcome, so the acknowledged part of a
     batch is still accounted for.
     """
 
-    def __init__(self, producer: Producer, dead_letters: DeadLetters, telemetry: Telemetry) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        dead_letters: DeadLetters,
+        telemetry: Telemetry,
+        *,
+        price_guard: PriceGuard | None = None,
+        service_name: str = "ingest",
+    ) -> None:
         self._producer = producer
         self._dead_letters = dead_letters
+        self._price_guard = price_guard
+        self._service_name = service_name
         self._published_total = telemetry.counter(
             "tradeflow_ingest_ticks_published_total",
             "Ticks published to md.ticks.v1 (acknowledged by the broker)",
@@ -49,10 +69,15 @@ class TickPublisher:
 
     async def publish(self, ticks: Sequence[Tick]) -> PublishOutcome:
         acks: list[asyncio.Future] = []
+        alert_acks: list[asyncio.Future] = []
         rejection_reasons: list[str | None] = []
         for tick in ticks:
             key = market_key(tick.exchange, tick.symbol)
             reason = tick_rejection_reason(tick, now_ns=tick.ts_recv)
+            if reason is None and self._price_guard is not None:
+                reason = self._price_guard.check(tick.exchange, tick.symbol, tick.price)
+                if reason is not None:
+                    alert_acks.append(self._producer.send(OPS_ALERTS, self._service_name, self._alert(tick, reason)))
             rejection_reasons.append(reason)
             if reason is None:
                 acks.append(self._producer.send(MD_TICKS, key, tick))
@@ -60,9 +85,15 @@ class TickPublisher:
                 acks.append(self._dead_letters.publish(
                     MD_TICKS.name, key.encode(), encode(tick), reason, headers=message_headers(Tick)
                 ))
-        results = await asyncio.gather(*acks, return_exceptions=True)
+        results = await asyncio.gather(*acks, *alert_acks, return_exceptions=True)
+        for result in results[len(acks):]:
+            if isinstance(result, BaseException):  # the tick itself is in the DLQ either way
+                log.error("an alert was not acknowledged: %s", result)
+        results = results[:len(acks)]
 
         published: Counter[str] = Counter()
+        published_by_symbol: Counter[str] = Counter()
+        rejected_by_symbol: Counter[str] = Counter()
         rejected = failed = 0
         last_event_ns = first_error = None
         for tick, reason, result in zip(ticks, rejection_reasons, results, strict=True):
@@ -71,10 +102,23 @@ class TickPublisher:
                 first_error = first_error or result
             elif reason is None:
                 published[tick.exchange] += 1
+                published_by_symbol[tick.symbol] += 1
                 last_event_ns = tick.ts_event
             else:
                 rejected += 1
+                rejected_by_symbol[tick.symbol] += 1
                 self._rejected_total.labels(tick.exchange, reason_code(reason)).inc()
         for exchange, count in published.items():
             self._published_total.labels(exchange).inc(count)
-        return PublishOutcome(published.total(), rejected, failed, last_event_ns, first_error)
+        return PublishOutcome(published.total(), rejected, failed, last_event_ns, first_error,
+                              dict(published_by_symbol), dict(rejected_by_symbol))
+
+    def _alert(self, tick: Tick, reason: str) -> Alert:
+        return Alert(
+            service=self._service_name,
+            severity="warning",
+            kind=reason_code(reason),
+            message=f"{tick.exchange} {tick.symbol} trade {tick.trade_id} held back: {reason}",
+            labels={"exchange": tick.exchange, "symbol": tick.symbol, "trade_id": tick.trade_id},
+            ts_event=time.time_ns(),
+        )

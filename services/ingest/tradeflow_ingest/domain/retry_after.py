@@ -28,6 +28,20 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
-def wait_before_retry(backoff_delay_s: float, retry_after_s: float | None) -> float:
-    """The backoff delay, or the exchange's Retry-After when that is longer (it is a ban otherwise)."""
-    return backoff_delay_s if retry_after_s is None else max(backoff_delay_s, retry_after_s)
+class RequestHold:
+    """Until when an exchange must not be asked anything, after it said "too many requests".
+
+    Binance answers 429 (slow down) and then 418 (banned, for longer each time) to a client
+    that keeps calling during its Retry-After; so every request to that exchange, REST or a
+    new websocket connection, waits for the hold. Times are monotonic seconds.
+    """
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def hold(self, now: float, seconds: float) -> None:
+        """No request before ``now + seconds`` (an earlier, longer hold is kept)."""
+        self._until = max(self._until, now + seconds)
+
+    def remaining_s(self, now: float) -> float:
+        return max(0.0, self._until - now)
