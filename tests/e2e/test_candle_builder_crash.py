@@ -35,6 +35,8 @@ from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
+from tests.candle_oracle import TF_SECONDS, as_values, expected_candles
+
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 BIN = Path(sys.executable).parent
@@ -42,7 +44,6 @@ START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, months ago (not "fu
 S = 1_000_000_000
 MINUTE = 60 * S
 T0 = int(START.timestamp()) * S
-TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 GRACE = 2 * S  # the service's default candle grace period
 KILL_AT = T0 + 6 * MINUTE + 30 * S  # the crash comes half-way through the 10:06 minute
 TRAILING_AT = T0 + 90 * MINUTE  # one trade per market at 11:30 closes everything of 10:00-11:00
@@ -89,21 +90,6 @@ def make_trades(exchange_prefix: str) -> list[Tick]:
     return ticks
 
 
-def expected_candles(ticks: list[Tick], timeframe: str) -> dict[tuple[str, str, int], tuple]:
-    """Independent computation: stable sort by (event time, receive time), bucket by UTC seconds."""
-    length = TF_SECONDS[timeframe] * S
-    out: dict[tuple[str, str, int], list] = {}
-    for t in sorted(ticks, key=lambda t: (t.ts_event, t.ts_recv)):
-        key = (t.exchange, t.symbol, t.ts_event - t.ts_event % length)
-        c = out.get(key)
-        if c is None:
-            out[key] = [t.price, t.price, t.price, t.price, t.amount, 1]
-        else:
-            c[1], c[2], c[3] = max(c[1], t.price), min(c[2], t.price), t.price
-            c[4] += t.amount
-            c[5] += 1
-    return {k: (o, h, lo, c, round(v, 6), n) for k, (o, h, lo, c, v, n) in out.items()}
-
 
 def closed_by(ticks: list[Tick], timeframe: str) -> set[tuple[str, str, int]]:
     """Buckets an uninterrupted run closes (and emits): their end + grace is at or before the
@@ -113,10 +99,6 @@ def closed_by(ticks: list[Tick], timeframe: str) -> set[tuple[str, str, int]]:
     for t in ticks:
         newest[(t.exchange, t.symbol)] = max(newest.get((t.exchange, t.symbol), t.ts_event), t.ts_event)
     return {k for k in expected_candles(ticks, timeframe) if k[2] + length + GRACE <= newest[k[:2]]}
-
-
-def as_values(c: Candle) -> tuple:
-    return (c.open, c.high, c.low, c.close, round(c.volume, 6), c.trades)
 
 
 def _free_port() -> int:

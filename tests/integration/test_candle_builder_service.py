@@ -26,29 +26,15 @@ from tradeflow.topics import market_key
 from tradeflow_candle_builder.bootstrap import SERVICE
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
+from tests.candle_oracle import TF_SECONDS, as_values, expected_candles
+
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday (well in the past: not "future" trades)
 T0 = int(START.timestamp()) * 1_000_000_000
 S = 1_000_000_000
 MINUTE = 60 * S
-TF_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 
-
-def expected_candles(ticks: list[Tick], timeframe: str) -> dict[tuple[str, str, int], tuple]:
-    """Independent computation: stable sort by (event time, receive time), bucket by UTC seconds."""
-    length = TF_SECONDS[timeframe] * S
-    out: dict[tuple[str, str, int], list] = {}
-    for t in sorted(ticks, key=lambda t: (t.ts_event, t.ts_recv)):
-        key = (t.exchange, t.symbol, t.ts_event - t.ts_event % length)
-        c = out.get(key)
-        if c is None:
-            out[key] = [t.price, t.price, t.price, t.price, t.amount, 1]
-        else:
-            c[1], c[2], c[3] = max(c[1], t.price), min(c[2], t.price), t.price
-            c[4] += t.amount
-            c[5] += 1
-    return {k: (o, h, lo, c, round(v, 6), n) for k, (o, h, lo, c, v, n) in out.items()}
 
 
 def make_trades(exchange_prefix: str) -> list[Tick]:
@@ -104,10 +90,6 @@ def last_revisions(records) -> dict[tuple[str, str, str, int], Candle]:
         if key not in latest or latest[key].revision <= c.revision:
             latest[key] = c
     return latest
-
-
-def as_values(c: Candle) -> tuple:
-    return (c.open, c.high, c.low, c.close, round(c.volume, 6), c.trades)
 
 
 async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> None:

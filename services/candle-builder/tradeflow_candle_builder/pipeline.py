@@ -110,7 +110,6 @@ class CandlePipeline:
         valid = []
         next_offsets: dict[int, int] = {}
         dead_letter_acks = []
-        records_by_tick: dict[int, Record] = {}
         for record in records:
             partition = record.partition
             next_offsets[partition] = record.offset + 1
@@ -121,7 +120,6 @@ class CandlePipeline:
                 self._ticks_rejected.labels(reason_code(reason)).inc()
                 continue
             valid.append((partition, record.offset, tick))
-            records_by_tick[id(tick)] = record
         unknown = self.aggregator.unknown_instruments(valid)
         if unknown:
             # Before any state changes: if this fails, the Consumer redelivers the batch intact.
@@ -133,18 +131,21 @@ class CandlePipeline:
             job = self._job(closings)
             beyond = self._late_beyond_retention(outcome.late, now_ns)
             job.ticks = [tick for _, _, tick in valid] if not beyond else [
-                tick for _, _, tick in valid if id(tick) not in beyond]
+                tick for p, o, tick in valid if (p, o) not in beyond]
             job.candles_1m = {(c.exchange, c.symbol, c.ts_start): c for c in outcome.candles_to_store()}
             job.recompute |= outcome.late_minutes - {
                 (t.exchange, t.symbol, t.ts_event - t.ts_event % MINUTE_NS) for t in beyond.values()}
             job.refresh_higher.update(outcome.refresh_higher)
             job.next_offsets = next_offsets
             await self.writer.submit(job)
-        for record_tick in beyond.values():
+        if beyond:
+            # Rare: look the records up only when there is something to dead-letter.
             reason = ("beyond_tick_retention: a late trade for a minute whose trades are no longer stored "
                       f"(tick retention {self._settings.tick_retention_days} days); its candle cannot be corrected")
-            dead_letter_acks.append(self._dead_letters.send(records_by_tick[id(record_tick)], reason))
-            self._ticks_rejected.labels(reason_code(reason)).inc()
+            for record in records:
+                if (record.partition, record.offset) in beyond:
+                    dead_letter_acks.append(self._dead_letters.send(record, reason))
+                    self._ticks_rejected.labels(reason_code(reason)).inc()
         self._ticks_processed.inc(len(valid) - len(outcome.late))
         if outcome.late:
             self._late_ticks.inc(len(outcome.late))
@@ -152,8 +153,8 @@ class CandlePipeline:
             # The Consumer commits past these records after we return: the DLQ must have them.
             await asyncio.gather(*dead_letter_acks)
 
-    def _late_beyond_retention(self, late: list, now_ns: int) -> dict[int, Tick]:
-        """Late trades for minutes older than the tick retention, by ``id(tick)``.
+    def _late_beyond_retention(self, late: list, now_ns: int) -> dict[tuple[int, int], Tick]:
+        """Late trades for minutes older than the tick retention, by (partition, offset).
 
         Their minute's other trades may already be dropped from ``ticks``: recomputing the
         candle from what is left would overwrite a correct candle with a wrong one. They go to
@@ -162,7 +163,7 @@ class CandlePipeline:
         if not late:
             return {}
         cutoff = now_ns - self._settings.tick_retention_days * 86_400 * NS_PER_SECOND
-        return {id(tick): tick for _, _, tick in late if tick.ts_event < cutoff}
+        return {(partition, offset): tick for partition, offset, tick in late if tick.ts_event < cutoff}
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:

@@ -14,6 +14,7 @@ from tradeflow.bus.connection import Backoff, sleep_unless
 from tradeflow.telemetry import Telemetry
 
 from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
+from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.domain.circuit_breaker import BreakerState, CircuitBreaker
 from tradeflow_ingest.domain.exchange_trades import NS_PER_MS, in_exchange_order, trade_fields, trade_to_tick
@@ -157,14 +158,7 @@ class CcxtTradeFeed:
 
     async def stop(self) -> None:
         """Leave the websocket wait or REST poll in hand, finish a publish in flight, close ccxt."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            self._task.cancel()
-            raise
+        await stop_source_task(self._task, self._stopping)
 
     def status(self) -> SourceStatus:
         return SourceStatus(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from tradeflow.bus.connection import sleep_unless
 from tradeflow.messages import Tick
 
+from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import PublishOutcome, TickPublisher
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.sources import SourceStatus
@@ -66,14 +67,7 @@ class SyntheticSource:
 
     async def stop(self) -> None:
         """Finish the round in hand (its acks are counted), then end. Cancelled if it hangs."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            self._task.cancel()
-            raise
+        await stop_source_task(self._task, self._stopping)
 
     def status(self) -> SourceStatus:
         return SourceStatus(
