@@ -42,7 +42,9 @@ test: setup
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit
 
-bench: setup
+# stdout carries only the JSON figure lines: setup's chatter goes to stderr.
+bench:
+	@$(MAKE) --no-print-directory setup >&2
 	@for f in bench/[!_]*.py; do echo "# $$f" >&2; $(BIN)/python $$f || exit 1; done
 
 lint: setup
