@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import decode
+from tradeflow.exchanges import ExchangeFeedSettings
 from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import OPS_ALERTS
@@ -18,7 +19,6 @@ from tradeflow_ingest.bootstrap import TopicsExist
 from tradeflow_ingest.domain.circuit_breaker import BreakerState
 from tradeflow_ingest.domain.price_guard import PriceGuard
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
-from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 from tradeflow_ingest.settings import IngestSettings
 
 from tests.fakes.fake_binance import FakeBinance

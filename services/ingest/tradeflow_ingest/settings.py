@@ -7,9 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
+from tradeflow.exchanges import ExchangeFeedSettings
 from tradeflow.settings import ServiceSettings
-
-from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 
 
 class IngestSettings(ServiceSettings):

@@ -155,6 +155,7 @@ class CandleStore:
         self._max_connections = max_connections
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool | None = None
+        self._mode: str | None = None  # storage mode recorded by the migrations, read once
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -269,6 +270,36 @@ class CandleStore:
         candles = [_candle_1m(*row) for row in rows]
         candles.sort(key=lambda c: (c.exchange, c.symbol, c.ts_start))
         return candles
+
+    async def refresh_higher_timeframes(self, exchange: str, symbol: str, start_ns: int, end_ns: int) -> None:
+        """Bring candles_5m .. candles_1w up to date with candles_1m over [start_ns, end_ns).
+
+        Called after candles_1m of a past range changed (a backfill). With continuous
+        aggregates, each level is refreshed in hierarchy order over the range widened to its
+        own bucket boundaries (a refresh window must cover whole buckets); real-time
+        aggregation only covers what is newer than the materialized part. In the other modes
+        the relations are views over candles_1m and are always current.
+        """
+        if end_ns <= start_ns or await self._storage_mode() != "timescaledb":
+            return
+        async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
+            for timeframe, relation in TIMEFRAME_RELATIONS.items():
+                if timeframe == "1m":
+                    continue
+                tf = TIMEFRAMES[timeframe]
+                window_start = tf.bucket_start(start_ns)
+                window_end = tf.bucket_end(tf.bucket_start(end_ns - 1))
+                await conn.execute(
+                    "CALL refresh_continuous_aggregate(%s, %s, %s)",
+                    (relation, _ns_to_datetime(window_start), _ns_to_datetime(window_end)),
+                )
+
+    async def _storage_mode(self) -> str:
+        if self._mode is None:
+            async with self._require_pool().connection() as conn:
+                cursor = await conn.execute("SELECT storage_mode FROM tradeflow_schema_info")
+                (self._mode,) = await cursor.fetchone()
+        return self._mode
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
+from tradeflow.exchanges import ExchangeFeedSettings
 from tradeflow.settings import ConfigurationError, load_settings
 from tradeflow_ingest.domain.exchange_trades import UnusableTrade, in_exchange_order, trade_to_tick
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
 from tradeflow_ingest.domain.retry_after import RequestHold, retry_after_seconds
 from tradeflow_ingest.domain.trade_cursor import TradeCursor
-from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 from tradeflow_ingest.settings import IngestSettings
 
 
@@ -90,7 +90,7 @@ def test_exchanges_come_from_json_in_the_environment(monkeypatch):
 
 @pytest.mark.parametrize("entry", [
     '[{"id": "nosuchexchange", "symbols": ["BTC/USDT"]}]',
-    '[{"id": "binance", "symbols": []}]',
+    '[{"id": "binance", "symbols": ["BTC/USDT", "BTC/USDT"]}]',
     '[{"id": "binance", "symbols": ["BTCUSDT"]}]',
     '[{"id": "binance", "symbols": ["BTC/USDT"], "urls": {"public": "ftp://x"}}]',
     '[{"id": "binance", "symbols": ["BTC/USDT"], "api_key": "k"}]',
@@ -108,7 +108,7 @@ def test_a_bad_exchange_entry_stops_the_service_naming_the_variable(monkeypatch,
 
 
 def test_a_url_override_must_name_an_existing_ccxt_url():
-    from tradeflow_ingest.adapters.ccxt_feed import create_ccxt_exchange
+    from tradeflow.exchanges import create_ccxt_exchange
 
     with pytest.raises(ValueError, match="names no URL"):
         create_ccxt_exchange(ExchangeFeedSettings(id="binance", symbols=("BTC/USDT",),

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import ccxt
 import ccxt.pro
 from tradeflow.bus.connection import Backoff, sleep_unless
+from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
 from tradeflow.telemetry import Telemetry
 
 from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
@@ -27,58 +28,14 @@ from tradeflow_ingest.domain.silence_watch import SilenceWatch
 from tradeflow_ingest.domain.sources import SourceStatus
 from tradeflow_ingest.domain.trade_cursor import TradeCursor
 from tradeflow_ingest.domain.trade_rate import RecentTradeRate
-from tradeflow_ingest.exchange_settings import ExchangeFeedSettings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 REST_PAGE_LIMIT = 1000
-# Per exchange, ccxt options the feed needs. Binance: spot markets only, no currency/sapi calls
-# at start, and aggregate trades on BOTH the websocket and REST, so a trade has the same id
-# whichever way it arrives (the plain `trade` stream and `aggTrades` number trades differently).
-EXCHANGE_DEFAULT_OPTIONS: Mapping[str, Mapping[str, Any]] = {
-    "binance": {
-        "fetchMarkets": {"types": ["spot"]},
-        "fetchCurrencies": False,
-        "watchTrades": {"name": "aggTrade"},
-        "watchTradesForSymbols": {"name": "aggTrade"},
-        "fetchTradesMethod": "publicGetAggTrades",
-    },
-}
-
-
 class StaleFeed(ccxt.NetworkError):
     """The websocket is open but an active symbol has been silent for longer than allowed."""
-
-
-def create_ccxt_exchange(feed: ExchangeFeedSettings) -> ccxt.pro.Exchange:
-    """The ccxt.pro client of ``feed``: default options, sandbox, credentials, URL overrides."""
-    config: dict[str, Any] = {
-        "enableRateLimit": True,
-        "options": {**EXCHANGE_DEFAULT_OPTIONS.get(feed.id, {}), **feed.options},
-    }
-    if feed.api_key is not None and feed.secret is not None:
-        config["apiKey"] = feed.api_key.get_secret_value()
-        config["secret"] = feed.secret.get_secret_value()
-    exchange = getattr(ccxt.pro, feed.id)(config)
-    if feed.sandbox:
-        exchange.set_sandbox_mode(True)
-    for path, url in feed.urls.items():
-        _override_url(exchange.urls["api"], path, url, feed.id)
-    return exchange
-
-
-def _override_url(api_urls: dict, path: str, url: str, exchange_id: str) -> None:
-    *parents, leaf = path.split(".")
-    node = api_urls
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-        if node is None:
-            break
-    if not isinstance(node, dict) or not isinstance(node.get(leaf), str):
-        raise ValueError(f"{exchange_id}: urls override {path!r} names no URL of urls['api']")
-    node[leaf] = url
 
 
 class CcxtTradeFeed:
