@@ -176,6 +176,24 @@ class Alert(Message, frozen=True, kw_only=True):
     ts_event: int
 
 
+# --- operations ------------------------------------------------------------------------------
+
+
+class Subscription(Message, frozen=True, kw_only=True):
+    """An exchange symbol that ingest serves. Key: ``exchange:symbol``.
+
+    Topic ``ingest.subscriptions.v1`` is compacted: the newest record of a key is the state,
+    and a record without value (a tombstone) removes the subscription. ``source`` is ``api``
+    (POST /v1/subscriptions) or ``config`` (TRADEFLOW_EXCHANGES, re-asserted at every start).
+    """
+
+    SCHEMA: ClassVar[str] = "Subscription/1"
+    exchange: str
+    symbol: str
+    source: Literal["api", "config"]
+    ts_created: int
+
+
 ALL_MESSAGE_TYPES: tuple[type[Message], ...] = (
     Tick,
     Candle,
@@ -185,4 +203,5 @@ ALL_MESSAGE_TYPES: tuple[type[Message], ...] = (
     Fill,
     RiskEvent,
     Alert,
+    Subscription,
 )

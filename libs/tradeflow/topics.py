@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tradeflow.messages import Alert, Candle, Fill, Message, Order, OrderEvent, RiskEvent, Signal, Tick
+from tradeflow.messages import (
+    Alert,
+    Candle,
+    Fill,
+    Message,
+    Order,
+    OrderEvent,
+    RiskEvent,
+    Signal,
+    Subscription,
+    Tick,
+)
 
 DLQ_SUFFIX = ".dlq"
 
@@ -36,6 +47,11 @@ RISK_EVENTS = TopicSpec("risk.events.v1", "account id", RiskEvent, 6)
 EXEC_ORDERS = TopicSpec("exec.orders.v1", "account id", OrderEvent, 6)
 EXEC_FILLS = TopicSpec("exec.fills.v1", "account id", Fill, 6)
 OPS_ALERTS = TopicSpec("ops.alerts.v1", "service name", Alert, 3)
+# Ingest's subscriptions (ADR 0009): compacted, read whole by every ingest replica; its
+# partitions are what the replicas' consumer group divides, so 12 bounds ingest's scale-out.
+INGEST_SUBSCRIPTIONS = TopicSpec(
+    "ingest.subscriptions.v1", "exchange:symbol", Subscription, 12, {"cleanup.policy": "compact"}
+)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     MD_TICKS,
@@ -46,6 +62,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     EXEC_ORDERS,
     EXEC_FILLS,
     OPS_ALERTS,
+    INGEST_SUBSCRIPTIONS,
 )
 
 _BY_NAME = {t.name: t for t in ALL_TOPICS}

@@ -18,6 +18,7 @@ from tradeflow.codec import (
 from tradeflow.messages import (
     ALL_MESSAGE_TYPES,
     Alert,
+    Subscription,
     Candle,
     Fill,
     Order,
@@ -49,6 +50,7 @@ SAMPLES = [
               details={"limit": "4", "value": "5"}, ts_event=NS),
     Alert(service="ingest", severity="warning", kind="disconnect", message="binance ws closed",
           labels={"exchange": "binance"}, ts_event=NS),
+    Subscription(exchange="binance", symbol="BTC/USDT", source="api", ts_created=1_700_000_000_000_000_000),
 ]
 
 

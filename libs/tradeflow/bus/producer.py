@@ -176,9 +176,9 @@ class Producer:
         return self.send_raw(name, key.encode() if key is not None else None, encode(message), all_headers)
 
     def send_raw(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
     ) -> asyncio.Future[RecordMetadata]:
-        """Enqueue bytes as they are (DLQ, replays of raw records)."""
+        """Enqueue bytes as they are (DLQ, replays of raw records; None is a tombstone)."""
         if self._state != "running":
             raise ProducerStoppedError(f"producer is {self._state}; cannot send to {topic}")
         future = asyncio.get_running_loop().create_future()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
+from tradeflow_ingest.adapters.subscription_log import SubscriptionLogUnavailable
 from tradeflow_ingest.domain.feed_status import ExchangeFeed, FeedStatus, SymbolFeedStatus
 from tradeflow_ingest.domain.sources import SourceStatus, TickSource
+from tradeflow_ingest.subscriptions import SubscriptionRejected, Subscriptions, SubscriptionView
 
 
 def _utc(ns: int | None) -> datetime | None:
@@ -89,3 +92,65 @@ def feeds_router(feeds: Sequence[ExchangeFeed]) -> APIRouter:
         return [FeedView.of(feed.feed_status()) for feed in feeds]
 
     return router
+
+
+class SubscriptionRequest(BaseModel):
+    exchange: str = Field(min_length=1, max_length=64, pattern=r"^[^:\s]+$",
+                          description="exchange name as configured in TRADEFLOW_EXCHANGES, e.g. 'binance'")
+    symbol: str = Field(min_length=3, max_length=65, description="unified symbol, e.g. 'BTC/USDT'")
+
+
+class SubscriptionOut(BaseModel):
+    exchange: str
+    symbol: str
+    source: str = Field(description="'api' (POST /v1/subscriptions) or 'config' (TRADEFLOW_EXCHANGES)")
+    created_at: datetime
+    served_here: bool | None = Field(
+        default=None, description="this replica's feed serves it (each subscription is served by one replica)")
+
+    @classmethod
+    def of(cls, view: SubscriptionView) -> SubscriptionOut:
+        s = view.subscription
+        return cls(exchange=s.exchange, symbol=s.symbol, source=s.source, created_at=_utc(s.ts_created),
+                   served_here=view.served_here)
+
+
+def subscriptions_router(subscriptions: Subscriptions) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["subscriptions"])
+
+    @router.get("/subscriptions", response_model=list[SubscriptionOut],
+                summary="Every exchange symbol ingest serves (across all replicas)")
+    async def list_subscriptions() -> list[SubscriptionOut]:
+        with _as_http_errors():
+            return [SubscriptionOut.of(view) for view in subscriptions.list()]
+
+    @router.post("/subscriptions", response_model=SubscriptionOut, status_code=201,
+                 summary="Subscribe to an exchange symbol (201 new, 200 when it was already subscribed)",
+                 responses={200: {"model": SubscriptionOut}, 422: {}, 503: {}})
+    async def add_subscription(request: SubscriptionRequest, response: Response) -> SubscriptionOut:
+        with _as_http_errors():
+            subscription, created = await subscriptions.add(request.exchange, request.symbol)
+        if not created:
+            response.status_code = 200
+        return SubscriptionOut.of(SubscriptionView(subscription, served_here=None))
+
+    @router.delete("/subscriptions", status_code=204, response_class=Response,
+                   summary="Unsubscribe (404 when not subscribed, 409 for symbols of TRADEFLOW_EXCHANGES)",
+                   responses={404: {}, 409: {}, 503: {}})
+    async def remove_subscription(exchange: str = Query(min_length=1), symbol: str = Query(min_length=1)) -> Response:
+        with _as_http_errors():
+            await subscriptions.remove(exchange, symbol)
+        return Response(status_code=204)
+
+    return router
+
+
+@contextmanager
+def _as_http_errors() -> Iterator[None]:
+    """Service-layer refusals and an unreachable broker as HTTP errors with their message."""
+    try:
+        yield
+    except SubscriptionRejected as exc:
+        raise HTTPException(exc.status, exc.message) from exc
+    except SubscriptionLogUnavailable as exc:
+        raise HTTPException(503, f"subscriptions unavailable: {exc}") from exc

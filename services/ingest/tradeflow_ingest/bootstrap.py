@@ -13,17 +13,20 @@ from tradeflow.bus import DeadLetters, Producer
 from tradeflow.bus.connection import Backoff
 from tradeflow.service import ServiceDefinition, broker_check, create_service_app
 from tradeflow.telemetry import Telemetry
-from tradeflow.topics import MD_TICKS, OPS_ALERTS
+from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS
 
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
+from tradeflow_ingest.adapters.subscription_log import SubscriptionLog
+from tradeflow_ingest.adapters.subscription_ownership import SubscriptionOwnership
 from tradeflow_ingest.adapters.synthetic_source import SyntheticSource
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.api import feeds_router, sources_router
+from tradeflow_ingest.api import feeds_router, sources_router, subscriptions_router
 from tradeflow_ingest.domain.price_guard import PriceGuard
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.sources import TickSource
 from tradeflow_ingest.domain.synthetic_market import SyntheticMarket
 from tradeflow_ingest.settings import IngestSettings
+from tradeflow_ingest.subscriptions import Subscriptions
 
 SERVICE_NAME = "ingest"
 TOPICS_WAIT_S = 60.0
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class TopicsExist:
-    """Start-up step: md.ticks.v1, ops.alerts.v1 and their DLQs exist before any source runs.
+    """Start-up step: md.ticks.v1, ops.alerts.v1, ingest.subscriptions.v1 and their DLQs exist
+    before any source runs.
 
     Created here rather than by the broker's auto-create, which would use the broker's default
     partition count. A broker that is still starting gets ``TOPICS_WAIT_S`` to answer.
@@ -46,7 +50,7 @@ class TopicsExist:
         deadline = time.monotonic() + TOPICS_WAIT_S
         while True:
             try:
-                await ensure_topics(self._settings, [MD_TICKS, OPS_ALERTS])
+                await ensure_topics(self._settings, [MD_TICKS, OPS_ALERTS, INGEST_SUBSCRIPTIONS])
                 return
             except (KafkaError, OSError) as exc:
                 if time.monotonic() > deadline:
@@ -73,15 +77,32 @@ def create_app(settings: IngestSettings) -> FastAPI:
             publisher=publisher,
             clock=clock,
         ))
-    feeds = [CcxtTradeFeed(feed, publisher=publisher, clock=clock, telemetry=telemetry) for feed in settings.exchanges]
-    sources.extend(feeds)
+    # Feeds start without symbols: which replica serves a symbol is the subscriptions' call.
+    feeds = {
+        feed.exchange_name: CcxtTradeFeed(feed.model_copy(update={"symbols": ()}), publisher=publisher,
+                                          clock=clock, telemetry=telemetry)
+        for feed in settings.exchanges
+    }
+    sources.extend(feeds.values())
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+    subscription_log = SubscriptionLog(settings, producer, telemetry, client_id=f"{client_id}-subscriptions")
+    subscriptions = Subscriptions(subscription_log, feeds, {f.exchange_name: f.symbols for f in settings.exchanges})
+    subscription_log.on_change(subscriptions.reconcile)
+    components: list = [TopicsExist(settings), producer, subscription_log, *sources, subscriptions]
+    readiness_checks = [broker_check(producer), subscription_log.readiness]
+    if feeds:  # only replicas with exchange feeds share the subscriptions
+        ownership = SubscriptionOwnership(
+            settings, group_id=settings.subscriptions_group, client_id=f"{client_id}-ownership",
+            on_assigned=subscriptions.partitions_assigned, on_revoked=subscriptions.partitions_revoked)
+        components.append(ownership)
+        readiness_checks.append(ownership.readiness)
     return create_service_app(
         SERVICE_NAME,
         settings,
         telemetry,
-        components=[TopicsExist(settings), producer, *sources],
-        routers=[sources_router(sources), feeds_router(feeds)],
-        readiness_checks=[broker_check(producer)],
+        components=components,
+        routers=[sources_router(sources), feeds_router(list(feeds.values())), subscriptions_router(subscriptions)],
+        readiness_checks=readiness_checks,
     )
 
 

@@ -37,6 +37,10 @@ class IngestSettings(ServiceSettings):
         default=0.5, gt=0, le=100,
         description="a tick further than this fraction from its symbol's last accepted price is held back",
     )
+    subscriptions_group: str = Field(
+        default="ingest-subscriptions", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+        description="consumer group of the ingest replicas that share the subscriptions",
+    )
     exchanges: Annotated[list[ExchangeFeedSettings], NoDecode] = Field(
         default_factory=list, max_length=32, description="exchange feeds (JSON list); empty: none"
     )
