@@ -16,6 +16,7 @@ from tradeflow.telemetry import Telemetry
 from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS
 
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
+from tradeflow_ingest.adapters.published_tail import PublishedTail
 from tradeflow_ingest.adapters.subscription_log import SubscriptionLog
 from tradeflow_ingest.adapters.subscription_ownership import SubscriptionOwnership
 from tradeflow_ingest.adapters.synthetic_source import SyntheticSource
@@ -86,7 +87,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
     sources.extend(feeds.values())
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
     subscription_log = SubscriptionLog(settings, producer, telemetry, client_id=f"{client_id}-subscriptions")
-    subscriptions = Subscriptions(subscription_log, feeds, {f.exchange_name: f.symbols for f in settings.exchanges})
+    tail = PublishedTail(settings, client_id=f"{client_id}-tail", lookback_s=settings.takeover_lookback_s)
+    subscriptions = Subscriptions(subscription_log, feeds, {f.exchange_name: f.symbols for f in settings.exchanges}, tail)
     subscription_log.on_change(subscriptions.reconcile)
     components: list = [TopicsExist(settings), producer, subscription_log, *sources, subscriptions]
     readiness_checks = [broker_check(producer), subscription_log.readiness]

@@ -41,6 +41,10 @@ class IngestSettings(ServiceSettings):
         default="ingest-subscriptions", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
         description="consumer group of the ingest replicas that share the subscriptions",
     )
+    takeover_lookback_s: float = Field(
+        default=300.0, ge=10, le=86_400,
+        description="a replica taking over a symbol looks this far back on md.ticks.v1 for the last published trade",
+    )
     exchanges: Annotated[list[ExchangeFeedSettings], NoDecode] = Field(
         default_factory=list, max_length=32, description="exchange feeds (JSON list); empty: none"
     )

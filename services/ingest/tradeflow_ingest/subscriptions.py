@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from tradeflow.messages import Subscription
 
+from tradeflow_ingest.adapters.published_tail import PublishedTail
 from tradeflow_ingest.adapters.subscription_log import SubscriptionLog
 from tradeflow_ingest.domain.sources import SubscribableFeed
 from tradeflow_ingest.domain.subscriptions import symbol_rejection_reason, symbols_to_serve
@@ -48,12 +49,13 @@ class Subscriptions:
     """A service Component (its start seeds the configured symbols once the book is read)."""
 
     def __init__(self, log_: SubscriptionLog, feeds: Mapping[str, SubscribableFeed],
-                 configured: Mapping[str, tuple[str, ...]], *,
+                 configured: Mapping[str, tuple[str, ...]], tail: PublishedTail, *,
                  wall_clock_ns: Callable[[], int] = time.time_ns) -> None:
         self._log = log_
         self._feeds = dict(feeds)
         self._configured = dict(configured)
         self._wall_clock_ns = wall_clock_ns
+        self._tail = tail
         self._partitions: frozenset[int] = frozenset()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -74,14 +76,28 @@ class Subscriptions:
     # --- ownership (called by SubscriptionOwnership) ------------------------------------------
 
     async def partitions_assigned(self, partitions: frozenset[int]) -> None:
+        """Serve the subscriptions of ``partitions``; those taken over from another replica resume
+        after the last trade it published (read from md.ticks.v1), so nothing is lost or repeated."""
         self._partitions = partitions
-        self.reconcile()
+        if not self._log.is_caught_up():
+            return
+        for exchange, symbols in symbols_to_serve(self._log.book, partitions, self._feeds).items():
+            feed = self._feeds[exchange]
+            taken_over = set(symbols) - set(feed.symbols)
+            resume = await self._tail.resume_points(exchange, taken_over) if taken_over else {}
+            if feed.symbols != symbols:
+                log.info("%s: serving %d symbols (%d taken over)", exchange, len(symbols), len(taken_over))
+                feed.set_symbols(symbols, resume=resume)
 
     async def partitions_revoked(self, partitions: frozenset[int]) -> None:
+        """Stop serving the subscriptions of ``partitions`` before another replica may start them."""
         self._partitions = self._partitions - partitions
         self.reconcile()
+        for feed in self._feeds.values():
+            await feed.symbols_applied()
 
     def reconcile(self) -> None:
+        """Feeds follow the book: a new subscription starts now, a removed one stops."""
         if not self._log.is_caught_up():
             return  # a partial book would stop symbols that are still subscribed
         for exchange, symbols in symbols_to_serve(self._log.book, self._partitions, self._feeds).items():

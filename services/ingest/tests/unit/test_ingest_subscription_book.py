@@ -1,7 +1,6 @@
 """Which replica serves which subscription: the book read from the compacted topic (pure)."""
 
 from tradeflow.messages import Subscription
-
 from tradeflow_ingest.domain.subscriptions import (
     SubscriptionBook,
     parse_key,

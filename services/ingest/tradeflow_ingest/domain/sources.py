@@ -7,8 +7,11 @@ websocket/REST feed (issue 3) is one more implementation of :class:`TickSource`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from tradeflow_ingest.domain.resume_point import ResumePoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,10 @@ class SubscribableFeed(Protocol):
     @property
     def symbols(self) -> tuple[str, ...]: ...
 
-    def set_symbols(self, symbols: tuple[str, ...]) -> None: ...
+    def set_symbols(self, symbols: tuple[str, ...], resume: Mapping[str, ResumePoint] | None = None) -> None:
+        """Serve ``symbols`` from now on; those in ``resume`` from their resume point."""
+
+    async def symbols_applied(self) -> None:
+        """Return once the last set_symbols is in effect (removed symbols publish no more)."""
 
     def known_symbol(self, symbol: str) -> bool | None: ...
