@@ -18,12 +18,8 @@ import os
 import random
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,10 +32,10 @@ from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
 from tests.candle_oracle import TF_SECONDS, as_values, expected_candles
+from tests.e2e.service_process import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-BIN = Path(sys.executable).parent
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday, months ago (not "future" trades)
 S = 1_000_000_000
 MINUTE = 60 * S
@@ -99,60 +95,6 @@ def closed_by(ticks: list[Tick], timeframe: str) -> set[tuple[str, str, int]]:
     for t in ticks:
         newest[(t.exchange, t.symbol)] = max(newest.get((t.exchange, t.symbol), t.ts_event), t.ts_event)
     return {k for k in expected_candles(ticks, timeframe) if k[2] + length + GRACE <= newest[k[:2]]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class CandleBuilderProcess:
-    """``tradeflow run candle-builder`` as a child process with its own port and log file."""
-
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.env, self.port, self.log = env, port, log
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen([str(BIN / "tradeflow"), "run", "candle-builder"], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-
-    def log_tail(self) -> str:
-        return self.log.read_text()[-4000:]
-
-    async def wait_ready(self, client: httpx.AsyncClient, timeout_s: float) -> None:
-        """Until /readyz says 200 (broker, database, partitions assigned)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert self.proc is not None and self.proc.poll() is None, \
-                f"candle-builder exited with {self.proc.returncode}:\n{self.log_tail()}"
-            try:
-                if (await client.get(f"{self.base}/readyz", timeout=2)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"candle-builder not ready after {timeout_s}s:\n{self.log_tail()}"
-            await asyncio.sleep(0.3)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int:
-        """SIGTERM (graceful), SIGKILL if it hangs; the exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 async def processed_ticks(client: httpx.AsyncClient, base: str) -> float:
@@ -215,7 +157,7 @@ async def test_a_killed_candle_builder_restarted_mid_minute_still_gives_the_exac
         assert any(t.ts_event < T0 + 6 * MINUTE for t in mine[opened:]), market
 
     ticks_topic, candles_topic = f"ticks-{unique_name}", f"candles-{unique_name}"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **service_env,
            "TRADEFLOW_HTTP_PORT": str(port),
            "TRADEFLOW_TICKS_TOPIC": ticks_topic,
@@ -225,7 +167,7 @@ async def test_a_killed_candle_builder_restarted_mid_minute_still_gives_the_exac
            "TRADEFLOW_LOG_FORMAT": "text",
            # The trades are months old: tick retention must not drop them mid-test.
            "TRADEFLOW_TICK_RETENTION_DAYS": "36500"}
-    service = CandleBuilderProcess(env, port, tmp_path / "candle-builder.log")
+    service = ServiceProcess("candle-builder", env, port, tmp_path / "candle-builder.log")
     producer_settings = CommonSettings(kafka_bootstrap=kafka_bootstrap)
     producer = Producer(producer_settings, Telemetry("test-feed", producer_settings), client_id="test-feed")
 
@@ -233,7 +175,7 @@ async def test_a_killed_candle_builder_restarted_mid_minute_still_gives_the_exac
         await producer.send_many(ticks_topic, [(market_key(t.exchange, t.symbol), t) for t in ticks])
 
     service.start()
-    restarted: CandleBuilderProcess | None = None
+    restarted: ServiceProcess | None = None
     try:
         async with httpx.AsyncClient() as client:
             await service.wait_ready(client, timeout_s=60)
@@ -264,7 +206,7 @@ async def test_a_killed_candle_builder_restarted_mid_minute_still_gives_the_exac
 
             # --- second life: same group; re-reads from the committed offset --------------------
             # Tansu keeps the dead member until its 6 s session times out: the join takes longer.
-            restarted = CandleBuilderProcess(env, port, tmp_path / "candle-builder-restarted.log")
+            restarted = ServiceProcess("candle-builder", env, port, tmp_path / "candle-builder-restarted.log")
             restarted.start()
             await restarted.wait_ready(client, timeout_s=60)
             await send(after + trailing)

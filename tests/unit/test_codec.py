@@ -18,13 +18,13 @@ from tradeflow.codec import (
 from tradeflow.messages import (
     ALL_MESSAGE_TYPES,
     Alert,
-    Subscription,
     Candle,
     Fill,
     Order,
     OrderEvent,
     RiskEvent,
     Signal,
+    Subscription,
     Tick,
 )
 
