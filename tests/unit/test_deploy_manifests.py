@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from tradeflow.settings import ServiceSettings, load_settings
-from tradeflow.topics import MD_TICKS, TopicSpec
+from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "k8s"
@@ -36,7 +36,8 @@ KUBERNETES_VERSION = "1.33.0"
 # shared/design.md: the default REST port of each service.
 DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002}
 # The topic each service consumes through a consumer group (bounds its replicas).
-CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": None, "candle-builder": MD_TICKS}
+# The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
+CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS}
 DATABASE_SECRET = ("tradeflow-db", "database-url")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"
 
