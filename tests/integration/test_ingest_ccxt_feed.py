@@ -36,7 +36,7 @@ async def wait_until(condition, timeout_s: float, what: str) -> None:
 
 @pytest.fixture
 async def fake_binance():
-    fake = FakeBinance()
+    fake = FakeBinance({"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT"), "SOLUSDT": ("SOL", "USDT")})
     await fake.start()
     yield fake
     await fake.stop()
@@ -53,11 +53,11 @@ async def feed_of(kafka_bootstrap, fake_binance, unique_name):
     feeds: list[CcxtTradeFeed] = []
 
     async def start_feed(**overrides) -> CcxtTradeFeed:
-        feed_settings = ExchangeFeedSettings(
-            id="binance", name=f"bn-{unique_name}", symbols=("BTC/USDT", "ETH/USDT"),
-            urls={"public": fake_binance.rest_url, "ws.spot": fake_binance.ws_url},
-            poll_interval_s=0.2, **overrides,
-        )
+        feed_settings = ExchangeFeedSettings(**{
+            "id": "binance", "name": f"bn-{unique_name}", "symbols": ("BTC/USDT", "ETH/USDT"),
+            "urls": {"public": fake_binance.rest_url, "ws.spot": fake_binance.ws_url},
+            "poll_interval_s": 0.2, **overrides,
+        })
         publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry,
                                   price_guard=PriceGuard(0.5), service_name="ingest-test")
         feed = CcxtTradeFeed(feed_settings, publisher=publisher, clock=ReceiveClock(), telemetry=telemetry)
@@ -65,6 +65,7 @@ async def feed_of(kafka_bootstrap, fake_binance, unique_name):
         feeds.append(feed)
         return feed
 
+    start_feed.telemetry = telemetry  # the registry behind the feeds' metrics
     yield start_feed
     for feed in feeds:
         await feed.stop()
@@ -302,3 +303,89 @@ async def test_a_price_jump_beyond_the_limit_is_held_back_to_the_dlq_and_raised_
     assert key == "ingest-test" and alert.service == "ingest-test" and alert.kind == "price_deviation"
     assert alert.labels == {"exchange": exchange, "symbol": "BTC/USDT", "trade_id": "3"}
     assert reason in alert.message and alert.severity == "warning"
+
+
+def metric_value(telemetry: Telemetry, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` with exactly these labels on the registry, or None."""
+    return telemetry.registry.get_sample_value(name, labels)
+
+
+async def test_symbols_added_and_removed_mid_stream_follow_from_that_moment_and_the_others_lose_nothing(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(symbols=("BTC/USDT",))
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    for i in range(3):
+        await fake_binance.make_trade("BTCUSDT", 100 + i, 1.0)
+    await fake_binance.make_trade("ETHUSDT", 10, 1.0, ts_ms=int(time.time() * 1000) - 5_000)  # before ETH is added
+    await wait_until(lambda: feed.status().published == 3, 20, "3 BTC ticks")
+
+    feed.set_symbols(["BTC/USDT", "ETH/USDT"])
+    assert feed.symbols == ("BTC/USDT", "ETH/USDT")
+    for i in range(3, 8):  # during the resubscription: BTC must lose none, ETH has them from now
+        await fake_binance.make_trade("BTCUSDT", 100 + i, 1.0)
+        await fake_binance.make_trade("ETHUSDT", 10 + i, 1.0)
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: ["btcusdt@aggTrade", "ethusdt@aggTrade"] in fake_binance.subscriptions, 20,
+                     "the resubscription with ETH")
+    await fake_binance.make_trade("ETHUSDT", 20, 1.0)
+    await fake_binance.make_trade("BTCUSDT", 110, 1.0)
+    await wait_until(lambda: feed.status().published == 3 + 6 + 6, 20, "BTC and ETH ticks after the change")
+
+    feed.set_symbols(["ETH/USDT", "SOL/USDT"])  # BTC out, SOL in
+    for i in range(3):
+        await fake_binance.make_trade("ETHUSDT", 30 + i, 1.0)
+        await fake_binance.make_trade("SOLUSDT", 50 + i, 1.0)
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: fake_binance.subscriptions[-1] == ["ethusdt@aggTrade", "solusdt@aggTrade"]
+                     and fake_binance.connected_websockets == 1, 20, "the resubscription without BTC")
+    await fake_binance.make_trade("BTCUSDT", 120, 1.0)  # no longer followed
+    await fake_binance.make_trade("SOLUSDT", 60, 1.0)
+    await fake_binance.make_trade("ETHUSDT", 40, 1.0)
+    await wait_until(lambda: feed.status().published == 15 + 4 + 4, 20, "ETH and SOL ticks after the change")
+    await asyncio.sleep(0.5)  # nothing more (no duplicates, no BTC) arrives afterwards
+
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == [str(i) for i in range(1, 10)]
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == [str(i) for i in range(2, 12)]
+    assert [trade_id for trade_id, _, _ in ticks["SOL/USDT"]] == ["1", "2", "3", "4"]
+    assert feed.status().published == 23
+    status = feed.feed_status()
+    assert [s.symbol for s in status.symbols] == ["ETH/USDT", "SOL/USDT"]
+    assert status.reconnects == 0 and status.breaker_state == "closed"  # planned, not failures
+    assert feed.status().symbols == ("ETH/USDT", "SOL/USDT")
+    exchange = feed.status().exchange
+    telemetry = feed_of.telemetry
+    published_metric = "tradeflow_ingest_feed_trades_published_total"
+    assert metric_value(telemetry, published_metric, exchange=exchange, symbol="BTC/USDT") is None  # dropped
+    assert metric_value(telemetry, published_metric, exchange=exchange, symbol="SOL/USDT") == 4
+    assert metric_value(telemetry, "tradeflow_ingest_feed_lag_seconds", exchange=exchange, symbol="BTC/USDT") is None
+    assert metric_value(telemetry, "tradeflow_ingest_feed_reconnections_total",
+                        exchange=exchange, outcome="success") is None
+
+
+async def test_a_feed_without_symbols_holds_no_websocket_yet_knows_the_markets(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(symbols=())
+    await wait_until(lambda: feed.known_symbol("BTC/USDT") is not None, 20, "the markets")
+    assert feed.known_symbol("BTC/USDT") is True and feed.known_symbol("DOGE/USDT") is False
+    with pytest.raises(ValueError, match="DOGE/USDT"):
+        feed.set_symbols(["BTC/USDT", "DOGE/USDT"])
+    assert feed.symbols == ()
+    await asyncio.sleep(1.0)
+    assert not [what for _, what in fake_binance.request_times if "aggTrades" in what or what.startswith("GET /ws")]
+    assert feed.feed_status().symbols == () and feed.status().running
+
+    feed.set_symbols(["SOL/USDT"])
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    await fake_binance.make_trade("SOLUSDT", 50, 1.0)
+    await wait_until(lambda: feed.status().published == 1, 20, "the SOL tick")
+
+    feed.set_symbols([])
+    await wait_until(lambda: fake_binance.connected_websockets == 0, 20, "the websocket to close")
+    requests_before = len(fake_binance.request_times)
+    await fake_binance.make_trade("SOLUSDT", 51, 1.0)
+    await asyncio.sleep(1.0)
+    assert len(fake_binance.request_times) == requests_before  # no polling, no reconnect
+    assert feed.status().published == 1 and feed.status().running

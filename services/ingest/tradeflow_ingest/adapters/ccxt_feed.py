@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ccxt
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REST_PAGE_LIMIT = 1000
+MAX_SYMBOLS = 200  # one websocket subscription (ccxt's limit for watch_trades_for_symbols)
+SYMBOL_CHANGE_SETTLE_S = 0.2  # set_symbols calls this close together make one resubscription
+
+
 class StaleFeed(ccxt.NetworkError):
     """The websocket is open but an active symbol has been silent for longer than allowed."""
 
@@ -57,6 +61,12 @@ class CcxtTradeFeed:
       treated as failed (:class:`StaleFeed`): closed, caught up by REST, resubscribed.
     * A batch that the broker does not acknowledge is forgotten (ids and cursor), so the next
       catch-up fetches it again: at-least-once toward the broker, exactly-once otherwise.
+    * The symbols change at run time (:meth:`set_symbols`). An added symbol is followed from
+      that moment (its cursor starts then); a removed one stops at once and its state and
+      metric series are dropped. The websocket is then resubscribed on a fresh ccxt client
+      (markets shared): a planned reconnect, not a failure (no breaker, no reconnect budget),
+      whose first batch is preceded by the usual REST catch-up, so the symbols that stay lose
+      nothing. With no symbols the feed holds no websocket and polls nothing.
     """
 
     def __init__(
@@ -72,7 +82,8 @@ class CcxtTradeFeed:
     ) -> None:
         self._feed = feed
         self._exchange_name = feed.exchange_name
-        self._symbols = tuple(feed.symbols)
+        self._symbols: tuple[str, ...] = ()
+        self._symbols_changed = asyncio.Event()
         self._publisher = publisher
         self._clock = clock
         self._exchange_factory = exchange_factory
@@ -83,7 +94,7 @@ class CcxtTradeFeed:
         self._breaker = CircuitBreaker(feed.breaker_failures, feed.breaker_cool_down_s)
         self._reconnects = ReconnectBudget(feed.max_reconnects, feed.reconnect_window_s)
         self._silence = SilenceWatch(feed.stale_after_s)
-        self._cursor: TradeCursor | None = None
+        self._cursor = TradeCursor()
         self._exchange: ccxt.pro.Exchange | None = None
         self._mode = "ws"
         self._task: asyncio.Task | None = None
@@ -91,14 +102,76 @@ class CcxtTradeFeed:
         self._published = 0
         self._rejected = 0
         self._last_event_ns: int | None = None
-        # per symbol, for /v1/feeds and the metrics
-        self._activity = {symbol: _SymbolActivity() for symbol in self._symbols}
+        # per followed symbol, for /v1/feeds and the metrics
+        self._activity: dict[str, _SymbolActivity] = {}
         self._connected = False
         self._connect_attempts = 0
         self._awaiting_first_batch = False  # a (re)connect attempt whose outcome is not known yet
+        self._warned_unknown = False
         self._metrics = FeedMetrics(telemetry, self._exchange_name)
-        self._metrics.watch(self._symbols, lambda: self._connected, lambda: self._breaker.state,
-                            lambda symbol: self._activity[symbol].last_trade_ns)
+        self._metrics.watch(lambda: self._connected, lambda: self._breaker.state, self._last_trade_ns)
+        self._change_symbols(feed.symbols)
+
+    # --- the symbols -----------------------------------------------------------------------
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols followed now, in the order they were given."""
+        return self._symbols
+
+    def known_symbol(self, symbol: str) -> bool | None:
+        """Whether the exchange lists ``symbol``; None while its markets are not loaded yet."""
+        markets = self._exchange.markets if self._exchange is not None else None
+        if not markets:
+            return None
+        return symbol in markets
+
+    def set_symbols(self, symbols: Iterable[str]) -> None:
+        """Follow exactly ``symbols`` from now on (takes effect on the exchange within about a second).
+
+        Never blocks. Raises ValueError for more than MAX_SYMBOLS symbols, or for a symbol the
+        exchange does not list once its markets are loaded (see :meth:`known_symbol`).
+        """
+        wanted = tuple(dict.fromkeys(symbols))  # repeats dropped, order kept
+        if len(wanted) > MAX_SYMBOLS:
+            raise ValueError(f"{self._exchange_name}: at most {MAX_SYMBOLS} symbols per feed, got {len(wanted)}")
+        unknown = [symbol for symbol in wanted if self.known_symbol(symbol) is False]
+        if unknown:
+            raise ValueError(f"{self._exchange_name} lists no market {', '.join(unknown)}")
+        self._change_symbols(wanted)
+        self._symbols_changed.set()
+
+    def _change_symbols(self, wanted: tuple[str, ...]) -> None:
+        """Start the state of the added symbols (cursor at now) and drop that of the removed ones."""
+        now_ms = self._wall_clock_ms()
+        for symbol in set(self._symbols) - set(wanted):
+            self._cursor.remove(symbol)
+            self._seen.forget_symbol(symbol)
+            self._silence.forget(symbol)
+            self._activity.pop(symbol, None)
+            self._metrics.unfollow(symbol)
+            if self._exchange is not None:
+                self._exchange.trades.pop(symbol, None)  # ccxt's cache of it
+        for symbol in wanted:
+            if symbol not in self._activity:
+                self._cursor.add(symbol, now_ms)
+                self._activity[symbol] = _SymbolActivity()
+                self._metrics.follow(symbol)
+        self._symbols = wanted
+
+    def _last_trade_ns(self, symbol: str) -> int | None:
+        activity = self._activity.get(symbol)
+        return None if activity is None else activity.last_trade_ns
+
+    def _subscribable(self) -> tuple[str, ...]:
+        """The symbols to subscribe: those the exchange lists (a configured unknown one is skipped)."""
+        markets = self._exchange.markets if self._exchange is not None else None
+        known = tuple(symbol for symbol in self._symbols if markets and symbol in markets)
+        if len(known) < len(self._symbols) and not self._warned_unknown:
+            self._warned_unknown = True
+            log.error("%s lists no market %s; not followed", self._exchange_name,
+                      ", ".join(symbol for symbol in self._symbols if symbol not in known))
+        return known
 
     @property
     def breaker_state(self) -> BreakerState:
@@ -150,18 +223,29 @@ class CcxtTradeFeed:
         try:
             if not await self._retrying("load markets", self._exchange.load_markets):
                 return
-            self._cursor = TradeCursor(self._symbols, self._wall_clock_ms())
+            planned = False  # the next subscription follows a change of symbols, not a failure
             while not self._stopping.is_set():
+                if not self._subscribable():  # nothing to follow: no websocket, no polling
+                    self._connected = False
+                    self._symbols_changed.clear()
+                    await self._unless_stopped(self._symbols_changed.wait())
+                    planned = False
+                    continue
                 budget_wait = self._reconnects.wait_s(time.monotonic())
-                if budget_wait > 0:  # too many reconnects lately: REST until one more fits
+                if budget_wait > 0 and not planned:  # too many reconnects lately: REST until one more fits
                     log.warning("%s: reconnection limit reached; polling REST for %.1fs",
                                 self._exchange_name, budget_wait)
                     self._mode = "rest"
                     await self._poll_rest(budget_wait)
                     continue
                 try:
-                    await self._stream()
+                    await self._stream(planned)
+                    planned = False
+                except _SymbolsChanged:
+                    await self._fresh_client()
+                    planned = True
                 except ccxt.NetworkError as exc:
+                    planned = False
                     self._connected = False
                     if self._awaiting_first_batch and self._connect_attempts > 1:
                         self._metrics.reconnection("failure")
@@ -177,24 +261,51 @@ class CcxtTradeFeed:
             self._connected = False
             await self._exchange.close()
 
-    async def _stream(self) -> None:
-        """Publish websocket batches until stopped; raises ccxt.NetworkError when the socket fails."""
+    async def _fresh_client(self) -> None:
+        """Replace the ccxt client by a new one with the same markets (a planned resubscription).
+
+        A new client rather than a second subscription on the old one: ccxt keeps per-client
+        subscription bookkeeping (Binance: streams and their subscription counts) that a
+        different symbol list would otherwise grow until it refuses.
+        """
+        old = self._exchange
+        assert old is not None
+        fresh = self._exchange_factory(self._feed)
+        fresh.set_markets_from_exchange(old)
+        self._exchange = fresh
+        self._connected = False
+        try:
+            await old.close()
+        except Exception as exc:  # the old socket may be half gone already; the new one is what matters
+            log.debug("%s: closing the previous ccxt client: %s", self._exchange_name, exc)
+
+    async def _stream(self, planned: bool) -> None:
+        """Publish websocket batches until stopped; raises ccxt.NetworkError when the socket fails
+        and _SymbolsChanged when the subscription must change."""
         assert self._exchange is not None
         caught_up = False
         if not await self._before_request():
             return
-        self._reconnects.record_attempt(time.monotonic())  # the first watch call (re)connects
-        self._connect_attempts += 1
-        self._awaiting_first_batch = True
+        if not planned:
+            self._reconnects.record_attempt(time.monotonic())  # the first watch call (re)connects
+            self._connect_attempts += 1
+            self._awaiting_first_batch = True
         self._silence.restart(time.monotonic())
+        subscribed = self._subscribable()
+        self._symbols_changed.clear()
         while not self._stopping.is_set():
             trades = await self._unless_stopped(
-                self._exchange.watch_trades_for_symbols(list(self._symbols)),
+                self._exchange.watch_trades_for_symbols(list(subscribed)),
                 timeout_s=self._silence.seconds_until_stale(time.monotonic()),
+                wake=self._symbols_changed,
             )
             if self._stopping.is_set():
                 return
-            if trades is None:
+            if self._symbols_changed.is_set():
+                await self._settle_symbol_changes(subscribed)
+                if trades is None:
+                    continue
+            elif trades is None:
                 await self._resubscribe_stale()
             if not caught_up:  # first batch since (re)connect: first what was missed before it
                 self._breaker.record_success()
@@ -207,6 +318,13 @@ class CcxtTradeFeed:
                 await self._catch_up()
                 caught_up = True
             await self._publish(trades)
+
+    async def _settle_symbol_changes(self, subscribed: tuple[str, ...]) -> None:
+        """Wait briefly for more changes, then raise _SymbolsChanged when the subscription differs."""
+        await sleep_unless(self._stopping, SYMBOL_CHANGE_SETTLE_S)
+        self._symbols_changed.clear()
+        if set(self._subscribable()) != set(subscribed):
+            raise _SymbolsChanged()
 
     async def _resubscribe_stale(self) -> None:
         """Close the silent websocket and fail as a dropped one does: REST catch-up, then reconnect."""
@@ -231,8 +349,10 @@ class CcxtTradeFeed:
 
     async def _catch_up(self) -> None:
         """Fetch and publish, per symbol, the trades since the last published one (page by page)."""
-        assert self._exchange is not None and self._cursor is not None
-        for symbol in self._symbols:
+        assert self._exchange is not None
+        for symbol in self._subscribable():
+            if symbol not in self._cursor:  # removed meanwhile
+                continue
             since = self._cursor.since_ms(symbol)
             while not self._stopping.is_set():
                 if not await self._before_request():
@@ -240,13 +360,12 @@ class CcxtTradeFeed:
                 page = await self._exchange.fetch_trades(symbol, since=since, limit=REST_PAGE_LIMIT)
                 self._breaker.record_success()
                 fresh = await self._publish(page)
-                if len(page) < REST_PAGE_LIMIT or fresh == 0:
+                if len(page) < REST_PAGE_LIMIT or fresh == 0 or symbol not in self._cursor:
                     break
                 since = self._cursor.since_ms(symbol)
 
     async def _publish(self, trades: Sequence[Mapping[str, Any]]) -> int:
         """Publish the trades not seen before, in exchange order; the number that were new."""
-        assert self._cursor is not None
         ordered = in_exchange_order(trades)
         if len(ordered) < len(trades):
             self._rejected += len(trades) - len(ordered)
@@ -256,12 +375,13 @@ class CcxtTradeFeed:
         heard_at = time.monotonic()
         for trade in ordered:
             symbol, trade_id, ts_ms = trade_fields(trade)
-            if symbol not in self._symbols:
+            activity = self._activity.get(symbol)
+            if activity is None:  # not (or no longer) followed
                 continue
             self._silence.heard(symbol, heard_at)
             if self._seen.add(symbol, trade_id):
                 fresh.append((symbol, trade_id, ts_ms, trade))
-                self._activity[symbol].received_trade(heard_at, ts_ms * NS_PER_MS)
+                activity.received_trade(heard_at, ts_ms * NS_PER_MS)
                 self._metrics.received(symbol, 1)
         if not fresh:
             return 0
@@ -271,9 +391,11 @@ class CcxtTradeFeed:
         self._rejected += outcome.rejected
         self._metrics.outcome(outcome.published_by_symbol, outcome.rejected_by_symbol)
         for symbol, count in outcome.published_by_symbol.items():
-            self._activity[symbol].published += count
+            if (activity := self._activity.get(symbol)) is not None:
+                activity.published += count
         for symbol, count in outcome.rejected_by_symbol.items():
-            self._activity[symbol].rejected += count
+            if (activity := self._activity.get(symbol)) is not None:
+                activity.rejected += count
         if outcome.failed:
             log.error("%s: %d of %d ticks not acknowledged (%s); they will be fetched again",
                       self._exchange_name, outcome.failed, len(ticks), outcome.first_error)
@@ -288,15 +410,20 @@ class CcxtTradeFeed:
 
     # --- waiting ---------------------------------------------------------------------------
 
-    async def _unless_stopped(self, operation: Awaitable[T], timeout_s: float | None = None) -> T | None:
-        """``operation``'s result, or None when the feed is stopped or ``timeout_s`` passes first
-        (the operation is then cancelled)."""
+    async def _unless_stopped(
+        self, operation: Awaitable[T], timeout_s: float | None = None, wake: asyncio.Event | None = None
+    ) -> T | None:
+        """``operation``'s result, or None when the feed is stopped, ``wake`` is set or ``timeout_s``
+        passes first (the operation is then cancelled)."""
         work = asyncio.ensure_future(operation)
-        stopped = asyncio.ensure_future(self._stopping.wait())
+        waits = {work, asyncio.ensure_future(self._stopping.wait())}
+        if wake is not None:
+            waits.add(asyncio.ensure_future(wake.wait()))
         try:
-            await asyncio.wait({work, stopped}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopped.cancel()
+            for waiter in waits - {work}:
+                waiter.cancel()
         if work.done():
             return work.result()
         work.cancel()
@@ -346,6 +473,10 @@ class CcxtTradeFeed:
             self._hold.hold(time.monotonic(), wait_s)
             log.warning("%s: rate limited (%s); no request for %.1fs", self._exchange_name, exc, wait_s)
         return self._backoff.next_delay()
+
+
+class _SymbolsChanged(Exception):
+    """The followed symbols differ from the websocket's subscription: resubscribe (planned)."""
 
 
 class _SymbolActivity:

@@ -23,6 +23,7 @@ class FeedMetrics:
 
     def __init__(self, telemetry: Telemetry, exchange: str) -> None:
         self._exchange = exchange
+        self._last_trade_ns: Callable[[str], int | None] = lambda symbol: None
         self._received = telemetry.counter(
             "tradeflow_ingest_feed_trades_received_total",
             "Trades received from the exchange, each once (websocket/REST overlap removed)",
@@ -55,18 +56,26 @@ class FeedMetrics:
 
     def watch(
         self,
-        symbols: tuple[str, ...],
         connected: Callable[[], bool],
         breaker_state: Callable[[], BreakerState],
         last_trade_ns: Callable[[str], int | None],
     ) -> None:
-        """Bind the gauges to the feed's state (read at every scrape)."""
+        """Bind the exchange's gauges to the feed's state (read at every scrape)."""
         self._connected.labels(self._exchange).set_function(lambda: 1.0 if connected() else 0.0)
         self._breaker.labels(self._exchange).set_function(lambda: BREAKER_STATE_VALUES[breaker_state()])
-        for symbol in symbols:
-            self._lag.labels(self._exchange, symbol).set_function(
-                lambda symbol=symbol: _lag_s(last_trade_ns(symbol))
-            )
+        self._last_trade_ns = last_trade_ns
+
+    def follow(self, symbol: str) -> None:
+        """Start the series of ``symbol`` (subscribed): its lag gauge reads the feed at each scrape."""
+        self._lag.labels(self._exchange, symbol).set_function(lambda: _lag_s(self._last_trade_ns(symbol)))
+
+    def unfollow(self, symbol: str) -> None:
+        """Drop every series of ``symbol`` (unsubscribed), so /metrics lists only current symbols."""
+        for family in (self._received, self._published, self._rejected, self._lag):
+            try:
+                family.remove(self._exchange, symbol)
+            except KeyError:  # the symbol never had a value in this family
+                pass
 
     def received(self, symbol: str, count: int) -> None:
         self._received.labels(self._exchange, symbol).inc(count)

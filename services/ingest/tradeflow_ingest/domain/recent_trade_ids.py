@@ -34,6 +34,10 @@ class RecentTradeIds:
         """Forget ``trade_id`` (its publication failed; a later fetch may bring it again)."""
         self._ids.get(symbol, OrderedDict()).pop(trade_id, None)
 
+    def forget_symbol(self, symbol: str) -> None:
+        """Drop every id of ``symbol`` (it is no longer followed)."""
+        self._ids.pop(symbol, None)
+
     def __contains__(self, key: tuple[str, str]) -> bool:
         symbol, trade_id = key
         return trade_id in self._ids.get(symbol, ())

@@ -20,6 +20,10 @@ class SilenceWatch:
     def heard(self, symbol: str, now: float) -> None:
         self._last_heard[symbol] = now
 
+    def forget(self, symbol: str) -> None:
+        """``symbol`` is no longer subscribed: its silence means nothing."""
+        self._last_heard.pop(symbol, None)
+
     def restart(self, now: float) -> None:
         """A fresh subscription: every active symbol gets a full ``stale_after_s`` again."""
         self._last_heard = dict.fromkeys(self._last_heard, now)

@@ -11,13 +11,25 @@ class TradeCursor:
     re-reads trades of the same millisecond; the dedup window drops them.
     """
 
-    def __init__(self, symbols: list[str] | tuple[str, ...], start_ms: int) -> None:
+    def __init__(self, symbols: list[str] | tuple[str, ...] = (), start_ms: int = 0) -> None:
         self._since = dict.fromkeys(symbols, start_ms)
+
+    def add(self, symbol: str, start_ms: int) -> None:
+        """Follow ``symbol`` from ``start_ms`` (a symbol subscribed while running starts then)."""
+        self._since.setdefault(symbol, start_ms)
+
+    def remove(self, symbol: str) -> None:
+        self._since.pop(symbol, None)
+
+    def __contains__(self, symbol: str) -> bool:
+        return symbol in self._since
 
     def since_ms(self, symbol: str) -> int:
         return self._since[symbol]
 
     def advance(self, symbol: str, ts_ms: int) -> None:
-        """Move to ``ts_ms`` unless it is older (a late trade does not rewind the cursor)."""
-        if ts_ms > self._since.get(symbol, ts_ms - 1):
+        """Move to ``ts_ms`` unless it is older (a late trade does not rewind the cursor); a symbol
+        no longer followed is ignored."""
+        since = self._since.get(symbol)
+        if since is not None and ts_ms > since:
             self._since[symbol] = ts_ms
