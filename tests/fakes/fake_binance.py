@@ -150,7 +150,11 @@ class FakeBinance:
             for subscriber in list(self._subscribers):
                 for kind in ("aggTrade", "trade"):
                     if f"{symbol.lower()}@{kind}" in subscriber.streams and not subscriber.ws.closed:
-                        await subscriber.ws.send_str(json.dumps(trade.event(kind)))
+                        try:
+                            await subscriber.ws.send_str(json.dumps(trade.event(kind)))
+                        except ConnectionError:  # the client went away (killed) mid-send
+                            self._subscribers.remove(subscriber)
+                            break
         return trade
 
     async def drop_websockets(self) -> None:

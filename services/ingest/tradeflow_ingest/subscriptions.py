@@ -81,7 +81,7 @@ class Subscriptions:
         self._partitions = partitions
         if not self._log.is_caught_up():
             return
-        for exchange, symbols in symbols_to_serve(self._log.book, partitions, self._feeds).items():
+        for exchange, symbols in self._to_serve().items():
             feed = self._feeds[exchange]
             taken_over = set(symbols) - set(feed.symbols)
             resume = await self._tail.resume_points(exchange, taken_over) if taken_over else {}
@@ -100,11 +100,23 @@ class Subscriptions:
         """Feeds follow the book: a new subscription starts now, a removed one stops."""
         if not self._log.is_caught_up():
             return  # a partial book would stop symbols that are still subscribed
-        for exchange, symbols in symbols_to_serve(self._log.book, self._partitions, self._feeds).items():
+        for exchange, symbols in self._to_serve().items():
             feed = self._feeds[exchange]
             if feed.symbols != symbols:
                 log.info("%s: serving %d symbols (was %d)", exchange, len(symbols), len(feed.symbols))
                 feed.set_symbols(symbols)
+
+    def _to_serve(self) -> dict[str, tuple[str, ...]]:
+        """Per feed, the subscriptions on this replica's partitions that its exchange lists (one
+        stored before the markets were known and absent from them is logged, not served)."""
+        serve = {}
+        for exchange, symbols in symbols_to_serve(self._log.book, self._partitions, self._feeds).items():
+            feed = self._feeds[exchange]
+            unknown = [s for s in symbols if feed.known_symbol(s) is False]
+            if unknown:
+                log.warning("%s lists no market %s; those subscriptions are not served", exchange, ", ".join(unknown))
+            serve[exchange] = tuple(s for s in symbols if s not in unknown)
+        return serve
 
     # --- API operations -----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from tradeflow_ingest.domain.feed_status import FeedStatus, SymbolFeedStatus
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
 from tradeflow_ingest.domain.reconnect_budget import ReconnectBudget
+from tradeflow_ingest.domain.resume_point import ResumePoint
 from tradeflow_ingest.domain.retry_after import RequestHold, retry_after_seconds
 from tradeflow_ingest.domain.silence_watch import SilenceWatch
 from tradeflow_ingest.domain.sources import SourceStatus
@@ -84,6 +85,7 @@ class CcxtTradeFeed:
         self._exchange_name = feed.exchange_name
         self._symbols: tuple[str, ...] = ()
         self._symbols_changed = asyncio.Event()
+        self._publish_lock = asyncio.Lock()
         self._publisher = publisher
         self._clock = clock
         self._exchange_factory = exchange_factory
@@ -126,11 +128,13 @@ class CcxtTradeFeed:
             return None
         return symbol in markets
 
-    def set_symbols(self, symbols: Iterable[str]) -> None:
+    def set_symbols(self, symbols: Iterable[str], resume: Mapping[str, ResumePoint] | None = None) -> None:
         """Follow exactly ``symbols`` from now on (takes effect on the exchange within about a second).
 
-        Never blocks. Raises ValueError for more than MAX_SYMBOLS symbols, or for a symbol the
-        exchange does not list once its markets are loaded (see :meth:`known_symbol`).
+        An added symbol starts now, or, when ``resume`` has it (a takeover from another replica),
+        from its resume point: the catch-up fetches from there and skips the trades already
+        published. Never blocks. Raises ValueError for more than MAX_SYMBOLS symbols, or for a
+        symbol the exchange does not list once its markets are loaded (see :meth:`known_symbol`).
         """
         wanted = tuple(dict.fromkeys(symbols))  # repeats dropped, order kept
         if len(wanted) > MAX_SYMBOLS:
@@ -138,10 +142,16 @@ class CcxtTradeFeed:
         unknown = [symbol for symbol in wanted if self.known_symbol(symbol) is False]
         if unknown:
             raise ValueError(f"{self._exchange_name} lists no market {', '.join(unknown)}")
-        self._change_symbols(wanted)
+        self._change_symbols(wanted, resume or {})
         self._symbols_changed.set()
 
-    def _change_symbols(self, wanted: tuple[str, ...]) -> None:
+    async def symbols_applied(self) -> None:
+        """Return once no publish that started before the last :meth:`set_symbols` is in flight:
+        from then on a removed symbol has nothing more on its way to the broker."""
+        async with self._publish_lock:
+            pass
+
+    def _change_symbols(self, wanted: tuple[str, ...], resume: Mapping[str, ResumePoint] | None = None) -> None:
         """Start the state of the added symbols (cursor at now) and drop that of the removed ones."""
         now_ms = self._wall_clock_ms()
         for symbol in set(self._symbols) - set(wanted):
@@ -154,7 +164,10 @@ class CcxtTradeFeed:
                 self._exchange.trades.pop(symbol, None)  # ccxt's cache of it
         for symbol in wanted:
             if symbol not in self._activity:
-                self._cursor.add(symbol, now_ms)
+                point = resume.get(symbol) if resume else None
+                self._cursor.add(symbol, now_ms if point is None else point.since_ms)
+                for trade_id in point.published_ids if point is not None else ():
+                    self._seen.add(symbol, trade_id)
                 self._activity[symbol] = _SymbolActivity()
                 self._metrics.follow(symbol)
         self._symbols = wanted
@@ -386,7 +399,8 @@ class CcxtTradeFeed:
         if not fresh:
             return 0
         ticks = [trade_to_tick(self._exchange_name, trade, self._clock.next()) for *_, trade in fresh]
-        outcome = await self._publisher.publish(ticks)
+        async with self._publish_lock:  # see symbols_applied
+            outcome = await self._publisher.publish(ticks)
         self._published += outcome.published
         self._rejected += outcome.rejected
         self._metrics.outcome(outcome.published_by_symbol, outcome.rejected_by_symbol)

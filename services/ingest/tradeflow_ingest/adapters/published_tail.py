@@ -43,7 +43,8 @@ class PublishedTail:
         """Per symbol, the newest trade published on md.ticks.v1 in the lookback window."""
         if not symbols:
             return {}
-        from_ms = self._wall_clock_ms() - self._lookback_ms
+        scan_started_ms = self._wall_clock_ms()
+        from_ms = scan_started_ms - self._lookback_ms
         points = {s: ResumePoint(since_ms=from_ms, published_ids=frozenset()) for s in symbols}
         consumer = AIOKafkaConsumer(**kafka_client_options(self._settings), group_id=None,
                                     enable_auto_commit=False, client_id=self._client_id)
@@ -66,10 +67,16 @@ class PublishedTail:
             ids: dict[str, set[str]] = defaultdict(set)
             while pending:
                 batches = await consumer.getmany(*pending, timeout_ms=FETCH_TIMEOUT_MS)
-                for tp, records in batches.items():
+                for tp in list(pending):
+                    records = batches.get(tp, [])
+                    # The end is where the partition stood when the scan began. end_offsets is only
+                    # a lower bound of it (Tansu reports the last batch's base offset + 1), so a
+                    # partition is done once past it and either quiet or on records newer than the scan.
+                    done = not records and await consumer.position(tp) >= ends[tp]
                     wanted = keys_by_partition[tp.partition]
                     for record in records:
-                        if record.offset >= ends[tp]:
+                        if record.offset >= ends[tp] and record.timestamp > scan_started_ms:
+                            done = True
                             break
                         if record.key not in wanted or record.value is None:
                             continue
@@ -81,8 +88,7 @@ class PublishedTail:
                         ts_ms = tick.ts_event // NS_PER_MS
                         if ts_ms > newest.get(tick.symbol, -1):
                             newest[tick.symbol] = ts_ms
-                for tp in list(pending):
-                    if await consumer.position(tp) >= ends[tp]:
+                    if done:
                         pending.discard(tp)
             for symbol, ts_ms in newest.items():
                 points[symbol] = ResumePoint(since_ms=ts_ms, published_ids=frozenset(ids[symbol]))

@@ -141,7 +141,9 @@ class SubscriptionLog:
                         changed |= self._apply(tp.partition, records)
                     for tp in partitions:  # the position moves past compacted gaps too
                         self._next_offsets[tp.partition] = await consumer.position(tp)
-                    if not self._caught_up.is_set() and all(
+                    # Caught up: past the end offsets seen at start, and a fetch found nothing more
+                    # (end_offsets alone is a lower bound on Tansu: the last batch's base offset + 1).
+                    if not self._caught_up.is_set() and not batches and all(
                             self._next_offsets[tp.partition] >= ends[tp] for tp in partitions):
                         log.info("subscriptions read: %d", len(self.book))
                         self._caught_up.set()
