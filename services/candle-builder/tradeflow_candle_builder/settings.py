@@ -37,6 +37,10 @@ class CandleBuilderSettings(ServiceSettings):
     db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (writer + API + recovery)")
     tick_retention_days: int = Field(
         default=30, ge=1, le=36_500, description="raw ticks older than this are dropped; candles are kept forever")
+    tick_compress_after_days: int = Field(
+        default=7, ge=0, le=36_500,
+        description="ticks older than this are compressed where the database can (TimescaleDB under the Timescale "
+                    "license; reported as unavailable elsewhere); 0 turns compression off; below tick_retention_days")
     retention_interval_s: float = Field(
         default=3_600.0, ge=1.0, le=7 * 86_400.0, description="how often tick retention runs (the first run soon after start)")
     stream_client_queue: int = Field(
@@ -56,4 +60,13 @@ class CandleBuilderSettings(ServiceSettings):
     def _distinct_topics(self) -> CandleBuilderSettings:
         if self.ticks_topic == self.candles_topic:
             raise ValueError("TRADEFLOW_TICKS_TOPIC and TRADEFLOW_CANDLES_TOPIC must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _compression_before_retention(self) -> CandleBuilderSettings:
+        # A chunk dropped by retention before it is old enough to compress is never compressed.
+        if self.tick_compress_after_days and self.tick_compress_after_days >= self.tick_retention_days:
+            raise ValueError(
+                f"TRADEFLOW_TICK_COMPRESS_AFTER_DAYS ({self.tick_compress_after_days}) must be less than "
+                f"TRADEFLOW_TICK_RETENTION_DAYS ({self.tick_retention_days}), or 0 to turn tick compression off")
         return self
