@@ -59,6 +59,11 @@ def test_a_negative_or_fractional_age_is_refused(days):
 
 def test_the_candle_builder_compresses_ticks_after_7_days_by_default(monkeypatch):
     assert load_settings(CandleBuilderSettings).tick_compress_after_days == 7
+    # A shorter retention alone keeps working: the default follows it (0: off).
+    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", "7")
+    assert load_settings(CandleBuilderSettings).tick_compress_after_days == 6
+    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", "1")
+    assert load_settings(CandleBuilderSettings).tick_compress_after_days == 0
     monkeypatch.setenv("TRADEFLOW_TICK_COMPRESS_AFTER_DAYS", "0")
     monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", "1")  # off: any retention goes
     assert load_settings(CandleBuilderSettings).tick_compress_after_days == 0
