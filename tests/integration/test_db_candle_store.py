@@ -1,7 +1,7 @@
 """CandleStore against the real database in both storage modes it meets here.
 
-``database_url`` runs the Apache TimescaleDB build (hypertables, views with time_bucket);
-``plain_postgres_url`` plain PostgreSQL (tables, views with date_bin). Each test writes under
+``database_url`` runs the Apache TimescaleDB build (hypertables; 5m..1w as maintained tables);
+``plain_postgres_url`` plain PostgreSQL (tables only). Each test writes under
 its own exchange name, so tests never see each other's rows.
 """
 

@@ -18,6 +18,7 @@ from tradeflow.db import (
     upgrade,
 )
 
+HIGHER_RELATIONS = ("candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w")
 TRADEFLOW_RELATIONS = {
     "tradeflow_schema_info", "ticks", "candles_1m",
     "candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w",
@@ -63,8 +64,8 @@ def test_timescaledb_schema_upgrades_downgrades_and_upgrades_again(fresh_databas
     assert caps.mode == "timescaledb-apache"
     relations = _relations(fresh_database_url)
     assert set(relations) == TRADEFLOW_RELATIONS
-    assert {name for name, kind in relations.items() if kind == "v"} == {
-        "candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w"}
+    # No continuous aggregates in the Apache build: the higher timeframes are tables (0002).
+    assert {name for name, kind in relations.items() if kind == "r"} == TRADEFLOW_RELATIONS
     assert _hypertable_chunk_intervals(fresh_database_url) == {
         "ticks": timedelta(days=1), "candles_1m": timedelta(days=7)}
 
@@ -81,7 +82,7 @@ def test_plain_schema_upgrades_downgrades_and_upgrades_again_without_the_extensi
     assert caps.mode == "postgres" and caps.timescaledb_version is None
     relations = _relations(fresh_database_url)
     assert set(relations) == TRADEFLOW_RELATIONS
-    assert relations["ticks"] == relations["candles_1m"] == "r"
+    assert set(relations.values()) == {"r"}
     with psycopg.connect(fresh_database_url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone() == (0,)
         # The same indexes as the hypertables: the two unique keys.
@@ -101,7 +102,7 @@ def test_upgrade_is_a_no_op_when_already_at_head(database_url):
     assert upgrade(database_url).mode == "timescaledb-apache"
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT migrated_at FROM tradeflow_schema_info").fetchone() == before
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0002",)
 
 
 def test_the_chosen_mode_is_recorded_in_the_schema(database_url, plain_postgres_url):
@@ -139,3 +140,34 @@ async def test_async_detection_matches_sync_detection(database_url, plain_postgr
     assert caps.mode == "timescaledb-apache"
     async with await psycopg.AsyncConnection.connect(plain_postgres_url) as conn:
         assert (await detect_capabilities_async(conn)).mode == "postgres"
+
+
+def _higher_rows(url: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(url) as conn:
+        return {relation: conn.execute(
+            f"SELECT exchange, symbol, ts, open, high, low, close, volume, trades FROM {relation} "
+            "ORDER BY exchange, symbol, ts").fetchall() for relation in HIGHER_RELATIONS}
+
+
+@pytest.mark.parametrize("use_timescaledb", [True, False], ids=["timescaledb-apache", "postgres"])
+def test_upgrading_to_tables_keeps_the_candles_and_downgrading_restores_the_views(fresh_database_url, use_timescaledb):
+    upgrade(fresh_database_url, use_timescaledb=use_timescaledb, revision="0001")
+    with psycopg.connect(fresh_database_url) as conn:
+        # Two instruments, 10 days of irregular minutes (quarter values: exact sums) across
+        # the week boundary of Monday 2024-01-08.
+        conn.execute(
+            "INSERT INTO candles_1m (exchange, symbol, ts, open, high, low, close, volume, trades) "
+            "SELECT 'x', s, TIMESTAMPTZ '2024-01-03' + m * INTERVAL '1 minute', "
+            "(m % 37) / 4.0, (m % 37) / 4.0 + 2, (m % 37) / 4.0 - 1, (m % 41) / 4.0, (m % 13) / 4.0 + 0.25, m % 7 + 1 "
+            "FROM generate_series(0, 14400, 3) m, unnest(ARRAY['BTC/USDT', 'ETH/USDT']) s")
+    with_views = _higher_rows(fresh_database_url)
+    assert all(with_views.values())
+    assert {_relations(fresh_database_url)[r] for r in HIGHER_RELATIONS} == {"v"}
+
+    upgrade(fresh_database_url, use_timescaledb=use_timescaledb)
+    assert {_relations(fresh_database_url)[r] for r in HIGHER_RELATIONS} == {"r"}
+    assert _higher_rows(fresh_database_url) == with_views  # filled from the existing candles_1m
+
+    downgrade(fresh_database_url, revision="0001")
+    assert {_relations(fresh_database_url)[r] for r in HIGHER_RELATIONS} == {"v"}
+    assert _higher_rows(fresh_database_url) == with_views

@@ -147,3 +147,44 @@ def test_only_timescaledb_modes_create_hypertables(migration):
     ticks, candles = hypertables("timescaledb-apache")
     assert "'ticks'" in ticks and "INTERVAL '1 day'" in ticks
     assert "'candles_1m'" in candles and "INTERVAL '7 days'" in candles
+
+
+# --- revision 0002: maintained tables instead of views ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tables_migration():
+    return ScriptDirectory.from_config(alembic_config("postgresql://unused")).get_revision("0002").module
+
+
+def test_0002_leaves_continuous_aggregates_alone_and_applies_to_the_other_modes(tables_migration):
+    assert tables_migration.down_revision == "0001"
+    assert not tables_migration.maintains_tables("timescaledb")
+    assert tables_migration.maintains_tables("timescaledb-apache")
+    assert tables_migration.maintains_tables("postgres")
+
+
+def test_0002_drops_views_children_first_then_creates_and_fills_tables_parents_first(tables_migration):
+    ddl = tables_migration.upgrade_ddl()
+    drops = [s for s in ddl if s.startswith("DROP VIEW")]
+    assert drops == [f"DROP VIEW {r}" for r in reversed(EXPECTED_HIERARCHY)]
+    filled_order = []
+    for statement in ddl:
+        if statement.startswith("CREATE TABLE"):
+            relation = statement.split()[2]
+            assert "PRIMARY KEY (exchange, symbol, ts)" in statement and "trades bigint" in statement
+        elif statement.startswith("INSERT INTO"):
+            relation = statement.split()[2]
+            width, parent = EXPECTED_HIERARCHY[relation]
+            assert f"date_bin(INTERVAL '{width}', ts, {ORIGIN})" in statement
+            assert f"FROM {parent} GROUP BY" in statement
+            assert parent == "candles_1m" or parent in filled_order, "a parent is filled before its children"
+            filled_order.append(relation)
+    assert filled_order == list(EXPECTED_HIERARCHY)
+
+
+@pytest.mark.parametrize("mode", ["timescaledb-apache", "postgres"])
+def test_0002_downgrade_restores_exactly_the_views_of_0001(migration, tables_migration, mode):
+    ddl = tables_migration.downgrade_ddl(mode)
+    assert ddl[:6] == [f"DROP TABLE {r}" for r in reversed(EXPECTED_HIERARCHY)]
+    assert ddl[6:] == migration.higher_timeframe_ddl(mode)

@@ -5,7 +5,7 @@
 * ``timescaledb-apache``: the Apache-2 build (Debian's package): hypertables and
   hyperfunctions such as ``time_bucket``/``first``/``last``, but no continuous aggregates,
   compression or background policies.
-* ``postgres``: no TimescaleDB in this database; plain tables and views.
+* ``postgres``: no TimescaleDB in this database; plain tables only.
 
 Detection looks at *this database* (``pg_extension``), not at what the server could install,
 and at the license GUC the loaded library reports. An extension that is installed but whose

@@ -25,6 +25,7 @@ from tradeflow_candle_builder.pipeline import CandlePipeline
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 from tradeflow_candle_builder.stream.api import create_stream_router
 from tradeflow_candle_builder.stream.broadcaster import CandleBroadcaster
+from tradeflow_candle_builder.tick_compression import TickCompressionSetup
 from tradeflow_candle_builder.tick_retention import TickRetentionJob
 
 SERVICE_NAME = "candle-builder"
@@ -85,6 +86,7 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters)
     retention = TickRetentionJob(settings.libpq_url, telemetry, days=settings.tick_retention_days,
                                  interval_s=settings.retention_interval_s)
+    compression = TickCompressionSetup(settings.libpq_url, days=settings.tick_compress_after_days)
     broadcaster, feed = create_stream(settings, telemetry)
     consumer = Consumer(
         settings, telemetry,
@@ -105,7 +107,7 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
         components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, producer, pipeline, consumer,
-                    retention, feed],
+                    retention, compression, feed],
         routers=[create_candles_router(store), create_stream_router(broadcaster)],
         readiness_checks=[
             named_check("broker", broker_check(producer)),

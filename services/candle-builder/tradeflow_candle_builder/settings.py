@@ -9,6 +9,7 @@ from tradeflow.settings import ServiceSettings
 from tradeflow.topics import MD_CANDLES, MD_TICKS
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+DEFAULT_TICK_COMPRESS_AFTER_DAYS = 7
 
 
 class CandleBuilderSettings(ServiceSettings):
@@ -37,6 +38,11 @@ class CandleBuilderSettings(ServiceSettings):
     db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (writer + API + recovery)")
     tick_retention_days: int = Field(
         default=30, ge=1, le=36_500, description="raw ticks older than this are dropped; candles are kept forever")
+    tick_compress_after_days: int = Field(
+        default=DEFAULT_TICK_COMPRESS_AFTER_DAYS, ge=0, le=36_500,
+        description="ticks older than this are compressed where the database can (TimescaleDB under the Timescale "
+                    "license; reported as unavailable elsewhere); 0 turns compression off; must be below "
+                    "tick_retention_days (when not set: 7, or one day less than a shorter retention)")
     retention_interval_s: float = Field(
         default=3_600.0, ge=1.0, le=7 * 86_400.0, description="how often tick retention runs (the first run soon after start)")
     stream_client_queue: int = Field(
@@ -56,4 +62,16 @@ class CandleBuilderSettings(ServiceSettings):
     def _distinct_topics(self) -> CandleBuilderSettings:
         if self.ticks_topic == self.candles_topic:
             raise ValueError("TRADEFLOW_TICKS_TOPIC and TRADEFLOW_CANDLES_TOPIC must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _compression_before_retention(self) -> CandleBuilderSettings:
+        # A chunk dropped by retention before it is old enough to compress is never compressed.
+        if "tick_compress_after_days" not in self.model_fields_set:
+            # Not chosen: a short retention alone must not stop the service from starting.
+            self.tick_compress_after_days = min(DEFAULT_TICK_COMPRESS_AFTER_DAYS, self.tick_retention_days - 1)
+        elif self.tick_compress_after_days and self.tick_compress_after_days >= self.tick_retention_days:
+            raise ValueError(
+                f"TRADEFLOW_TICK_COMPRESS_AFTER_DAYS ({self.tick_compress_after_days}) must be less than "
+                f"TRADEFLOW_TICK_RETENTION_DAYS ({self.tick_retention_days}), or 0 to turn tick compression off")
         return self

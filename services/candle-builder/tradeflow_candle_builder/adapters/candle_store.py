@@ -6,8 +6,11 @@ temporary staging table and moved into ``ticks`` with one ``INSERT ... SELECT ..
 CONFLICT DO NOTHING``, in one transaction. A replayed batch therefore changes nothing.
 
 Reads go to the relation of the timeframe (``candles_1m`` or the ``candles_5m`` ..
-``candles_1w`` aggregates/views, which the migrations define per storage mode with
-identical results), so this module never branches on the mode.
+``candles_1w`` continuous aggregates or maintained tables, which the migrations define per
+storage mode with identical results), so reads never branch on the mode. Writes of 1m
+candles do: where candles_5m .. candles_1w are tables (no continuous aggregates), every
+write of candles_1m re-aggregates the higher buckets it touched in the same transaction
+(see adapters/higher_timeframes.py and docs/adr/0007).
 
 Timestamps: the wire carries nanoseconds, ``timestamptz`` stores microseconds. Conversion
 happens in SQL with integer arithmetic (exact to the microsecond; the sub-microsecond part
@@ -27,6 +30,13 @@ from psycopg_pool import AsyncConnectionPool
 from tradeflow.db.engine import libpq_url
 from tradeflow.messages import Candle, Tick
 
+from tradeflow_candle_builder.adapters.higher_timeframes import (
+    LOCK_INSTRUMENTS_SQL,
+    Statement,
+    instrument_lock_keys,
+    rebuild_statements,
+    refresh_statements,
+)
 from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES
 
 ONE_MINUTE_NS = 60_000_000_000
@@ -247,8 +257,14 @@ class CandleStore:
             "trades": [c.trades for c in rows],
             "revision": [c.revision for c in rows],
         }
-        async with self._require_pool().connection() as conn:
+        if not await self._maintains_higher_timeframes():
+            async with self._require_pool().connection() as conn:
+                await conn.execute(_UPSERT_CANDLES_1M, params)
+            return
+        async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
+            await self._lock_instruments(conn, {(c.exchange, c.symbol) for c in rows})
             await conn.execute(_UPSERT_CANDLES_1M, params)
+            await _execute_all(conn, refresh_statements(latest))
 
     async def recompute_candles_1m(self, keys: Iterable[tuple[str, str, int]]) -> list[Candle]:
         """Rebuild the 1m candles of ``(exchange, symbol, bucket_start_ns)`` from ``ticks``.
@@ -264,9 +280,17 @@ class CandleStore:
             "symbol": [k[1] for k in keys],
             "ts_ns": [k[2] for k in keys],
         }
-        async with self._require_pool().connection() as conn:
-            cursor = await conn.execute(_RECOMPUTE_CANDLES_1M, params)
-            rows = await cursor.fetchall()
+        if not await self._maintains_higher_timeframes():
+            async with self._require_pool().connection() as conn:
+                cursor = await conn.execute(_RECOMPUTE_CANDLES_1M, params)
+                rows = await cursor.fetchall()
+        else:
+            async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
+                await self._lock_instruments(conn, {(k[0], k[1]) for k in keys})
+                cursor = await conn.execute(_RECOMPUTE_CANDLES_1M, params)
+                # Keys without trades change nothing; refreshing their buckets is harmless.
+                await _execute_all(conn, refresh_statements(keys))
+                rows = await cursor.fetchall()
         candles = [_candle_1m(*row) for row in rows]
         candles.sort(key=lambda c: (c.exchange, c.symbol, c.ts_start))
         return candles
@@ -274,13 +298,19 @@ class CandleStore:
     async def refresh_higher_timeframes(self, exchange: str, symbol: str, start_ns: int, end_ns: int) -> None:
         """Bring candles_5m .. candles_1w up to date with candles_1m over [start_ns, end_ns).
 
-        Called after candles_1m of a past range changed (a backfill). With continuous
-        aggregates, each level is refreshed in hierarchy order over the range widened to its
-        own bucket boundaries (a refresh window must cover whole buckets); real-time
-        aggregation only covers what is newer than the materialized part. In the other modes
-        the relations are views over candles_1m and are always current.
+        Called after candles_1m of a past range changed outside this store (a backfill).
+        Every level is rebuilt in hierarchy order over the range widened to its own bucket
+        boundaries. With continuous aggregates that is refresh_continuous_aggregate (real-time
+        aggregation only covers what is newer than the materialized part); with maintained
+        tables, the level's buckets in the range are deleted and aggregated again from the
+        parent level, in one transaction.
         """
-        if end_ns <= start_ns or await self._storage_mode() != "timescaledb":
+        if end_ns <= start_ns:
+            return
+        if await self._maintains_higher_timeframes():
+            async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
+                await self._lock_instruments(conn, {(exchange, symbol)})
+                await _execute_all(conn, rebuild_statements(exchange, symbol, start_ns, end_ns))
             return
         async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
             for timeframe, relation in TIMEFRAME_RELATIONS.items():
@@ -293,6 +323,15 @@ class CandleStore:
                     "CALL refresh_continuous_aggregate(%s, %s, %s)",
                     (relation, _ns_to_datetime(window_start), _ns_to_datetime(window_end)),
                 )
+
+    async def _maintains_higher_timeframes(self) -> bool:
+        """Whether candles_5m .. candles_1w are tables this store keeps current (no caggs)."""
+        return await self._storage_mode() != "timescaledb"
+
+    @staticmethod
+    async def _lock_instruments(conn: psycopg.AsyncConnection, instruments: set[tuple[str, str]]) -> None:
+        """Writers of the same instrument take turns until commit (see higher_timeframes)."""
+        await conn.execute(LOCK_INSTRUMENTS_SQL, (instrument_lock_keys(instruments),))
 
     async def _storage_mode(self) -> str:
         if self._mode is None:
@@ -378,6 +417,11 @@ class CandleStore:
             cursor = await conn.execute(_FETCH_1M, (exchange, symbol, start_ns, end_ns))
             rows = await cursor.fetchall()
         return [_candle_1m(*row) for row in rows]
+
+
+async def _execute_all(conn: psycopg.AsyncConnection, statements: list[Statement]) -> None:
+    for query, params in statements:
+        await conn.execute(query, params)
 
 
 def _ns_to_datetime(value_ns: int) -> datetime:

@@ -17,6 +17,7 @@ import so a new timeframe cannot silently break it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -72,6 +73,30 @@ def timeframe(name: str) -> Timeframe:
         return TIMEFRAMES[name]
     except KeyError:
         raise ValueError(f"unknown timeframe {name!r}; known: {', '.join(TIMEFRAMES)}") from None
+
+
+BucketRun = tuple[str, str, int, int]  # (exchange, symbol, first bucket start, last bucket end)
+
+
+def bucket_runs(spans: Iterable[BucketRun], tf: Timeframe) -> list[BucketRun]:
+    """The buckets of ``tf`` that overlap the ``[start, end)`` spans, as contiguous runs.
+
+    Per instrument, overlapping or adjacent runs are merged, so each run is one time range
+    ``[lo, hi)`` made of whole buckets: what a maintained higher-timeframe table re-aggregates
+    when the 1m candles in the spans changed. Empty spans are ignored. Sorted by instrument
+    and time.
+    """
+    ranges = sorted(
+        (exchange, symbol, tf.bucket_start(start), tf.bucket_end(tf.bucket_start(end - 1)))
+        for exchange, symbol, start, end in spans if end > start)
+    runs: list[BucketRun] = []
+    for exchange, symbol, lo, hi in ranges:
+        if runs and runs[-1][:2] == (exchange, symbol) and lo <= runs[-1][3]:
+            if hi > runs[-1][3]:
+                runs[-1] = (exchange, symbol, runs[-1][2], hi)
+        else:
+            runs.append((exchange, symbol, lo, hi))
+    return runs
 
 
 def ns_to_datetime(ts_ns: int) -> datetime:
