@@ -45,6 +45,7 @@ class ExchangeHistory:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        notify: Callable[[str], None] = log.warning,
     ) -> None:
         self._feed = feed
         self._exchange = create_ccxt_exchange(feed)
@@ -52,6 +53,7 @@ class ExchangeHistory:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._sleep = sleep
+        self.notify = notify  # tells the operator about each wait (the runner shows it above the bar)
         self.waited_s = 0.0  # time spent waiting on refusals and retries (reported)
 
     @property
@@ -110,8 +112,8 @@ class ExchangeHistory:
                 failure = exc
             if attempt == self._max_attempts:
                 break
-            log.warning("%s: %s failed (%s); retrying in %.1fs", self._feed.exchange_name, what,
-                        _first_line(failure), wait_s)
+            self.notify(f"{self._feed.exchange_name}: {what} failed ({_first_line(failure)}); "
+                        f"retrying in {wait_s:.1f}s")
             self.waited_s += wait_s
             await self._sleep(wait_s)
         raise ExchangeUnavailable(

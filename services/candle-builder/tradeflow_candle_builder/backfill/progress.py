@@ -28,5 +28,9 @@ class BackfillProgress:
         self._bar.set_postfix_str(f"trades {fetched}, new {new}", refresh=False)
         self._bar.update(covered - self._bar.n)
 
+    def note(self, text: str) -> None:
+        """A line above the bar (e.g. a rate-limit wait), on the same stream."""
+        self._bar.write(text, file=self._bar.fp)
+
     def close(self) -> None:
         self._bar.close()

@@ -113,6 +113,8 @@ async def run_backfill(job: BackfillJob, settings: BackfillSettings) -> Backfill
         try:
             progress = BackfillProgress(job.until_ms - job.since_ms, f"{job.exchange} {job.symbol}",
                                         enabled=job.show_progress)
+            if history is not None:
+                history.notify = progress.note
             try:
                 backfill = _Backfill(store, job, report, progress)
                 if history is None:
