@@ -10,6 +10,7 @@ higher timeframes are refreshed over the range.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -214,6 +215,12 @@ class _Backfill:
         report.source = "trades"
         exchange = history.exchange_name
         cursor = TradePageCursor(job.since_ms, job.until_ms, history.trade_window_ms)
+        async with self._rebuilding_on_stop(exchange):
+            await self._trade_pages(history, cursor)
+        await self._rebuild(sorted(self.pending), exchange)
+
+    async def _trade_pages(self, history: ExchangeHistory, cursor: TradePageCursor) -> None:
+        job, report, exchange = self.job, self.report, history.exchange_name
         while not cursor.done:
             request = cursor.request()
             page = await history.trades(job.symbol, request.since_ms, request.end_ms, TRADE_PAGE_LIMIT)
@@ -226,7 +233,6 @@ class _Backfill:
             await self._write(ticks)
             await self._rebuild(complete_minutes(self.pending, cursor.position_ms), exchange)
             self.progress.update(cursor.covered_ms, report.fetched, report.new)
-        await self._rebuild(sorted(self.pending), exchange)
 
     async def _ohlcv(self, history: ExchangeHistory) -> None:
         job, report = self.job, self.report
@@ -250,32 +256,48 @@ class _Backfill:
     async def from_file(self, path: Path) -> None:
         job, report = self.job, self.report
         report.source = f"file {path}"
-        covered_until = job.since_ms
-        batch: list[Tick] = []
         try:
-            with _open_replay_file(path) as lines:
-                for item in parse_replay_lines(lines, self.clock):
-                    if isinstance(item, RejectedLine):
-                        report.rejected += 1
-                        continue
-                    ts_ms = item.ts_event // NS_PER_MS
-                    if item.exchange != job.exchange or item.symbol != job.symbol or not job.since_ms <= ts_ms < job.until_ms:
-                        report.skipped += 1
-                        continue
-                    batch.append(item)
-                    covered_until = max(covered_until, ts_ms)
-                    if len(batch) >= FILE_BATCH:
-                        await self._write(batch, validated=True)
-                        batch = []
-                        self.progress.update(covered_until - job.since_ms, report.fetched, report.new)
+            async with self._rebuilding_on_stop(job.exchange):
+                await self._file_batches(path)
         except ReplayFileError as exc:
             raise BackfillInputError(f"--file {path}: {exc}") from None
         except OSError as exc:
             raise BackfillInputError(f"--file {path}: {exc.strerror or exc}") from None
-        await self._write(batch, validated=True)
         # A file need not be in time order: every minute is complete only at the end.
         await self._rebuild(sorted(self.pending), job.exchange)
         self.progress.update(job.until_ms - job.since_ms, report.fetched, report.new)
+
+    async def _file_batches(self, path: Path) -> None:
+        job, report = self.job, self.report
+        covered_until = job.since_ms
+        batch: list[Tick] = []
+        with _open_replay_file(path) as lines:
+            for item in parse_replay_lines(lines, self.clock):
+                if isinstance(item, RejectedLine):
+                    report.rejected += 1
+                    continue
+                ts_ms = item.ts_event // NS_PER_MS
+                if item.exchange != job.exchange or item.symbol != job.symbol or not job.since_ms <= ts_ms < job.until_ms:
+                    report.skipped += 1
+                    continue
+                batch.append(item)
+                covered_until = max(covered_until, ts_ms)
+                if len(batch) >= FILE_BATCH:
+                    await self._write(batch, validated=True)
+                    batch = []
+                    self.progress.update(covered_until - job.since_ms, report.fetched, report.new)
+        await self._write(batch, validated=True)
+
+    @contextlib.asynccontextmanager
+    async def _rebuilding_on_stop(self, exchange: str):
+        """On any stop (Ctrl-C, exchange or file failure), rebuild the minutes that already got new
+        ticks: a rerun finds those ticks stored, so it would not rebuild their minutes itself."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original failure is the one to report
+                await self._rebuild(sorted(self.pending), exchange)
+            raise
 
     # --- writes -----------------------------------------------------------------------------
 
