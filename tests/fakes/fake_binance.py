@@ -186,10 +186,11 @@ class FakeBinance:
             if not subscriber.ws.closed:
                 await subscriber.ws.send_str(text)
 
-    def fail_rest(self, status: int, retry_after_s: float = 0.0, times: int = 1) -> None:
+    def fail_rest(self, status: int, retry_after_s: float = 0.0, times: int = 1, after: int = 0) -> None:
         """The next ``times`` trade requests are answered ``status``: 429/418 with Retry-After and
-        Binance's rate-limit error, any other status as a bare outage (e.g. 503)."""
-        self._rest_failures.extend([(status, retry_after_s)] * times)
+        Binance's rate-limit error, any other status as a bare outage (e.g. 503). With ``after``,
+        that many trade requests are served normally first."""
+        self._rest_failures.extend([(0, 0.0)] * after + [(status, retry_after_s)] * times)
 
     def heal_rest(self) -> None:
         """Forget the failures :meth:`fail_rest` queued that have not been served yet."""
@@ -219,6 +220,8 @@ class FakeBinance:
         if not self._rest_failures:
             return None
         status, retry_after_s = self._rest_failures.popleft()
+        if status == 0:  # served normally (fail_rest's ``after``)
+            return None
         self.refused_at.append(time.monotonic())
         if status not in (418, 429):  # the exchange is down: no Binance error code, no Retry-After
             return web.Response(status=status, text="Service Unavailable")

@@ -188,6 +188,30 @@ async def test_a_rate_limited_backfill_waits_for_retry_after_and_completes(datab
     await assert_candles_match(database_url, name, ticks)
 
 
+async def test_a_backfill_stopped_by_a_failure_has_candles_for_all_it_stored_and_a_rerun_completes(
+    database_url, fake_binance, unique_name
+):
+    name = f"bf-{unique_name}"
+    ticks = ticks_in_range(name, make_history(fake_binance))
+    exchanges = exchanges_setting(name, fake_binance)
+    fake_binance.fail_rest(422, times=1, after=1)  # the second page is refused (ccxt ExchangeError: no retry)
+
+    code, out, err = await backfill(database_url, exchanges, *range_args(name, "--no-progress"))
+
+    assert code == 1 and "ExchangeError" in err, (out, err)
+    stored_ids = {trade_id for _ts, trade_id, *_ in snapshot(database_url, name)[1]}
+    assert 0 < len(stored_ids) < len(ticks)
+    stored = [t for t in ticks if t.trade_id in stored_ids]
+    # Even the minute the first page ended in has its candle (of the trades stored so far).
+    want = {key[2]: values for key, values in expected_candles(stored, "1m").items()}
+    assert await stored_candles(database_url, name, "1m") == want
+
+    code, out, err = await backfill(database_url, exchanges, *range_args(name, "--no-progress"))
+
+    assert code == 0, err
+    await assert_candles_match(database_url, name, ticks)
+
+
 @pytest.mark.parametrize("how", ["--source ohlcv", "auto, no trade history"])
 async def test_without_trade_history_the_1m_candles_come_from_the_exchange(
     database_url, fake_binance, unique_name, how

@@ -12,11 +12,12 @@ MINUTE_MS = 60_000
 
 class BackfillProgress:
     def __init__(self, total_ms: int, description: str, *, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self._stream = stream or sys.stderr
         self._bar = tqdm(
             total=max(1, -(-total_ms // MINUTE_MS)),
             desc=description,
             unit="min",
-            file=stream or sys.stderr,
+            file=self._stream,
             disable=not enabled,
             mininterval=0.5,
             bar_format="{desc}: {percentage:3.0f}%|{bar:24}| {n}/{total} min of the range "
@@ -30,7 +31,7 @@ class BackfillProgress:
 
     def note(self, text: str) -> None:
         """A line above the bar (e.g. a rate-limit wait), on the same stream."""
-        self._bar.write(text, file=self._bar.fp)
+        tqdm.write(text, file=self._stream)  # also with the bar disabled (--no-progress)
 
     def close(self) -> None:
         self._bar.close()
