@@ -162,10 +162,10 @@ async def ingest_rate(bootstrap: str, n: int, symbols: int, t0_ms: int) -> tuple
     from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
     from tradeflow.telemetry import Telemetry
     from tradeflow.topics import MD_TICKS, OPS_ALERTS
+    from tradeflow.trades.receive_clock import ReceiveClock
     from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
     from tradeflow_ingest.adapters.tick_publisher import TickPublisher
     from tradeflow_ingest.domain.price_guard import PriceGuard
-    from tradeflow_ingest.domain.receive_clock import ReceiveClock
     from tradeflow_ingest.settings import IngestSettings
 
     settings = IngestSettings(kafka_bootstrap=bootstrap, log_level="WARNING")

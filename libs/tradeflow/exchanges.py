@@ -3,7 +3,8 @@ the ccxt client made from them. Shared by the ingest feeds and the backfill comm
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -102,6 +103,27 @@ class ExchangeFeedSettings(BaseModel):
     @property
     def exchange_name(self) -> str:
         return self.name or self.id
+
+
+def exchanges_from_json(value: Any) -> Any:
+    """``TRADEFLOW_EXCHANGES`` text (a JSON list of exchanges) as a list; other values as given.
+
+    Used as a "before" validator, so text that is not JSON is a validation error naming the
+    setting instead of a traceback.
+    """
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else []
+        except ValueError as exc:
+            raise ValueError(f"must be a JSON list of exchange feeds: {exc}") from None
+    return value
+
+
+def find_exchange(configured: Sequence[ExchangeFeedSettings], name_or_id: str) -> ExchangeFeedSettings | None:
+    """The configured exchange named ``name_or_id``, else the first whose ccxt id it is."""
+    by_name = [feed for feed in configured if feed.exchange_name == name_or_id]
+    by_id = [feed for feed in configured if feed.id == name_or_id]
+    return (by_name or by_id or [None])[0]
 
 
 # Per exchange, ccxt options the feed needs. Binance: spot markets only, no currency/sapi calls

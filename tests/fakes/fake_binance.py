@@ -3,8 +3,11 @@
 Serves, on 127.0.0.1 and a free port:
 
 * ``GET /api/v3/exchangeInfo``: the configured symbols as spot markets;
-* ``GET /api/v3/aggTrades`` (``symbol``, ``startTime``, ``endTime``, ``fromId``, ``limit``) and
+* ``GET /api/v3/aggTrades`` (``symbol``, ``startTime``, ``endTime``, ``fromId``, ``limit``; like
+  Binance, more than an hour between startTime and endTime is refused) and
   ``GET /api/v3/trades`` (``symbol``, ``limit``: the most recent);
+* ``GET /api/v3/klines`` (``symbol``, ``interval=1m``, ``startTime``, ``endTime``, ``limit``):
+  1m candles computed from the recorded trades;
 * ``/ws/<stream>``: the market-stream websocket. A client sends
   ``{"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade", ...], "id": N}``; the fake answers
   ``{"result": null, "id": N}`` and then pushes ``aggTrade``/``trade`` events of those streams.
@@ -15,7 +18,9 @@ both the aggregate-trade id (``a``) and the trade id (``t``), so a trade has the
 a client reads it. Test controls: :meth:`drop_websockets` (disconnect mid-stream),
 ``refuse_websockets`` (the stream is down), ``stall_websockets`` (connected, silent),
 :meth:`fail_rest` (429/418 with Retry-After; ``request_times`` and ``refused_at`` say
-when each request came and each refusal went), :meth:`send_raw_frame` (malformed frames),
+when each request came and each refusal went), ``serve_trade_history = False`` (aggTrades
+ignores the time and id it is asked for and answers the most recent trades, like an exchange
+without trade history), :meth:`record_trades` (history made in bulk, without websocket pushes), :meth:`send_raw_frame` (malformed frames),
 :meth:`stop`/:meth:`start` (restart on the same port).
 """
 
@@ -30,6 +35,9 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 MAX_AGG_TRADES_LIMIT = 1000
+MAX_KLINES_LIMIT = 1000
+MAX_AGG_TRADES_WINDOW_MS = 3_600_000
+MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class FakeBinance:
         self.request_times: list[tuple[float, str]] = []
         self.refused_at: list[float] = []  # time.monotonic() of each injected 429/418 answer
         self.subscriptions: list[list[str]] = []  # params of every SUBSCRIBE received
+        self.serve_trade_history = True  # False: aggTrades answers the most recent trades only
         self._rest_failures: deque[tuple[int, float]] = deque()
         self._subscribers: list[_Subscriber] = []
         self._runner: web.AppRunner | None = None
@@ -123,6 +132,7 @@ class FakeBinance:
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
         app.router.add_get("/api/v3/aggTrades", self._agg_trades)
         app.router.add_get("/api/v3/trades", self._recent_trades)
+        app.router.add_get("/api/v3/klines", self._klines)
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/ws/{stream}", self._websocket)
         app.router.add_get("/ws", self._websocket)
@@ -157,6 +167,17 @@ class FakeBinance:
                             break
         return trade
 
+    def record_trades(self, symbol: str, trades: list[tuple[int, float, float, str]]) -> list[FakeTrade]:
+        """Add past trades ``(ts_ms, price, amount, taker_side)`` in time order (REST serves them;
+        nothing is pushed). Ids continue the symbol's sequence."""
+        history = self.trades[symbol]
+        made = []
+        for ts_ms, price, amount, taker_side in sorted(trades, key=lambda t: t[0]):
+            made.append(FakeTrade(symbol, len(history) + 1, f"{price:.2f}", f"{amount:.5f}", ts_ms,
+                                  taker_side == "sell"))
+            history.append(made[-1])
+        return made
+
     async def drop_websockets(self) -> None:
         """Close every websocket connection (what a network blip or a server restart looks like)."""
         subscribers, self._subscribers = self._subscribers, []
@@ -169,10 +190,11 @@ class FakeBinance:
             if not subscriber.ws.closed:
                 await subscriber.ws.send_str(text)
 
-    def fail_rest(self, status: int, retry_after_s: float = 0.0, times: int = 1) -> None:
+    def fail_rest(self, status: int, retry_after_s: float = 0.0, times: int = 1, after: int = 0) -> None:
         """The next ``times`` trade requests are answered ``status``: 429/418 with Retry-After and
-        Binance's rate-limit error, any other status as a bare outage (e.g. 503)."""
-        self._rest_failures.extend([(status, retry_after_s)] * times)
+        Binance's rate-limit error, any other status as a bare outage (e.g. 503). With ``after``,
+        that many trade requests are served normally first."""
+        self._rest_failures.extend([(0, 0.0)] * after + [(status, retry_after_s)] * times)
 
     def heal_rest(self) -> None:
         """Forget the failures :meth:`fail_rest` queued that have not been served yet."""
@@ -202,6 +224,8 @@ class FakeBinance:
         if not self._rest_failures:
             return None
         status, retry_after_s = self._rest_failures.popleft()
+        if status == 0:  # served normally (fail_rest's ``after``)
+            return None
         self.refused_at.append(time.monotonic())
         if status not in (418, 429):  # the exchange is down: no Binance error code, no Retry-After
             return web.Response(status=status, text="Service Unavailable")
@@ -223,6 +247,12 @@ class FakeBinance:
             return history
         query = request.query
         limit = min(int(query.get("limit", 500)), MAX_AGG_TRADES_LIMIT)
+        if "startTime" in query and "endTime" in query and \
+                int(query["endTime"]) - int(query["startTime"]) > MAX_AGG_TRADES_WINDOW_MS:
+            return web.json_response({"code": -1127, "msg": "More than 1 hours between startTime and endTime."},
+                                     status=400)
+        if not self.serve_trade_history:
+            return web.json_response([t.agg_trade_json() for t in history[-limit:]])
         selected = history
         if "fromId" in query:
             selected = [t for t in selected if t.trade_id >= int(query["fromId"])]
@@ -233,6 +263,35 @@ class FakeBinance:
         # Binance: with a start (id or time) the oldest come first, otherwise the most recent.
         page = selected[:limit] if ("fromId" in query or "startTime" in query) else selected[-limit:]
         return web.json_response([t.agg_trade_json() for t in page])
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        """1m klines of the recorded trades: [open time, o, h, l, c, volume, close time, quote
+        volume, trades, taker buy base, taker buy quote, "0"], oldest first from startTime."""
+        self._log(request)
+        if (failure := self._injected_failure()) is not None:
+            return failure
+        history = self._history(request)
+        if isinstance(history, web.Response):
+            return history
+        query = request.query
+        if query.get("interval") != "1m":
+            return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400)
+        start = int(query.get("startTime", 0))
+        end = int(query.get("endTime", 2**62))
+        limit = min(int(query.get("limit", 500)), MAX_KLINES_LIMIT)
+        minutes: dict[int, list[FakeTrade]] = {}
+        for trade in history:
+            minute = trade.ts_ms - trade.ts_ms % MINUTE_MS
+            if start <= minute <= end:
+                minutes.setdefault(minute, []).append(trade)
+        rows = []
+        for minute in sorted(minutes)[:limit]:
+            trades = minutes[minute]  # in id order, which is time order
+            prices = [float(t.price) for t in trades]
+            volume = sum(float(t.amount) for t in trades)
+            rows.append([minute, trades[0].price, f"{max(prices):.2f}", f"{min(prices):.2f}", trades[-1].price,
+                         repr(volume), minute + MINUTE_MS - 1, "0", len(trades), "0", "0", "0"])
+        return web.json_response(rows)
 
     async def _recent_trades(self, request: web.Request) -> web.Response:
         self._log(request)

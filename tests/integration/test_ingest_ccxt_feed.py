@@ -13,12 +13,12 @@ from tradeflow.exchanges import ExchangeFeedSettings
 from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import OPS_ALERTS
+from tradeflow.trades.receive_clock import ReceiveClock
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.bootstrap import TopicsExist
 from tradeflow_ingest.domain.circuit_breaker import BreakerState
 from tradeflow_ingest.domain.price_guard import PriceGuard
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.settings import IngestSettings
 
 from tests.fakes.fake_binance import FakeBinance

@@ -11,7 +11,7 @@ from tradeflow.codec import decode, header_value
 from tradeflow.messages import Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.topics import MD_TICKS
-from tradeflow_ingest.domain.replay_csv import ReplayFileError
+from tradeflow.trades.replay_csv import ReplayFileError
 from tradeflow_ingest.replay import publish_replay_file
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ from tradeflow.codec import decode, header_value
 from tradeflow.messages import Tick
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_TICKS
+from tradeflow.trades.receive_clock import ReceiveClock
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.bootstrap import SERVICE
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.settings import IngestSettings
 
 pytestmark = pytest.mark.integration

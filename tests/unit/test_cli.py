@@ -39,6 +39,12 @@ def exit_code_and_stderr(argv, capsys) -> tuple[int, str]:
         (["infra"], "the following arguments are required"),
         (["infra", "restart"], "invalid choice: 'restart'"),
         (["fly"], "invalid choice: 'fly'"),
+        (["backfill", "--exchange", "binance", "--symbol", "BTC/USDT", "--since", "soon", "--until", "now"],
+         "argument --since: expected ISO 8601"),
+        (["backfill", "--exchange", "binance", "--since", "2024-01-01", "--until", "now"],
+         "the following arguments are required: --symbol"),
+        (["backfill", "--exchange", "x", "--symbol", "A/B", "--since", "0", "--until", "1", "--source", "books"],
+         "argument --source: invalid choice: 'books'"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_usage_message(argv, complaint, capsys):
@@ -55,10 +61,30 @@ def test_every_documented_command_parses():
         ["run", "ingest"], ["replay", "ticks.csv"], ["topics", "list"], ["topics", "describe", "md.ticks.v1"],
         ["topics", "tail", "md.ticks.v1.dlq", "--from-beginning", "--max", "5"],
         ["demo", "--symbols", "5", "--duration", "30", "--rate", "50"],
+        ["backfill", "--exchange", "binance", "--symbol", "BTC/USDT", "--since", "2024-03-01", "--until", "now",
+         "--source", "ohlcv"],
+        ["backfill", "--exchange", "x", "--symbol", "A/B", "--since", "0", "--until", "1", "--file", "t.csv"],
     ):
         assert callable(parser.parse_args(argv).handler), argv
     demo = parser.parse_args(["demo"])
     assert (demo.symbols, demo.duration, demo.rate) == (20, None, 200.0)
+
+
+def test_a_backfill_range_that_runs_backwards_exits_2_naming_the_option(capsys):
+    code = main(["backfill", "--exchange", "binance", "--symbol", "BTC/USDT",
+                 "--since", "2024-03-02", "--until", "2024-03-01"])
+    assert code == 2
+    assert "--until (2024-03-01T00:00:00.000Z) must be after --since" in capsys.readouterr().err
+
+
+def test_the_command_line_stays_light_to_import():
+    import subprocess
+    import sys
+
+    heavy = ("ccxt", "tqdm", "psycopg_pool", "tradeflow_candle_builder.backfill.runner")
+    probe = f"import sys, tradeflow.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_an_unknown_service_lists_the_installed_ones(capsys):

@@ -13,7 +13,15 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from tradeflow.cli import db_commands, demo, infra_commands, replay_command, run_command, topics_commands
+from tradeflow.cli import (
+    backfill_command,
+    db_commands,
+    demo,
+    infra_commands,
+    replay_command,
+    run_command,
+    topics_commands,
+)
 from tradeflow.cli.errors import CliError, summarize
 from tradeflow.infra import InfraError
 from tradeflow.settings import ConfigurationError
@@ -27,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--traceback", action="store_true", help="show the Python traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (infra_commands, db_commands, run_command, demo, replay_command, topics_commands):
+    for module in (infra_commands, db_commands, run_command, demo, replay_command, backfill_command, topics_commands):
         module.add_parser(commands)
     return parser
 

@@ -14,6 +14,7 @@ from tradeflow.bus.connection import Backoff
 from tradeflow.service import ServiceDefinition, broker_check, create_service_app
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS
+from tradeflow.trades.receive_clock import ReceiveClock
 
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.published_tail import PublishedTail
@@ -23,7 +24,6 @@ from tradeflow_ingest.adapters.synthetic_source import SyntheticSource
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.api import feeds_router, sources_router, subscriptions_router
 from tradeflow_ingest.domain.price_guard import PriceGuard
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.sources import TickSource
 from tradeflow_ingest.domain.synthetic_market import SyntheticMarket
 from tradeflow_ingest.settings import IngestSettings

@@ -23,9 +23,8 @@ from tradeflow.messages import Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_TICKS, market_key
-
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
-from tradeflow_ingest.domain.replay_csv import RejectedLine, parse_replay_lines
+from tradeflow.trades.receive_clock import ReceiveClock
+from tradeflow.trades.replay_csv import RejectedLine, parse_replay_lines
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
-from tradeflow.exchanges import ExchangeFeedSettings
+from tradeflow.exchanges import ExchangeFeedSettings, exchanges_from_json
 from tradeflow.settings import ServiceSettings
 
 
@@ -52,11 +51,4 @@ class IngestSettings(ServiceSettings):
     @field_validator("exchanges", mode="before")
     @classmethod
     def _exchanges_from_json(cls, value: Any) -> Any:
-        # Decoded here rather than by pydantic-settings, so that text that is not JSON is a
-        # validation error naming TRADEFLOW_EXCHANGES instead of a traceback.
-        if isinstance(value, str):
-            try:
-                return json.loads(value) if value.strip() else []
-            except ValueError as exc:
-                raise ValueError(f"must be a JSON list of exchange feeds: {exc}") from None
-        return value
+        return exchanges_from_json(value)

@@ -418,6 +418,55 @@ class CandleStore:
             rows = await cursor.fetchall()
         return [_candle_1m(*row) for row in rows]
 
+    # --- backfill (past ranges; kept apart from the live write path) --------------------------
+
+    async def write_ticks_new_minutes(self, ticks: Sequence[Tick]) -> tuple[int, set[tuple[str, str, int]]]:
+        """Store trades like :meth:`write_ticks`; returns (how many were new, the
+        ``(exchange, symbol, minute_start_ns)`` of the minutes that got a new trade).
+
+        Only those minutes need their candle rebuilt: a batch already stored returns (0, set()).
+        A separate method so the live hot path does not pay for the RETURNING.
+        """
+        if not ticks:
+            return 0, set()
+        async with self._require_pool().connection() as conn, conn.transaction():
+            async with conn.cursor() as cur:
+                async with cur.copy(_COPY_STAGING) as copy:
+                    copy.set_types(_STAGING_TYPES)
+                    for t in ticks:
+                        await copy.write_row(
+                            (t.exchange, t.symbol, t.trade_id, t.price, t.amount, t.side, t.ts_event, t.ts_recv)
+                        )
+                await cur.execute(_MOVE_STAGED_TICKS_NEW_MINUTES)
+                rows = await cur.fetchall()
+        new = sum(int(count) for *_key, count in rows)
+        return new, {(exchange, symbol, int(minute_s) * 1_000_000_000) for exchange, symbol, minute_s, _ in rows}
+
+    async def merge_candles_1m(self, candles: Sequence[Candle]) -> int:
+        """Store 1m candles taken from an exchange (no trades of ours behind them).
+
+        A new candle gets revision 0; a stored one whose open/high/low/close/volume differ is
+        replaced with revision + 1; an equal one is left alone (so merging twice changes
+        nothing). Returns how many rows were inserted or replaced.
+        """
+        rows = list({(c.exchange, c.symbol, c.ts_start): c for c in candles}.values())
+        if not rows:
+            return 0
+        params = {
+            "exchange": [c.exchange for c in rows],
+            "symbol": [c.symbol for c in rows],
+            "ts_ns": [c.ts_start for c in rows],
+            "open": [c.open for c in rows],
+            "high": [c.high for c in rows],
+            "low": [c.low for c in rows],
+            "close": [c.close for c in rows],
+            "volume": [c.volume for c in rows],
+            "trades": [c.trades for c in rows],
+        }
+        async with self._require_pool().connection() as conn:
+            cursor = await conn.execute(_MERGE_CANDLES_1M, params)
+            return cursor.rowcount
+
 
 async def _execute_all(conn: psycopg.AsyncConnection, statements: list[Statement]) -> None:
     for query, params in statements:
@@ -453,3 +502,26 @@ def _candle_1m(exchange, symbol, ts, open_, high, low, close, volume, trades, re
         trades=trades,
         revision=revision,
     )
+
+
+# The minutes (UTC epoch seconds) that received new ticks, with how many; extract(epoch) is exact.
+_MOVE_STAGED_TICKS_NEW_MINUTES = f"""
+WITH inserted AS ({_MOVE_STAGED_TICKS} RETURNING exchange, symbol, ts)
+SELECT exchange, symbol, (floor(extract(epoch FROM ts) / 60) * 60)::int8 AS minute_s, count(*)
+FROM inserted GROUP BY 1, 2, 3
+"""
+
+_MERGE_CANDLES_1M = f"""
+INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volume, trades, revision, updated_at)
+SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, 0, now()
+FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[], %(open)s::float8[],
+            %(high)s::float8[], %(low)s::float8[], %(close)s::float8[], %(volume)s::float8[],
+            %(trades)s::int4[])
+     AS u(exchange, symbol, ts_ns, open, high, low, close, volume, trades)
+ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume, trades = excluded.trades, revision = c.revision + 1,
+    updated_at = excluded.updated_at
+WHERE (c.open, c.high, c.low, c.close, c.volume) IS DISTINCT FROM
+      (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
+"""

@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 from tradeflow.exchanges import ExchangeFeedSettings
 from tradeflow.settings import ConfigurationError, load_settings
-from tradeflow_ingest.domain.exchange_trades import UnusableTrade, in_exchange_order, trade_to_tick
+from tradeflow.trades.ccxt_trades import UnusableTrade, in_exchange_order, trade_to_tick
+from tradeflow.trades.retry_after import RequestHold, retry_after_seconds
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
-from tradeflow_ingest.domain.retry_after import RequestHold, retry_after_seconds
 from tradeflow_ingest.domain.trade_cursor import TradeCursor
 from tradeflow_ingest.settings import IngestSettings
 

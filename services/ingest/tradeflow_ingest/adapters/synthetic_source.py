@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from tradeflow.bus.connection import sleep_unless
 from tradeflow.messages import Tick
+from tradeflow.trades.receive_clock import ReceiveClock
 
 from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import PublishOutcome, TickPublisher
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.sources import SourceStatus
 from tradeflow_ingest.domain.synthetic_market import SyntheticMarket
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
+from tradeflow.trades.receive_clock import ReceiveClock
 
 
 def test_stamps_follow_the_wall_clock_when_it_moves_forward():

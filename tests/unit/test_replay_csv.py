@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 from tradeflow.messages import Tick
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
-from tradeflow_ingest.domain.replay_csv import RejectedLine, ReplayFileError, parse_replay_lines
+from tradeflow.trades.receive_clock import ReceiveClock
+from tradeflow.trades.replay_csv import RejectedLine, ReplayFileError, parse_replay_lines
 
 HEADER = "ts,exchange,symbol,price,amount,side,trade_id\n"
 NOW_NS = 1_800_000_000_000_000_000  # 2027: every event time below is in the past

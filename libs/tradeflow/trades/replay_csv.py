@@ -2,7 +2,7 @@
 
 Format (shared/design.md): a header ``ts,exchange,symbol,price,amount,side,trade_id``, then one
 trade per line. ``ts`` is epoch milliseconds or ISO 8601 with an offset (see
-:mod:`tradeflow_ingest.domain.event_time`; a naive ISO time is rejected). ``side`` is compared
+:mod:`tradeflow.trades.event_time`; a naive ISO time is rejected). ``side`` is compared
 case-insensitively; surrounding spaces in any field are ignored; blank lines are ignored.
 
 :func:`parse_replay_lines` is a generator: it holds one line at a time, so a file of any size
@@ -20,9 +20,8 @@ from typing import NamedTuple
 
 from tradeflow.marketdata import tick_rejection_reason
 from tradeflow.messages import Tick
-
-from tradeflow_ingest.domain.event_time import EventTimeError, parse_event_time_ns
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
+from tradeflow.trades.event_time import EventTimeError, parse_event_time_ns
+from tradeflow.trades.receive_clock import ReceiveClock
 
 REPLAY_COLUMNS = ("ts", "exchange", "symbol", "price", "amount", "side", "trade_id")
 _BYTE_ORDER_MARK = "\ufeff"
