@@ -14,6 +14,7 @@ so a long-running process keeps two years ahead.
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -75,7 +76,9 @@ _lock = threading.Lock()
 
 def session_table(code: str, extended_hours: bool) -> SessionTable:
     """The sessions of calendar ``code`` (canonical), regular or extended; cached for the day."""
-    with _lock:  # exchange_calendars builds its calendars lazily; one builder at a time
+    with _lock, warnings.catch_warnings():  # one builder at a time (exchange_calendars' caches)
+        # exchange_calendars 4.13 reads Series.values of tz-aware columns, which pandas 3.1 deprecates.
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
         return _session_table(code, extended_hours, date.today())
 
 
