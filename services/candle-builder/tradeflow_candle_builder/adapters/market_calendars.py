@@ -9,6 +9,9 @@ and callers on the event loop load them in a worker thread.
 The loaded range is :data:`FIRST_SESSION` to two years after today (clamped to the calendar's own
 bounds): a trade outside it is outside every session. The cache is rebuilt when the day changes,
 so a long-running process keeps two years ahead.
+
+exchange_calendars and pandas are imported on first use: a deployment with only 24/7 instruments
+never loads them (about 60 MB of memory).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-import exchange_calendars as xcals
-import pandas as pd
 
 from tradeflow_candle_builder.domain.instruments import TWENTY_FOUR_SEVEN
 from tradeflow_candle_builder.domain.sessions import Segment, Session, SessionTable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FIRST_SESSION = date(2000, 1, 1)
 YEARS_AHEAD = 2
@@ -51,9 +55,15 @@ class UnknownCalendarError(ValueError):
     pass
 
 
+def _xcals():
+    import exchange_calendars
+
+    return exchange_calendars
+
+
 def calendar_codes() -> list[str]:
     """Every calendar code exchange_calendars knows (aliases included), sorted."""
-    return sorted(xcals.get_calendar_names(include_aliases=True))
+    return sorted(_xcals().get_calendar_names(include_aliases=True))
 
 
 def canonical_calendar(code: str) -> str:
@@ -64,6 +74,7 @@ def canonical_calendar(code: str) -> str:
     """
     if code == TWENTY_FOUR_SEVEN:
         return code
+    xcals = _xcals()
     if code not in xcals.get_calendar_names(include_aliases=True):
         raise UnknownCalendarError(
             f"unknown calendar {code!r}; use '24/7' (the default) or an exchange_calendars code, "
@@ -84,6 +95,9 @@ def session_table(code: str, extended_hours: bool) -> SessionTable:
 
 @lru_cache(maxsize=64)
 def _session_table(code: str, extended_hours: bool, today: date) -> SessionTable:
+    import pandas as pd
+
+    xcals = _xcals()
     cls = type(xcals.get_calendar(code))
     start = pd.Timestamp(FIRST_SESSION)
     end = pd.Timestamp(today.replace(year=today.year + YEARS_AHEAD) if not (today.month == 2 and today.day == 29)
@@ -104,7 +118,7 @@ def _session_table(code: str, extended_hours: bool, today: date) -> SessionTable
 def _ns(column: pd.Series) -> list[int | None]:
     """UTC nanoseconds of a datetime column (None for NaT), whatever pandas' time unit."""
     values = column.dt.as_unit("ns")
-    return [None if pd.isna(v) else int(v.value) for v in values]
+    return [None if v is None or v != v else int(v.value) for v in values]  # NaT != NaT
 
 
 def _local_ns(day: date, at: time, tz: ZoneInfo) -> int:
