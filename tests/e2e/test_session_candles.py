@@ -197,14 +197,33 @@ def _counter(metrics: str, name: str) -> float:
                if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
-def _wait_consumed(base: str, count: int, log: Path, timeout_s: float = 60) -> None:
-    """Until the service has folded (on time or late) or set aside (outside a session) ``count`` trades."""
+def _consumed(base: str) -> float:
+    """Trades the service has folded (on time or late) or set aside (outside a session)."""
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    return sum(_counter(metrics, name) for name in (
+        "tradeflow_candles_ticks_processed_total", "tradeflow_candles_late_ticks_total",
+        "tradeflow_candles_ticks_outside_session_total"))
+
+
+def _settled(base: str, quiet_s: float = 3.0, timeout_s: float = 60) -> float:
+    """The consumed count once it stops moving: md.ticks.v1 may hold other tests' trades, which a
+    new consumer group reads first."""
+    deadline = time.monotonic() + timeout_s
+    last, since = _consumed(base), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, "the candle-builder kept consuming older trades"
+        time.sleep(0.3)
+        now = _consumed(base)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def _wait_consumed(base: str, count: float, log: Path, timeout_s: float = 60) -> None:
+    """Until the service has consumed ``count`` trades in all (see _consumed)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        metrics = httpx.get(f"{base}/metrics", timeout=10).text
-        done = sum(_counter(metrics, name) for name in (
-            "tradeflow_candles_ticks_processed_total", "tradeflow_candles_late_ticks_total",
-            "tradeflow_candles_ticks_outside_session_total"))
+        done = _consumed(base)
         if done >= count:
             return
         assert time.monotonic() < deadline, f"{done} of {count} trades consumed:\n{log.read_text()[-3000:]}"
@@ -229,7 +248,7 @@ def test_session_instruments_follow_their_calendar_through_dst_holiday_and_early
     markets = [crypto, stock, stock_ext]
     arrivals = make_trades(markets)
     trades = [t for _, t in arrivals]
-    sent = 0
+    sent = _settled(base)
     for i, part in enumerate(replay_parts(arrivals)):
         replay = tmp_path / f"trades-{i}.csv"
         write_replay(replay, part)
