@@ -2,7 +2,9 @@
 ``GET /v1/candles/latest``: the newest one.
 
 Served from the database (candles_1m and the higher-timeframe relations), which the pipeline
-keeps equal to the stream, including the forming 1m candle.
+keeps equal to the stream, including the forming 1m candle. Instruments with trading sessions
+(docs/adr/0008) get their higher timeframes from ``session_candles`` (closed buckets) plus the
+forming bucket folded from its 1m candles.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel
 
 from tradeflow_candle_builder.adapters.candle_store import CandleRow, CandleStore
+from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
+from tradeflow_candle_builder.domain.instruments import SessionRules
 from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES, datetime_to_ns, ns_to_datetime
+from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,27 @@ def database_unavailable(exc: Exception) -> HTTPException:
     return HTTPException(status_code=503, detail="database unavailable, try again")
 
 
-def create_candles_router(store: CandleStore) -> APIRouter:
+async def session_candles(sessions: SessionCandleStore, rules: SessionRules, timeframe: str,
+                          start: datetime | None, end: datetime | None, limit: int) -> list[CandleRow]:
+    """A session instrument's higher-timeframe candles overlapping [start, end): the stored
+    (closed) ones, plus the forming bucket (the one holding the newest 1m candle) folded from
+    its 1m candles when it is not stored yet."""
+    exchange, symbol = rules.spec.exchange, rules.spec.symbol
+    rows = await sessions.fetch(exchange, symbol, timeframe, start, end, limit)
+    newest = await sessions.newest_1m_start(exchange, symbol)
+    bucket = None if newest is None else rules.timeframe(timeframe).bucket(newest)
+    if bucket is None or any(datetime_to_ns(r.ts) == bucket[0] for r in rows):
+        return rows
+    if (start is not None and bucket[1] <= datetime_to_ns(start)) or (end is not None and bucket[0] >= datetime_to_ns(end)):
+        return rows
+    forming = await sessions.fold_1m(exchange, symbol, timeframe, *bucket)
+    if forming is None:
+        return rows
+    rows = sorted([*rows, forming], key=lambda r: r.ts)
+    return rows[:limit] if start is not None else rows[-limit:]
+
+
+def create_candles_router(store: CandleStore, sessions: SessionCandleStore, registry: InstrumentRegistry) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["candles"])
 
     @router.get("/candles", response_model=list[CandleOut])
@@ -105,12 +130,20 @@ def create_candles_router(store: CandleStore) -> APIRouter:
         end_at = parse_time("end", end)
         if start_at is not None and end_at is not None and start_at > end_at:
             raise invalid("start", f"{start} is after end {end}")
+        count = parse_limit(limit)
+        rules = registry.rules.get((exchange, symbol))
+        if rules is not None and timeframe != "1m":
+            try:
+                rows = await session_candles(sessions, rules, timeframe, start_at, end_at, count)
+            except Exception as exc:
+                raise database_unavailable(exc) from None
+            return Response(content=msgspec.json.encode([candle_json(row) for row in rows]),
+                            media_type="application/json")
         if start_at is not None:
             # Candles overlapping [start, end): the bucket holding `start` counts too (a 5m
             # candle of 09:55 covers 09:58).
             tf = TIMEFRAMES[timeframe]
             start_at = ns_to_datetime(tf.bucket_start(datetime_to_ns(start_at)))
-        count = parse_limit(limit)
         try:
             rows = await store.fetch_candles(exchange, symbol, timeframe, start_at, end_at, count)
         except Exception as exc:
@@ -126,8 +159,13 @@ def create_candles_router(store: CandleStore) -> APIRouter:
     ) -> Response:
         """The newest candle of the instrument and timeframe, the forming one included."""
         check_timeframe(timeframe)
+        rules = registry.rules.get((exchange, symbol))
         try:
-            row = await store.fetch_latest(exchange, symbol, timeframe)
+            if rules is not None and timeframe != "1m":
+                newest = await session_candles(sessions, rules, timeframe, None, None, 1)
+                row = newest[-1] if newest else None
+            else:
+                row = await store.fetch_latest(exchange, symbol, timeframe)
         except Exception as exc:
             raise database_unavailable(exc) from None
         if row is None:

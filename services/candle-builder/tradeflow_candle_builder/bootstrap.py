@@ -20,7 +20,11 @@ from tradeflow.topics import MD_CANDLES, MD_TICKS, TopicSpec
 
 from tradeflow_candle_builder.adapters.candle_feed import CandleFeed
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
+from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.api import create_candles_router
+from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
+from tradeflow_candle_builder.instruments_api import create_instruments_router
 from tradeflow_candle_builder.pipeline import CandlePipeline
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 from tradeflow_candle_builder.stream.api import create_stream_router
@@ -83,7 +87,9 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     store = CandleStore(settings.libpq_url, max_connections=settings.db_pool_size)
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
     dead_letters = DeadLetters(producer, telemetry)
-    pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters)
+    instruments = InstrumentStore(store)
+    registry = InstrumentRegistry(instruments, refresh_s=settings.instrument_refresh_s)
+    pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters, registry)
     retention = TickRetentionJob(settings.libpq_url, telemetry, days=settings.tick_retention_days,
                                  interval_s=settings.retention_interval_s)
     compression = TickCompressionSetup(settings.libpq_url, days=settings.tick_compress_after_days)
@@ -106,9 +112,10 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         telemetry,
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
-        components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, producer, pipeline, consumer,
-                    retention, compression, feed],
-        routers=[create_candles_router(store), create_stream_router(broadcaster)],
+        components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, registry, producer, pipeline,
+                    consumer, retention, compression, feed],
+        routers=[create_candles_router(store, SessionCandleStore(store), registry),
+                 create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
         readiness_checks=[
             named_check("broker", broker_check(producer)),
             named_check("database", _database_check(store)),

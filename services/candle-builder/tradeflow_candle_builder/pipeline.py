@@ -17,6 +17,11 @@ Commits (``committable_offsets``): per partition the minimum of the first offset
 offset of buckets whose close is still queued. A restart re-reads from there and rebuilds
 exactly; candles emitted before a crash may be emitted again (at-least-once; exactly-once
 emission would need Kafka transactions, which the local broker refuses: a later issue).
+
+Instruments with trading sessions (docs/adr/0008, the :class:`InstrumentRegistry`): their
+trades outside a session are stored in ``ticks`` but dropped before the aggregator (they only
+move stream time); their higher timeframes are session-aligned and stored in
+``session_candles`` before they are emitted.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.adapters.store_writer import StoreWriter, WriteJob, WriterMetrics
 from tradeflow_candle_builder.domain.aggregator import CandleAggregator, Closings
 from tradeflow_candle_builder.domain.timeframes import (
@@ -43,6 +49,7 @@ from tradeflow_candle_builder.domain.timeframes import (
     ns_to_datetime,
 )
 from tradeflow_candle_builder.domain.validation import consumed_tick_rejection_reason
+from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
 log = logging.getLogger(__name__)
@@ -55,9 +62,11 @@ class CandlePipeline:
     """Aggregation, storage and emission of candles; a service Component (start/stop)."""
 
     def __init__(self, settings: CandleBuilderSettings, telemetry: Telemetry, store: CandleStore,
-                 producer: Producer, dead_letters: DeadLetters) -> None:
+                 producer: Producer, dead_letters: DeadLetters, registry: InstrumentRegistry) -> None:
         self._settings = settings
         self._store = store
+        self._registry = registry
+        self._applied_registry_version = registry.version
         self._producer = producer
         self._dead_letters = dead_letters
         self._ticks_topic = settings.ticks_topic
@@ -71,6 +80,9 @@ class CandlePipeline:
             "tradeflow_candles_ticks_processed_total", "Valid trades folded into candles")
         self._ticks_rejected = telemetry.counter(
             "tradeflow_candles_ticks_rejected_total", "Trades never counted (sent to the DLQ)", ("reason",))
+        self._outside_session = telemetry.counter(
+            "tradeflow_candles_ticks_outside_session_total",
+            "Valid trades of session instruments outside their sessions (stored, in no candle)")
         self._late_ticks = telemetry.counter(
             "tradeflow_candles_late_ticks_total", "Trades for an already closed 1m bucket (candle recomputed)")
         self._emitted = telemetry.counter(
@@ -84,7 +96,7 @@ class CandlePipeline:
             "tradeflow_candles_db_write_failures_total", "Failed database writes (retried)")
         self._emitted_by_tf: dict[str, object] = {}
         self.writer = StoreWriter(
-            store, self._emit,
+            store, SessionCandleStore(store), self._emit,
             WriterMetrics(write_latency.observe, queue_depth.set, write_failures.inc),
             queue_batches=settings.db_queue_batches, batch_rows=settings.db_batch_rows,
             batch_ms=settings.db_batch_ms)
@@ -120,13 +132,31 @@ class CandlePipeline:
                 self._ticks_rejected.labels(reason_code(reason)).inc()
                 continue
             valid.append((partition, record.offset, tick))
-        unknown = self.aggregator.unknown_instruments(valid)
+        # Session instruments: trades outside their sessions are stored but make no candle.
+        # The check costs one dict lookup per trade only while some instrument has sessions.
+        rules = self._registry.rules
+        counted = valid
+        outside: list = []
+        if rules:
+            counted = []
+            for item in valid:
+                tick = item[2]
+                rule = rules.get((tick.exchange, tick.symbol))
+                if rule is None or rule.counts(tick.ts_event):
+                    counted.append(item)
+                else:
+                    outside.append(item)
+        unknown = self.aggregator.unknown_instruments(counted)
         if unknown:
             # Before any state changes: if this fails, the Consumer redelivers the batch intact.
             await self._register(unknown)
         async with self._lock:
+            if self._registry.version != self._applied_registry_version:
+                self._apply_registry()
             wall = time.monotonic()
-            outcome = self.aggregator.add_batch(valid, wall)
+            outcome = self.aggregator.add_batch(counted, wall)
+            for partition, _offset, tick in outside:
+                self.aggregator.observe_time(partition, tick.ts_event, wall)
             closings = self.aggregator.advance(wall)
             job = self._job(closings)
             beyond = self._late_beyond_retention(outcome.late, now_ns)
@@ -146,7 +176,9 @@ class CandlePipeline:
                 if (record.partition, record.offset) in beyond:
                     dead_letter_acks.append(self._dead_letters.send(record, reason))
                     self._ticks_rejected.labels(reason_code(reason)).inc()
-        self._ticks_processed.inc(len(valid) - len(outcome.late))
+        self._ticks_processed.inc(len(counted) - len(outcome.late))
+        if outside:
+            self._outside_session.inc(len(outside))
         if outcome.late:
             self._late_ticks.inc(len(outcome.late))
         if dead_letter_acks:
@@ -193,8 +225,17 @@ class CandlePipeline:
 
     # --- internals ------------------------------------------------------------------------------
 
+    def _apply_registry(self) -> None:
+        """Registrations changed: tracked instruments switch to their (new) higher timeframes."""
+        rules = self._registry.rules
+        for exchange, symbol in self.aggregator.instruments():
+            rule = rules.get((exchange, symbol))
+            self.aggregator.set_timeframes(exchange, symbol, None if rule is None else rule.timeframes)
+        self._applied_registry_version = self._registry.version
+
     def _job(self, closings: Closings) -> WriteJob:
-        return WriteJob(emit=closings.candles, recompute=set(closings.recompute_minutes),
+        return WriteJob(emit=closings.candles, session_candles=closings.session_candles,
+                        recompute=set(closings.recompute_minutes),
                         refresh_higher={(r.exchange, r.symbol, r.timeframe.name, r.start): r
                                         for r in closings.refresh_higher},
                         holds=dict(closings.first_offsets))
@@ -214,8 +255,11 @@ class CandlePipeline:
     async def _register(self, unknown: dict[tuple[str, str], tuple[int, int]]) -> None:
         horizons = await asyncio.gather(*(
             self._recovery_horizon(exchange, symbol, first_ts) for (exchange, symbol), (_, first_ts) in unknown.items()))
+        rules = self._registry.rules
         for ((exchange, symbol), (partition, _)), horizon in zip(unknown.items(), horizons, strict=True):
-            self.aggregator.register_instrument(exchange, symbol, partition, horizon)
+            rule = rules.get((exchange, symbol))
+            self.aggregator.register_instrument(exchange, symbol, partition, horizon,
+                                                None if rule is None else rule.timeframes)
 
     async def _recovery_horizon(self, exchange: str, symbol: str, first_ts: int) -> int | None:
         """Start of the newest 1m candle already stored for this instrument near where we resume.

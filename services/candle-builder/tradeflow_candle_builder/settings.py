@@ -45,6 +45,9 @@ class CandleBuilderSettings(ServiceSettings):
                     "tick_retention_days (when not set: 7, or one day less than a shorter retention)")
     retention_interval_s: float = Field(
         default=3_600.0, ge=1.0, le=7 * 86_400.0, description="how often tick retention runs (the first run soon after start)")
+    instrument_refresh_s: float = Field(
+        default=30.0, ge=0.5, le=3_600.0,
+        description="how often each replica reloads the instrument registry (calendars, extended hours)")
     stream_client_queue: int = Field(
         default=1_000, ge=1, le=100_000,
         description="candle frames a live stream client may have waiting; when full it is disconnected (1013)")

@@ -203,6 +203,11 @@ class CandleStore:
             raise RuntimeError("CandleStore is not started (call await store.start())")
         return self._pool
 
+    def connection(self):
+        """A pooled connection (async context manager, autocommit, UTC): for the stores that share
+        this pool (instrument registry, session candles)."""
+        return self._require_pool().connection()
+
     async def ping(self, timeout_s: float = 2.0) -> tuple[bool, str]:
         """Readiness check: (reachable, detail). Usable directly as a ReadinessCheck."""
         if self._pool is None:

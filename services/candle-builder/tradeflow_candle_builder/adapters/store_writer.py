@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from tradeflow.messages import Candle, Tick
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.domain.aggregator import HigherRefresh, MinuteKey
 from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
 
@@ -43,6 +44,7 @@ class WriteJob:
     candles_1m: dict[MinuteKey, Candle] = field(default_factory=dict)  # state to upsert; later wins
     recompute: set[MinuteKey] = field(default_factory=set)  # 1m candles to rebuild from ticks, then emit
     emit: list[Candle] = field(default_factory=list)  # final candles from memory
+    session_candles: list[Candle] = field(default_factory=list)  # session-aligned, final: store then emit
     refresh_higher: dict[tuple[str, str, str, int], HigherRefresh] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> after the batch's last record
     holds: dict[int, int] = field(default_factory=dict)  # partition -> first offset of a closed bucket
@@ -52,6 +54,7 @@ class WriteJob:
         self.candles_1m.update(later.candles_1m)
         self.recompute |= later.recompute
         self.emit.extend(later.emit)
+        self.session_candles.extend(later.session_candles)
         for key, refresh in later.refresh_higher.items():
             mine = self.refresh_higher.get(key)
             if mine is None or refresh.revision > mine.revision:
@@ -74,9 +77,10 @@ class WriterMetrics:
 class StoreWriter:
     """Single background task draining a bounded queue of :class:`WriteJob` into the store."""
 
-    def __init__(self, store: CandleStore, emit: Emit, metrics: WriterMetrics, *,
+    def __init__(self, store: CandleStore, sessions: SessionCandleStore, emit: Emit, metrics: WriterMetrics, *,
                  queue_batches: int, batch_rows: int, batch_ms: int) -> None:
         self._store = store
+        self._sessions = sessions
         self._emit = emit
         self._metrics = metrics
         self._queue: asyncio.Queue[WriteJob] = asyncio.Queue(maxsize=queue_batches)
@@ -191,8 +195,15 @@ class StoreWriter:
 
     async def _emit_results(self, job: WriteJob) -> None:
         recomputed = await self._store.recompute_candles_1m(sorted(job.recompute)) if job.recompute else []
-        refreshed = [c for c in [await self._refreshed(r) for r in job.refresh_higher.values()] if c is not None]
-        candles = job.emit + recomputed + refreshed
+        refreshed = [c for c in [await self._refreshed(r) for r in job.refresh_higher.values()
+                                 if not r.timeframe.session_aligned] if c is not None]
+        # Session-aligned candles live in session_candles: store what closed in memory, then
+        # fold the corrected/dirty ones from their 1m rows (after the 1m recompute above).
+        saved = await self._sessions.save(job.session_candles) if job.session_candles else []
+        session_refresh = [(r.exchange, r.symbol, r.timeframe.name, r.start, r.end)
+                           for r in job.refresh_higher.values() if r.timeframe.session_aligned]
+        rebuilt = await self._sessions.rebuild(session_refresh) if session_refresh else []
+        candles = job.emit + recomputed + refreshed + saved + rebuilt
         if candles:
             await self._emit(candles)
 

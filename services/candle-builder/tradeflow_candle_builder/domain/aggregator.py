@@ -35,6 +35,12 @@ per instrument: same result, one small query per instrument.
 
 Emission is at-least-once: a candle emitted before a crash may be emitted again after it
 (recovered buckets with a higher revision, since their state comes from a recompute).
+
+Instruments with trading sessions (docs/adr/0008) get their own higher timeframes
+(``register_instrument(timeframes=...)``: session-aligned grids with the same interface). Their
+trades outside a session never reach ``add_batch`` (the pipeline drops them, and moves stream
+time with ``observe_time``), so their 1m buckets are the usual ones; their closed higher
+candles go to ``Closings.session_candles`` because they are stored before being emitted.
 """
 
 from __future__ import annotations
@@ -87,12 +93,13 @@ class Closings:
     """What passing time closed."""
 
     candles: list[Candle] = field(default_factory=list)  # final, from memory: emit as they are
+    session_candles: list[Candle] = field(default_factory=list)  # session-aligned, final: store, then emit
     recompute_minutes: list[MinuteKey] = field(default_factory=list)  # recovered 1m: final state from DB
     refresh_higher: list[HigherRefresh] = field(default_factory=list)  # dirty higher: values from DB
     first_offsets: dict[int, int] = field(default_factory=dict)  # per partition, of the closed 1m buckets
 
     def __bool__(self) -> bool:
-        return bool(self.candles or self.recompute_minutes or self.refresh_higher)
+        return bool(self.candles or self.session_candles or self.recompute_minutes or self.refresh_higher)
 
 
 class PartitionClock:
@@ -112,9 +119,10 @@ class PartitionClock:
 
 class InstrumentState:
     __slots__ = ("exchange", "symbol", "clock", "minutes", "current", "current_start", "higher",
-                 "recovered_through", "higher_revisions")
+                 "recovered_through", "higher_revisions", "timeframes")
 
-    def __init__(self, exchange: str, symbol: str, clock: PartitionClock, recovered_through: int | None) -> None:
+    def __init__(self, exchange: str, symbol: str, clock: PartitionClock, recovered_through: int | None,
+                 timeframes: tuple[Timeframe, ...]) -> None:
         self.exchange = exchange
         self.symbol = symbol
         self.clock = clock
@@ -124,6 +132,7 @@ class InstrumentState:
         self.higher: dict[str, HigherBucket] = {}  # the open bucket per higher timeframe
         self.recovered_through = NEVER if recovered_through is None else recovered_through
         self.higher_revisions: dict[tuple[str, int], int] = {}
+        self.timeframes = timeframes  # the higher timeframes (UTC, or aligned to its sessions)
 
 
 class CandleAggregator:
@@ -156,6 +165,10 @@ class CandleAggregator:
     def partitions(self) -> set[int]:
         return set(self._clocks)
 
+    def instruments(self) -> list[tuple[str, str]]:
+        """The instruments tracked now (exchange, symbol)."""
+        return list(self._instruments)
+
     def unknown_instruments(self, ticks: Iterable[ConsumedTick]) -> dict[tuple[str, str], tuple[int, int]]:
         """Instruments not seen since their partition was assigned: ``{key: (partition, first ts_event)}``."""
         known = self._instruments
@@ -166,13 +179,48 @@ class CandleAggregator:
                 unknown[key] = (partition, tick.ts_event)
         return unknown
 
-    def register_instrument(self, exchange: str, symbol: str, partition: int, recovered_through: int | None) -> None:
+    def register_instrument(self, exchange: str, symbol: str, partition: int, recovered_through: int | None,
+                            timeframes: Sequence[Timeframe] | None = None) -> None:
         """Start tracking an instrument. ``recovered_through``: start of its newest 1m candle
-        already in the database (None when there is none); see the module docstring."""
+        already in the database (None when there is none); see the module docstring.
+        ``timeframes``: its higher timeframes when not the UTC ones (session-aligned)."""
         clock = self._clocks.get(partition)
         if clock is None:
             clock = self._clocks[partition] = PartitionClock(partition)
-        self._instruments[(exchange, symbol)] = InstrumentState(exchange, symbol, clock, recovered_through)
+        tfs = self._higher_timeframes if timeframes is None else tuple(timeframes)
+        self._instruments[(exchange, symbol)] = InstrumentState(exchange, symbol, clock, recovered_through, tfs)
+
+    def set_timeframes(self, exchange: str, symbol: str, timeframes: Sequence[Timeframe] | None) -> None:
+        """The instrument's registration changed: use these higher timeframes from now on.
+
+        Its open higher buckets (of the old grid) are dropped; the registry refuses such a
+        change once the instrument has candles, so they hold nothing that was emitted.
+        """
+        st = self._instruments.get((exchange, symbol))
+        if st is None:
+            return
+        tfs = self._higher_timeframes if timeframes is None else tuple(timeframes)
+        if tfs == st.timeframes:
+            return
+        for h in st.higher.values():
+            bucket_list = st.clock.open_higher.get(h.end)
+            if bucket_list is not None and h in bucket_list:
+                bucket_list.remove(h)
+                if not bucket_list:
+                    del st.clock.open_higher[h.end]
+        st.higher.clear()
+        st.higher_revisions.clear()
+        st.timeframes = tfs
+
+    def observe_time(self, partition: int, ts_event: int, wall_now: float) -> None:
+        """A record that makes no candle (a trade outside its instrument's sessions) still
+        moves its partition's stream time."""
+        clock = self._clocks.get(partition)
+        if clock is None:
+            clock = self._clocks[partition] = PartitionClock(partition)
+        clock.last_record_wall = wall_now
+        if ts_event > clock.stream_time:
+            clock.stream_time = ts_event
 
     # --- trades ---------------------------------------------------------------------------------
 
@@ -247,8 +295,10 @@ class CandleAggregator:
             return
         outcome.late_minutes.add(key)
         clock = st.clock
-        for tf in self._higher_timeframes:
+        for tf in st.timeframes:
             h_start = tf.bucket_start(start)
+            if h_start is None:
+                continue  # outside every session (registration changed meanwhile): no higher candle
             h = st.higher.get(tf.name)
             if h is not None and h.start == h_start:
                 h.dirty = True  # still open: read it from the database when it closes
@@ -320,8 +370,10 @@ class CandleAggregator:
             out.recompute_minutes.append((minute.exchange, minute.symbol, minute.start))
         else:
             out.candles.append(minute.to_candle())
-        for tf in self._higher_timeframes:
+        for tf in st.timeframes:
             h_start = tf.bucket_start(minute.start)
+            if h_start is None:
+                continue  # outside every session (registration changed meanwhile): no higher candle
             h = st.higher.get(tf.name)
             if h is None or h.start != h_start:
                 h = self._open_higher(st, tf, h_start, dirty=h_start <= st.recovered_through)
@@ -338,7 +390,10 @@ class CandleAggregator:
             out.refresh_higher.append(
                 HigherRefresh(higher.exchange, higher.symbol, higher.timeframe, higher.start, higher.end, 0))
         elif higher.trades:
-            out.candles.append(higher.to_candle())
+            if higher.timeframe.session_aligned:
+                out.session_candles.append(higher.to_candle())
+            else:
+                out.candles.append(higher.to_candle())
 
     # --- offsets --------------------------------------------------------------------------------
 

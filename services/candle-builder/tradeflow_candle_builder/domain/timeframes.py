@@ -4,10 +4,10 @@ A candle is labelled by the start of its bucket and covers [start, end). Every t
 design (1m, 5m, 15m, 1h, 4h, 1d, 1w) is a fixed-length grid aligned to UTC; the weekly grid is
 shifted so that weeks start on Monday 00:00 UTC (the epoch, 1970-01-01, was a Thursday).
 
-Why one module: instruments with trading sessions (a later issue) need buckets aligned to the
-session open in the market's time zone, cut at the session close and following a calendar.
-That becomes another kind of :class:`Timeframe` (same ``bucket_start``/``bucket_end``
-interface, chosen per instrument); nothing outside this module computes a bucket boundary.
+Instruments with trading sessions need buckets aligned to the session open in the market's
+time zone, cut at the session close and following a calendar: that is
+:class:`~tradeflow_candle_builder.domain.sessions.SessionTimeframe` (same
+``bucket_start``/``bucket_end`` interface, chosen per instrument, docs/adr/0008).
 
 The aggregator builds every higher timeframe from closed 1m candles. That is exact only because
 each 1m bucket nests inside exactly one bucket of every higher timeframe (all lengths are whole
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 NS_PER_SECOND = 1_000_000_000
 MINUTE_NS = 60 * NS_PER_SECOND
@@ -38,6 +39,8 @@ class Timeframe:
     name: str
     length_ns: int
     origin_ns: int = 0
+
+    session_aligned: ClassVar[bool] = False  # see domain/sessions.SessionTimeframe
 
     def bucket_start(self, ts_ns: int) -> int:
         """Start of the bucket holding ``ts_ns``; a time exactly on a boundary opens the next bucket."""
