@@ -389,3 +389,32 @@ async def test_a_feed_without_symbols_holds_no_websocket_yet_knows_the_markets(
     await asyncio.sleep(1.0)
     assert len(fake_binance.request_times) == requests_before  # no polling, no reconnect
     assert feed.status().published == 1 and feed.status().running
+
+
+async def test_a_burst_beyond_ccxts_trade_cache_arrives_complete_once_and_in_order(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    # ccxt keeps tradesLimit trades per symbol; a burst larger than that between two reads of the
+    # feed loses the oldest inside ccxt, and the feed must fetch them by REST.
+    feed = await feed_of(symbols=("BTC/USDT", "ETH/USDT", "SOL/USDT"), options={"tradesLimit": 100})
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    await fake_binance.make_trade("ETHUSDT", 2_000, 1.0)
+    await wait_until(lambda: feed.status().published == 1, 20, "the first tick")
+
+    for i in range(1_500):  # written without a pause: the feed reads them in big chunks
+        await fake_binance.make_trade("BTCUSDT", 30_000 + i % 100, 0.1)
+        if i % 10 == 0:
+            await fake_binance.make_trade("ETHUSDT", 2_000 + i % 50, 1.0)
+        if i % 25 == 0:
+            await fake_binance.make_trade("SOLUSDT", 50 + i % 20, 1.0)
+    await wait_until(lambda: feed.status().published == 1 + 1_500 + 150 + 60, 60, "every trade of the burst")
+    await asyncio.sleep(0.5)  # nothing more (no duplicates) arrives afterwards
+
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == [str(i) for i in range(1, 1_501)]
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == [str(i) for i in range(1, 152)]
+    assert [trade_id for trade_id, _, _ in ticks["SOL/USDT"]] == [str(i) for i in range(1, 61)]
+    assert feed.status().published == 1_711
+    overflows = metric_value(feed_of.telemetry, "tradeflow_ingest_feed_cache_overflows_total",
+                             exchange=feed.status().exchange)
+    assert overflows and overflows >= 1  # the REST path was needed, and it filled the gap

@@ -17,8 +17,15 @@ from tradeflow.telemetry import Telemetry
 from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
+from tradeflow_ingest.adapters.trade_cache_reader import TradeCacheReader
 from tradeflow_ingest.domain.circuit_breaker import BreakerState, CircuitBreaker
-from tradeflow_ingest.domain.exchange_trades import NS_PER_MS, in_exchange_order, trade_fields, trade_to_tick
+from tradeflow_ingest.domain.exchange_trades import (
+    NS_PER_MS,
+    UnusableTrade,
+    in_exchange_order,
+    tick_of_fields,
+    trade_fields,
+)
 from tradeflow_ingest.domain.feed_status import FeedStatus, SymbolFeedStatus
 from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
@@ -95,6 +102,7 @@ class CcxtTradeFeed:
         self._reconnects = ReconnectBudget(feed.max_reconnects, feed.reconnect_window_s)
         self._silence = SilenceWatch(feed.stale_after_s)
         self._cursor = TradeCursor()
+        self._caches = TradeCacheReader()  # what of ccxt's websocket trade caches was published
         self._exchange: ccxt.pro.Exchange | None = None
         self._mode = "ws"
         self._task: asyncio.Task | None = None
@@ -148,6 +156,7 @@ class CcxtTradeFeed:
             self._cursor.remove(symbol)
             self._seen.forget_symbol(symbol)
             self._silence.forget(symbol)
+            self._caches.forget(symbol)
             self._activity.pop(symbol, None)
             self._metrics.unfollow(symbol)
             if self._exchange is not None:
@@ -273,6 +282,7 @@ class CcxtTradeFeed:
         fresh = self._exchange_factory(self._feed)
         fresh.set_markets_from_exchange(old)
         self._exchange = fresh
+        self._caches.reset()
         self._connected = False
         try:
             await old.close()
@@ -317,7 +327,11 @@ class CcxtTradeFeed:
                 self._backoff.reset()
                 await self._catch_up()
                 caught_up = True
-            await self._publish(trades)
+            # The watch call only wakes the feed (with one symbol's trades); every subscribed
+            # symbol's cache is read, so a busy feed takes all that arrived meanwhile at once,
+            # and again until nothing more came while publishing (ccxt wakes only a waiting call).
+            while await self._publish_from_caches(subscribed) and not self._stopping.is_set():
+                pass
 
     async def _settle_symbol_changes(self, subscribed: tuple[str, ...]) -> None:
         """Wait briefly for more changes, then raise _SymbolsChanged when the subscription differs."""
@@ -347,10 +361,11 @@ class CcxtTradeFeed:
                 log.warning("%s: REST polling failed (%s); next try in %.1fs", self._exchange_name, exc, pause)
             await sleep_unless(self._stopping, min(pause, max(0.0, deadline - time.monotonic())))
 
-    async def _catch_up(self) -> None:
-        """Fetch and publish, per symbol, the trades since the last published one (page by page)."""
+    async def _catch_up(self, symbols: Sequence[str] | None = None) -> None:
+        """Fetch and publish, per symbol (default: all), the trades since the last published one
+        (page by page)."""
         assert self._exchange is not None
-        for symbol in self._subscribable():
+        for symbol in self._subscribable() if symbols is None else symbols:
             if symbol not in self._cursor:  # removed meanwhile
                 continue
             since = self._cursor.since_ms(symbol)
@@ -364,6 +379,20 @@ class CcxtTradeFeed:
                     break
                 since = self._cursor.since_ms(symbol)
 
+    async def _publish_from_caches(self, subscribed: Sequence[str]) -> int:
+        """Publish what ccxt's caches of every subscribed symbol received since the last time; a
+        symbol whose cache evicted trades unread is first caught up by REST from its cursor.
+        The number of trades read from the caches."""
+        assert self._exchange is not None
+        read = self._caches.read(self._exchange.trades, subscribed)
+        if read.overflowed:
+            log.warning("%s: ccxt's trade cache overflowed for %s; fetching the evicted trades by REST",
+                        self._exchange_name, ", ".join(read.overflowed))
+            self._metrics.cache_overflow(len(read.overflowed))
+            await self._catch_up(read.overflowed)
+        await self._publish_in_order(read.trades)
+        return len(read.trades)
+
     async def _publish(self, trades: Sequence[Mapping[str, Any]]) -> int:
         """Publish the trades not seen before, in exchange order; the number that were new."""
         ordered = in_exchange_order(trades)
@@ -371,22 +400,46 @@ class CcxtTradeFeed:
             self._rejected += len(trades) - len(ordered)
             log.warning("%s: %d trades without symbol, id or timestamp dropped",
                         self._exchange_name, len(trades) - len(ordered))
+        return await self._publish_in_order(ordered)
+
+    async def _publish_in_order(self, trades: Sequence[Mapping[str, Any]]) -> int:
+        """Publish, in the given order, the trades not seen before; the number that were new.
+
+        The hot path: per trade only dedup and the tick; the per-symbol bookkeeping (metrics,
+        rates, silence, cursor) is done once per symbol of the batch.
+        """
         fresh = []
-        heard_at = time.monotonic()
-        for trade in ordered:
-            symbol, trade_id, ts_ms = trade_fields(trade)
-            activity = self._activity.get(symbol)
-            if activity is None:  # not (or no longer) followed
+        received: dict[str, list[int]] = {}  # symbol -> [count, newest ts_ms]
+        exchange, next_recv, activities, seen = self._exchange_name, self._clock.next, self._activity, self._seen
+        unusable = 0
+        for trade in trades:
+            try:
+                symbol, trade_id, ts_ms = trade_fields(trade)
+            except UnusableTrade:
+                unusable += 1
                 continue
+            if symbol not in activities:  # not (or no longer) followed
+                continue
+            counts = received.get(symbol)
+            if counts is None:
+                counts = received[symbol] = [0, ts_ms]
+            if seen.add(symbol, trade_id):
+                fresh.append((symbol, trade_id, tick_of_fields(exchange, symbol, trade_id, ts_ms, trade, next_recv())))
+                counts[0] += 1
+                if ts_ms > counts[1]:
+                    counts[1] = ts_ms
+        if unusable:
+            self._rejected += unusable
+            log.warning("%s: %d trades without symbol, id or timestamp dropped", self._exchange_name, unusable)
+        heard_at = time.monotonic()
+        for symbol, (count, newest_ms) in received.items():
             self._silence.heard(symbol, heard_at)
-            if self._seen.add(symbol, trade_id):
-                fresh.append((symbol, trade_id, ts_ms, trade))
-                activity.received_trade(heard_at, ts_ms * NS_PER_MS)
-                self._metrics.received(symbol, 1)
+            if count:
+                activities[symbol].received_trades(heard_at, count, newest_ms * NS_PER_MS)
+                self._metrics.received(symbol, count)
         if not fresh:
             return 0
-        ticks = [trade_to_tick(self._exchange_name, trade, self._clock.next()) for *_, trade in fresh]
-        outcome = await self._publisher.publish(ticks)
+        outcome = await self._publisher.publish([tick for *_, tick in fresh])
         self._published += outcome.published
         self._rejected += outcome.rejected
         self._metrics.outcome(outcome.published_by_symbol, outcome.rejected_by_symbol)
@@ -398,14 +451,15 @@ class CcxtTradeFeed:
                 activity.rejected += count
         if outcome.failed:
             log.error("%s: %d of %d ticks not acknowledged (%s); they will be fetched again",
-                      self._exchange_name, outcome.failed, len(ticks), outcome.first_error)
-            for symbol, trade_id, _ts_ms, _trade in fresh:
+                      self._exchange_name, outcome.failed, len(fresh), outcome.first_error)
+            for symbol, trade_id, _tick in fresh:
                 self._seen.discard(symbol, trade_id)
             return len(fresh)
         if outcome.last_event_ns is not None:
             self._last_event_ns = outcome.last_event_ns
-        for symbol, _trade_id, ts_ms, _trade in fresh:
-            self._cursor.advance(symbol, ts_ms)
+        for symbol, (count, newest_ms) in received.items():
+            if count:
+                self._cursor.advance(symbol, newest_ms)
         return len(fresh)
 
     # --- waiting ---------------------------------------------------------------------------
@@ -489,8 +543,8 @@ class _SymbolActivity:
         self.last_trade_ns: int | None = None  # event time of the newest trade received
         self.rate = RecentTradeRate()
 
-    def received_trade(self, now: float, ts_event_ns: int) -> None:
-        self.received += 1
-        self.rate.add(now, 1)
-        if self.last_trade_ns is None or ts_event_ns > self.last_trade_ns:
-            self.last_trade_ns = ts_event_ns
+    def received_trades(self, now: float, count: int, newest_ts_event_ns: int) -> None:
+        self.received += count
+        self.rate.add(now, count)
+        if self.last_trade_ns is None or newest_ts_event_ns > self.last_trade_ns:
+            self.last_trade_ns = newest_ts_event_ns

@@ -42,6 +42,11 @@ class FeedMetrics:
             "Websocket reconnection attempts by outcome (success: it delivered trades)",
             ("exchange", "outcome"),
         )
+        self._cache_overflows = telemetry.counter(
+            "tradeflow_ingest_feed_cache_overflows_total",
+            "Times a symbol's ccxt trade cache evicted trades before the feed read them (refetched by REST)",
+            ("exchange",),
+        )
         self._connected = telemetry.gauge(
             "tradeflow_ingest_feed_connected", "1 while the websocket delivers, 0 otherwise", ("exchange",)
         )
@@ -85,6 +90,9 @@ class FeedMetrics:
             self._published.labels(self._exchange, symbol).inc(count)
         for symbol, count in rejected_by_symbol.items():
             self._rejected.labels(self._exchange, symbol).inc(count)
+
+    def cache_overflow(self, symbols: int) -> None:
+        self._cache_overflows.labels(self._exchange).inc(symbols)
 
     def reconnection(self, outcome: str) -> None:
         self._reconnections.labels(self._exchange, outcome).inc()

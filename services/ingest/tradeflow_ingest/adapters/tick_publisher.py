@@ -68,9 +68,10 @@ class TickPublisher:
         )
 
     async def publish(self, ticks: Sequence[Tick]) -> PublishOutcome:
-        acks: list[asyncio.Future] = []
-        alert_acks: list[asyncio.Future] = []
         rejection_reasons: list[str | None] = []
+        valid: list[tuple[str, Tick]] = []
+        dead: list[asyncio.Future] = []
+        alert_acks: list[asyncio.Future] = []
         for tick in ticks:
             key = market_key(tick.exchange, tick.symbol)
             reason = tick_rejection_reason(tick, now_ns=tick.ts_recv)
@@ -80,16 +81,19 @@ class TickPublisher:
                     alert_acks.append(self._producer.send(OPS_ALERTS, self._service_name, self._alert(tick, reason)))
             rejection_reasons.append(reason)
             if reason is None:
-                acks.append(self._producer.send(MD_TICKS, key, tick))
+                valid.append((key, tick))
             else:
-                acks.append(self._dead_letters.publish(
+                dead.append(self._dead_letters.publish(
                     MD_TICKS.name, key.encode(), encode(tick), reason, headers=message_headers(Tick)
                 ))
-        results = await asyncio.gather(*acks, *alert_acks, return_exceptions=True)
-        for result in results[len(acks):]:
+        sent = self._producer.send_each(MD_TICKS, valid)  # all at once; the acks are awaited together
+        results = await asyncio.gather(*sent, *dead, *alert_acks, return_exceptions=True)
+        for result in results[len(sent) + len(dead):]:
             if isinstance(result, BaseException):  # the tick itself is in the DLQ either way
                 log.error("an alert was not acknowledged: %s", result)
-        results = results[:len(acks)]
+        valid_results = iter(results[:len(sent)])
+        dead_results = iter(results[len(sent):len(sent) + len(dead)])
+        results = [next(valid_results) if reason is None else next(dead_results) for reason in rejection_reasons]
 
         published: Counter[str] = Counter()
         published_by_symbol: Counter[str] = Counter()
