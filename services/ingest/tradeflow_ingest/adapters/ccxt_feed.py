@@ -14,6 +14,7 @@ from tradeflow.bus.connection import Backoff, sleep_unless
 from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
 from tradeflow.telemetry import Telemetry
 
+from tradeflow_ingest.adapters.feed_alerts import FeedAlerts
 from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
@@ -117,6 +118,8 @@ class CcxtTradeFeed:
         self._awaiting_first_batch = False  # a (re)connect attempt whose outcome is not known yet
         self._warned_unknown = False
         self._metrics = FeedMetrics(telemetry, self._exchange_name)
+        self._alerts = FeedAlerts(publisher, self._exchange_name, feed.alert_interval_s)
+        self._ws_lost_at: float | None = None  # since when the websocket is down (for the recovery alert)
         self._metrics.watch(lambda: self._connected, lambda: self._breaker.state, self._last_trade_ns)
         self._change_symbols(feed.symbols)
 
@@ -244,6 +247,8 @@ class CcxtTradeFeed:
                 if budget_wait > 0 and not planned:  # too many reconnects lately: REST until one more fits
                     log.warning("%s: reconnection limit reached; polling REST for %.1fs",
                                 self._exchange_name, budget_wait)
+                    self._alerts.reconnect_limit(self._feed.max_reconnects, self._feed.reconnect_window_s,
+                                                 budget_wait)
                     self._mode = "rest"
                     await self._poll_rest(budget_wait)
                     continue
@@ -262,6 +267,10 @@ class CcxtTradeFeed:
                     delay = self._after_failure(exc)
                     log.warning("%s: websocket failed (%s); polling REST for %.1fs before reconnecting",
                                 self._exchange_name, exc, delay)
+                    if self._ws_lost_at is None:
+                        self._ws_lost_at = time.monotonic()
+                    if not isinstance(exc, StaleFeed):  # that one has its own alert
+                        self._alerts.websocket_lost(exc, delay)
                     self._mode = "rest"
                     await self._poll_rest(delay)
         except Exception:  # shown as running=false in /v1/sources; the log says why
@@ -325,6 +334,9 @@ class CcxtTradeFeed:
                 self._awaiting_first_batch = False
                 self._mode = "ws"
                 self._backoff.reset()
+                if self._ws_lost_at is not None:
+                    self._alerts.websocket_recovered(time.monotonic() - self._ws_lost_at)
+                    self._ws_lost_at = None
                 await self._catch_up()
                 caught_up = True
             # The watch call only wakes the feed (with one symbol's trades); every subscribed
@@ -344,6 +356,7 @@ class CcxtTradeFeed:
         """Close the silent websocket and fail as a dropped one does: REST catch-up, then reconnect."""
         assert self._exchange is not None
         silent = self._silence.stale(time.monotonic())
+        self._alerts.stale_resubscribed(silent, self._feed.stale_after_s)
         try:
             await self._exchange.close_ws_clients()
         except Exception as exc:  # a socket already half gone; the reconnect makes a new one
@@ -518,7 +531,10 @@ class CcxtTradeFeed:
 
     def _after_failure(self, exc: ccxt.NetworkError) -> float:
         """The next backoff delay; counts for the breaker; a rate-limit refusal holds every request."""
+        was_open = self._breaker.state is BreakerState.OPEN
         self._breaker.record_failure(time.monotonic())
+        if not was_open and self._breaker.state is BreakerState.OPEN:
+            self._alerts.breaker_opened(self._feed.breaker_failures, self._feed.breaker_cool_down_s)
         if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
             headers = getattr(self._exchange, "last_response_headers", None) or {}
             header = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)

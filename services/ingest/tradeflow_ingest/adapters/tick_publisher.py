@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import encode, message_headers
@@ -117,6 +118,20 @@ class TickPublisher:
         return PublishOutcome(published.total(), rejected, failed, last_event_ns, first_error,
                               dict(published_by_symbol), dict(rejected_by_symbol))
 
+    def raise_alert(
+        self, kind: str, severity: Literal["info", "warning", "critical"], message: str, labels: dict[str, str]
+    ) -> None:
+        """Send an operational alert to ops.alerts.v1 (key: the service name) without waiting for
+        its ack; a failure to deliver it is logged."""
+        alert = Alert(service=self._service_name, severity=severity, kind=kind, message=message,
+                      labels=labels, ts_event=time.time_ns())
+        try:
+            ack = self._producer.send(OPS_ALERTS, self._service_name, alert)
+        except Exception as exc:  # noqa: BLE001 - a stopping producer must not stop the caller
+            log.error("alert %s not sent: %s", kind, exc)
+            return
+        ack.add_done_callback(_log_alert_failure)
+
     def _alert(self, tick: Tick, reason: str) -> Alert:
         return Alert(
             service=self._service_name,
@@ -126,3 +141,8 @@ class TickPublisher:
             labels={"exchange": tick.exchange, "symbol": tick.symbol, "trade_id": tick.trade_id},
             ts_event=time.time_ns(),
         )
+
+
+def _log_alert_failure(ack: asyncio.Future) -> None:
+    if not ack.cancelled() and ack.exception() is not None:
+        log.error("an alert was not acknowledged: %s", ack.exception())
