@@ -450,6 +450,7 @@ async def test_a_lost_websocket_an_open_breaker_and_the_recovery_are_raised_as_a
     fake_binance.fail_rest(503, times=1000)
     await fake_binance.drop_websockets()
     await wait_until(lambda: feed.breaker_state is BreakerState.OPEN, 20, "the breaker to open")
+    assert metric_value(feed_of.telemetry, "tradeflow_ingest_feed_breaker_state", exchange=exchange) == 2.0
     await asyncio.sleep(3.0)  # more failures and reopenings while down: no more alerts of those kinds
     fake_binance.heal_rest()
     fake_binance.refuse_websockets = False
@@ -467,6 +468,12 @@ async def test_a_lost_websocket_an_open_breaker_and_the_recovery_are_raised_as_a
     assert breaker.severity == "critical" and "3 consecutive failed calls" in breaker.message
     assert recovered.severity == "info" and float(recovered.labels["down_for_s"]) >= 3.0
     assert all(alert.labels["exchange"] == exchange for _, alert in alerts)
+    alert_counts = "tradeflow_ingest_feed_alerts_total"
+    assert metric_value(feed_of.telemetry, alert_counts, exchange=exchange, kind="feed_breaker_open",
+                        outcome="sent") == 1
+    assert metric_value(feed_of.telemetry, alert_counts, exchange=exchange, kind="feed_breaker_open",
+                        outcome="suppressed") >= 1  # it reopened after failed probes
+    assert metric_value(feed_of.telemetry, "tradeflow_ingest_feed_breaker_state", exchange=exchange) == 0.0
 
 
 async def test_a_flapping_websocket_raises_one_alert_per_interval_and_counts_the_suppressed_ones(

@@ -118,9 +118,10 @@ class CcxtTradeFeed:
         self._awaiting_first_batch = False  # a (re)connect attempt whose outcome is not known yet
         self._warned_unknown = False
         self._metrics = FeedMetrics(telemetry, self._exchange_name)
-        self._alerts = FeedAlerts(publisher, self._exchange_name, feed.alert_interval_s)
+        self._alerts = FeedAlerts(publisher, self._metrics, self._exchange_name, feed.alert_interval_s)
         self._ws_lost_at: float | None = None  # since when the websocket is down (for the recovery alert)
-        self._metrics.watch(lambda: self._connected, lambda: self._breaker.state, self._last_trade_ns)
+        self._metrics.watch(lambda: self._connected, lambda: self._breaker.state, self._last_trade_ns,
+                            self._newest_trade_ns, lambda: len(self._symbols))
         self._change_symbols(feed.symbols)
 
     # --- the symbols -----------------------------------------------------------------------
@@ -174,6 +175,9 @@ class CcxtTradeFeed:
     def _last_trade_ns(self, symbol: str) -> int | None:
         activity = self._activity.get(symbol)
         return None if activity is None else activity.last_trade_ns
+
+    def _newest_trade_ns(self) -> int | None:
+        return max((a.last_trade_ns for a in self._activity.values() if a.last_trade_ns is not None), default=None)
 
     def _subscribable(self) -> tuple[str, ...]:
         """The symbols to subscribe: those the exchange lists (a configured unknown one is skipped)."""

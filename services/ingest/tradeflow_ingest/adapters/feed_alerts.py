@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.domain.alert_throttle import AlertThrottle
 
@@ -24,9 +25,10 @@ class FeedAlerts:
     Sending never blocks the feed: the ack is not awaited, a failure is logged by the publisher.
     """
 
-    def __init__(self, publisher: TickPublisher, exchange: str, interval_s: float,
+    def __init__(self, publisher: TickPublisher, metrics: FeedMetrics, exchange: str, interval_s: float,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._publisher = publisher
+        self._metrics = metrics
         self._exchange = exchange
         self._throttle = AlertThrottle(interval_s)
         self._monotonic = monotonic
@@ -58,6 +60,7 @@ class FeedAlerts:
     def _raise(self, kind: str, severity: Literal["info", "warning", "critical"], message: str,
                **labels: str) -> None:
         suppressed = self._throttle.admit(kind, self._monotonic())
+        self._metrics.alert(kind, sent=suppressed is not None)
         if suppressed is None:
             return
         if suppressed:

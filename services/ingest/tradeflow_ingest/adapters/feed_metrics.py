@@ -53,6 +53,20 @@ class FeedMetrics:
         self._breaker = telemetry.gauge(
             "tradeflow_ingest_feed_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ("exchange",)
         )
+        self._exchange_lag = telemetry.gauge(
+            "tradeflow_ingest_feed_exchange_lag_seconds",
+            "Now minus the event time of the newest trade received of any symbol (NaN before the first): "
+            "how far behind the whole feed is, whatever quiet symbols do",
+            ("exchange",),
+        )
+        self._symbols = telemetry.gauge(
+            "tradeflow_ingest_feed_symbols", "Symbols the feed follows now", ("exchange",)
+        )
+        self._alerts = telemetry.counter(
+            "tradeflow_ingest_feed_alerts_total",
+            "Alerts of the feed by kind and outcome (sent to ops.alerts.v1, or suppressed by the rate limit)",
+            ("exchange", "kind", "outcome"),
+        )
         self._lag = telemetry.gauge(
             "tradeflow_ingest_feed_lag_seconds",
             "Now minus the event time of the symbol's last received trade (NaN before the first)",
@@ -64,10 +78,14 @@ class FeedMetrics:
         connected: Callable[[], bool],
         breaker_state: Callable[[], BreakerState],
         last_trade_ns: Callable[[str], int | None],
+        newest_trade_ns: Callable[[], int | None],
+        symbol_count: Callable[[], int],
     ) -> None:
         """Bind the exchange's gauges to the feed's state (read at every scrape)."""
         self._connected.labels(self._exchange).set_function(lambda: 1.0 if connected() else 0.0)
         self._breaker.labels(self._exchange).set_function(lambda: BREAKER_STATE_VALUES[breaker_state()])
+        self._exchange_lag.labels(self._exchange).set_function(lambda: _lag_s(newest_trade_ns()))
+        self._symbols.labels(self._exchange).set_function(lambda: float(symbol_count()))
         self._last_trade_ns = last_trade_ns
 
     def follow(self, symbol: str) -> None:
@@ -93,6 +111,9 @@ class FeedMetrics:
 
     def cache_overflow(self, symbols: int) -> None:
         self._cache_overflows.labels(self._exchange).inc(symbols)
+
+    def alert(self, kind: str, sent: bool) -> None:
+        self._alerts.labels(self._exchange, kind, "sent" if sent else "suppressed").inc()
 
     def reconnection(self, outcome: str) -> None:
         self._reconnections.labels(self._exchange, outcome).inc()
