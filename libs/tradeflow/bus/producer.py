@@ -39,6 +39,54 @@ MAX_REQUEST_BYTES = 1024 * 1024  # aiokafka's max_request_size, set explicitly b
 MAX_MESSAGES_PER_HANDOVER = 10_000  # the pump lets the loop run between handovers
 
 
+class _SendGroup:
+    """The outcome of a :meth:`Producer.send_all`: one slot per message, one future for all."""
+
+    __slots__ = ("future", "results", "_remaining")
+
+    def __init__(self, future: asyncio.Future, size: int) -> None:
+        self.future = future
+        self.results: list = [_PENDING] * size
+        self._remaining = size
+        if size == 0:
+            _set_result(future, [])
+
+    def settle(self, index: int, outcome: object) -> None:
+        if self.results[index] is not _PENDING:
+            return
+        self.results[index] = outcome
+        self._remaining -= 1
+        if self._remaining == 0:
+            _set_result(self.future, self.results)
+
+
+class _GroupMember:
+    """One message of a :class:`_SendGroup`, with the part of a future's interface the pump uses."""
+
+    __slots__ = ("group", "index")
+
+    def __init__(self, group: _SendGroup, index: int) -> None:
+        self.group = group
+        self.index = index
+
+    def done(self) -> bool:  # the caller cancelled the whole group, or this message is settled
+        return self.group.future.done() or self.group.results[self.index] is not _PENDING
+
+    def set_result(self, result: RecordMetadata) -> None:
+        self.group.settle(self.index, result)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.group.settle(self.index, exc)
+
+
+_PENDING = object()
+
+
+def _set_result(future: asyncio.Future, result: object) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
 class _PendingBatch:
     """A record batch being filled for one partition, and the futures of its messages."""
 
@@ -188,31 +236,32 @@ class Producer:
             all_headers.extend(headers)
         return self.send_raw(name, key.encode() if key is not None else None, encode(message), all_headers)
 
-    def send_each(
+    def send_all(
         self, topic: TopicSpec | str, items: Iterable[tuple[str | None, Message]]
-    ) -> list[asyncio.Future[RecordMetadata]]:
-        """:meth:`send` of every (key, message), one future each; the headers are computed once
-        (every message of a batch is sent inside the same span)."""
+    ) -> asyncio.Future[list[RecordMetadata | BaseException]]:
+        """:meth:`send` of every (key, message) as one future: it resolves once each message is
+        acknowledged or failed, with each one's ack or error in order. Cheaper than one future
+        per message for large batches; the headers are computed once (one span for the batch)."""
         name = topic.name if isinstance(topic, TopicSpec) else topic
         if self._state != "running":
             raise ProducerStoppedError(f"producer is {self._state}; cannot send to {name}")
+        items = list(items)
+        group = _SendGroup(asyncio.get_running_loop().create_future(), len(items))
+        if not items:
+            return group.future
         headers_by_type: dict[type, list] = {}
-        loop = asyncio.get_running_loop()
         backlog = self._backlog
-        futures = []
-        for key, message in items:
+        for index, (key, message) in enumerate(items):
             headers = headers_by_type.get(type(message))
             if headers is None:
                 headers = headers_by_type[type(message)] = [
                     _CONTENT_TYPE_HEADER, _schema_header(type(message)), *self._trace_headers.current()]
-            future = loop.create_future()
-            backlog.append((name, key.encode() if key is not None else None, encode(message), headers, future))
-            futures.append(future)
-        if futures:
-            self._in_flight += len(futures)
-            self._drained.clear()
-            self._wakeup.set()
-        return futures
+            backlog.append((name, key.encode() if key is not None else None, encode(message), headers,
+                            _GroupMember(group, index)))
+        self._in_flight += len(items)
+        self._drained.clear()
+        self._wakeup.set()
+        return group.future
 
     def send_raw(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None

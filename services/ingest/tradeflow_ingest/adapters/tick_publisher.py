@@ -87,13 +87,15 @@ class TickPublisher:
                 dead.append(self._dead_letters.publish(
                     MD_TICKS.name, key.encode(), encode(tick), reason, headers=message_headers(Tick)
                 ))
-        sent = self._producer.send_each(MD_TICKS, valid)  # all at once; the acks are awaited together
-        results = await asyncio.gather(*sent, *dead, *alert_acks, return_exceptions=True)
-        for result in results[len(sent) + len(dead):]:
+        sent = self._producer.send_all(MD_TICKS, valid)  # all at once; the acks are awaited together
+        sent_results, *results = await asyncio.gather(sent, *dead, *alert_acks, return_exceptions=True)
+        if isinstance(sent_results, BaseException):  # cancelled: none of them counts as acknowledged
+            sent_results = [sent_results] * len(valid)
+        for result in results[len(dead):]:
             if isinstance(result, BaseException):  # the tick itself is in the DLQ either way
                 log.error("an alert was not acknowledged: %s", result)
-        valid_results = iter(results[:len(sent)])
-        dead_results = iter(results[len(sent):len(sent) + len(dead)])
+        valid_results = iter(sent_results)
+        dead_results = iter(results[:len(dead)])
         results = [next(valid_results) if reason is None else next(dead_results) for reason in rejection_reasons]
 
         published: Counter[str] = Counter()
