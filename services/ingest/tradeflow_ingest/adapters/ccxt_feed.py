@@ -75,6 +75,11 @@ class CcxtTradeFeed:
       (markets shared): a planned reconnect, not a failure (no breaker, no reconnect budget),
       whose first batch is preceded by the usual REST catch-up, so the symbols that stay lose
       nothing. With no symbols the feed holds no websocket and polls nothing.
+    * Each websocket wake-up reads the new trades of every subscribed symbol from ccxt's
+      caches (:class:`TradeCacheReader`), not only the one symbol ccxt woke the feed for; a
+      symbol whose cache evicted trades before they were read is caught up by REST first.
+    * Websocket lost, reconnect limit, breaker opened, stale resubscription and recovery are
+      raised on ops.alerts.v1, at most one per kind every ``alert_interval_s`` (:class:`FeedAlerts`).
     """
 
     def __init__(
@@ -141,7 +146,7 @@ class CcxtTradeFeed:
     def set_symbols(self, symbols: Iterable[str]) -> None:
         """Follow exactly ``symbols`` from now on (takes effect on the exchange within about a second).
 
-        Never blocks. Raises ValueError for more than MAX_SYMBOLS symbols, or for a symbol the
+        Never blocks; call it from the event loop's thread (an async handler). Raises ValueError for more than MAX_SYMBOLS symbols, or for a symbol the
         exchange does not list once its markets are loaded (see :meth:`known_symbol`).
         """
         wanted = tuple(dict.fromkeys(symbols))  # repeats dropped, order kept
@@ -459,13 +464,14 @@ class CcxtTradeFeed:
         outcome = await self._publisher.publish([tick for *_, tick in fresh])
         self._published += outcome.published
         self._rejected += outcome.rejected
-        self._metrics.outcome(outcome.published_by_symbol, outcome.rejected_by_symbol)
-        for symbol, count in outcome.published_by_symbol.items():
-            if (activity := self._activity.get(symbol)) is not None:
-                activity.published += count
-        for symbol, count in outcome.rejected_by_symbol.items():
-            if (activity := self._activity.get(symbol)) is not None:
-                activity.rejected += count
+        # A symbol removed while its ticks were in flight keeps no series or state.
+        published = {s: n for s, n in outcome.published_by_symbol.items() if s in self._activity}
+        rejected = {s: n for s, n in outcome.rejected_by_symbol.items() if s in self._activity}
+        self._metrics.outcome(published, rejected)
+        for symbol, count in published.items():
+            self._activity[symbol].published += count
+        for symbol, count in rejected.items():
+            self._activity[symbol].rejected += count
         if outcome.failed:
             log.error("%s: %d of %d ticks not acknowledged (%s); they will be fetched again",
                       self._exchange_name, outcome.failed, len(fresh), outcome.first_error)
