@@ -68,6 +68,11 @@ class ExchangeFeedSettings(BaseModel):
         description="a symbol that has traded and then sends nothing for this long makes the feed resubscribe",
     )
 
+    alert_interval_s: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="at most one alert of each kind (websocket lost, breaker open...) per this many seconds",
+    )
+
     @field_validator("id")
     @classmethod
     def _known_exchange(cls, value: str) -> str:

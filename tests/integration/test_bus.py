@@ -23,6 +23,7 @@ from tradeflow.codec import (
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
     HEADER_TRACEPARENT,
+    decode,
     encode,
     header_value,
 )
@@ -440,3 +441,21 @@ async def test_a_refused_message_fails_alone_and_later_sends_still_work(bus: Har
         await too_big
     assert (await fine).offset >= 0
     assert metric(bus.telemetry, "tradeflow_produce_errors_total", topic=ticks_topic.name) == 1
+
+
+async def test_send_all_acknowledges_each_message_in_key_order_with_its_own_offset(
+    bus: Harness, ticks_topic: TopicSpec
+):
+    items = [(KEYS[i % 3], tick(KEYS[i % 3], i)) for i in range(300)]
+    results = await bus.producer.send_all(ticks_topic, items)
+    assert len(results) == 300 and not [r for r in results if isinstance(r, BaseException)]
+    by_partition = defaultdict(list)
+    for result in results:
+        by_partition[result.partition].append(result.offset)
+    assert all(offsets == sorted(set(offsets)) for offsets in by_partition.values())  # distinct, increasing
+    assert await bus.producer.send_all(ticks_topic, []) == []
+    records = await read_all(bus.bootstrap, ticks_topic.name, 300)
+    for key in KEYS[:3]:
+        seqs = [decode(Tick, r.value).price for r in records if r.key.decode() == key]
+        assert seqs == sorted(seqs) and len(seqs) == 100
+    assert metric(bus.telemetry, "tradeflow_messages_produced_total", topic=ticks_topic.name) == 300

@@ -230,6 +230,8 @@ async def test_a_flapping_websocket_is_reconnected_at_most_n_times_per_window_wi
     assert all(span >= 2.9 for span in spans), f"attempts too close: {spans}"
     ticks = await published(kafka_bootstrap, feed.status().exchange)
     assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == ["1", "2", "3", "4"]
+    limit_alerts = await alerts_of_kind(kafka_bootstrap, feed.status().exchange, "feed_reconnect_limit")
+    assert len(limit_alerts) == 1 and limit_alerts[0].severity == "critical"  # one per minute at most
 
 
 async def test_a_stalled_stream_is_resubscribed_and_the_trades_made_meanwhile_arrive_once(
@@ -257,6 +259,8 @@ async def test_a_stalled_stream_is_resubscribed_and_the_trades_made_meanwhile_ar
     assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == ["1", "2", "3", "4", "5"]
     assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == ["1", "2", "3", "4"]
     assert feed.status().published == 9 and feed.status().kind == "ccxt-ws"
+    (stale,) = await alerts_of_kind(kafka_bootstrap, feed.status().exchange, "feed_stale_resubscribed")
+    assert stale.labels["symbols"] == "BTC/USDT,ETH/USDT" and stale.severity == "warning"
 
 
 async def alerts_about(bootstrap: str, exchange: str) -> list[tuple[str, Alert]]:
@@ -389,3 +393,105 @@ async def test_a_feed_without_symbols_holds_no_websocket_yet_knows_the_markets(
     await asyncio.sleep(1.0)
     assert len(fake_binance.request_times) == requests_before  # no polling, no reconnect
     assert feed.status().published == 1 and feed.status().running
+
+
+async def test_a_burst_beyond_ccxts_trade_cache_arrives_complete_once_and_in_order(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    # ccxt keeps tradesLimit trades per symbol; a burst larger than that between two reads of the
+    # feed loses the oldest inside ccxt, and the feed must fetch them by REST.
+    feed = await feed_of(symbols=("BTC/USDT", "ETH/USDT", "SOL/USDT"), options={"tradesLimit": 100})
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    await fake_binance.make_trade("ETHUSDT", 2_000, 1.0)
+    await wait_until(lambda: feed.status().published == 1, 20, "the first tick")
+
+    for i in range(1_500):  # written without a pause: the feed reads them in big chunks
+        await fake_binance.make_trade("BTCUSDT", 30_000 + i % 100, 0.1)
+        if i % 10 == 0:
+            await fake_binance.make_trade("ETHUSDT", 2_000 + i % 50, 1.0)
+        if i % 25 == 0:
+            await fake_binance.make_trade("SOLUSDT", 50 + i % 20, 1.0)
+    await wait_until(lambda: feed.status().published == 1 + 1_500 + 150 + 60, 60, "every trade of the burst")
+    await asyncio.sleep(0.5)  # nothing more (no duplicates) arrives afterwards
+
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == [str(i) for i in range(1, 1_501)]
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == [str(i) for i in range(1, 152)]
+    assert [trade_id for trade_id, _, _ in ticks["SOL/USDT"]] == [str(i) for i in range(1, 61)]
+    assert feed.status().published == 1_711
+    overflows = metric_value(feed_of.telemetry, "tradeflow_ingest_feed_cache_overflows_total",
+                             exchange=feed.status().exchange)
+    assert overflows and overflows >= 1  # the REST path was needed, and it filled the gap
+
+
+async def alerts_of_kind(bootstrap: str, exchange: str, kind: str, at_least: int = 1,
+                         timeout_s: float = 20) -> list[Alert]:
+    """The alerts of ``kind`` about ``exchange`` on ops.alerts.v1 once there are ``at_least``
+    (alerts are sent without waiting for their ack, so they may trail the feed a little)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [alert for key, alert in await alerts_about(bootstrap, exchange) if alert.kind == kind]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def test_a_lost_websocket_an_open_breaker_and_the_recovery_are_raised_as_alerts(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(breaker_failures=3, breaker_cool_down_s=1.0)
+    exchange = feed.status().exchange
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+    await fake_binance.make_trade("BTCUSDT", 100, 1.0)
+    await wait_until(lambda: feed.status().published == 1, 20, "the first tick")
+    assert await alerts_about(kafka_bootstrap, exchange) == []  # a healthy feed raises nothing
+
+    fake_binance.refuse_websockets = True
+    fake_binance.fail_rest(503, times=1000)
+    await fake_binance.drop_websockets()
+    await wait_until(lambda: feed.breaker_state is BreakerState.OPEN, 20, "the breaker to open")
+    assert metric_value(feed_of.telemetry, "tradeflow_ingest_feed_breaker_state", exchange=exchange) == 2.0
+    await asyncio.sleep(3.0)  # more failures and reopenings while down: no more alerts of those kinds
+    fake_binance.heal_rest()
+    fake_binance.refuse_websockets = False
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket reconnect")
+    await fake_binance.make_trade("BTCUSDT", 101, 1.0)
+    await wait_until(lambda: feed.status().published == 2, 20, "the tick after the recovery")
+
+    (recovered,) = await alerts_of_kind(kafka_bootstrap, exchange, "feed_websocket_recovered")
+    alerts = await alerts_about(kafka_bootstrap, exchange)
+    assert {key for key, _ in alerts} == {"ingest-test"}
+    kinds = [alert.kind for _, alert in alerts]
+    assert kinds == ["feed_websocket_lost", "feed_breaker_open", "feed_websocket_recovered"]
+    lost, breaker = alerts[0][1], alerts[1][1]
+    assert lost.severity == "warning" and "1001" in lost.message and lost.service == "ingest-test"
+    assert breaker.severity == "critical" and "3 consecutive failed calls" in breaker.message
+    assert recovered.severity == "info" and float(recovered.labels["down_for_s"]) >= 3.0
+    assert all(alert.labels["exchange"] == exchange for _, alert in alerts)
+    alert_counts = "tradeflow_ingest_feed_alerts_total"
+    assert metric_value(feed_of.telemetry, alert_counts, exchange=exchange, kind="feed_breaker_open",
+                        outcome="sent") == 1
+    assert metric_value(feed_of.telemetry, alert_counts, exchange=exchange, kind="feed_breaker_open",
+                        outcome="suppressed") >= 1  # it reopened after failed probes
+    assert metric_value(feed_of.telemetry, "tradeflow_ingest_feed_breaker_state", exchange=exchange) == 0.0
+
+
+async def test_a_flapping_websocket_raises_one_alert_per_interval_and_counts_the_suppressed_ones(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(symbols=("ETH/USDT",), alert_interval_s=6.0)
+    exchange = feed.status().exchange
+    first_drop = None
+    for round_ in range(4):  # three drops inside the interval, a fourth after it
+        await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the websocket subscription")
+        await fake_binance.make_trade("ETHUSDT", 10 + round_, 1.0)
+        await wait_until(lambda n=round_ + 1: feed.status().published == n, 20, "the trade")
+        if round_ == 3:
+            await asyncio.sleep(max(0.0, first_drop + 6.5 - time.monotonic()))
+        first_drop = first_drop or time.monotonic()
+        await fake_binance.drop_websockets()
+    await wait_until(lambda: fake_binance.connected_websockets == 1, 20, "the last reconnect")
+
+    lost = await alerts_of_kind(kafka_bootstrap, exchange, "feed_websocket_lost", at_least=2)
+    assert [alert.labels["suppressed"] for alert in lost] == ["0", "2"]
+    assert "2 more like this since the last alert were suppressed" in lost[1].message

@@ -86,5 +86,15 @@ async def test_feeds_report_mode_connection_trades_and_reconnects_per_exchange_a
                 lag = samples(metrics, "tradeflow_ingest_feed_lag_seconds", exchange)
                 assert 0 <= lag[btc_label] < 30 and lag[(("symbol", "ETH/USDT"),)] != lag[(("symbol", "ETH/USDT"),)]
                 assert abs(time.time() - lag[btc_label] - newest.ts_ms / 1000) < 1.0  # since the newest trade
+                (exchange_lag,) = samples(metrics, "tradeflow_ingest_feed_exchange_lag_seconds", exchange).values()
+                assert abs(time.time() - exchange_lag - newest.ts_ms / 1000) < 1.0  # newest of any symbol
+                assert samples(metrics, "tradeflow_ingest_feed_symbols", exchange) == {(): 2.0}
+
+                await fake.make_trade("BTCUSDT", 1_000, 1.0)  # ten times the last price: held back
+                await wait_for(lambda: feed_when(lambda f: f["symbols"][0]["rejected"] == 1), 20, "the rejection")
+                metrics = (await client.get("/metrics")).text
+                assert samples(metrics, "tradeflow_ingest_feed_trades_rejected_total", exchange) == {btc_label: 1.0}
+                assert samples(metrics, "tradeflow_ingest_feed_trades_received_total", exchange) == {btc_label: 5.0}
+                assert samples(metrics, "tradeflow_ingest_feed_trades_published_total", exchange) == {btc_label: 4.0}
     finally:
         await fake.stop()

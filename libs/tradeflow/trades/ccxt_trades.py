@@ -36,6 +36,12 @@ def _number(value: Any) -> float:
 def trade_to_tick(exchange: str, trade: Mapping[str, Any], ts_recv: int) -> Tick:
     """The tick of a ccxt trade. ``side`` is kept as given (``None`` becomes ``""``, invalid later)."""
     symbol, trade_id, ts_ms = trade_fields(trade)
+    return tick_of_fields(exchange, symbol, trade_id, ts_ms, trade, ts_recv)
+
+
+def tick_of_fields(exchange: str, symbol: str, trade_id: str, ts_ms: int, trade: Mapping[str, Any],
+                   ts_recv: int) -> Tick:
+    """:func:`trade_to_tick` for a trade whose :func:`trade_fields` the caller already has."""
     return Tick(
         exchange=exchange,
         symbol=symbol,

@@ -121,3 +121,40 @@ def test_a_non_positive_price_deviation_limit_stops_the_service_naming_the_varia
     monkeypatch.setenv("TRADEFLOW_MAX_PRICE_DEVIATION", "0")
     with pytest.raises(ConfigurationError, match="TRADEFLOW_MAX_PRICE_DEVIATION"):
         load_settings(IngestSettings)
+
+
+def test_the_cache_reader_takes_every_symbols_new_trades_and_flags_a_cache_that_evicted_unread_ones():
+    from ccxt.async_support.base.ws.cache import ArrayCache
+    from tradeflow_ingest.adapters.trade_cache_reader import TradeCacheReader
+
+    caches = {"A": ArrayCache(3), "B": ArrayCache(3)}
+    reader = TradeCacheReader()
+    for i in (1, 2):
+        caches["A"].append(ccxt_trade(str(i), symbol="A"))
+    caches["B"].append(ccxt_trade("1", symbol="B"))
+    first = reader.read(caches, ["A", "B"])
+    assert [(t["symbol"], t["id"]) for t in first.trades] == [("A", "1"), ("A", "2"), ("B", "1")]
+    assert first.overflowed == []
+
+    caches["A"].append(ccxt_trade("3", symbol="A"))  # fits: nothing lost
+    for i in range(2, 6):  # B: 4 new trades in a cache of 3, one of them evicted unread
+        caches["B"].append(ccxt_trade(str(i), symbol="B"))
+    second = reader.read(caches, ["A", "B"])
+    assert [(t["symbol"], t["id"]) for t in second.trades] == [("A", "3"), ("B", "3"), ("B", "4"), ("B", "5")]
+    assert second.overflowed == ["B"]
+    assert reader.read(caches, ["A", "B"]).trades == []  # nothing new, nothing read twice
+    assert reader.read(caches, ["C"]).trades == []  # a symbol without a cache yet
+
+
+def test_the_alert_throttle_lets_one_per_interval_through_and_counts_the_rest():
+    from tradeflow_ingest.domain.alert_throttle import AlertThrottle
+
+    throttle = AlertThrottle(interval_s=60.0)
+    assert throttle.admit(("bn", "lost"), now=0.0) == 0
+    assert throttle.admit(("bn", "lost"), now=10.0) is None
+    assert throttle.admit(("bn", "lost"), now=59.9) is None
+    assert throttle.admit(("bn", "breaker"), now=20.0) == 0  # another kind has its own allowance
+    assert throttle.admit(("bn", "lost"), now=60.0) == 2  # the next one says how many were held back
+    assert throttle.admit(("bn", "lost"), now=200.0) == 0
+    with pytest.raises(ValueError):
+        AlertThrottle(0)

@@ -13,18 +13,26 @@ import ccxt.pro
 from tradeflow.bus.connection import Backoff, sleep_unless
 from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
 from tradeflow.telemetry import Telemetry
+from tradeflow.trades.ccxt_trades import (
+    NS_PER_MS,
+    UnusableTrade,
+    in_exchange_order,
+    tick_of_fields,
+    trade_fields,
+)
+from tradeflow.trades.receive_clock import ReceiveClock
+from tradeflow.trades.retry_after import RequestHold, retry_after_seconds
 
+from tradeflow_ingest.adapters.feed_alerts import FeedAlerts
 from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
+from tradeflow_ingest.adapters.trade_cache_reader import TradeCacheReader
 from tradeflow_ingest.domain.circuit_breaker import BreakerState, CircuitBreaker
-from tradeflow_ingest.domain.exchange_trades import NS_PER_MS, in_exchange_order, trade_fields, trade_to_tick
 from tradeflow_ingest.domain.feed_status import FeedStatus, SymbolFeedStatus
-from tradeflow_ingest.domain.receive_clock import ReceiveClock
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
 from tradeflow_ingest.domain.reconnect_budget import ReconnectBudget
 from tradeflow_ingest.domain.resume_point import ResumePoint
-from tradeflow_ingest.domain.retry_after import RequestHold, retry_after_seconds
 from tradeflow_ingest.domain.silence_watch import SilenceWatch
 from tradeflow_ingest.domain.sources import SourceStatus
 from tradeflow_ingest.domain.trade_cursor import TradeCursor
@@ -68,6 +76,11 @@ class CcxtTradeFeed:
       (markets shared): a planned reconnect, not a failure (no breaker, no reconnect budget),
       whose first batch is preceded by the usual REST catch-up, so the symbols that stay lose
       nothing. With no symbols the feed holds no websocket and polls nothing.
+    * Each websocket wake-up reads the new trades of every subscribed symbol from ccxt's
+      caches (:class:`TradeCacheReader`), not only the one symbol ccxt woke the feed for; a
+      symbol whose cache evicted trades before they were read is caught up by REST first.
+    * Websocket lost, reconnect limit, breaker opened, stale resubscription and recovery are
+      raised on ops.alerts.v1, at most one per kind every ``alert_interval_s`` (:class:`FeedAlerts`).
     """
 
     def __init__(
@@ -97,6 +110,7 @@ class CcxtTradeFeed:
         self._reconnects = ReconnectBudget(feed.max_reconnects, feed.reconnect_window_s)
         self._silence = SilenceWatch(feed.stale_after_s)
         self._cursor = TradeCursor()
+        self._caches = TradeCacheReader()  # what of ccxt's websocket trade caches was published
         self._exchange: ccxt.pro.Exchange | None = None
         self._mode = "ws"
         self._task: asyncio.Task | None = None
@@ -111,7 +125,10 @@ class CcxtTradeFeed:
         self._awaiting_first_batch = False  # a (re)connect attempt whose outcome is not known yet
         self._warned_unknown = False
         self._metrics = FeedMetrics(telemetry, self._exchange_name)
-        self._metrics.watch(lambda: self._connected, lambda: self._breaker.state, self._last_trade_ns)
+        self._alerts = FeedAlerts(publisher, self._metrics, self._exchange_name, feed.alert_interval_s)
+        self._ws_lost_at: float | None = None  # since when the websocket is down (for the recovery alert)
+        self._metrics.watch(lambda: self._connected, lambda: self._breaker.state, self._last_trade_ns,
+                            self._newest_trade_ns, lambda: len(self._symbols))
         self._change_symbols(feed.symbols)
 
     # --- the symbols -----------------------------------------------------------------------
@@ -133,8 +150,9 @@ class CcxtTradeFeed:
 
         An added symbol starts now, or, when ``resume`` has it (a takeover from another replica),
         from its resume point: the catch-up fetches from there and skips the trades already
-        published. Never blocks. Raises ValueError for more than MAX_SYMBOLS symbols, or for a
-        symbol the exchange does not list once its markets are loaded (see :meth:`known_symbol`).
+        published. Never blocks; call it from the event loop's thread. Raises ValueError for more
+        than MAX_SYMBOLS symbols, or for a symbol the exchange does not list once its markets are
+        loaded (see :meth:`known_symbol`).
         """
         wanted = tuple(dict.fromkeys(symbols))  # repeats dropped, order kept
         if len(wanted) > MAX_SYMBOLS:
@@ -158,6 +176,7 @@ class CcxtTradeFeed:
             self._cursor.remove(symbol)
             self._seen.forget_symbol(symbol)
             self._silence.forget(symbol)
+            self._caches.forget(symbol)
             self._activity.pop(symbol, None)
             self._metrics.unfollow(symbol)
             if self._exchange is not None:
@@ -175,6 +194,9 @@ class CcxtTradeFeed:
     def _last_trade_ns(self, symbol: str) -> int | None:
         activity = self._activity.get(symbol)
         return None if activity is None else activity.last_trade_ns
+
+    def _newest_trade_ns(self) -> int | None:
+        return max((a.last_trade_ns for a in self._activity.values() if a.last_trade_ns is not None), default=None)
 
     def _subscribable(self) -> tuple[str, ...]:
         """The symbols to subscribe: those the exchange lists (a configured unknown one is skipped)."""
@@ -248,6 +270,8 @@ class CcxtTradeFeed:
                 if budget_wait > 0 and not planned:  # too many reconnects lately: REST until one more fits
                     log.warning("%s: reconnection limit reached; polling REST for %.1fs",
                                 self._exchange_name, budget_wait)
+                    self._alerts.reconnect_limit(self._feed.max_reconnects, self._feed.reconnect_window_s,
+                                                 budget_wait)
                     self._mode = "rest"
                     await self._poll_rest(budget_wait)
                     continue
@@ -266,6 +290,10 @@ class CcxtTradeFeed:
                     delay = self._after_failure(exc)
                     log.warning("%s: websocket failed (%s); polling REST for %.1fs before reconnecting",
                                 self._exchange_name, exc, delay)
+                    if self._ws_lost_at is None:
+                        self._ws_lost_at = time.monotonic()
+                    if not isinstance(exc, StaleFeed):  # that one has its own alert
+                        self._alerts.websocket_lost(exc, delay)
                     self._mode = "rest"
                     await self._poll_rest(delay)
         except Exception:  # shown as running=false in /v1/sources; the log says why
@@ -286,6 +314,7 @@ class CcxtTradeFeed:
         fresh = self._exchange_factory(self._feed)
         fresh.set_markets_from_exchange(old)
         self._exchange = fresh
+        self._caches.reset()
         self._connected = False
         try:
             await old.close()
@@ -328,9 +357,16 @@ class CcxtTradeFeed:
                 self._awaiting_first_batch = False
                 self._mode = "ws"
                 self._backoff.reset()
+                if self._ws_lost_at is not None:
+                    self._alerts.websocket_recovered(time.monotonic() - self._ws_lost_at)
+                    self._ws_lost_at = None
                 await self._catch_up()
                 caught_up = True
-            await self._publish(trades)
+            # The watch call only wakes the feed (with one symbol's trades); every subscribed
+            # symbol's cache is read, so a busy feed takes all that arrived meanwhile at once,
+            # and again until nothing more came while publishing (ccxt wakes only a waiting call).
+            while await self._publish_from_caches(subscribed) and not self._stopping.is_set():
+                pass
 
     async def _settle_symbol_changes(self, subscribed: tuple[str, ...]) -> None:
         """Wait briefly for more changes, then raise _SymbolsChanged when the subscription differs."""
@@ -343,6 +379,7 @@ class CcxtTradeFeed:
         """Close the silent websocket and fail as a dropped one does: REST catch-up, then reconnect."""
         assert self._exchange is not None
         silent = self._silence.stale(time.monotonic())
+        self._alerts.stale_resubscribed(silent, self._feed.stale_after_s)
         try:
             await self._exchange.close_ws_clients()
         except Exception as exc:  # a socket already half gone; the reconnect makes a new one
@@ -360,10 +397,11 @@ class CcxtTradeFeed:
                 log.warning("%s: REST polling failed (%s); next try in %.1fs", self._exchange_name, exc, pause)
             await sleep_unless(self._stopping, min(pause, max(0.0, deadline - time.monotonic())))
 
-    async def _catch_up(self) -> None:
-        """Fetch and publish, per symbol, the trades since the last published one (page by page)."""
+    async def _catch_up(self, symbols: Sequence[str] | None = None) -> None:
+        """Fetch and publish, per symbol (default: all), the trades since the last published one
+        (page by page)."""
         assert self._exchange is not None
-        for symbol in self._subscribable():
+        for symbol in self._subscribable() if symbols is None else symbols:
             if symbol not in self._cursor:  # removed meanwhile
                 continue
             since = self._cursor.since_ms(symbol)
@@ -377,6 +415,20 @@ class CcxtTradeFeed:
                     break
                 since = self._cursor.since_ms(symbol)
 
+    async def _publish_from_caches(self, subscribed: Sequence[str]) -> int:
+        """Publish what ccxt's caches of every subscribed symbol received since the last time; a
+        symbol whose cache evicted trades unread is first caught up by REST from its cursor.
+        The number of trades read from the caches."""
+        assert self._exchange is not None
+        read = self._caches.read(self._exchange.trades, subscribed)
+        if read.overflowed:
+            log.warning("%s: ccxt's trade cache overflowed for %s; fetching the evicted trades by REST",
+                        self._exchange_name, ", ".join(read.overflowed))
+            self._metrics.cache_overflow(len(read.overflowed))
+            await self._catch_up(read.overflowed)
+        await self._publish_in_order(read.trades)
+        return len(read.trades)
+
     async def _publish(self, trades: Sequence[Mapping[str, Any]]) -> int:
         """Publish the trades not seen before, in exchange order; the number that were new."""
         ordered = in_exchange_order(trades)
@@ -384,42 +436,68 @@ class CcxtTradeFeed:
             self._rejected += len(trades) - len(ordered)
             log.warning("%s: %d trades without symbol, id or timestamp dropped",
                         self._exchange_name, len(trades) - len(ordered))
+        return await self._publish_in_order(ordered)
+
+    async def _publish_in_order(self, trades: Sequence[Mapping[str, Any]]) -> int:
+        """Publish, in the given order, the trades not seen before; the number that were new.
+
+        The hot path: per trade only dedup and the tick; the per-symbol bookkeeping (metrics,
+        rates, silence, cursor) is done once per symbol of the batch.
+        """
         fresh = []
-        heard_at = time.monotonic()
-        for trade in ordered:
-            symbol, trade_id, ts_ms = trade_fields(trade)
-            activity = self._activity.get(symbol)
-            if activity is None:  # not (or no longer) followed
+        received: dict[str, list[int]] = {}  # symbol -> [count, newest ts_ms]
+        exchange, next_recv, activities, seen = self._exchange_name, self._clock.next, self._activity, self._seen
+        unusable = 0
+        for trade in trades:
+            try:
+                symbol, trade_id, ts_ms = trade_fields(trade)
+            except UnusableTrade:
+                unusable += 1
                 continue
+            if symbol not in activities:  # not (or no longer) followed
+                continue
+            counts = received.get(symbol)
+            if counts is None:
+                counts = received[symbol] = [0, ts_ms]
+            if seen.add(symbol, trade_id):
+                fresh.append((symbol, trade_id, tick_of_fields(exchange, symbol, trade_id, ts_ms, trade, next_recv())))
+                counts[0] += 1
+                if ts_ms > counts[1]:
+                    counts[1] = ts_ms
+        if unusable:
+            self._rejected += unusable
+            log.warning("%s: %d trades without symbol, id or timestamp dropped", self._exchange_name, unusable)
+        heard_at = time.monotonic()
+        for symbol, (count, newest_ms) in received.items():
             self._silence.heard(symbol, heard_at)
-            if self._seen.add(symbol, trade_id):
-                fresh.append((symbol, trade_id, ts_ms, trade))
-                activity.received_trade(heard_at, ts_ms * NS_PER_MS)
-                self._metrics.received(symbol, 1)
+            if count:
+                activities[symbol].received_trades(heard_at, count, newest_ms * NS_PER_MS)
+                self._metrics.received(symbol, count)
         if not fresh:
             return 0
-        ticks = [trade_to_tick(self._exchange_name, trade, self._clock.next()) for *_, trade in fresh]
         async with self._publish_lock:  # see symbols_applied
-            outcome = await self._publisher.publish(ticks)
+            outcome = await self._publisher.publish([tick for *_, tick in fresh])
         self._published += outcome.published
         self._rejected += outcome.rejected
-        self._metrics.outcome(outcome.published_by_symbol, outcome.rejected_by_symbol)
-        for symbol, count in outcome.published_by_symbol.items():
-            if (activity := self._activity.get(symbol)) is not None:
-                activity.published += count
-        for symbol, count in outcome.rejected_by_symbol.items():
-            if (activity := self._activity.get(symbol)) is not None:
-                activity.rejected += count
+        # A symbol removed while its ticks were in flight keeps no series or state.
+        published = {s: n for s, n in outcome.published_by_symbol.items() if s in self._activity}
+        rejected = {s: n for s, n in outcome.rejected_by_symbol.items() if s in self._activity}
+        self._metrics.outcome(published, rejected)
+        for symbol, count in published.items():
+            self._activity[symbol].published += count
+        for symbol, count in rejected.items():
+            self._activity[symbol].rejected += count
         if outcome.failed:
             log.error("%s: %d of %d ticks not acknowledged (%s); they will be fetched again",
-                      self._exchange_name, outcome.failed, len(ticks), outcome.first_error)
-            for symbol, trade_id, _ts_ms, _trade in fresh:
+                      self._exchange_name, outcome.failed, len(fresh), outcome.first_error)
+            for symbol, trade_id, _tick in fresh:
                 self._seen.discard(symbol, trade_id)
             return len(fresh)
         if outcome.last_event_ns is not None:
             self._last_event_ns = outcome.last_event_ns
-        for symbol, _trade_id, ts_ms, _trade in fresh:
-            self._cursor.advance(symbol, ts_ms)
+        for symbol, (count, newest_ms) in received.items():
+            if count:
+                self._cursor.advance(symbol, newest_ms)
         return len(fresh)
 
     # --- waiting ---------------------------------------------------------------------------
@@ -478,7 +556,10 @@ class CcxtTradeFeed:
 
     def _after_failure(self, exc: ccxt.NetworkError) -> float:
         """The next backoff delay; counts for the breaker; a rate-limit refusal holds every request."""
+        was_open = self._breaker.state is BreakerState.OPEN
         self._breaker.record_failure(time.monotonic())
+        if not was_open and self._breaker.state is BreakerState.OPEN:
+            self._alerts.breaker_opened(self._feed.breaker_failures, self._feed.breaker_cool_down_s)
         if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
             headers = getattr(self._exchange, "last_response_headers", None) or {}
             header = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
@@ -503,8 +584,8 @@ class _SymbolActivity:
         self.last_trade_ns: int | None = None  # event time of the newest trade received
         self.rate = RecentTradeRate()
 
-    def received_trade(self, now: float, ts_event_ns: int) -> None:
-        self.received += 1
-        self.rate.add(now, 1)
-        if self.last_trade_ns is None or ts_event_ns > self.last_trade_ns:
-            self.last_trade_ns = ts_event_ns
+    def received_trades(self, now: float, count: int, newest_ts_event_ns: int) -> None:
+        self.received += count
+        self.rate.add(now, count)
+        if self.last_trade_ns is None or newest_ts_event_ns > self.last_trade_ns:
+            self.last_trade_ns = newest_ts_event_ns

@@ -42,11 +42,30 @@ class FeedMetrics:
             "Websocket reconnection attempts by outcome (success: it delivered trades)",
             ("exchange", "outcome"),
         )
+        self._cache_overflows = telemetry.counter(
+            "tradeflow_ingest_feed_cache_overflows_total",
+            "Times a symbol's ccxt trade cache evicted trades before the feed read them (refetched by REST)",
+            ("exchange",),
+        )
         self._connected = telemetry.gauge(
             "tradeflow_ingest_feed_connected", "1 while the websocket delivers, 0 otherwise", ("exchange",)
         )
         self._breaker = telemetry.gauge(
             "tradeflow_ingest_feed_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ("exchange",)
+        )
+        self._exchange_lag = telemetry.gauge(
+            "tradeflow_ingest_feed_exchange_lag_seconds",
+            "Now minus the event time of the newest trade received of any symbol (NaN before the first): "
+            "how far behind the whole feed is, whatever quiet symbols do",
+            ("exchange",),
+        )
+        self._symbols = telemetry.gauge(
+            "tradeflow_ingest_feed_symbols", "Symbols the feed follows now", ("exchange",)
+        )
+        self._alerts = telemetry.counter(
+            "tradeflow_ingest_feed_alerts_total",
+            "Alerts of the feed by kind and outcome (sent to ops.alerts.v1, or suppressed by the rate limit)",
+            ("exchange", "kind", "outcome"),
         )
         self._lag = telemetry.gauge(
             "tradeflow_ingest_feed_lag_seconds",
@@ -59,10 +78,14 @@ class FeedMetrics:
         connected: Callable[[], bool],
         breaker_state: Callable[[], BreakerState],
         last_trade_ns: Callable[[str], int | None],
+        newest_trade_ns: Callable[[], int | None],
+        symbol_count: Callable[[], int],
     ) -> None:
         """Bind the exchange's gauges to the feed's state (read at every scrape)."""
         self._connected.labels(self._exchange).set_function(lambda: 1.0 if connected() else 0.0)
         self._breaker.labels(self._exchange).set_function(lambda: BREAKER_STATE_VALUES[breaker_state()])
+        self._exchange_lag.labels(self._exchange).set_function(lambda: _lag_s(newest_trade_ns()))
+        self._symbols.labels(self._exchange).set_function(lambda: float(symbol_count()))
         self._last_trade_ns = last_trade_ns
 
     def follow(self, symbol: str) -> None:
@@ -85,6 +108,12 @@ class FeedMetrics:
             self._published.labels(self._exchange, symbol).inc(count)
         for symbol, count in rejected_by_symbol.items():
             self._rejected.labels(self._exchange, symbol).inc(count)
+
+    def cache_overflow(self, symbols: int) -> None:
+        self._cache_overflows.labels(self._exchange).inc(symbols)
+
+    def alert(self, kind: str, sent: bool) -> None:
+        self._alerts.labels(self._exchange, kind, "sent" if sent else "suppressed").inc()
 
     def reconnection(self, outcome: str) -> None:
         self._reconnections.labels(self._exchange, outcome).inc()

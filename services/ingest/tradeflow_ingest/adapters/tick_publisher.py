@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import encode, message_headers
@@ -68,9 +69,10 @@ class TickPublisher:
         )
 
     async def publish(self, ticks: Sequence[Tick]) -> PublishOutcome:
-        acks: list[asyncio.Future] = []
-        alert_acks: list[asyncio.Future] = []
         rejection_reasons: list[str | None] = []
+        valid: list[tuple[str, Tick]] = []
+        dead: list[asyncio.Future] = []
+        alert_acks: list[asyncio.Future] = []
         for tick in ticks:
             key = market_key(tick.exchange, tick.symbol)
             reason = tick_rejection_reason(tick, now_ns=tick.ts_recv)
@@ -80,16 +82,21 @@ class TickPublisher:
                     alert_acks.append(self._producer.send(OPS_ALERTS, self._service_name, self._alert(tick, reason)))
             rejection_reasons.append(reason)
             if reason is None:
-                acks.append(self._producer.send(MD_TICKS, key, tick))
+                valid.append((key, tick))
             else:
-                acks.append(self._dead_letters.publish(
+                dead.append(self._dead_letters.publish(
                     MD_TICKS.name, key.encode(), encode(tick), reason, headers=message_headers(Tick)
                 ))
-        results = await asyncio.gather(*acks, *alert_acks, return_exceptions=True)
-        for result in results[len(acks):]:
+        sent = self._producer.send_all(MD_TICKS, valid)  # all at once; the acks are awaited together
+        sent_results, *results = await asyncio.gather(sent, *dead, *alert_acks, return_exceptions=True)
+        if isinstance(sent_results, BaseException):  # cancelled: none of them counts as acknowledged
+            sent_results = [sent_results] * len(valid)
+        for result in results[len(dead):]:
             if isinstance(result, BaseException):  # the tick itself is in the DLQ either way
                 log.error("an alert was not acknowledged: %s", result)
-        results = results[:len(acks)]
+        valid_results = iter(sent_results)
+        dead_results = iter(results[:len(dead)])
+        results = [next(valid_results) if reason is None else next(dead_results) for reason in rejection_reasons]
 
         published: Counter[str] = Counter()
         published_by_symbol: Counter[str] = Counter()
@@ -113,6 +120,20 @@ class TickPublisher:
         return PublishOutcome(published.total(), rejected, failed, last_event_ns, first_error,
                               dict(published_by_symbol), dict(rejected_by_symbol))
 
+    def raise_alert(
+        self, kind: str, severity: Literal["info", "warning", "critical"], message: str, labels: dict[str, str]
+    ) -> None:
+        """Send an operational alert to ops.alerts.v1 (key: the service name) without waiting for
+        its ack; a failure to deliver it is logged."""
+        alert = Alert(service=self._service_name, severity=severity, kind=kind, message=message,
+                      labels=labels, ts_event=time.time_ns())
+        try:
+            ack = self._producer.send(OPS_ALERTS, self._service_name, alert)
+        except Exception as exc:  # noqa: BLE001 - a stopping producer must not stop the caller
+            log.error("alert %s not sent: %s", kind, exc)
+            return
+        ack.add_done_callback(_log_alert_failure)
+
     def _alert(self, tick: Tick, reason: str) -> Alert:
         return Alert(
             service=self._service_name,
@@ -122,3 +143,8 @@ class TickPublisher:
             labels={"exchange": tick.exchange, "symbol": tick.symbol, "trade_id": tick.trade_id},
             ts_event=time.time_ns(),
         )
+
+
+def _log_alert_failure(ack: asyncio.Future) -> None:
+    if not ack.cancelled() and ack.exception() is not None:
+        log.error("an alert was not acknowledged: %s", ack.exception())

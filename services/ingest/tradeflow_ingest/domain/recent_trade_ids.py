@@ -22,8 +22,10 @@ class RecentTradeIds:
 
     def add(self, symbol: str, trade_id: str) -> bool:
         """Remember ``trade_id``; True when it is new, False when it is a duplicate."""
-        ids = self._ids.setdefault(symbol, OrderedDict())
-        if trade_id in ids:
+        ids = self._ids.get(symbol)
+        if ids is None:
+            ids = self._ids[symbol] = OrderedDict()
+        elif trade_id in ids:
             return False
         ids[trade_id] = None
         if len(ids) > self._capacity:

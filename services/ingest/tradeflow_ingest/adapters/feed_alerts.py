@@ -1,0 +1,69 @@
+"""The operational alerts of one exchange feed on ops.alerts.v1, rate-limited per kind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
+from tradeflow_ingest.adapters.tick_publisher import TickPublisher
+from tradeflow_ingest.domain.alert_throttle import AlertThrottle
+
+WEBSOCKET_LOST = "feed_websocket_lost"
+WEBSOCKET_RECOVERED = "feed_websocket_recovered"
+RECONNECT_LIMIT = "feed_reconnect_limit"
+BREAKER_OPEN = "feed_breaker_open"
+STALE_RESUBSCRIBED = "feed_stale_resubscribed"
+
+
+class FeedAlerts:
+    """Raises the feed's alerts (key: the service name, labels: at least the exchange).
+
+    At most one alert per kind every ``interval_s`` (see :class:`AlertThrottle`); an alert that
+    follows suppressed ones says how many in its message and in the ``suppressed`` label.
+    Sending never blocks the feed: the ack is not awaited, a failure is logged by the publisher.
+    """
+
+    def __init__(self, publisher: TickPublisher, metrics: FeedMetrics, exchange: str, interval_s: float,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._publisher = publisher
+        self._metrics = metrics
+        self._exchange = exchange
+        self._throttle = AlertThrottle(interval_s)
+        self._monotonic = monotonic
+
+    def websocket_lost(self, reason: BaseException, rest_for_s: float) -> None:
+        self._raise(WEBSOCKET_LOST, "warning",
+                    f"{self._exchange}: websocket lost ({reason}); polling REST, reconnecting in {rest_for_s:.1f}s")
+
+    def websocket_recovered(self, down_for_s: float) -> None:
+        self._raise(WEBSOCKET_RECOVERED, "info",
+                    f"{self._exchange}: websocket delivering again after {down_for_s:.1f}s; missed trades fetched by REST",
+                    down_for_s=f"{down_for_s:.1f}")
+
+    def reconnect_limit(self, max_reconnects: int, window_s: float, rest_for_s: float) -> None:
+        self._raise(RECONNECT_LIMIT, "critical",
+                    f"{self._exchange}: {max_reconnects} websocket reconnects within {window_s:g}s; "
+                    f"polling REST for {rest_for_s:.1f}s before the next attempt")
+
+    def breaker_opened(self, failures: int, cool_down_s: float) -> None:
+        self._raise(BREAKER_OPEN, "critical",
+                    f"{self._exchange}: circuit breaker open after {failures} consecutive failed calls; "
+                    f"one probe every {cool_down_s:g}s")
+
+    def stale_resubscribed(self, symbols: Sequence[str], silent_for_s: float) -> None:
+        self._raise(STALE_RESUBSCRIBED, "warning",
+                    f"{self._exchange}: no trades of {', '.join(symbols)} for {silent_for_s:g}s on an open "
+                    f"websocket; resubscribing", symbols=",".join(symbols))
+
+    def _raise(self, kind: str, severity: Literal["info", "warning", "critical"], message: str,
+               **labels: str) -> None:
+        suppressed = self._throttle.admit(kind, self._monotonic())
+        self._metrics.alert(kind, sent=suppressed is not None)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += f" ({suppressed} more like this since the last alert were suppressed)"
+        self._publisher.raise_alert(kind, severity, message,
+                                    {"exchange": self._exchange, "suppressed": str(suppressed), **labels})
