@@ -459,3 +459,12 @@ async def test_send_all_acknowledges_each_message_in_key_order_with_its_own_offs
         seqs = [decode(Tick, r.value).price for r in records if r.key.decode() == key]
         assert seqs == sorted(seqs) and len(seqs) == 100
     assert metric(bus.telemetry, "tradeflow_messages_produced_total", topic=ticks_topic.name) == 300
+
+
+async def test_a_tombstone_is_sent_and_read_back_as_a_record_without_value(bus: Harness, ticks_topic: TopicSpec):
+    # Compacted topics (ingest.subscriptions.v1) delete a key with a record whose value is null.
+    await bus.producer.send(ticks_topic, KEYS[0], tick(KEYS[0], 1))
+    ack = await bus.producer.send_raw(ticks_topic.name, KEYS[0].encode(), None)
+    assert ack.offset >= 1
+    records = await read_all(bus.bootstrap, ticks_topic.name, 2)
+    assert [r.value is None for r in records if r.key.decode() == KEYS[0]] == [False, True]

@@ -369,14 +369,12 @@ class Producer:
             if future.done():  # cancelled by the caller before it was handed over
                 self._settled()
                 continue
-            size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
-            if size > MAX_REQUEST_BYTES:  # what aiokafka's send refuses, refused alone here too
-                self._settled()
-                self._fail(topic, future, MessageSizeTooLargeError(
-                    f"The message is {size} bytes when serialized which is larger than the maximum "
-                    f"request size of {MAX_REQUEST_BYTES} bytes"))
-                continue
             try:
+                size = len(value or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
+                if size > MAX_REQUEST_BYTES:  # what aiokafka's send refuses, refused alone here too
+                    raise MessageSizeTooLargeError(
+                        f"The message is {size} bytes when serialized which is larger than the maximum "
+                        f"request size of {MAX_REQUEST_BYTES} bytes")
                 partitions = partitions_of.get(topic)
                 if partitions is None:
                     partitions = partitions_of[topic] = sorted(await kafka.partitions_for(topic))
@@ -395,7 +393,7 @@ class Producer:
                 record = batch.builder.append(timestamp=None, key=key, value=value, headers=headers)
                 if record is None:
                     self._settled()
-                    self._fail(topic, future, MessageSizeTooLargeError(f"{len(value)} bytes do not fit a batch"))
+                    self._fail(topic, future, MessageSizeTooLargeError(f"{len(value or b'')} bytes do not fit a batch"))
                     continue
             batch.messages.append((future, record.offset))
         for (topic, partition), batch in batches.items():
