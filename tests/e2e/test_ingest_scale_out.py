@@ -135,9 +135,8 @@ async def test_two_replicas_share_subscriptions_and_a_killed_one_is_taken_over_w
             trader = asyncio.create_task(trade_forever())
             await asyncio.sleep(3)
             a.kill()
-            killed_at = time.monotonic()
+            # The promise: a dead replica's subscriptions are served again within 30 s.
             await eventually(lambda: _serves_all(client, b, everything), 30, "the survivor to serve everything")
-            takeover_s = time.monotonic() - killed_at
             await asyncio.sleep(3)
 
             # The killed replica comes back: the subscriptions are still there and it gets a share.
@@ -166,7 +165,6 @@ async def test_two_replicas_share_subscriptions_and_a_killed_one_is_taken_over_w
         summary["feeds"] = final_feeds
         for symbol, ids in made.items():
             assert published[symbol] == ids, f"(published, distinct, made) per symbol: {summary}"
-        assert takeover_s < 30
     finally:
         trading = False
         if trader is not None:
