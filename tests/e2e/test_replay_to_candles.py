@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -96,6 +97,39 @@ def _normalise_ts(candles: list[dict]) -> list[dict]:
     return candles
 
 
+def _ticks_seen(base: str) -> float:
+    """Trades the candle-builder has taken in: on time plus late (from /metrics)."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    total = 0.0
+    for name in ("tradeflow_candles_ticks_processed_total", "tradeflow_candles_late_ticks_total"):
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        total += float(found.group(1)) if found else 0.0
+    return total
+
+
+async def _count_candle_records(bootstrap: str, exchanges: set[str]) -> int:
+    """Records on md.candles.v1 for these exchanges, every timeframe and revision."""
+    from aiokafka import AIOKafkaConsumer
+    from tradeflow.codec import decode
+    from tradeflow.messages import Candle
+
+    consumer = AIOKafkaConsumer("md.candles.v1", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    count = 0
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 3:
+            batch = await consumer.getmany(timeout_ms=500)
+            if batch:
+                idle_since = time.monotonic()
+            count += sum(1 for records in batch.values() for r in records
+                         if decode(Candle, r.value).exchange in exchanges)
+    finally:
+        await consumer.stop()
+    return count
+
+
 async def _consume_closed_1m(bootstrap: str, exchanges: set[str], wait_s: float) -> dict:
     """Every 1m candle of our exchanges on md.candles.v1, last revision wins."""
     from aiokafka import AIOKafkaConsumer
@@ -169,3 +203,20 @@ def test_replayed_file_gives_exactly_the_independently_computed_candles(
         got_cmp = [(c.open, c.high, c.low, c.close, round(c.volume, 6), c.trades) for c in got[: len(want)]]
         want_cmp = [(e.open, e.high, e.low, e.close, round(e.volume, 6), e.trades) for e in want]
         assert got_cmp == want_cmp, f"{exchange} {symbol}: md.candles.v1 differs from the file"
+
+    # Replaying the same file again changes nothing: no stored candle, no new candle on the topic.
+    timeframes = ("1m", "5m", "15m", "1h", "4h", "1d", "1w")
+    stored = {(ex, sym, tf): _api_candles(base, ex, sym, tf) for ex, sym in markets for tf in timeframes}
+    exchanges = {ex for ex, _ in markets}
+    records_before = asyncio.run(_count_candle_records(kafka_bootstrap, exchanges))
+    seen_before = _ticks_seen(base)
+    again = subprocess.run([str(BIN / "tradeflow"), "replay", str(replay_file)],
+                           env={**os.environ, **service_env}, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    deadline = time.monotonic() + 60
+    while _ticks_seen(base) < seen_before + len(rows):
+        assert time.monotonic() < deadline, f"the second replay was not consumed:\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+    for (ex, sym, tf), before in stored.items():
+        assert _api_candles(base, ex, sym, tf) == before, f"{ex} {sym} {tf} changed after the same trades again"
+    assert asyncio.run(_count_candle_records(kafka_bootstrap, exchanges)) == records_before

@@ -163,9 +163,9 @@ class CandlePipeline:
             job.ticks = [tick for _, _, tick in valid] if not beyond else [
                 tick for p, o, tick in valid if (p, o) not in beyond]
             job.candles_1m = {(c.exchange, c.symbol, c.ts_start): c for c in outcome.candles_to_store()}
-            job.recompute |= outcome.late_minutes - {
+            job.late_minutes = outcome.late_minutes - {
                 (t.exchange, t.symbol, t.ts_event - t.ts_event % MINUTE_NS) for t in beyond.values()}
-            job.refresh_higher.update(outcome.refresh_higher)
+            job.late_refresh = dict(outcome.refresh_higher)
             job.next_offsets = next_offsets
             await self.writer.submit(job)
         if beyond:

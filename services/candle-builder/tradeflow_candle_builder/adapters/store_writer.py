@@ -43,6 +43,10 @@ class WriteJob:
     ticks: list[Tick] = field(default_factory=list)
     candles_1m: dict[MinuteKey, Candle] = field(default_factory=dict)  # state to upsert; later wins
     recompute: set[MinuteKey] = field(default_factory=set)  # 1m candles to rebuild from ticks, then emit
+    # Minutes of late trades, and the closed higher buckets holding them: rebuilt and emitted only
+    # when the late trade is new to the database (a replayed one changes nothing, not even revisions).
+    late_minutes: set[MinuteKey] = field(default_factory=set)
+    late_refresh: dict[tuple[str, str, str, int], HigherRefresh] = field(default_factory=dict)
     emit: list[Candle] = field(default_factory=list)  # final candles from memory
     session_candles: list[Candle] = field(default_factory=list)  # session-aligned, final: store then emit
     refresh_higher: dict[tuple[str, str, str, int], HigherRefresh] = field(default_factory=dict)
@@ -53,6 +57,11 @@ class WriteJob:
         self.ticks.extend(later.ticks)
         self.candles_1m.update(later.candles_1m)
         self.recompute |= later.recompute
+        self.late_minutes |= later.late_minutes
+        for key, refresh in later.late_refresh.items():
+            mine = self.late_refresh.get(key)
+            if mine is None or refresh.revision > mine.revision:
+                self.late_refresh[key] = refresh
         self.emit.extend(later.emit)
         self.session_candles.extend(later.session_candles)
         for key, refresh in later.refresh_higher.items():
@@ -167,9 +176,10 @@ class StoreWriter:
         revision once more and a repeated emission is allowed (at-least-once).
         """
         delay = 0.2
+        first_attempt = True
         while True:
             try:
-                await self._write(job)
+                await self._write(job, first_attempt)
                 await self._emit_results(job)
                 return
             except asyncio.CancelledError:
@@ -180,18 +190,37 @@ class StoreWriter:
                             len(job.ticks), type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                first_attempt = False
 
-    async def _write(self, job: WriteJob) -> None:
+    async def _write(self, job: WriteJob, first_attempt: bool = True) -> None:
         started = time.perf_counter()
         # Different tables, so the two writes may overlap (on two pooled connections): about
         # a third off the write time. Recomputes read ticks, so they come after both.
         writes = []
-        if job.ticks:
+        if job.ticks and job.late_minutes:
+            writes.append(self._write_ticks_confirming_late(job, first_attempt))
+        elif job.ticks:
             writes.append(self._store.write_ticks(job.ticks))
         if job.candles_1m:
             writes.append(self._store.upsert_candles_1m(list(job.candles_1m.values())))
         await asyncio.gather(*writes)
         self._metrics.write_seconds(time.perf_counter() - started)
+
+    async def _write_ticks_confirming_late(self, job: WriteJob, first_attempt: bool) -> None:
+        """Write the ticks, then keep the late work only for minutes that got a new trade.
+
+        A late trade already stored (a replay, a redelivery) changes no candle, so nothing is
+        rebuilt or emitted for it. On a retry the first attempt may have stored the ticks already,
+        so every late minute is rebuilt then (at worst a revision more for equal values).
+        """
+        _, new_minutes = await self._store.write_ticks_new_minutes(job.ticks)
+        confirmed = job.late_minutes if not first_attempt else job.late_minutes & new_minutes
+        job.recompute |= confirmed
+        for key, refresh in job.late_refresh.items():
+            if any(e == refresh.exchange and s == refresh.symbol and refresh.start <= m < refresh.end
+                   for e, s, m in confirmed):
+                job.refresh_higher.setdefault(key, refresh)
+        job.late_minutes, job.late_refresh = set(), {}
 
     async def _emit_results(self, job: WriteJob) -> None:
         recomputed = await self._store.recompute_candles_1m(sorted(job.recompute)) if job.recompute else []
