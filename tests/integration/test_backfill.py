@@ -3,6 +3,8 @@
 The fake holds a few thousand trades over a few hours (more than one page per hour, so the
 paging crosses page and window boundaries); after the backfill every timeframe read from the
 database must equal the independent computation of tests/candle_oracle.py for those trades.
+For an instrument registered with the XNYS calendar, every timeframe served by the
+candle-builder's /v1/candles must equal tests/session_oracle.py's session bars instead.
 """
 
 from __future__ import annotations
