@@ -328,15 +328,17 @@ def ms(moment: datetime) -> int:
 
 
 def make_session_history(fake: FakeBinance, seed: int = 11) -> list[FakeTrade]:
-    """Trades all over the range (most of them outside the sessions), denser inside the two
-    sessions, and one on each side of every session bound."""
+    """Trades all over the range (most of them outside the regular sessions), denser inside the
+    two regular sessions, and one on each side of every regular and extended session bound."""
     rng = random.Random(seed)
     since, until = ms(SESSION_SINCE), ms(SESSION_UNTIL)
     sessions = [(ms(datetime(2025, 11, 26, 14, 30, tzinfo=UTC)), ms(datetime(2025, 11, 26, 21, 0, tzinfo=UTC))),
                 (ms(datetime(2025, 11, 28, 14, 30, tzinfo=UTC)), ms(datetime(2025, 11, 28, 18, 0, tzinfo=UTC)))]
     times = [rng.randrange(since, until) for _ in range(1500)]
     times += [rng.randrange(start, end) for start, end in sessions for _ in range(900)]
-    times += [bound + delta for bounds in sessions for bound in bounds for delta in (-1, 0)]
+    extended = [(ms(datetime(2025, 11, 26, 9, 0, tzinfo=UTC)), ms(datetime(2025, 11, 27, 1, 0, tzinfo=UTC))),
+                (ms(datetime(2025, 11, 28, 9, 0, tzinfo=UTC)), ms(datetime(2025, 11, 28, 22, 0, tzinfo=UTC)))]
+    times += [bound + delta for bounds in sessions + extended for bound in bounds for delta in (-1, 0)]
     price = 230.0
     rows = []
     for ts_ms in sorted(times):
@@ -389,13 +391,12 @@ def session_snapshot(database_url: str, exchange: str) -> tuple[list, list, list
     return candles, session_rows, ticks
 
 
-async def assert_session_candles_match(client, database_url: str, exchange: str, trades: list[FakeTrade], *,
-                                       trade_counts: bool = True) -> None:
+async def assert_session_candles_match(client, database_url: str, exchange: str, trades: list[FakeTrade],
+                                       calendar: CalendarBars, *, trade_counts: bool = True) -> None:
     """Every timeframe served by GET /v1/candles, and every stored session bar's cut end, equals
     tests/session_oracle.py's computation for ``trades``."""
     oracle_trades = [Trade(t.ts_ms, exchange, SESSION_SYMBOL, float(t.price), float(t.amount), str(t.trade_id))
                      for t in trades]  # in id order, which is the order the backfill reads them
-    calendar = CalendarBars("XNYS", date(2025, 11, 17), date(2025, 12, 5), extended_hours=False)
     with psycopg.connect(database_url) as conn:
         stored_ends = {(tf, int(ts.timestamp() * 1000)): int(end.timestamp() * 1000) for tf, ts, end in conn.execute(
             "SELECT timeframe, ts, ts_end FROM session_candles WHERE exchange = %s", (exchange,))}
@@ -414,9 +415,9 @@ async def assert_session_candles_match(client, database_url: str, exchange: str,
                     ((b.start_ms, b.end_ms) for b in bars)} == {b.start_ms: b.end_ms for b in bars}, timeframe
 
 
-@pytest.mark.parametrize("source", ["trades", "ohlcv"])
+@pytest.mark.parametrize(("source", "extended_hours"), [("trades", False), ("ohlcv", False), ("trades", True)])
 async def test_a_session_instrument_gets_session_candles_only_for_its_sessions(
-    database_url, candle_builder_settings, fake_stock_exchange, unique_name, source
+    database_url, candle_builder_settings, fake_stock_exchange, unique_name, source, extended_hours
 ):
     name = f"ses-{unique_name[-8:]}"
     trades = [t for t in make_session_history(fake_stock_exchange)
@@ -425,17 +426,16 @@ async def test_a_session_instrument_gets_session_candles_only_for_its_sessions(
     args = ["--exchange", name, "--symbol", SESSION_SYMBOL, "--since", SESSION_SINCE.isoformat(),
             "--until", SESSION_UNTIL.isoformat(), "--source", source, "--no-progress"]
     async with candle_builder_api(candle_builder_settings) as client:
-        resp = await client.post("/v1/instruments",
-                                 json={"exchange": name, "symbol": SESSION_SYMBOL, "calendar": "XNYS"})
+        resp = await client.post("/v1/instruments", json={"exchange": name, "symbol": SESSION_SYMBOL,
+                                                          "calendar": "XNYS", "extended_hours": extended_hours})
         assert resp.status_code == 201, resp.text
 
         code, out, err = await backfill(database_url, exchanges, *args)
 
         assert code == 0, (out, err)
-        in_session = [t for t in trades if any(
-            start <= t.ts_ms < end for start, end in (
-                (ms(datetime(2025, 11, 26, 14, 30, tzinfo=UTC)), ms(datetime(2025, 11, 26, 21, 0, tzinfo=UTC))),
-                (ms(datetime(2025, 11, 28, 14, 30, tzinfo=UTC)), ms(datetime(2025, 11, 28, 18, 0, tzinfo=UTC)))))]
+        calendar = CalendarBars("XNYS", date(2025, 11, 17), date(2025, 12, 5), extended_hours=extended_hours)
+        in_session = [t for t in trades if calendar.bar_of("1d", t.ts_ms) is not None]
+        assert 0 < len(in_session) < len(trades) - 500  # many trades outside, pre/after-market or night
         candles, session_rows, ticks = session_snapshot(database_url, name)
         if source == "trades":
             assert f"trades fetched {len(trades)}, new {len(trades)}" in out, out
@@ -446,7 +446,8 @@ async def test_a_session_instrument_gets_session_candles_only_for_its_sessions(
         assert "session candles rebuilt" in out, out
         assert {revision for *_, revision, _updated in candles} == {0}
         assert {row[-2] for row in session_rows} == {0}  # each session bar built once, like the live path
-        await assert_session_candles_match(client, database_url, name, in_session, trade_counts=source == "trades")
+        await assert_session_candles_match(client, database_url, name, in_session, calendar,
+                                           trade_counts=source == "trades")
 
         code, out, err = await backfill(database_url, exchanges, *args)
 
