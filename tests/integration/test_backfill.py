@@ -3,16 +3,20 @@
 The fake holds a few thousand trades over a few hours (more than one page per hour, so the
 paging crosses page and window boundaries); after the backfill every timeframe read from the
 database must equal the independent computation of tests/candle_oracle.py for those trades.
+For an instrument registered with the XNYS calendar, every timeframe served by the
+candle-builder's /v1/candles must equal tests/session_oracle.py's session bars instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import sys
-from datetime import UTC, datetime
+import time
+from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
@@ -22,6 +26,8 @@ from tradeflow_candle_builder.adapters.candle_store import CandleStore
 
 from tests.candle_oracle import ALL_TIMEFRAMES, expected_candles
 from tests.fakes.fake_binance import FakeBinance, FakeTrade
+from tests.session_oracle import TIMEFRAMES as SESSION_TIMEFRAMES
+from tests.session_oracle import CalendarBars, Trade, expected_bars, iso
 
 pytestmark = pytest.mark.integration
 
@@ -306,3 +312,145 @@ async def test_an_exchange_that_keeps_failing_is_given_up_on_with_the_last_error
         await history.close()
     assert len(fake_binance.refused_at) == 3
     assert [note.split("retrying in ")[1] for note in notes] == ["0.1s", "0.1s"]  # 0.05 then 0.1 (capped backoff grows)
+
+
+# --- an instrument with trading sessions (docs/adr/0008) -------------------------------------------
+
+SESSION_SYMBOL = "AAPL/USD"
+# Wednesday 2025-11-26 (regular session 14:30-21:00 UTC), Thanksgiving (closed) and Friday
+# 2025-11-28 (early close at 13:00 New York, 18:00 UTC), with pre-market, after-hours and night trades.
+SESSION_SINCE = datetime(2025, 11, 26, 8, 0, tzinfo=UTC)
+SESSION_UNTIL = datetime(2025, 11, 29, 2, 0, tzinfo=UTC)
+
+
+def ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def make_session_history(fake: FakeBinance, seed: int = 11) -> list[FakeTrade]:
+    """Trades all over the range (most of them outside the regular sessions), denser inside the
+    two regular sessions, and one on each side of every regular and extended session bound."""
+    rng = random.Random(seed)
+    since, until = ms(SESSION_SINCE), ms(SESSION_UNTIL)
+    sessions = [(ms(datetime(2025, 11, 26, 14, 30, tzinfo=UTC)), ms(datetime(2025, 11, 26, 21, 0, tzinfo=UTC))),
+                (ms(datetime(2025, 11, 28, 14, 30, tzinfo=UTC)), ms(datetime(2025, 11, 28, 18, 0, tzinfo=UTC)))]
+    times = [rng.randrange(since, until) for _ in range(1500)]
+    times += [rng.randrange(start, end) for start, end in sessions for _ in range(900)]
+    extended = [(ms(datetime(2025, 11, 26, 9, 0, tzinfo=UTC)), ms(datetime(2025, 11, 27, 1, 0, tzinfo=UTC))),
+                (ms(datetime(2025, 11, 28, 9, 0, tzinfo=UTC)), ms(datetime(2025, 11, 28, 22, 0, tzinfo=UTC)))]
+    times += [bound + delta for bounds in sessions + extended for bound in bounds for delta in (-1, 0)]
+    price = 230.0
+    rows = []
+    for ts_ms in sorted(times):
+        price = max(1.0, price * (1 + rng.gauss(0, 0.002)))
+        rows.append((ts_ms, price, rng.uniform(1, 100), rng.choice(("buy", "sell"))))
+    return fake.record_trades("AAPLUSD", rows)
+
+
+@pytest.fixture
+async def fake_stock_exchange():
+    fake = FakeBinance(markets={"AAPLUSD": ("AAPL", "USD")})
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def candle_builder_settings(kafka_bootstrap, database_url, unique_name):
+    from tradeflow_candle_builder.settings import CandleBuilderSettings
+
+    return CandleBuilderSettings(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, environment="test",
+        ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
+        consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000, tick_retention_days=36_500)
+
+
+@contextlib.asynccontextmanager
+async def candle_builder_api(settings):
+    """The candle-builder app in this process (its lifespan: registry, pipeline, API)."""
+    import httpx
+    from tradeflow_candle_builder.bootstrap import SERVICE
+
+    app = SERVICE.create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+        async with app.router.lifespan_context(app):
+            deadline = time.monotonic() + 30
+            while (resp := await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, resp.text
+                await asyncio.sleep(0.2)
+            yield client
+
+
+def session_snapshot(database_url: str, exchange: str) -> tuple[list, list, list]:
+    """Every 1m candle, session candle (revision and updated_at included) and tick of ``exchange``."""
+    with psycopg.connect(database_url) as conn:
+        session_rows = conn.execute(
+            "SELECT timeframe, ts, ts_end, open, high, low, close, volume, trades, revision, updated_at "
+            "FROM session_candles WHERE exchange = %s ORDER BY timeframe, ts", (exchange,)).fetchall()
+    candles, ticks = snapshot(database_url, exchange)
+    return candles, session_rows, ticks
+
+
+async def assert_session_candles_match(client, database_url: str, exchange: str, trades: list[FakeTrade],
+                                       calendar: CalendarBars, *, trade_counts: bool = True) -> None:
+    """Every timeframe served by GET /v1/candles, and every stored session bar's cut end, equals
+    tests/session_oracle.py's computation for ``trades``."""
+    oracle_trades = [Trade(t.ts_ms, exchange, SESSION_SYMBOL, float(t.price), float(t.amount), str(t.trade_id))
+                     for t in trades]  # in id order, which is the order the backfill reads them
+    with psycopg.connect(database_url) as conn:
+        stored_ends = {(tf, int(ts.timestamp() * 1000)): int(end.timestamp() * 1000) for tf, ts, end in conn.execute(
+            "SELECT timeframe, ts, ts_end FROM session_candles WHERE exchange = %s", (exchange,))}
+    for timeframe in SESSION_TIMEFRAMES:
+        bars = expected_bars(oracle_trades, timeframe, calendar)
+        want = [(iso(b.start_ms), *b.values()[:5], b.trades if trade_counts else 0) for b in bars]
+        resp = await client.get("/v1/candles", params={
+            "exchange": exchange, "symbol": SESSION_SYMBOL, "timeframe": timeframe,
+            "start": "2025-11-20T00:00:00Z", "limit": "10000"})
+        assert resp.status_code == 200, resp.text
+        got = [(c["ts"], c["open"], c["high"], c["low"], c["close"], round(c["volume"], 6), c["trades"])
+               for c in resp.json()]
+        assert got == want, f"{timeframe}: {len(got)} served vs {len(want)} expected candles differ"
+        if timeframe != "1m":
+            assert {start: stored_ends[(timeframe, start)] for start, _ in
+                    ((b.start_ms, b.end_ms) for b in bars)} == {b.start_ms: b.end_ms for b in bars}, timeframe
+
+
+@pytest.mark.parametrize(("source", "extended_hours"), [("trades", False), ("ohlcv", False), ("trades", True)])
+async def test_a_session_instrument_gets_session_candles_only_for_its_sessions(
+    database_url, candle_builder_settings, fake_stock_exchange, unique_name, source, extended_hours
+):
+    name = f"ses-{unique_name[-8:]}"
+    trades = [t for t in make_session_history(fake_stock_exchange)
+              if ms(SESSION_SINCE) <= t.ts_ms < ms(SESSION_UNTIL)]
+    exchanges = exchanges_setting(name, fake_stock_exchange)
+    args = ["--exchange", name, "--symbol", SESSION_SYMBOL, "--since", SESSION_SINCE.isoformat(),
+            "--until", SESSION_UNTIL.isoformat(), "--source", source, "--no-progress"]
+    async with candle_builder_api(candle_builder_settings) as client:
+        resp = await client.post("/v1/instruments", json={"exchange": name, "symbol": SESSION_SYMBOL,
+                                                          "calendar": "XNYS", "extended_hours": extended_hours})
+        assert resp.status_code == 201, resp.text
+
+        code, out, err = await backfill(database_url, exchanges, *args)
+
+        assert code == 0, (out, err)
+        calendar = CalendarBars("XNYS", date(2025, 11, 17), date(2025, 12, 5), extended_hours=extended_hours)
+        in_session = [t for t in trades if calendar.bar_of("1d", t.ts_ms) is not None]
+        assert 0 < len(in_session) < len(trades) - 500  # many trades outside, pre/after-market or night
+        candles, session_rows, ticks = session_snapshot(database_url, name)
+        if source == "trades":
+            assert f"trades fetched {len(trades)}, new {len(trades)}" in out, out
+            assert f"outside sessions {len(trades) - len(in_session)}" in out, out
+            assert len(ticks) == len(trades)  # trades outside the sessions are stored all the same
+        else:
+            assert ticks == []
+        assert "session candles rebuilt" in out, out
+        assert {revision for *_, revision, _updated in candles} == {0}
+        assert {row[-2] for row in session_rows} == {0}  # each session bar built once, like the live path
+        await assert_session_candles_match(client, database_url, name, in_session, calendar,
+                                           trade_counts=source == "trades")
+
+        code, out, err = await backfill(database_url, exchanges, *args)
+
+        assert code == 0, (out, err)
+        assert "session candles rebuilt 0" in out, out
+        assert session_snapshot(database_url, name) == (candles, session_rows, ticks)  # nothing changed

@@ -447,16 +447,16 @@ class CandleStore:
         new = sum(int(count) for *_key, count in rows)
         return new, {(exchange, symbol, int(minute_s) * 1_000_000_000) for exchange, symbol, minute_s, _ in rows}
 
-    async def merge_candles_1m(self, candles: Sequence[Candle]) -> int:
+    async def merge_candles_1m(self, candles: Sequence[Candle]) -> list[tuple[str, str, int]]:
         """Store 1m candles taken from an exchange (no trades of ours behind them).
 
         A new candle gets revision 0; a stored one whose open/high/low/close/volume differ is
         replaced with revision + 1; an equal one is left alone (so merging twice changes
-        nothing). Returns how many rows were inserted or replaced.
+        nothing). Returns the ``(exchange, symbol, minute_start_ns)`` of the rows inserted or replaced.
         """
         rows = list({(c.exchange, c.symbol, c.ts_start): c for c in candles}.values())
         if not rows:
-            return 0
+            return []
         params = {
             "exchange": [c.exchange for c in rows],
             "symbol": [c.symbol for c in rows],
@@ -470,7 +470,7 @@ class CandleStore:
         }
         async with self._require_pool().connection() as conn:
             cursor = await conn.execute(_MERGE_CANDLES_1M, params)
-            return cursor.rowcount
+            return [(exchange, symbol, datetime_to_ns(ts)) for exchange, symbol, ts in await cursor.fetchall()]
 
 
 async def _execute_all(conn: psycopg.AsyncConnection, statements: list[Statement]) -> None:
@@ -529,4 +529,5 @@ ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
     updated_at = excluded.updated_at
 WHERE (c.open, c.high, c.low, c.close, c.volume) IS DISTINCT FROM
       (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
+RETURNING exchange, symbol, ts
 """

@@ -6,6 +6,10 @@ to it, so a backfill yields the candles, and revisions, the live path would have
 second run of the same backfill changes nothing. Exchanges without trade history give 1m
 candles instead (``fetch_ohlcv``), merged so that an equal candle is left alone. At the end the
 higher timeframes are refreshed over the range.
+
+An instrument registered with a trading-session calendar (docs/adr/0008) gets no 1m candle for
+a minute outside its sessions (its trades there are still stored), and the ``session_candles``
+buckets holding the minutes that changed are rebuilt at the end (see ``backfill/sessions.py``).
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from tradeflow_candle_builder.backfill.plan import (
     TradePageCursor,
     complete_minutes,
     format_ms,
+    minute_start_ms,
 )
 from tradeflow_candle_builder.backfill.progress import BackfillProgress
+from tradeflow_candle_builder.backfill.sessions import SessionBackfill, load_session_backfill
 from tradeflow_candle_builder.backfill.settings import BackfillSettings
 
 NS_PER_MS = 1_000_000
@@ -85,13 +91,18 @@ class BackfillReport:
     skipped: int = 0  # file lines of other markets or outside the range
     minutes_recomputed: int = 0
     candles_written: int = 0  # ohlcv source: 1m candles inserted or corrected
+    outside_sessions: int = 0  # session instruments: trades (stored) or 1m candles (dropped) in no session
+    session_candles: int | None = None  # session instruments: session_candles buckets rebuilt
     duration_s: float = 0.0
 
     def summary(self) -> str:
         what = (f"1m candles fetched {self.fetched}, written {self.candles_written}" if self.source == "ohlcv"
                 else f"trades fetched {self.fetched}, new {self.new}, minutes recomputed {self.minutes_recomputed}")
-        extra = "".join(f", {name} {count}" for name, count in (("rejected", self.rejected), ("skipped", self.skipped))
+        extra = "".join(f", {name} {count}" for name, count in (("rejected", self.rejected), ("skipped", self.skipped),
+                                                                 ("outside sessions", self.outside_sessions))
                         if count)
+        if self.session_candles is not None:
+            extra += f", session candles rebuilt {self.session_candles}"
         return (f"backfill {self.exchange} {self.symbol} {format_ms(self.since_ms)} .. {format_ms(self.until_ms)} "
                 f"from {self.source}: {what}{extra}, duration {self.duration_s:.1f}s")
 
@@ -117,14 +128,16 @@ async def run_backfill(job: BackfillJob, settings: BackfillSettings) -> Backfill
             if history is not None:
                 history.notify = progress.note
             try:
-                backfill = _Backfill(store, job, report, progress)
-                if history is None:
-                    await backfill.from_file(job.file)
-                else:
-                    await _checked(backfill.from_exchange(history))
+                exchange = job.exchange if history is None else history.exchange_name
+                sessions = await load_session_backfill(store, exchange, job.symbol)
+                backfill = _Backfill(store, job, report, progress, sessions)
+                async with backfill.rebuilding_sessions():
+                    if history is None:
+                        await backfill.from_file(job.file)
+                    else:
+                        await _checked(backfill.from_exchange(history))
                 await store.refresh_higher_timeframes(
-                    job.exchange if history is None else history.exchange_name, job.symbol,
-                    job.since_ms * NS_PER_MS, job.until_ms * NS_PER_MS,
+                    exchange, job.symbol, job.since_ms * NS_PER_MS, job.until_ms * NS_PER_MS,
                 )
             finally:
                 progress.close()
@@ -182,11 +195,13 @@ def _open_replay_file(path: Path) -> TextIO:
 
 
 class _Backfill:
-    def __init__(self, store: CandleStore, job: BackfillJob, report: BackfillReport, progress: BackfillProgress) -> None:
+    def __init__(self, store: CandleStore, job: BackfillJob, report: BackfillReport, progress: BackfillProgress,
+                 sessions: SessionBackfill | None) -> None:
         self.store = store
         self.job = job
         self.report = report
         self.progress = progress
+        self.sessions = sessions  # None: a 24/7 instrument
         self.clock = ReceiveClock()  # arrival order = the order trades are read = exchange order
         self.pending: set[int] = set()  # minute starts (ms) with new ticks, not rebuilt yet
 
@@ -248,7 +263,14 @@ class _Backfill:
                 for ts, o, h, lo, c, v, *_ in rows
             ]
             report.fetched += len(candles)
-            report.candles_written += await self.store.merge_candles_1m(candles)
+            if self.sessions is not None:  # like the live path: no candle for a minute outside the sessions
+                inside = [c for c in candles if self.sessions.counts(c.ts_start // NS_PER_MS)]
+                report.outside_sessions += len(candles) - len(inside)
+                candles = inside
+            written = await self.store.merge_candles_1m(candles)
+            report.candles_written += len(written)
+            if self.sessions is not None:
+                self.sessions.changed(minute_ns // NS_PER_MS for _exchange, _symbol, minute_ns in written)
             self.progress.update(cursor.covered_ms, report.fetched, report.candles_written)
 
     # --- from a replay file ---------------------------------------------------------------
@@ -299,6 +321,22 @@ class _Backfill:
                 await self._rebuild(sorted(self.pending), exchange)
             raise
 
+    @contextlib.asynccontextmanager
+    async def rebuilding_sessions(self):
+        """At the end, and on any stop, rebuild the session buckets of the minutes that changed:
+        a rerun would find those minutes unchanged and not rebuild their buckets itself."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original failure is the one to report
+                await self._rebuild_sessions()
+            raise
+        await self._rebuild_sessions()
+
+    async def _rebuild_sessions(self) -> None:
+        if self.sessions is not None:
+            self.report.session_candles = (self.report.session_candles or 0) + await self.sessions.rebuild()
+
     # --- writes -----------------------------------------------------------------------------
 
     async def _write(self, ticks: Iterable[Tick], *, validated: bool = False) -> None:
@@ -312,7 +350,13 @@ class _Backfill:
                 self.report.rejected += 1
         new, minutes = await self.store.write_ticks_new_minutes(valid)
         self.report.new += new
-        self.pending.update(minute_ns // NS_PER_MS for _exchange, _symbol, minute_ns in minutes)
+        minutes_ms = {minute_ns // NS_PER_MS for _exchange, _symbol, minute_ns in minutes}
+        if self.sessions is not None:
+            # Stored, but (like the live path) in no candle: their minutes are not rebuilt.
+            self.report.outside_sessions += sum(
+                1 for tick in valid if not self.sessions.counts(minute_start_ms(tick.ts_event // NS_PER_MS)))
+            minutes_ms = {m for m in minutes_ms if self.sessions.counts(m)}
+        self.pending.update(minutes_ms)
 
     async def _rebuild(self, minutes_ms: list[int], exchange: str) -> None:
         for i in range(0, len(minutes_ms), RECOMPUTE_CHUNK):
@@ -322,3 +366,5 @@ class _Backfill:
             )
             self.report.minutes_recomputed += len(rebuilt)
             self.pending.difference_update(chunk)
+            if self.sessions is not None:
+                self.sessions.changed(candle.ts_start // NS_PER_MS for candle in rebuilt)
