@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import ccxt
 import ccxt.pro
 from tradeflow.bus.connection import Backoff, sleep_unless
-from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
+from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange, trades_request
 from tradeflow.telemetry import Telemetry
 from tradeflow.trades.ccxt_trades import (
     NS_PER_MS,
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-REST_PAGE_LIMIT = 1000
 MAX_SYMBOLS = 200  # one websocket subscription (ccxt's limit for watch_trades_for_symbols)
 SYMBOL_CHANGE_SETTLE_S = 0.2  # set_symbols calls this close together make one resubscription
 
@@ -408,10 +407,11 @@ class CcxtTradeFeed:
             while not self._stopping.is_set():
                 if not await self._before_request():
                     return
-                page = await self._exchange.fetch_trades(symbol, since=since, limit=REST_PAGE_LIMIT)
+                limit, params = trades_request(self._feed.id, self._wall_clock_ms())
+                page = await self._exchange.fetch_trades(symbol, since=since, limit=limit, params=params)
                 self._breaker.record_success()
                 fresh = await self._publish(page)
-                if len(page) < REST_PAGE_LIMIT or fresh == 0 or symbol not in self._cursor:
+                if len(page) < limit or fresh == 0 or symbol not in self._cursor:
                     break
                 since = self._cursor.since_ms(symbol)
 
