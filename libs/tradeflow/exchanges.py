@@ -134,6 +134,8 @@ def find_exchange(configured: Sequence[ExchangeFeedSettings], name_or_id: str) -
 # Per exchange, ccxt options the feed needs. Binance: spot markets only, no currency/sapi calls
 # at start, and aggregate trades on BOTH the websocket and REST, so a trade has the same id
 # whichever way it arrives (the plain `trade` stream and `aggTrades` number trades differently).
+# Bybit and OKX: spot markets only (by default ccxt also loads their linear, inverse and option
+# instruments: a dozen requests at start for markets the feed refuses anyway).
 EXCHANGE_DEFAULT_OPTIONS: Mapping[str, Mapping[str, Any]] = {
     "binance": {
         "fetchMarkets": {"types": ["spot"]},
@@ -142,7 +144,24 @@ EXCHANGE_DEFAULT_OPTIONS: Mapping[str, Mapping[str, Any]] = {
         "watchTradesForSymbols": {"name": "aggTrade"},
         "fetchTradesMethod": "publicGetAggTrades",
     },
+    "bybit": {"fetchMarkets": {"types": ["spot"]}},
+    "okx": {"fetchMarkets": {"types": ["spot"]}},
 }
+
+# The most trades one REST trades request may ask of an exchange (ccxt passes ``limit`` through):
+# Bybit spot recent-trade allows 60, OKX market/trades 500; the others 1000.
+TRADES_PAGE_LIMITS: Mapping[str, int] = {"bybit": 60, "okx": 500}
+DEFAULT_TRADES_PAGE_LIMIT = 1000
+
+
+def trades_request(exchange_id: str, now_ms: int) -> tuple[int, dict[str, Any]]:
+    """The ``limit`` and ``params`` of a ``fetch_trades(symbol, since=...)`` call to ``exchange_id``.
+
+    Coinbase: ccxt refuses ``since`` without ``until`` (its trades endpoint takes a window); the
+    window ends a second from now, since Coinbase counts it in whole seconds.
+    """
+    params: dict[str, Any] = {"until": now_ms + 1000} if exchange_id == "coinbase" else {}
+    return TRADES_PAGE_LIMITS.get(exchange_id, DEFAULT_TRADES_PAGE_LIMIT), params
 
 
 def create_ccxt_exchange(feed: ExchangeFeedSettings) -> ccxt.pro.Exchange:

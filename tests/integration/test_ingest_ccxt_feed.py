@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import decode
-from tradeflow.exchanges import ExchangeFeedSettings
+from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
 from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import OPS_ALERTS
@@ -52,7 +52,7 @@ async def feed_of(kafka_bootstrap, fake_binance, unique_name):
     await producer.start()
     feeds: list[CcxtTradeFeed] = []
 
-    async def start_feed(**overrides) -> CcxtTradeFeed:
+    async def start_feed(exchange_factory=create_ccxt_exchange, **overrides) -> CcxtTradeFeed:
         feed_settings = ExchangeFeedSettings(**{
             "id": "binance", "name": f"bn-{unique_name}", "symbols": ("BTC/USDT", "ETH/USDT"),
             "urls": {"public": fake_binance.rest_url, "ws.spot": fake_binance.ws_url},
@@ -60,7 +60,8 @@ async def feed_of(kafka_bootstrap, fake_binance, unique_name):
         })
         publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry,
                                   price_guard=PriceGuard(0.5), service_name="ingest-test")
-        feed = CcxtTradeFeed(feed_settings, publisher=publisher, clock=ReceiveClock(), telemetry=telemetry)
+        feed = CcxtTradeFeed(feed_settings, publisher=publisher, clock=ReceiveClock(), telemetry=telemetry,
+                             exchange_factory=exchange_factory)
         await feed.start()
         feeds.append(feed)
         return feed
@@ -495,3 +496,41 @@ async def test_a_flapping_websocket_raises_one_alert_per_interval_and_counts_the
     lost = await alerts_of_kind(kafka_bootstrap, exchange, "feed_websocket_lost", at_least=2)
     assert [alert.labels["suppressed"] for alert in lost] == ["0", "2"]
     assert "2 more like this since the last alert were suppressed" in lost[1].message
+
+
+def without_watch_trades_for_symbols(feed: ExchangeFeedSettings):
+    """The ccxt client of ``feed`` as an exchange whose ccxt class lacks watchTradesForSymbols
+    (about half of ccxt's websocket exchanges) would present it."""
+    exchange = create_ccxt_exchange(feed)
+    exchange.has["watchTradesForSymbols"] = False
+    return exchange
+
+
+async def test_an_exchange_without_watch_trades_for_symbols_is_watched_per_symbol_and_loses_nothing(
+    kafka_bootstrap, fake_binance, feed_of
+):
+    feed = await feed_of(exchange_factory=without_watch_trades_for_symbols)
+    await wait_until(lambda: len(fake_binance.subscriptions) == 2 and fake_binance.connected_websockets >= 1, 20,
+                     "a subscription per symbol")
+    assert sorted(fake_binance.subscriptions) == [["btcusdt@aggTrade"], ["ethusdt@aggTrade"]]
+    for i in range(10):
+        await fake_binance.make_trade("BTCUSDT", 30_000 + i, 0.1)
+        await fake_binance.make_trade("ETHUSDT", 2_000 + i, 1.0)
+    await wait_until(lambda: feed.status().published == 20, 20, "20 published ticks")
+
+    fake_binance.refuse_websockets = True
+    await fake_binance.drop_websockets()
+    for i in range(10, 15):
+        await fake_binance.make_trade("BTCUSDT", 30_000 + i, 0.1)
+    await wait_until(lambda: feed.status().published == 25, 20, "the trades fetched by REST polling")
+    fake_binance.refuse_websockets = False
+    await wait_until(lambda: fake_binance.connected_websockets >= 1 and len(fake_binance.subscriptions) >= 4, 30,
+                     "the websocket reconnect")
+    await fake_binance.make_trade("ETHUSDT", 2_010, 1.0)
+    await wait_until(lambda: feed.status().published == 26, 20, "the trade after the reconnect")
+    await asyncio.sleep(0.5)  # nothing more (no duplicates) arrives afterwards
+
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == [str(i) for i in range(1, 16)]
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == [str(i) for i in range(1, 12)]
+    assert feed.status().published == 26 and feed.status().kind == "ccxt-ws" and feed.status().running

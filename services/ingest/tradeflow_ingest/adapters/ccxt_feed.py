@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import ccxt
 import ccxt.pro
 from tradeflow.bus.connection import Backoff, sleep_unless
-from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
+from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange, trades_request
 from tradeflow.telemetry import Telemetry
 from tradeflow.trades.ccxt_trades import (
     NS_PER_MS,
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-REST_PAGE_LIMIT = 1000
 MAX_SYMBOLS = 200  # one websocket subscription (ccxt's limit for watch_trades_for_symbols)
 SYMBOL_CHANGE_SETTLE_S = 0.2  # set_symbols calls this close together make one resubscription
 
@@ -54,7 +53,7 @@ class StaleFeed(ccxt.NetworkError):
 class CcxtTradeFeed:
     """The trades of ``feed.symbols`` on one exchange, published as ticks.
 
-    * Websocket (``watch_trades_for_symbols``) while it works; when it fails, REST polling
+    * Websocket (``watch_trades_for_symbols``, else ``watch_trades`` per symbol) while it works; when it fails, REST polling
       (``fetch_trades`` from the cursor) every ``poll_interval_s`` until the next websocket
       attempt, which comes after a capped exponential backoff with jitter.
     * After every (re)connect, the first websocket batch is preceded by a REST catch-up from
@@ -337,7 +336,7 @@ class CcxtTradeFeed:
         self._symbols_changed.clear()
         while not self._stopping.is_set():
             trades = await self._unless_stopped(
-                self._exchange.watch_trades_for_symbols(list(subscribed)),
+                self._watch_trades(subscribed),
                 timeout_s=self._silence.seconds_until_stale(time.monotonic()),
                 wake=self._symbols_changed,
             )
@@ -367,6 +366,15 @@ class CcxtTradeFeed:
             # and again until nothing more came while publishing (ccxt wakes only a waiting call).
             while await self._publish_from_caches(subscribed) and not self._stopping.is_set():
                 pass
+
+    def _watch_trades(self, symbols: Sequence[str]) -> Awaitable[Any]:
+        """The next websocket wake-up with trades of ``symbols``: one ``watch_trades_for_symbols``
+        call, or, on an exchange whose ccxt class lacks it (about half of them), the first of one
+        ``watch_trades`` per symbol (the caches of all are read afterwards anyway)."""
+        assert self._exchange is not None
+        if self._exchange.has.get("watchTradesForSymbols"):
+            return self._exchange.watch_trades_for_symbols(list(symbols))
+        return _first_result([self._exchange.watch_trades(symbol) for symbol in symbols])
 
     async def _settle_symbol_changes(self, subscribed: tuple[str, ...]) -> None:
         """Wait briefly for more changes, then raise _SymbolsChanged when the subscription differs."""
@@ -408,10 +416,11 @@ class CcxtTradeFeed:
             while not self._stopping.is_set():
                 if not await self._before_request():
                     return
-                page = await self._exchange.fetch_trades(symbol, since=since, limit=REST_PAGE_LIMIT)
+                limit, params = trades_request(self._feed.id, self._wall_clock_ms())
+                page = await self._exchange.fetch_trades(symbol, since=since, limit=limit, params=params)
                 self._breaker.record_success()
                 fresh = await self._publish(page)
-                if len(page) < REST_PAGE_LIMIT or fresh == 0 or symbol not in self._cursor:
+                if len(page) < limit or fresh == 0 or symbol not in self._cursor:
                     break
                 since = self._cursor.since_ms(symbol)
 
@@ -568,6 +577,22 @@ class CcxtTradeFeed:
             self._hold.hold(time.monotonic(), wait_s)
             log.warning("%s: rate limited (%s); no request for %.1fs", self._exchange_name, exc, wait_s)
         return self._backoff.next_delay()
+
+
+async def _first_result(calls: Sequence[Awaitable[T]]) -> T:
+    """The result (or error) of whichever call finishes first; the others are cancelled (ccxt
+    keeps their subscriptions and makes a new future at the next watch call)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        for task in tasks:  # collect the errors of the cancelled and of other finished calls
+            if task.done() and not task.cancelled():
+                task.exception()
 
 
 class _SymbolsChanged(Exception):

@@ -1,0 +1,107 @@
+"""The ccxt exchange feed against a local fake OKX (v5) and the real broker: every trade once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tradeflow.bus import DeadLetters, Producer
+from tradeflow.exchanges import ExchangeFeedSettings
+from tradeflow.telemetry import Telemetry
+from tradeflow.trades.receive_clock import ReceiveClock
+from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
+from tradeflow_ingest.adapters.tick_publisher import TickPublisher
+from tradeflow_ingest.bootstrap import TopicsExist
+from tradeflow_ingest.domain.price_guard import PriceGuard
+from tradeflow_ingest.settings import IngestSettings
+
+from tests.fakes.fake_okx import FakeOkx
+from tests.integration.test_ingest_ccxt_feed import published, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def fake_okx():
+    fake = FakeOkx(("BTC-USDT", "ETH-USDT", "SOL-USDT"))
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def okx_feed(kafka_bootstrap, fake_okx, unique_name):
+    """A running feed of BTC/USDT and ETH/USDT on the fake OKX (named uniquely); stopped after."""
+    settings = IngestSettings(kafka_bootstrap=kafka_bootstrap)
+    await TopicsExist(settings).start()
+    telemetry = Telemetry("ingest-test", settings)
+    producer = Producer(settings, telemetry, client_id=f"test-{unique_name}")
+    await producer.start()
+    feed_settings = ExchangeFeedSettings(
+        id="okx", name=f"okx-{unique_name}", symbols=("BTC/USDT", "ETH/USDT"),
+        urls={"rest": fake_okx.rest_url, "ws": fake_okx.ws_url}, poll_interval_s=0.2,
+    )
+    publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry,
+                              price_guard=PriceGuard(0.5), service_name="ingest-test")
+    feed = CcxtTradeFeed(feed_settings, publisher=publisher, clock=ReceiveClock(), telemetry=telemetry)
+    await feed.start()
+    yield feed
+    await feed.stop()
+    await producer.stop()
+    telemetry.shutdown()
+
+
+async def test_okx_websocket_trades_of_two_symbols_arrive_once_in_order(kafka_bootstrap, fake_okx, okx_feed):
+    await wait_until(lambda: fake_okx.connected_websockets == 1, 20, "the websocket subscription")
+    await fake_okx.make_trade("SOL-USDT", 50, 1.0)  # not followed
+    for i in range(15):
+        await fake_okx.make_trade("BTC-USDT", 30_000 + i, 0.1, taker_side="sell" if i % 4 == 0 else "buy")
+        await fake_okx.make_trade("ETH-USDT", 2_000 + i, 1.0)
+    await wait_until(lambda: okx_feed.status().published == 30, 20, "30 published ticks")
+
+    ticks = await published(kafka_bootstrap, okx_feed.status().exchange)
+    assert ticks["BTC/USDT"] == [(str(i + 1), 30_000.0 + i, "sell" if i % 4 == 0 else "buy") for i in range(15)]
+    assert ticks["ETH/USDT"] == [(str(i + 1), 2_000.0 + i, "buy") for i in range(15)]
+    assert set(ticks) == {"BTC/USDT", "ETH/USDT"}
+    assert okx_feed.status().kind == "ccxt-ws" and okx_feed.status().rejected == 0
+    assert fake_okx.subscriptions[0] == ["BTC-USDT", "ETH-USDT"]  # one subscribe for both
+    # only spot instruments are loaded (EXCHANGE_DEFAULT_OPTIONS)
+    assert [r for r in fake_okx.requests if "instruments" in r] == ["GET /api/v5/public/instruments?instType=SPOT"]
+
+
+async def test_okx_trades_keep_flowing_by_rest_while_the_websocket_is_down_and_it_comes_back(
+    kafka_bootstrap, fake_okx, okx_feed
+):
+    await wait_until(lambda: fake_okx.connected_websockets == 1, 20, "the websocket subscription")
+    for i in range(4):
+        await fake_okx.make_trade("BTC-USDT", 100 + i, 1.0)
+        await fake_okx.make_trade("ETH-USDT", 10 + i, 1.0)
+    await wait_until(lambda: okx_feed.status().published == 8, 20, "8 ticks by websocket")
+
+    fake_okx.refuse_websockets = True  # the stream goes down and stays down for a while
+    await fake_okx.drop_websockets()
+    await wait_until(lambda: okx_feed.status().kind == "ccxt-rest", 20, "REST polling")
+    rest_polls_before = sum("/api/v5/market/trades" in r for r in fake_okx.requests)
+    for i in range(4, 12):
+        await fake_okx.make_trade("BTC-USDT", 100 + i, 1.0)
+        await fake_okx.make_trade("ETH-USDT", 10 + i, 1.0)
+    await wait_until(lambda: okx_feed.status().published == 24, 20, "the trades fetched by REST polling")
+    assert okx_feed.status().kind == "ccxt-rest" and fake_okx.connected_websockets == 0
+    assert sum("/api/v5/market/trades" in r for r in fake_okx.requests) > rest_polls_before
+    # ccxt sends OKX no time; the feed asks at most the endpoint's 500 trades (more is refused)
+    assert all("limit=500" in r for r in fake_okx.requests if "/api/v5/market/trades" in r)
+
+    fake_okx.refuse_websockets = False
+    await wait_until(lambda: fake_okx.connected_websockets == 1, 30, "the websocket reconnect")
+    for i in range(12, 15):
+        await fake_okx.make_trade("BTC-USDT", 100 + i, 1.0)
+        await fake_okx.make_trade("ETH-USDT", 10 + i, 1.0)
+    await wait_until(lambda: okx_feed.status().published == 30, 20, "the trades after the reconnect")
+    await asyncio.sleep(0.5)  # nothing more (no duplicates) arrives afterwards
+
+    ticks = await published(kafka_bootstrap, okx_feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == [str(i) for i in range(1, 16)]
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == [str(i) for i in range(1, 16)]
+    assert [price for _, price, _ in ticks["ETH/USDT"]] == [10.0 + i for i in range(15)]
+    assert okx_feed.status().published == 30 and okx_feed.status().rejected == 0
+    assert okx_feed.status().kind == "ccxt-ws"  # the last trades came by websocket again
