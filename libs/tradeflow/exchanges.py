@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 if TYPE_CHECKING:
     import ccxt.pro
@@ -122,6 +123,20 @@ def exchanges_from_json(value: Any) -> Any:
         except ValueError as exc:
             raise ValueError(f"must be a JSON list of exchange feeds: {exc}") from None
     return value
+
+
+class ExchangeListSettings(BaseModel):
+    """``TRADEFLOW_EXCHANGES`` for a settings class (ingest, backfill): mix it into a
+    :class:`~tradeflow.settings.CommonSettings` subclass."""
+
+    exchanges: Annotated[list[ExchangeFeedSettings], NoDecode] = Field(
+        default_factory=list, max_length=32, description="exchanges (JSON list of ExchangeFeedSettings); empty: none"
+    )
+
+    @field_validator("exchanges", mode="before")
+    @classmethod
+    def _exchanges_from_json(cls, value: Any) -> Any:
+        return exchanges_from_json(value)
 
 
 def find_exchange(configured: Sequence[ExchangeFeedSettings], name_or_id: str) -> ExchangeFeedSettings | None:

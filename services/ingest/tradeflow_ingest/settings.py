@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
-from tradeflow.exchanges import ExchangeFeedSettings, exchanges_from_json
+from pydantic import Field
+from tradeflow.exchanges import ExchangeListSettings
 from tradeflow.settings import ServiceSettings
 
 
-class IngestSettings(ServiceSettings):
+class IngestSettings(ServiceSettings, ExchangeListSettings):
     """Ingest settings on top of every service's (broker, HTTP, telemetry).
 
     The synthetic market is off unless ``TRADEFLOW_SYNTHETIC_SYMBOLS`` is above 0. Exchange
@@ -44,11 +41,3 @@ class IngestSettings(ServiceSettings):
         default=300.0, ge=10, le=86_400,
         description="a replica taking over a symbol looks this far back on md.ticks.v1 for the last published trade",
     )
-    exchanges: Annotated[list[ExchangeFeedSettings], NoDecode] = Field(
-        default_factory=list, max_length=32, description="exchange feeds (JSON list); empty: none"
-    )
-
-    @field_validator("exchanges", mode="before")
-    @classmethod
-    def _exchanges_from_json(cls, value: Any) -> Any:
-        return exchanges_from_json(value)

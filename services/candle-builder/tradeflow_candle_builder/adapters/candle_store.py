@@ -227,13 +227,7 @@ class CandleStore:
             return 0
         async with self._require_pool().connection() as conn, conn.transaction():
             async with conn.cursor() as cur:
-                async with cur.copy(_COPY_STAGING) as copy:
-                    copy.set_types(_STAGING_TYPES)
-                    write_row = copy.write_row
-                    for t in ticks:
-                        await write_row(
-                            (t.exchange, t.symbol, t.trade_id, t.price, t.amount, t.side, t.ts_event, t.ts_recv)
-                        )
+                await _stage_ticks(cur, ticks)
                 await cur.execute(_MOVE_STAGED_TICKS)
                 return cur.rowcount
 
@@ -436,12 +430,7 @@ class CandleStore:
             return 0, set()
         async with self._require_pool().connection() as conn, conn.transaction():
             async with conn.cursor() as cur:
-                async with cur.copy(_COPY_STAGING) as copy:
-                    copy.set_types(_STAGING_TYPES)
-                    for t in ticks:
-                        await copy.write_row(
-                            (t.exchange, t.symbol, t.trade_id, t.price, t.amount, t.side, t.ts_event, t.ts_recv)
-                        )
+                await _stage_ticks(cur, ticks)
                 await cur.execute(_MOVE_STAGED_TICKS_NEW_MINUTES)
                 rows = await cur.fetchall()
         new = sum(int(count) for *_key, count in rows)
@@ -476,6 +465,15 @@ class CandleStore:
 async def _execute_all(conn: psycopg.AsyncConnection, statements: list[Statement]) -> None:
     for query, params in statements:
         await conn.execute(query, params)
+
+
+async def _stage_ticks(cur: psycopg.AsyncCursor, ticks: Sequence[Tick]) -> None:
+    """COPY (binary) the ticks into this connection's staging table, inside the caller's transaction."""
+    async with cur.copy(_COPY_STAGING) as copy:
+        copy.set_types(_STAGING_TYPES)
+        write_row = copy.write_row
+        for t in ticks:
+            await write_row((t.exchange, t.symbol, t.trade_id, t.price, t.amount, t.side, t.ts_event, t.ts_recv))
 
 
 def _ns_to_datetime(value_ns: int) -> datetime:
