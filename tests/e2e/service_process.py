@@ -51,6 +51,20 @@ class ServiceProcess:
             assert time.monotonic() < deadline, f"{self.service} not ready after {timeout_s}s:\n{self.log_tail()}"
             await asyncio.sleep(0.3)
 
+    def wait_ready_blocking(self, timeout_s: float) -> None:
+        """:meth:`wait_ready` for tests without an event loop."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.proc is not None and self.proc.poll() is None, \
+                f"{self.service} exited with {self.proc.returncode}:\n{self.log_tail()}"
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{self.service} not ready after {timeout_s}s:\n{self.log_tail()}"
+            time.sleep(0.3)
+
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, as a crashed node."""
         assert self.proc is not None

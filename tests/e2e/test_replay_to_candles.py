@@ -7,69 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.replay_scenario import START, expected_candles, write_replay_file
+from tests.e2e.service_process import BIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"candle-builder exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"candle-builder not ready after {timeout}s:\n{log.read_text()[-4000:]}")
-
-
-@pytest.fixture
-def candle_builder(service_env, unique_name, tmp_path):
-    port = _free_port()
-    env = {**os.environ, **service_env,
-           "TRADEFLOW_HTTP_PORT": str(port),
-           "TRADEFLOW_CONSUMER_GROUP": f"candle-builder-{unique_name}",
-           "TRADEFLOW_LOG_FORMAT": "text",
-           # The scenario's trades are months old: tick retention must not drop them mid-test.
-           "TRADEFLOW_TICK_RETENTION_DAYS": "36500"}
-    log = tmp_path / "candle-builder.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "tradeflow"), "run", "candle-builder"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc, log)
-        yield base, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean stop too.
-    assert proc.returncode in (0, -15), f"candle-builder did not stop cleanly:\n{log.read_text()[-4000:]}"
 
 
 def _api_candles(base: str, exchange: str, symbol: str, timeframe: str) -> list[dict]:

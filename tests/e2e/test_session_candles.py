@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_replay_to_candles import BIN, _free_port, _wait_ready
+from tests.e2e.service_process import BIN
 from tests.session_oracle import TIMEFRAMES, CalendarBars, Trade, expected_bars, iso
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -126,32 +126,6 @@ def write_replay(path: Path, trades: list[Trade]) -> None:
         w.writerow(["ts", "exchange", "symbol", "price", "amount", "side", "trade_id"])
         for i, t in enumerate(trades):
             w.writerow([t.ts_ms, t.exchange, t.symbol, t.price, t.amount, "buy" if i % 2 else "sell", t.trade_id])
-
-
-@pytest.fixture
-def candle_builder(service_env, unique_name, tmp_path):
-    port = _free_port()
-    env = {**os.environ, **service_env,
-           "TRADEFLOW_HTTP_PORT": str(port),
-           "TRADEFLOW_CONSUMER_GROUP": f"candle-builder-{unique_name}",
-           "TRADEFLOW_LOG_FORMAT": "text",
-           "TRADEFLOW_TICK_RETENTION_DAYS": "36500"}  # the trades are a year old
-    log = tmp_path / "candle-builder.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "tradeflow"), "run", "candle-builder"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc, log)
-        yield base, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in (0, -15), f"candle-builder did not stop cleanly:\n{log.read_text()[-4000:]}"
 
 
 def _api(base: str, exchange: str, symbol: str, timeframe: str) -> list[tuple]:
