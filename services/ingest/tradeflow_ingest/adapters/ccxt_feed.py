@@ -63,7 +63,10 @@ class CcxtTradeFeed:
       (``fetch_trades`` from the cursor) every ``poll_interval_s`` until the next websocket
       attempt, which comes after a capped exponential backoff with jitter.
     * After every (re)connect, the first websocket batch is preceded by a REST catch-up from
-      the last published trade, so trades made while disconnected are not lost.
+      the last published trade, so trades made while disconnected are not lost. Where the trades
+      endpoint serves only the newest page (OKX, Bybit, Coinbase) and it does not reach back to
+      that trade, older pages are fetched where the exchange has them (OKX history-trades, at
+      most ``catch_up_max_pages``); stopping short raises ``feed_catch_up_incomplete``.
     * Trades already published (by exchange trade id, per symbol, bounded window) are dropped.
     * A rate-limit refusal (HTTP 429/418, ccxt ``RateLimitExceeded``/``DDoSProtection``) holds
       every request to the exchange, REST and new websocket connections, for its Retry-After
@@ -84,7 +87,8 @@ class CcxtTradeFeed:
     * Each websocket wake-up reads the new trades of every subscribed symbol from ccxt's
       caches (:class:`TradeCacheReader`), not only the one symbol ccxt woke the feed for; a
       symbol whose cache evicted trades before they were read is caught up by REST first.
-    * Websocket lost, reconnect limit, breaker opened, stale resubscription and recovery are
+    * Websocket lost, reconnect limit, breaker opened, stale resubscription, recovery and an
+      incomplete catch-up are
       raised on ops.alerts.v1, at most one per kind every ``alert_interval_s`` (:class:`FeedAlerts`).
     """
 
