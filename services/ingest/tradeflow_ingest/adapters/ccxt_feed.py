@@ -469,9 +469,9 @@ class CcxtTradeFeed:
             fetched.extend(page)
             older = _oldest_trade(page)
             if older is not None and in_exchange_order([oldest, older])[0] is oldest:
-                # no progress backwards (a full page none older than the last one): give up loudly
-                self._alerts.catch_up_incomplete(symbol, len(fetched), oldest["timestamp"], since,
-                                                 older_pages, no_older_page=True)
+                if len(page) >= limit:  # a full page none older than the last one: no way further back
+                    self._alerts.catch_up_incomplete(symbol, len(fetched), oldest["timestamp"], since,
+                                                     older_pages, no_older_page=True)
                 break
             oldest = older
         await self._publish(fetched)
