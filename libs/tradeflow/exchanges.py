@@ -69,6 +69,12 @@ class ExchangeFeedSettings(BaseModel):
         description="a symbol that has traded and then sends nothing for this long makes the feed resubscribe",
     )
 
+    catch_up_max_pages: int = Field(
+        default=100, ge=1, le=10_000,
+        description="older pages fetched at most per symbol and catch-up where the trades endpoint serves "
+                    "the newest page only (OKX: 100 trades each); beyond it a catch_up_incomplete alert",
+    )
+
     alert_interval_s: float = Field(
         default=60.0, gt=0, le=86_400,
         description="at most one alert of each kind (websocket lost, breaker open...) per this many seconds",
@@ -177,6 +183,33 @@ def trades_request(exchange_id: str, now_ms: int) -> tuple[int, dict[str, Any]]:
     """
     params: dict[str, Any] = {"until": now_ms + 1000} if exchange_id == "coinbase" else {}
     return TRADES_PAGE_LIMITS.get(exchange_id, DEFAULT_TRADES_PAGE_LIMIT), params
+
+
+# Exchanges whose REST trades endpoint answers only the newest page (newest first; ccxt filters
+# by ``since`` afterwards): a full page may not reach back to the cursor. OKX can page further
+# back (market/history-trades); Bybit (recent-trade, no cursor) and Coinbase (a time window in
+# whole seconds, no cursor) cannot through ccxt, so an outage longer than a page is reported.
+NEWEST_PAGE_ONLY_TRADES = frozenset({"okx", "bybit", "coinbase"})
+OKX_HISTORY_TRADES_LIMIT = 100  # market/history-trades: at most 100 per page
+
+
+def serves_newest_page_only(exchange_id: str) -> bool:
+    """Whether ``exchange_id``'s trades endpoint serves only its newest trades (see above)."""
+    return exchange_id in NEWEST_PAGE_ONLY_TRADES
+
+
+def older_trades_request(exchange_id: str, oldest_trade_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The ``limit`` and ``params`` of a ``fetch_trades`` call for the page of trades just older
+    than the trade ``oldest_trade_id``, newest first; None where the exchange serves no older page.
+
+    OKX: market/history-trades by trade id (``type`` 1), ``after`` = older than that id. ccxt's
+    own ``paginate`` for it is not used: it takes the NEWEST trade of each page as the next
+    cursor (ccxt 4.5), so each call moves back by one trade.
+    """
+    if exchange_id == "okx":
+        return OKX_HISTORY_TRADES_LIMIT, {"method": "publicGetMarketHistoryTrades", "type": "1",
+                                          "after": oldest_trade_id}
+    return None
 
 
 def create_ccxt_exchange(feed: ExchangeFeedSettings) -> ccxt.pro.Exchange:

@@ -9,8 +9,8 @@ Serves, on 127.0.0.1 and a free port (every answer in OKX's ``{"code": "0", "msg
 * ``GET /api/v5/market/history-trades`` (``instId``, ``type`` 1 = by trade id [default] or 2 = by
   timestamp, ``after`` = older than, ``before`` = newer than, ``limit`` 1..100, default 100):
   newest first, the newest ``limit`` of the range, as OKX pages history backwards. ccxt calls it
-  only with ``options['fetchTrades']['method'] = 'publicGetMarketHistoryTrades'`` or
-  ``paginate`` (cursor ``after`` = tradeId);
+  only with the ``method`` 'publicGetMarketHistoryTrades' (option or param; the feed's catch-up
+  passes it with ``after`` = the oldest trade id it has) or ``paginate``;
 * ``GET /api/v5/public/time``;
 * ``/ws/v5/public``: the public websocket. ``{"op": "subscribe", "args": [{"channel": "trades",
   "instId": "BTC-USDT"}, ...]}`` is answered per arg with ``{"event": "subscribe", "arg": ...,

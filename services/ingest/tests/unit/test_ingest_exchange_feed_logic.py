@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
-from tradeflow.exchanges import ExchangeFeedSettings
+from tradeflow.exchanges import ExchangeFeedSettings, older_trades_request, serves_newest_page_only
 from tradeflow.settings import ConfigurationError, load_settings
 from tradeflow.trades.ccxt_trades import UnusableTrade, in_exchange_order, trade_to_tick
 from tradeflow.trades.retry_after import RequestHold, retry_after_seconds
@@ -99,12 +99,21 @@ def test_exchanges_come_from_json_in_the_environment(monkeypatch):
     '[{"id": "binance", "symbols": ["BTC/USDT"], "breaker_failures": 0}]',
     '[{"id": "binance", "symbols": ["BTC/USDT"], "max_reconnects": 0}]',
     '[{"id": "binance", "symbols": ["BTC/USDT"], "rate_limit_wait_s": -1}]',
+    '[{"id": "okx", "symbols": ["BTC/USDT"], "catch_up_max_pages": 0}]',
     'not json',
 ])
 def test_a_bad_exchange_entry_stops_the_service_naming_the_variable(monkeypatch, entry):
     monkeypatch.setenv("TRADEFLOW_EXCHANGES", entry)
     with pytest.raises(ConfigurationError, match="TRADEFLOW_EXCHANGES"):
         load_settings(IngestSettings)
+
+
+def test_only_exchanges_serving_the_newest_trades_page_back_and_only_okx_has_an_older_page():
+    assert [e for e in ("binance", "kraken", "okx", "bybit", "coinbase") if serves_newest_page_only(e)] == [
+        "okx", "bybit", "coinbase"]
+    assert older_trades_request("okx", "1234") == (
+        100, {"method": "publicGetMarketHistoryTrades", "type": "1", "after": "1234"})
+    assert older_trades_request("bybit", "1234") is None and older_trades_request("coinbase", "1234") is None
 
 
 def test_a_url_override_must_name_an_existing_ccxt_url():

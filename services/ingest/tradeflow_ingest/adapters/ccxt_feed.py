@@ -11,7 +11,13 @@ from typing import Any, TypeVar
 import ccxt
 import ccxt.pro
 from tradeflow.bus.connection import Backoff, sleep_unless
-from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange, trades_request
+from tradeflow.exchanges import (
+    ExchangeFeedSettings,
+    create_ccxt_exchange,
+    older_trades_request,
+    serves_newest_page_only,
+    trades_request,
+)
 from tradeflow.telemetry import Telemetry
 from tradeflow.trades.ccxt_trades import (
     NS_PER_MS,
@@ -57,7 +63,10 @@ class CcxtTradeFeed:
       (``fetch_trades`` from the cursor) every ``poll_interval_s`` until the next websocket
       attempt, which comes after a capped exponential backoff with jitter.
     * After every (re)connect, the first websocket batch is preceded by a REST catch-up from
-      the last published trade, so trades made while disconnected are not lost.
+      the last published trade, so trades made while disconnected are not lost. Where the trades
+      endpoint serves only the newest page (OKX, Bybit, Coinbase) and it does not reach back to
+      that trade, older pages are fetched where the exchange has them (OKX history-trades, at
+      most ``catch_up_max_pages``); stopping short raises ``feed_catch_up_incomplete``.
     * Trades already published (by exchange trade id, per symbol, bounded window) are dropped.
     * A rate-limit refusal (HTTP 429/418, ccxt ``RateLimitExceeded``/``DDoSProtection``) holds
       every request to the exchange, REST and new websocket connections, for its Retry-After
@@ -78,7 +87,8 @@ class CcxtTradeFeed:
     * Each websocket wake-up reads the new trades of every subscribed symbol from ccxt's
       caches (:class:`TradeCacheReader`), not only the one symbol ccxt woke the feed for; a
       symbol whose cache evicted trades before they were read is caught up by REST first.
-    * Websocket lost, reconnect limit, breaker opened, stale resubscription and recovery are
+    * Websocket lost, reconnect limit, breaker opened, stale resubscription, recovery and an
+      incomplete catch-up are
       raised on ops.alerts.v1, at most one per kind every ``alert_interval_s`` (:class:`FeedAlerts`).
     """
 
@@ -406,23 +416,75 @@ class CcxtTradeFeed:
             await sleep_unless(self._stopping, min(pause, max(0.0, deadline - time.monotonic())))
 
     async def _catch_up(self, symbols: Sequence[str] | None = None) -> None:
-        """Fetch and publish, per symbol (default: all), the trades since the last published one
-        (page by page)."""
+        """Fetch and publish, per symbol (default: all), the trades since the last published one."""
         assert self._exchange is not None
+        backwards = serves_newest_page_only(self._feed.id)
         for symbol in self._subscribable() if symbols is None else symbols:
             if symbol not in self._cursor:  # removed meanwhile
                 continue
+            if backwards:
+                await self._catch_up_backwards(symbol)
+            else:
+                await self._catch_up_forwards(symbol)
+
+    async def _catch_up_forwards(self, symbol: str) -> None:
+        """Page forward from the cursor (the exchange serves the trades from a time), publishing each page."""
+        since = self._cursor.since_ms(symbol)
+        while not self._stopping.is_set():
+            limit, params = trades_request(self._feed.id, self._wall_clock_ms())
+            page = await self._fetch_trades(symbol, since, limit, params)
+            if page is None:
+                return
+            fresh = await self._publish(page)
+            if len(page) < limit or fresh == 0 or symbol not in self._cursor:
+                return
             since = self._cursor.since_ms(symbol)
-            while not self._stopping.is_set():
-                if not await self._before_request():
-                    return
-                limit, params = trades_request(self._feed.id, self._wall_clock_ms())
-                page = await self._exchange.fetch_trades(symbol, since=since, limit=limit, params=params)
-                self._breaker.record_success()
-                fresh = await self._publish(page)
-                if len(page) < limit or fresh == 0 or symbol not in self._cursor:
-                    break
-                since = self._cursor.since_ms(symbol)
+
+    async def _catch_up_backwards(self, symbol: str) -> None:
+        """The newest page, then older pages while the last one was full (it may not reach back to
+        the cursor), at most ``catch_up_max_pages``; then all of it published at once, in exchange
+        order. Stopping short of the cursor (no older page, or the bound) publishes what was
+        fetched and raises ``feed_catch_up_incomplete``: trades may be missing, never silently."""
+        since = self._cursor.since_ms(symbol)
+        limit, params = trades_request(self._feed.id, self._wall_clock_ms())
+        page = await self._fetch_trades(symbol, since, limit, params)
+        if page is None:
+            return
+        fetched = list(page)
+        oldest = _oldest_trade(page)
+        older_pages = 0
+        while len(page) >= limit and oldest is not None and not self._stopping.is_set():
+            if (symbol, oldest["id"]) in self._seen:  # reached what was published already
+                break
+            request = older_trades_request(self._feed.id, str(oldest["id"]))
+            if request is None or older_pages >= self._feed.catch_up_max_pages:
+                self._alerts.catch_up_incomplete(symbol, len(fetched), oldest["timestamp"], since,
+                                                 older_pages, request is None)
+                break
+            limit, params = request
+            page = await self._fetch_trades(symbol, since, limit, params)
+            if page is None:
+                return
+            older_pages += 1
+            fetched.extend(page)
+            older = _oldest_trade(page)
+            if older is not None and in_exchange_order([oldest, older])[0] is oldest:
+                if len(page) >= limit:  # a full page none older than the last one: no way further back
+                    self._alerts.catch_up_incomplete(symbol, len(fetched), oldest["timestamp"], since,
+                                                     older_pages, no_older_page=True)
+                break
+            oldest = older
+        await self._publish(fetched)
+
+    async def _fetch_trades(self, symbol: str, since: int, limit: int,
+                            params: dict[str, Any]) -> list[Mapping[str, Any]] | None:
+        """One REST trades call (after any rate-limit hold or open breaker); None when stopped."""
+        assert self._exchange is not None
+        if not await self._before_request():
+            return None
+        page = await self._exchange.fetch_trades(symbol, since=since, limit=limit, params=params)
+        self._breaker.record_success()
+        return page
 
     async def _publish_from_caches(self, subscribed: Sequence[str]) -> int:
         """Publish what ccxt's caches of every subscribed symbol received since the last time; a
@@ -593,6 +655,12 @@ async def _first_result(calls: Sequence[Awaitable[T]]) -> T:
         for task in tasks:  # collect the errors of the cancelled and of other finished calls
             if task.done() and not task.cancelled():
                 task.exception()
+
+
+def _oldest_trade(page: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The first trade of ``page`` in exchange order; None when it has no usable trade."""
+    ordered = in_exchange_order(page)
+    return ordered[0] if ordered else None
 
 
 class _SymbolsChanged(Exception):

@@ -15,6 +15,7 @@ WEBSOCKET_RECOVERED = "feed_websocket_recovered"
 RECONNECT_LIMIT = "feed_reconnect_limit"
 BREAKER_OPEN = "feed_breaker_open"
 STALE_RESUBSCRIBED = "feed_stale_resubscribed"
+CATCH_UP_INCOMPLETE = "feed_catch_up_incomplete"
 
 
 class FeedAlerts:
@@ -57,9 +58,22 @@ class FeedAlerts:
                     f"{self._exchange}: no trades of {', '.join(symbols)} for {silent_for_s:g}s on an open "
                     f"websocket; resubscribing", symbols=",".join(symbols))
 
+    def catch_up_incomplete(self, symbol: str, fetched: int, oldest_ms: int, since_ms: int, older_pages: int,
+                            no_older_page: bool) -> None:
+        """A REST catch-up stopped before reaching the last published trade: trades may be missing.
+        Throttled per symbol, so one symbol's alerts do not hide another's."""
+        why = ("the exchange serves no older page" if no_older_page
+               else f"{older_pages} older pages fetched, the most allowed (catch_up_max_pages)")
+        self._raise(CATCH_UP_INCOMPLETE, "critical",
+                    f"{self._exchange}: trades of {symbol} may be missing between {since_ms} and {oldest_ms} "
+                    f"(ms since epoch): the REST catch-up fetched {fetched} trades back to {oldest_ms} "
+                    f"but did not reach the last published trade ({why})",
+                    throttle_key=f"{CATCH_UP_INCOMPLETE}:{symbol}", symbol=symbol, since_ms=str(since_ms),
+                    oldest_fetched_ms=str(oldest_ms))
+
     def _raise(self, kind: str, severity: Literal["info", "warning", "critical"], message: str,
-               **labels: str) -> None:
-        suppressed = self._throttle.admit(kind, self._monotonic())
+               throttle_key: str | None = None, **labels: str) -> None:
+        suppressed = self._throttle.admit(throttle_key or kind, self._monotonic())
         self._metrics.alert(kind, sent=suppressed is not None)
         if suppressed is None:
             return
