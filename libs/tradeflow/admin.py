@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from tradeflow.bus.connection import kafka_client_options
+from tradeflow.bus.connection import Backoff, kafka_client_options
 from tradeflow.settings import CommonSettings
 from tradeflow.topics import DLQ_SUFFIX, TopicSpec
 
@@ -83,6 +85,35 @@ async def ensure_topics(
     created = [s.name for s in missing]
     log.info("created topics %s", ", ".join(created), extra={"topics": created})
     return created
+
+
+class TopicsExist:
+    """Service start-up step: ``specs`` and their DLQs exist with their partitions and config.
+
+    Created by the service rather than by the broker's auto-create, which would use the broker's
+    default partition count. A broker that is still starting gets ``wait_s`` to answer (0: one try).
+    """
+
+    def __init__(self, settings: CommonSettings, specs: Sequence[TopicSpec], *, wait_s: float = 0.0) -> None:
+        self._settings = settings
+        self._specs = list(specs)
+        self._wait_s = wait_s
+
+    async def start(self) -> None:
+        backoff = Backoff(initial_s=0.5, maximum_s=5.0)
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            try:
+                await ensure_topics(self._settings, self._specs)
+                return
+            except (KafkaError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("cannot create %s yet (%s); retrying", ", ".join(t.name for t in self._specs), exc)
+                await asyncio.sleep(backoff.next_delay())
+
+    async def stop(self) -> None:
+        pass
 
 
 async def _create(

@@ -14,6 +14,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from tests.e2e.candles_topic import emitted_candles, final_revisions
 from tests.e2e.replay_scenario import START, expected_candles, write_replay_file
 from tests.e2e.service_process import BIN
 
@@ -57,54 +58,13 @@ def _ticks_seen(base: str) -> float:
 
 async def _count_candle_records(bootstrap: str, exchanges: set[str]) -> int:
     """Records on md.candles.v1 for these exchanges, every timeframe and revision."""
-    from aiokafka import AIOKafkaConsumer
-    from tradeflow.codec import decode
-    from tradeflow.messages import Candle
-
-    consumer = AIOKafkaConsumer("md.candles.v1", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    count = 0
-    try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < 3:
-            batch = await consumer.getmany(timeout_ms=500)
-            if batch:
-                idle_since = time.monotonic()
-            count += sum(1 for records in batch.values() for r in records
-                         if decode(Candle, r.value).exchange in exchanges)
-    finally:
-        await consumer.stop()
-    return count
+    return len(await emitted_candles(bootstrap, exchanges, idle_s=3))
 
 
 async def _consume_closed_1m(bootstrap: str, exchanges: set[str], wait_s: float) -> dict:
     """Every 1m candle of our exchanges on md.candles.v1, last revision wins."""
-    from aiokafka import AIOKafkaConsumer
-    from tradeflow.codec import decode
-    from tradeflow.messages import Candle
-
-    consumer = AIOKafkaConsumer("md.candles.v1", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    found: dict = {}
-    try:
-        deadline = time.monotonic() + wait_s
-        idle_since = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - idle_since < 5:
-            batch = await consumer.getmany(timeout_ms=500)
-            if batch:
-                idle_since = time.monotonic()
-            for records in batch.values():
-                for r in records:
-                    c = decode(Candle, r.value)
-                    if c.exchange in exchanges and c.timeframe == "1m":
-                        key = (c.exchange, c.symbol, c.ts_start)
-                        if key not in found or found[key].revision <= c.revision:
-                            found[key] = c
-    finally:
-        await consumer.stop()
-    return found
+    final = final_revisions(await emitted_candles(bootstrap, exchanges, wait_s=wait_s))
+    return {(ex, sym, ts): c for (ex, sym, tf, ts), c in final.items() if tf == "1m"}
 
 
 def test_replayed_file_gives_exactly_the_independently_computed_candles(

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.candles_topic import emitted_candles, final_revisions
 from tests.e2e.service_process import BIN
 from tests.session_oracle import TIMEFRAMES, CalendarBars, Trade, expected_bars, iso
 
@@ -139,31 +140,7 @@ def _api(base: str, exchange: str, symbol: str, timeframe: str) -> list[tuple]:
 
 async def _final_candles(bootstrap: str, exchanges: set[str], wait_s: float) -> dict:
     """Every candle of our exchanges on md.candles.v1, highest revision per bucket."""
-    from aiokafka import AIOKafkaConsumer
-    from tradeflow.codec import decode
-    from tradeflow.messages import Candle
-
-    consumer = AIOKafkaConsumer("md.candles.v1", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    found: dict = {}
-    try:
-        deadline = time.monotonic() + wait_s
-        idle_since = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - idle_since < 5:
-            batch = await consumer.getmany(timeout_ms=500)
-            if batch:
-                idle_since = time.monotonic()
-            for records in batch.values():
-                for r in records:
-                    c = decode(Candle, r.value)
-                    if c.exchange in exchanges:
-                        key = (c.exchange, c.symbol, c.timeframe, c.ts_start)
-                        if key not in found or found[key].revision <= c.revision:
-                            found[key] = c
-    finally:
-        await consumer.stop()
-    return found
+    return final_revisions(await emitted_candles(bootstrap, exchanges, wait_s=wait_s))
 
 
 def _counter(metrics: str, name: str) -> float:

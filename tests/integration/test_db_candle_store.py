@@ -27,7 +27,6 @@ TIMEFRAME_WIDTHS = {
     "1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15),
     "1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1), "1w": timedelta(days=7),
 }
-MODES = ["database_url", "plain_postgres_url"]
 
 
 def ns(dt: datetime) -> int:
@@ -37,22 +36,6 @@ def ns(dt: datetime) -> int:
 def tick(exchange, trade_id, price, ts_event, ts_recv=None, *, symbol="BTC/USDT", amount=1.0, side="buy"):
     return Tick(exchange=exchange, symbol=symbol, trade_id=str(trade_id), price=price, amount=amount,
                 side=side, ts_event=ts_event, ts_recv=ts_event if ts_recv is None else ts_recv)
-
-
-@pytest.fixture(params=MODES)
-def mode_url(request) -> str:
-    """The URL of a migrated database in one of the two storage modes."""
-    return request.getfixturevalue(request.param)
-
-
-@pytest.fixture
-async def store(mode_url):
-    candle_store = CandleStore(mode_url)
-    await candle_store.start()
-    try:
-        yield candle_store
-    finally:
-        await candle_store.stop()
 
 
 def _tick_rows(url, exchange):

@@ -39,21 +39,6 @@ def ns(dt: datetime) -> int:
     return (dt - EPOCH) // timedelta(microseconds=1) * 1000
 
 
-@pytest.fixture(params=["database_url", "plain_postgres_url"])
-def mode_url(request) -> str:
-    return request.getfixturevalue(request.param)
-
-
-@pytest.fixture
-async def store(mode_url):
-    candle_store = CandleStore(mode_url)
-    await candle_store.start()
-    try:
-        yield candle_store
-    finally:
-        await candle_store.stop()
-
-
 def stored_1m(url: str, exchange: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from tradeflow.admin import TopicsExist
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import decode
 from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
@@ -16,7 +17,7 @@ from tradeflow.topics import OPS_ALERTS
 from tradeflow.trades.receive_clock import ReceiveClock
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.bootstrap import TopicsExist
+from tradeflow_ingest.bootstrap import INGEST_TOPICS
 from tradeflow_ingest.domain.circuit_breaker import BreakerState
 from tradeflow_ingest.domain.price_guard import PriceGuard
 from tradeflow_ingest.settings import IngestSettings
@@ -46,7 +47,7 @@ async def fake_binance():
 async def feed_of(kafka_bootstrap, fake_binance, unique_name):
     """Builds a running feed for the fake exchange (named uniquely); stops it and the producer after."""
     settings = IngestSettings(kafka_bootstrap=kafka_bootstrap)
-    await TopicsExist(settings).start()
+    await TopicsExist(settings, INGEST_TOPICS).start()
     telemetry = Telemetry("ingest-test", settings)
     producer = Producer(settings, telemetry, client_id=f"test-{unique_name}")
     await producer.start()

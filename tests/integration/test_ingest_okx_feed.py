@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tradeflow.admin import TopicsExist
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.exchanges import ExchangeFeedSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.trades.receive_clock import ReceiveClock
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.bootstrap import TopicsExist
+from tradeflow_ingest.bootstrap import INGEST_TOPICS
 from tradeflow_ingest.domain.price_guard import PriceGuard
 from tradeflow_ingest.settings import IngestSettings
 
@@ -33,7 +34,7 @@ async def fake_okx():
 async def okx_feed_of(kafka_bootstrap, fake_okx, unique_name):
     """Builds a running feed of BTC/USDT and ETH/USDT on the fake OKX (named uniquely); stopped after."""
     settings = IngestSettings(kafka_bootstrap=kafka_bootstrap)
-    await TopicsExist(settings).start()
+    await TopicsExist(settings, INGEST_TOPICS).start()
     telemetry = Telemetry("ingest-test", settings)
     producer = Producer(settings, telemetry, client_id=f"test-{unique_name}")
     await producer.start()

@@ -10,7 +10,6 @@ import logging
 from datetime import UTC, datetime
 
 import psycopg
-import pytest
 from tradeflow.db.engine import libpq_url
 from tradeflow.messages import Tick
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
@@ -18,11 +17,6 @@ from tradeflow_candle_builder.tick_compression import TickCompressionSetup
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
-
-
-@pytest.fixture(params=["database_url", "plain_postgres_url"])
-def mode_url(request) -> str:
-    return request.getfixturevalue(request.param)
 
 
 def compression_state(url: str) -> tuple:

@@ -30,7 +30,6 @@ pytestmark = pytest.mark.integration
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
-MODES = ["database_url", "plain_postgres_url"]
 
 
 def ns(dt: datetime) -> int:
@@ -68,11 +67,6 @@ def stored_ages(url: str, table: str, exchange: str, minutes: dict[int, datetime
         rows = conn.execute(f"SELECT DISTINCT date_trunc('minute', ts) FROM {table} WHERE exchange = %s",
                             (exchange,)).fetchall()
     return sorted(by_start[ts] for (ts,) in rows)
-
-
-@pytest.fixture(params=MODES)
-def mode_url(request) -> str:
-    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(params=[("database_url", "drop_chunks"), ("plain_postgres_url", "delete")],

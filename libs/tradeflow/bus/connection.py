@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
 from tradeflow.settings import ENV_PREFIX, CommonSettings, ConfigurationError
@@ -60,3 +61,15 @@ async def sleep_unless(event: asyncio.Event, delay_s: float) -> bool:
         return True
     except TimeoutError:
         return event.is_set()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, in order; the metadata is refreshed once when the consumer
+    does not know the topic yet (it may have just been created). LookupError when it has none."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise LookupError(f"topic {topic} has no partitions (yet)")
+    return [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from fastapi import FastAPI
-from tradeflow.admin import ensure_topics
+from tradeflow.admin import TopicsExist
 from tradeflow.bus import Consumer, DeadLetters, Producer
 from tradeflow.service import (
     ServiceDefinition,
@@ -14,7 +14,6 @@ from tradeflow.service import (
     create_service_app,
     named_check,
 )
-from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_CANDLES, MD_TICKS, TopicSpec
 
@@ -34,20 +33,6 @@ from tradeflow_candle_builder.tick_retention import TickRetentionJob
 
 SERVICE_NAME = "candle-builder"
 DEFAULT_PORT = 8002
-
-
-class TopicsExist:
-    """Start-up step: the ticks and candles topics (and their DLQs) exist with their partitions."""
-
-    def __init__(self, settings: CommonSettings, specs: list[TopicSpec]) -> None:
-        self._settings = settings
-        self._specs = specs
-
-    async def start(self) -> None:
-        await ensure_topics(self._settings, self._specs)
-
-    async def stop(self) -> None:
-        pass
 
 
 def topic_specs(settings: CandleBuilderSettings) -> tuple[TopicSpec, TopicSpec]:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI
-from tradeflow.admin import ensure_topics
+from tradeflow.admin import TopicsExist
 from tradeflow.bus import DeadLetters, Producer
-from tradeflow.bus.connection import Backoff
 from tradeflow.service import ServiceDefinition, broker_check, create_service_app
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS
@@ -30,37 +26,11 @@ from tradeflow_ingest.settings import IngestSettings
 from tradeflow_ingest.subscriptions import Subscriptions
 
 SERVICE_NAME = "ingest"
-TOPICS_WAIT_S = 60.0
+TOPICS_WAIT_S = 60.0  # a broker that is still starting gets this long to answer
+# Created at start, before any source runs (with their DLQs).
+INGEST_TOPICS = (MD_TICKS, OPS_ALERTS, INGEST_SUBSCRIPTIONS)
 
 log = logging.getLogger(__name__)
-
-
-class TopicsExist:
-    """Start-up step: md.ticks.v1, ops.alerts.v1, ingest.subscriptions.v1 and their DLQs exist
-    before any source runs.
-
-    Created here rather than by the broker's auto-create, which would use the broker's default
-    partition count. A broker that is still starting gets ``TOPICS_WAIT_S`` to answer.
-    """
-
-    def __init__(self, settings: IngestSettings) -> None:
-        self._settings = settings
-
-    async def start(self) -> None:
-        backoff = Backoff(initial_s=0.5, maximum_s=5.0)
-        deadline = time.monotonic() + TOPICS_WAIT_S
-        while True:
-            try:
-                await ensure_topics(self._settings, [MD_TICKS, OPS_ALERTS, INGEST_SUBSCRIPTIONS])
-                return
-            except (KafkaError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("cannot create %s yet (%s); retrying", MD_TICKS.name, exc)
-                await asyncio.sleep(backoff.next_delay())
-
-    async def stop(self) -> None:
-        pass
 
 
 def create_app(settings: IngestSettings) -> FastAPI:
@@ -90,7 +60,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
     tail = PublishedTail(settings, client_id=f"{client_id}-tail", lookback_s=settings.takeover_lookback_s)
     subscriptions = Subscriptions(subscription_log, feeds, {f.exchange_name: f.symbols for f in settings.exchanges}, tail)
     subscription_log.on_change(subscriptions.reconcile)
-    components: list = [TopicsExist(settings), producer, subscription_log, *sources, subscriptions]
+    components: list = [TopicsExist(settings, INGEST_TOPICS, wait_s=TOPICS_WAIT_S), producer, subscription_log,
+                        *sources, subscriptions]
     readiness_checks = [broker_check(producer), subscription_log.readiness]
     if feeds:  # only replicas with exchange feeds share the subscriptions
         ownership = SubscriptionOwnership(

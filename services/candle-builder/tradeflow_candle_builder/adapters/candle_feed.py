@@ -18,7 +18,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless
+from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless, topic_partitions
 from tradeflow.codec import DecodeError, decode
 from tradeflow.messages import Candle
 from tradeflow.settings import CommonSettings
@@ -92,13 +92,7 @@ class CandleFeed:
             await sleep_unless(self._stopping, delay)
 
     async def _position(self, consumer: AIOKafkaConsumer) -> None:
-        partitions = consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            await consumer.topics()  # refresh metadata once (the topic may have just been created)
-            partitions = consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            raise LookupError(f"topic {self._topic} has no partitions (yet)")
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, self._topic)
         consumer.assign(tps)
         fresh = [tp for tp in tps if tp not in self._next_offsets]
         for tp in tps:

@@ -244,18 +244,7 @@ class CandleStore:
         if not latest:
             return
         rows = list(latest.values())
-        params = {
-            "exchange": [c.exchange for c in rows],
-            "symbol": [c.symbol for c in rows],
-            "ts_ns": [c.ts_start for c in rows],
-            "open": [c.open for c in rows],
-            "high": [c.high for c in rows],
-            "low": [c.low for c in rows],
-            "close": [c.close for c in rows],
-            "volume": [c.volume for c in rows],
-            "trades": [c.trades for c in rows],
-            "revision": [c.revision for c in rows],
-        }
+        params = _candle_columns(rows)
         if not await self._maintains_higher_timeframes():
             async with self._require_pool().connection() as conn:
                 await conn.execute(_UPSERT_CANDLES_1M, params)
@@ -446,17 +435,7 @@ class CandleStore:
         rows = list({(c.exchange, c.symbol, c.ts_start): c for c in candles}.values())
         if not rows:
             return []
-        params = {
-            "exchange": [c.exchange for c in rows],
-            "symbol": [c.symbol for c in rows],
-            "ts_ns": [c.ts_start for c in rows],
-            "open": [c.open for c in rows],
-            "high": [c.high for c in rows],
-            "low": [c.low for c in rows],
-            "close": [c.close for c in rows],
-            "volume": [c.volume for c in rows],
-            "trades": [c.trades for c in rows],
-        }
+        params = _candle_columns(rows)
         async with self._require_pool().connection() as conn:
             cursor = await conn.execute(_MERGE_CANDLES_1M, params)
             return [(exchange, symbol, datetime_to_ns(ts)) for exchange, symbol, ts in await cursor.fetchall()]
@@ -465,6 +444,22 @@ class CandleStore:
 async def _execute_all(conn: psycopg.AsyncConnection, statements: list[Statement]) -> None:
     for query, params in statements:
         await conn.execute(query, params)
+
+
+def _candle_columns(rows: Sequence[Candle]) -> dict[str, list]:
+    """1m candles as one array per column, for the ``unnest(...)`` statements."""
+    return {
+        "exchange": [c.exchange for c in rows],
+        "symbol": [c.symbol for c in rows],
+        "ts_ns": [c.ts_start for c in rows],
+        "open": [c.open for c in rows],
+        "high": [c.high for c in rows],
+        "low": [c.low for c in rows],
+        "close": [c.close for c in rows],
+        "volume": [c.volume for c in rows],
+        "trades": [c.trades for c in rows],
+        "revision": [c.revision for c in rows],
+    }
 
 
 async def _stage_ticks(cur: psycopg.AsyncCursor, ticks: Sequence[Tick]) -> None:

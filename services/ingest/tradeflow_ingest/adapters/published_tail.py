@@ -17,7 +17,7 @@ from collections.abc import Collection
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
-from tradeflow.bus.connection import kafka_client_options
+from tradeflow.bus.connection import kafka_client_options, topic_partitions
 from tradeflow.codec import DecodeError, decode
 from tradeflow.messages import Tick
 from tradeflow.settings import CommonSettings
@@ -50,7 +50,7 @@ class PublishedTail:
                                     enable_auto_commit=False, client_id=self._client_id)
         await consumer.start()
         try:
-            partitions = sorted(consumer.partitions_for_topic(MD_TICKS.name) or await self._partitions(consumer))
+            partitions = [tp.partition for tp in await topic_partitions(consumer, MD_TICKS.name)]
             keys_by_partition: dict[int, set[bytes]] = defaultdict(set)
             partitioner = DefaultPartitioner()
             for symbol in symbols:
@@ -97,10 +97,3 @@ class PublishedTail:
         log.info("%s: resume points of %d symbols from md.ticks.v1 (%d with recent trades)",
                  exchange, len(points), len(newest))
         return points
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(MD_TICKS.name)
-        if not partitions:
-            raise LookupError(f"topic {MD_TICKS.name} has no partitions")
-        return partitions

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tradeflow.bus import Producer
-from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless
+from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless, topic_partitions
 from tradeflow.codec import DecodeError, decode
 from tradeflow.messages import Subscription
 from tradeflow.settings import CommonSettings
@@ -162,13 +162,7 @@ class SubscriptionLog:
             await sleep_unless(self._stopping, delay)
 
     async def _position(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.topics()  # refresh metadata once (the topic may have just been created)
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise LookupError(f"topic {topic} has no partitions (yet)")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, topic)
         consumer.assign(tps)
         for tp in tps:  # resume after a reconnect; from the beginning the first time
             if tp.partition in self._next_offsets:
