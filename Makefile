@@ -9,10 +9,13 @@ RATE ?=
 
 .PHONY: setup system-deps infra-up infra-down infra-status demo test test-unit bench lint clean
 
-$(BIN)/tradeflow: libs/pyproject.toml services/*/pyproject.toml requirements-dev.txt
+# Every package of the repository, editable: the libs (core, db, exchanges, ops) and every service.
+PACKAGES := $(sort $(dir $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)))
+
+$(BIN)/tradeflow: libs/*/pyproject.toml services/*/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e libs -e services/ingest -e services/candle-builder -r requirements-dev.txt
+	$(BIN)/pip install -q $(addprefix -e ,$(PACKAGES)) -r requirements-dev.txt
 	touch $(BIN)/tradeflow
 
 ## setup: Python environment in .venv (+ the local TimescaleDB build when missing)

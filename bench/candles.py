@@ -1,6 +1,6 @@
 """Candle storage: the candle-builder's write rate, and one-year chart reads.
 
-On a private PostgreSQL cluster (tradeflow.infra.LocalInfra in a temp dir, free loopback port),
+On a private PostgreSQL cluster (tradeflow_ops.infra.LocalInfra in a temp dir, free loopback port),
 in two databases of the same cluster — the TimescaleDB schema (the Apache build here: hypertables,
 5m..1w as tables maintained by CandleStore) and the plain-PostgreSQL schema
 (``upgrade(url, use_timescaledb=False)``) — this script measures, in this order:
@@ -141,8 +141,8 @@ async def bench_write(url: str, ticks: list, path_ticks: list) -> tuple[float, f
     ``path_ticks`` are the same trades under another exchange name (a fresh set of rows).
     """
     import psycopg
-    from tradeflow.db.engine import libpq_url
     from tradeflow_candle_builder.adapters.candle_store import CandleStore
+    from tradeflow_db.engine import libpq_url
 
     batches = [ticks[i:i + BATCH] for i in range(0, len(ticks), BATCH)]
     path_batches = [path_ticks[i:i + BATCH] for i in range(0, len(path_ticks), BATCH)]
@@ -185,8 +185,8 @@ async def load_year(url: str, rows: list[tuple]) -> tuple[float, float]:
     """COPY the year of 1m candles into candles_1m, then ANALYZE (as autovacuum would), then
     rebuild the higher timeframes over the year; (load seconds, rebuild seconds)."""
     import psycopg
-    from tradeflow.db.engine import libpq_url
     from tradeflow_candle_builder.adapters.candle_store import CandleStore, datetime_to_ns
+    from tradeflow_db.engine import libpq_url
 
     started = time.perf_counter()
     async with await psycopg.AsyncConnection.connect(libpq_url(url), autocommit=True) as conn:
@@ -230,8 +230,8 @@ def baseline_query(mode: str, width: str) -> str:
 async def bench_reads(url: str, mode: str, runs: int) -> dict[str, dict[str, list[float]]]:
     """Per timeframe: the fetch_candles and baseline durations (ms) of ``runs`` runs each."""
     import psycopg
-    from tradeflow.db.engine import libpq_url
     from tradeflow_candle_builder.adapters.candle_store import CandleStore
+    from tradeflow_db.engine import libpq_url
 
     results: dict[str, dict[str, list[float]]] = {}
     store = CandleStore(url)
@@ -288,8 +288,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="timed reads per timeframe and mode")
     args = parser.parse_args()
 
-    from tradeflow.db.migrate import upgrade
-    from tradeflow.infra import LocalInfra
+    from tradeflow_db.migrate import upgrade
+    from tradeflow_ops.infra import LocalInfra
 
     ticks = make_ticks(args.ticks, "bench-ticks")
     path_ticks = make_ticks(args.ticks, "bench-path")

@@ -158,10 +158,10 @@ async def ingest_rate(bootstrap: str, n: int, symbols: int, t0_ms: int) -> tuple
     """(trades/s acknowledged, fake's push rate, websocket URL the feed used, feed settings, markets)."""
     from tradeflow.admin import ensure_topics
     from tradeflow.bus import DeadLetters, Producer
-    from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
     from tradeflow.telemetry import Telemetry
     from tradeflow.topics import MD_TICKS, OPS_ALERTS
     from tradeflow.trades.receive_clock import ReceiveClock
+    from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, create_ccxt_exchange
     from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
     from tradeflow_ingest.adapters.tick_publisher import TickPublisher
     from tradeflow_ingest.domain.price_guard import PriceGuard
@@ -231,7 +231,7 @@ async def ingest_rate(bootstrap: str, n: int, symbols: int, t0_ms: int) -> tuple
 
 async def ccxt_parse_rate(feed_settings, markets: dict, ws_url: str, n: int, symbols: int, t0_ms: int) -> float:
     """ccxt's handling of the same frames: its client's decode + binance handle_message, no network."""
-    from tradeflow.exchanges import create_ccxt_exchange
+    from tradeflow_exchanges.ccxt_client import create_ccxt_exchange
 
     exchange = create_ccxt_exchange(feed_settings)
     try:

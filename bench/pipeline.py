@@ -131,8 +131,8 @@ def main() -> int:
         print(json.dumps(asyncio.run(run_service(json.loads(args.child)))))
         return 0
 
-    from tradeflow.db.migrate import upgrade
-    from tradeflow.infra import LocalInfra
+    from tradeflow_db.migrate import upgrade
+    from tradeflow_ops.infra import LocalInfra
 
     with tempfile.TemporaryDirectory(prefix="tradeflow-bench-") as tmp:
         Path(tmp).chmod(0o755)  # the database runs as the postgres user when we are root

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tradeflow.infra import InfraError, LocalInfra
-from tradeflow.infra.processes import free_port, process_start_ticks
+from tradeflow_ops.infra import InfraError, LocalInfra
+from tradeflow_ops.infra.processes import free_port, process_start_ticks
 
 INFRA_FIXTURES = {"kafka_bootstrap", "database_url", "plain_postgres_url", "service_env", "local_infra"}
 PLAIN_DATABASE = "tradeflow_plain"
@@ -117,7 +117,7 @@ def kafka_bootstrap(local_infra: LocalInfra) -> str:
 @pytest.fixture(scope="session")
 def database_url(local_infra: LocalInfra) -> str:
     """A migrated database; uses TimescaleDB when the extension is installed."""
-    from tradeflow.db.migrate import upgrade  # the db package is only needed by tests that use it
+    from tradeflow_db.migrate import upgrade  # the db package is only needed by tests that use it
 
     _start(local_infra, kafka=False, postgres=True)
     url = local_infra.database_url
@@ -128,7 +128,7 @@ def database_url(local_infra: LocalInfra) -> str:
 @pytest.fixture(scope="session")
 def plain_postgres_url(local_infra: LocalInfra) -> str:
     """A second migrated database in the same cluster that does not use TimescaleDB."""
-    from tradeflow.db.migrate import upgrade
+    from tradeflow_db.migrate import upgrade
 
     _start(local_infra, kafka=False, postgres=True)
     url = local_infra.create_database(PLAIN_DATABASE)

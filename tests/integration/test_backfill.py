@@ -20,9 +20,9 @@ from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
-from tradeflow.infra.processes import free_port
 from tradeflow.messages import Tick
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_ops.infra.processes import free_port
 
 from tests.candle_oracle import ALL_TIMEFRAMES, expected_candles
 from tests.fakes.fake_binance import FakeBinance, FakeTrade
@@ -78,7 +78,7 @@ async def backfill(database_url: str, exchanges: str, *args: str) -> tuple[int, 
     """Run `tradeflow backfill ARGS` as a process; (exit status, stdout, stderr)."""
     env = {**os.environ, "TRADEFLOW_DATABASE_URL": database_url, "TRADEFLOW_EXCHANGES": exchanges}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tradeflow.cli", "backfill", *args, env=env,
+        sys.executable, "-m", "tradeflow_ops.cli", "backfill", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -297,8 +297,8 @@ async def test_an_unreachable_database_is_named_and_fails(fake_binance, unique_n
 
 
 async def test_an_exchange_that_keeps_failing_is_given_up_on_with_the_last_error(fake_binance):
-    from tradeflow.exchanges import ExchangeFeedSettings
     from tradeflow_candle_builder.backfill.exchange_history import ExchangeHistory, ExchangeUnavailable
+    from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings
 
     feed = ExchangeFeedSettings(id="binance", urls={"public": fake_binance.rest_url})
     notes: list[str] = []

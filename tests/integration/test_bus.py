@@ -27,12 +27,12 @@ from tradeflow.codec import (
     encode,
     header_value,
 )
-from tradeflow.infra.processes import free_port
-from tradeflow.infra.tansu import TansuBroker
 from tradeflow.messages import Candle, Fill, Tick
 from tradeflow.settings import ServiceSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import TopicSpec
+from tradeflow_ops.infra.processes import free_port
+from tradeflow_ops.infra.tansu import TansuBroker
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from psycopg_pool import PoolTimeout
-from tradeflow.db.migrate import alembic_config
 from tradeflow.messages import Candle, Tick
 from tradeflow_candle_builder.adapters.candle_store import TIMEFRAME_RELATIONS, CandleRow, CandleStore
+from tradeflow_db.migrate import alembic_config
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS

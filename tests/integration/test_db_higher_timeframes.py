@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from psycopg import sql
-from tradeflow.db import upgrade
 from tradeflow.messages import Candle, Tick
 from tradeflow_candle_builder.adapters.candle_store import TIMEFRAME_RELATIONS, CandleRow, CandleStore
 from tradeflow_candle_builder.adapters.higher_timeframes import LEVELS, refresh_statements
+from tradeflow_db import upgrade
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS

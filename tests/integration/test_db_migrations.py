@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from psycopg import sql
-from tradeflow.db import (
+from tradeflow_db import (
     create_async_engine,
     create_engine,
     detect_capabilities,
@@ -18,7 +18,7 @@ from tradeflow.db import (
     downgrade,
     upgrade,
 )
-from tradeflow.db.migrate import alembic_config
+from tradeflow_db.migrate import alembic_config
 
 HIGHER_RELATIONS = ("candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w")
 TRADEFLOW_RELATIONS = {

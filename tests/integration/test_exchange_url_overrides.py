@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import ccxt
 import pytest
 from aiohttp import web
-from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange, trades_request
+from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, create_ccxt_exchange, trades_request
 
 from tests.fakes.fake_binance import _free_port
 

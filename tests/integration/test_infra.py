@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from tradeflow.infra import InfraError, LocalInfra
-from tradeflow.infra.processes import free_port, port_accepts_connections, process_start_ticks
-from tradeflow.infra.tansu import kafka_metadata_error
+from tradeflow_ops.infra import InfraError, LocalInfra
+from tradeflow_ops.infra.processes import free_port, port_accepts_connections, process_start_ticks
+from tradeflow_ops.infra.tansu import kafka_metadata_error
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def test_an_unreachable_external_database_is_reported_not_running(state_dir):
 
 
 def test_session_databases_are_migrated_in_their_storage_modes(database_url, plain_postgres_url):
-    from tradeflow.infra.postgres import timescaledb_installed
+    from tradeflow_ops.infra.postgres import timescaledb_installed
 
     def extension_and_tables(url: str) -> tuple[bool, bool]:
         with psycopg.connect(url) as conn:
@@ -128,7 +128,7 @@ def test_session_databases_are_migrated_in_their_storage_modes(database_url, pla
 
 
 def _cli(*argv: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tradeflow.cli", *argv], env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "tradeflow_ops.cli", *argv], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=timeout)
 
 

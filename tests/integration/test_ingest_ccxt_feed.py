@@ -10,15 +10,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tradeflow.admin import TopicsExist
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import decode
-from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
 from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import OPS_ALERTS
 from tradeflow.trades.receive_clock import ReceiveClock
+from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, create_ccxt_exchange
+from tradeflow_exchanges.circuit_breaker import BreakerState
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.bootstrap import INGEST_TOPICS
-from tradeflow_ingest.domain.circuit_breaker import BreakerState
 from tradeflow_ingest.domain.price_guard import PriceGuard
 from tradeflow_ingest.settings import IngestSettings
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from tradeflow.admin import TopicsExist
 from tradeflow.bus import DeadLetters, Producer
-from tradeflow.exchanges import ExchangeFeedSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.trades.receive_clock import ReceiveClock
+from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.bootstrap import INGEST_TOPICS

@@ -23,7 +23,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tradeflow.admin import ensure_topics
 from tradeflow.bus import Consumer, DeadLetters, Producer, Record
-from tradeflow.infra.processes import free_port
 from tradeflow.messages import Tick
 from tradeflow.service import (
     ServiceDefinition,
@@ -37,6 +36,7 @@ from tradeflow.service import (
 from tradeflow.settings import ConfigurationError, ServiceSettings
 from tradeflow.telemetry import Telemetry, correlation_id_var
 from tradeflow.topics import TopicSpec
+from tradeflow_ops.infra.processes import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,10 @@ import logging
 from datetime import UTC, datetime
 
 import psycopg
-from tradeflow.db.engine import libpq_url
 from tradeflow.messages import Tick
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.tick_compression import TickCompressionSetup
+from tradeflow_db.engine import libpq_url
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS

@@ -18,13 +18,17 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import pytest
-from tradeflow.db.capabilities import detect_capabilities_async
-from tradeflow.db.engine import libpq_url
-from tradeflow.db.retention import TICK_RETENTION_LOCK_KEY, apply_tick_retention, plan_tick_retention
 from tradeflow.messages import Candle, Tick
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.tick_retention_plan import (
+    TICK_RETENTION_LOCK_KEY,
+    apply_tick_retention,
+    plan_tick_retention,
+)
 from tradeflow_candle_builder.bootstrap import SERVICE
 from tradeflow_candle_builder.settings import CandleBuilderSettings
+from tradeflow_db.capabilities import detect_capabilities_async
+from tradeflow_db.engine import libpq_url
 
 pytestmark = pytest.mark.integration
 

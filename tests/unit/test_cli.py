@@ -5,13 +5,13 @@ from __future__ import annotations
 import msgspec
 import pytest
 from aiokafka.structs import ConsumerRecord
-from tradeflow.cli.candle_table import MarketView
-from tradeflow.cli.errors import redact_url
-from tradeflow.cli.main import build_parser, main
-from tradeflow.cli.topics_commands import message_as_json
 from tradeflow.codec import encode
 from tradeflow.messages import Candle, Tick
+from tradeflow.settings import redact_url
 from tradeflow.topics import MD_TICKS
+from tradeflow_ops.cli.candle_table import MarketView
+from tradeflow_ops.cli.main import build_parser, main
+from tradeflow_ops.cli.topics_commands import message_as_json
 
 MINUTE_NS = 60 * 10**9
 T0 = 1_700_000_040 * 10**9  # 2023-11-14 22:14:00 UTC, a minute boundary
@@ -82,7 +82,7 @@ def test_the_command_line_stays_light_to_import():
     import sys
 
     heavy = ("ccxt", "tqdm", "psycopg_pool", "tradeflow_candle_builder.backfill.runner")
-    probe = f"import sys, tradeflow.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    probe = f"import sys, tradeflow_ops.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
 

@@ -10,13 +10,13 @@ import re
 
 import pytest
 from alembic.script import ScriptDirectory
-from tradeflow.db.capabilities import (
+from tradeflow_db.capabilities import (
     DatabaseCapabilities,
     TimescaleDBNotPreloadedError,
     capabilities_from_facts,
     is_preloaded,
 )
-from tradeflow.db.migrate import alembic_config
+from tradeflow_db.migrate import alembic_config
 
 ORIGIN = "TIMESTAMPTZ '2000-01-03 00:00:00+00'"
 EXPECTED_HIERARCHY = {

@@ -1,4 +1,4 @@
-"""Offline checks of what ships to operators: the Dockerfiles, docker-compose.yml and deploy/k8s/.
+"""Offline checks of what ships to operators: the Dockerfile, docker-compose.yml and deploy/k8s/.
 
 No Docker engine or cluster is needed: Kubernetes manifests are validated against the schemas
 bundled with kubernetes-validate (strict: unknown fields are errors), and the rest are the
@@ -80,9 +80,9 @@ def memory_bytes(quantity: str) -> int:
     return int(number) * units.get(unit or "", 1)
 
 
-def dockerfile_instructions(service: str) -> list[tuple[str, str]]:
+def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
-    text = (REPO / "services" / service / "Dockerfile").read_text()
+    text = (REPO / "Dockerfile").read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
     result = []
@@ -93,9 +93,9 @@ def dockerfile_instructions(service: str) -> list[tuple[str, str]]:
     return result
 
 
-def dockerfile_stages(service: str) -> list[list[tuple[str, str]]]:
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
     stages: list[list[tuple[str, str]]] = []
-    for instruction, args in dockerfile_instructions(service):
+    for instruction, args in dockerfile_instructions():
         if instruction == "FROM":
             stages.append([])
         if stages:
@@ -175,7 +175,7 @@ def test_kustomization_applies_exactly_the_manifests_in_the_directory() -> None:
     assert sorted(kustomization["resources"]) == sorted(p.name for p in k8s_manifest_files())
     assert kustomization["namespace"] == k8s_object("Namespace", "tradeflow")["metadata"]["name"]
     images = {i["name"] for i in kustomization["images"]}
-    assert images == {f"tradeflow/{service}" for service in DESIGN_PORTS}
+    assert images == {f"tradeflow/{service}" for service in DESIGN_PORTS} | {"tradeflow/tools"}
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed on this machine")
@@ -248,7 +248,7 @@ def test_candle_builder_memory_is_capped_at_512mi() -> None:
 
 @pytest.mark.parametrize("service", DESIGN_PORTS)
 def test_pods_run_as_the_images_user(service: str) -> None:
-    (user,) = [args for instr, args in dockerfile_stages(service)[-1] if instr == "USER"]
+    (user,) = [args for instr, args in dockerfile_stages()[-1] if instr == "USER"]
     uid, _, gid = user.partition(":")
     security = pod_spec(service)["securityContext"]
     assert security["runAsUser"] == int(uid)
@@ -290,7 +290,9 @@ def test_images_and_database_secret_reference(service: str) -> None:
     spec = pod_spec(service)
     for container in spec["containers"] + spec.get("initContainers", []):
         image, _, tag = container["image"].rpartition(":")
-        assert image == f"tradeflow/{service}" and tag, container["image"]
+        # Migrations run from the tools image (one chain across every service's revisions).
+        expected = "tradeflow/tools" if container["name"] == "migrate" else f"tradeflow/{service}"
+        assert image == expected and tag, container["image"]
         env = {e["name"]: e for e in container["env"]}
         secret_ref = env["TRADEFLOW_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert (secret_ref["name"], secret_ref["key"]) == DATABASE_SECRET
@@ -301,7 +303,8 @@ def test_candle_builder_migrates_before_it_starts() -> None:
     spec = pod_spec("candle-builder")
     (init,) = spec["initContainers"]
     assert init["command"] == ["tradeflow", "db", "upgrade"]
-    assert init["image"] == main_container("candle-builder")["image"]
+    assert init["image"].rpartition(":")[0] == "tradeflow/tools"
+    assert init["image"].rpartition(":")[2] == main_container("candle-builder")["image"].rpartition(":")[2]
 
 
 def test_no_secret_values_are_committed() -> None:
@@ -330,39 +333,68 @@ def test_production_configuration_passes_the_services_validation(service: str, m
 
 # --- Dockerfiles ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("service", DESIGN_PORTS)
-def test_dockerfile_builds_from_libs_and_the_service_and_runs_it(service: str) -> None:
-    instructions = dockerfile_instructions(service)
+def dockerfile_build_script() -> str:
+    """The builder stage's RUN lines that install the packages and write the entry point."""
+    builder = dockerfile_stages()[0]
+    return "\n".join(a for i, a in builder if i == "RUN")
+
+
+def run_entrypoint_writer(service: str, tmp_path: Path) -> str:
+    """Run the Dockerfile's entry-point writer for ``service`` (pip replaced) and return the script."""
+    script = dockerfile_build_script()
+    install = script[script.index("pip wheel"):]
+    writer = install[install.index('if [ "${SERVICE}" = "tools" ]; then entry='):]
+    writer = writer.replace("/opt/venv/bin/", f"{tmp_path}/")
+    subprocess.run(["sh", "-c", writer], env={"SERVICE": service, "PATH": "/usr/bin:/bin"}, check=True)
+    return (tmp_path / "tradeflow-entrypoint").read_text()
+
+
+def test_dockerfile_builds_one_image_per_service_from_the_libs_it_needs() -> None:
+    instructions = dockerfile_instructions()
     args = dict(a.split("=", 1) for i, a in instructions if i == "ARG" and "=" in a)
-    stages = dockerfile_stages(service)
+    stages = dockerfile_stages()
     assert len(stages) == 2, "multi-stage: a builder and a runtime"
     builder, runtime = stages
     for stage in stages:
         base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], stage[0][1].split()[0])
         assert base == "python:3.11-slim"
-
+    assert ("ARG", "SERVICE") in builder
     copies = [a for i, a in builder if i == "COPY"]
-    assert "libs/ /src/libs/" in copies
-    assert f"services/{service}/ /src/services/{service}/" in copies
-    assert f"pip install /src/libs /src/services/{service}" in [a for i, a in builder if i == "RUN"]
+    assert {"libs/ /src/libs/", "services/ /src/services/"} <= set(copies)
+    script = dockerfile_build_script()
+    # The libs become local wheels; pip installs the service and only the libs it depends on.
+    assert "pip wheel --no-deps --wheel-dir /wheels /src/libs/*" in script
+    assert 'pip install --find-links /wheels "/src/services/${SERVICE}"' in script
 
     runtime_instr = {i: a for i, a in runtime if i not in {"COPY", "ENV", "RUN"}}
     assert "--from=builder /opt/venv /opt/venv" in [a for i, a in runtime if i == "COPY"]
     assert not [a for i, a in runtime if i == "COPY" and "--from=builder" not in a], "runtime copies only the venv"
     uid = runtime_instr["USER"].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "numeric non-root user (runAsNonRoot can verify it)"
-    assert runtime_instr["EXPOSE"] == str(DESIGN_PORTS[service])
-    assert json.loads(runtime_instr["ENTRYPOINT"]) == ["tradeflow", "run", service]
+    assert json.loads(runtime_instr["ENTRYPOINT"]) == ["tradeflow-entrypoint"]
+
+
+@pytest.mark.parametrize("service", DESIGN_PORTS)
+def test_service_image_entry_point_runs_the_service(service: str, tmp_path: Path) -> None:
+    entry = run_entrypoint_writer(service, tmp_path)
+    assert entry.splitlines()[-1] == f"exec tradeflow-service {service}"
     assert service in {ep.name for ep in entry_points(group="tradeflow.services")}
+    # The console script the entry point calls is the core's, present in every service image.
+    assert "tradeflow-service" in {ep.name for ep in entry_points(group="console_scripts")}
+
+
+def test_tools_image_entry_point_is_the_operator_command(tmp_path: Path) -> None:
+    entry = run_entrypoint_writer("tools", tmp_path)
+    assert entry.splitlines()[-1] == 'exec tradeflow "$@"'
+    assert 'pip install --find-links /wheels /src/libs/ops /src/services/*' in dockerfile_build_script()
 
 
 @pytest.mark.parametrize("service", DESIGN_PORTS)
 def test_dockerfile_healthcheck_reports_the_healthz_answer(service: str) -> None:
-    (healthcheck,) = [a for i, a in dockerfile_stages(service)[-1] if i == "HEALTHCHECK"]
+    (healthcheck,) = [a for i, a in dockerfile_stages()[-1] if i == "HEALTHCHECK"]
     command = json.loads(healthcheck[healthcheck.index("CMD ") + 4:])
     assert command[:2] == ["python", "-c"]
     code = command[2]
-    assert str(DESIGN_PORTS[service]) in code, "falls back to the design port"
     with http_server(200) as (port, paths):
         assert run_healthcheck(code, port) == 0
     assert paths == ["/healthz"]
@@ -417,7 +449,8 @@ def test_compose_service_image_port_and_settings(service: str, monkeypatch) -> N
     definition = compose()["services"][service]
     port = DESIGN_PORTS[service]
     assert definition["build"]["context"] == "."
-    assert (REPO / definition["build"]["dockerfile"]) == REPO / "services" / service / "Dockerfile"
+    assert (REPO / definition["build"]["dockerfile"]) == REPO / "Dockerfile"
+    assert definition["build"]["args"] == {"SERVICE": service}
     assert definition["image"].split(":")[0] == f"tradeflow/{service}"
     assert definition["ports"] == [f"127.0.0.1:{port}:{port}"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tradeflow.cli.main import main
-from tradeflow.infra import InfraSettings, LocalInfra
 from tradeflow.settings import CommonSettings, ConfigurationError, load_settings
+from tradeflow_ops.cli.main import main
+from tradeflow_ops.infra import InfraSettings, LocalInfra
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,10 @@ tests/integration/test_tick_compression.py (they must do nothing).
 from __future__ import annotations
 
 import pytest
-from tradeflow.db.capabilities import DatabaseCapabilities
-from tradeflow.db.compression import plan_tick_compression
 from tradeflow.settings import ConfigurationError, load_settings
+from tradeflow_candle_builder.adapters.tick_compression_plan import plan_tick_compression
 from tradeflow_candle_builder.settings import CandleBuilderSettings
+from tradeflow_db.capabilities import DatabaseCapabilities
 
 LICENSED = DatabaseCapabilities.for_mode("timescaledb", "2.17.2")
 APACHE = DatabaseCapabilities.for_mode("timescaledb-apache", "2.17.2")

@@ -1,7 +1,7 @@
-"""Start-up job: compress old ticks where the database can (see tradeflow.db.compression).
+"""Start-up job: compress old ticks where the database can (see tradeflow_candle_builder.adapters.tick_compression_plan).
 
 Once per start it opens its own connection, detects the storage mode and applies
-:func:`tradeflow.db.compression.plan_tick_compression`. With the Timescale license that sets
+:func:`tradeflow_candle_builder.adapters.tick_compression_plan.plan_tick_compression`. With the Timescale license that sets
 up compression on ``ticks`` and a compression policy (the TimescaleDB scheduler does the
 work from then on); in the other modes it logs once that compression is unavailable and does
 nothing. A failure (database away) is retried with backoff in the background: it never
@@ -15,8 +15,13 @@ import contextlib
 import logging
 
 import psycopg
-from tradeflow.db.capabilities import detect_capabilities_async
-from tradeflow.db.compression import CompressionPlan, apply_tick_compression, plan_tick_compression
+from tradeflow_db.capabilities import detect_capabilities_async
+
+from tradeflow_candle_builder.adapters.tick_compression_plan import (
+    CompressionPlan,
+    apply_tick_compression,
+    plan_tick_compression,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Background job: keep ``tick_retention_days`` of raw ticks (candles stay forever).
 
 Every ``retention_interval_s`` (the first run shortly after start) it opens its own database
-connection, detects the storage mode and applies :func:`tradeflow.db.retention.plan_tick_retention`
+connection, detects the storage mode and applies :func:`tradeflow_candle_builder.adapters.tick_retention_plan.plan_tick_retention`
 under an advisory lock, so with several replicas only one does the work per round. A failed run
 is logged and counted; the next round tries again.
 """
@@ -14,9 +14,14 @@ import logging
 import time
 
 import psycopg
-from tradeflow.db.capabilities import detect_capabilities_async
-from tradeflow.db.retention import RetentionOutcome, apply_tick_retention, plan_tick_retention
 from tradeflow.telemetry import Telemetry
+from tradeflow_db.capabilities import detect_capabilities_async
+
+from tradeflow_candle_builder.adapters.tick_retention_plan import (
+    RetentionOutcome,
+    apply_tick_retention,
+    plan_tick_retention,
+)
 
 log = logging.getLogger(__name__)
 

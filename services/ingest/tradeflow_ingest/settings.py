@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pydantic import Field
-from tradeflow.exchanges import ExchangeListSettings
 from tradeflow.settings import ServiceSettings
+from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 
 
 class IngestSettings(ServiceSettings, ExchangeListSettings):

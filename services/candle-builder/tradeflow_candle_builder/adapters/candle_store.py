@@ -27,8 +27,8 @@ from typing import NamedTuple
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
-from tradeflow.db.engine import libpq_url
 from tradeflow.messages import Candle, Tick
+from tradeflow_db.engine import libpq_url
 
 from tradeflow_candle_builder.adapters.higher_timeframes import (
     LOCK_INSTRUMENTS_SQL,
@@ -150,7 +150,7 @@ def datetime_to_ns(value: datetime) -> int:
 
 
 class CandleStore:
-    """Ticks and candles in the Tradeflow schema (see tradeflow.db migrations)."""
+    """Ticks and candles in the Tradeflow schema (see tradeflow_db migrations)."""
 
     def __init__(
         self,

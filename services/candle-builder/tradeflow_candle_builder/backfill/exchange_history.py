@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from tradeflow.exchanges import ExchangeFeedSettings, create_ccxt_exchange
-from tradeflow.trades.retry_after import retry_after_seconds
+from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, create_ccxt_exchange
+from tradeflow_exchanges.request_hold import retry_after_seconds
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tradeflow.trades.ccxt_trades import UnusableTrade, trade_fields
+from tradeflow_exchanges.ccxt_trades import UnusableTrade, trade_fields
 
 MINUTE_MS = 60_000
 _EPOCH_MS = re.compile(r"\d{1,16}")

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from tradeflow.infra.postgres import redact_url
 from tradeflow.marketdata import tick_rejection_reason
 from tradeflow.messages import Candle, Tick
-from tradeflow.trades.ccxt_trades import in_exchange_order, trade_to_tick
+from tradeflow.settings import redact_url
 from tradeflow.trades.receive_clock import ReceiveClock
 from tradeflow.trades.replay_csv import RejectedLine, ReplayFileError, parse_replay_lines
+from tradeflow_exchanges.ccxt_trades import in_exchange_order, trade_to_tick
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.backfill.exchange_history import (
@@ -151,7 +151,7 @@ async def run_backfill(job: BackfillJob, settings: BackfillSettings) -> Backfill
 
 
 def _exchange_settings(settings: BackfillSettings, name: str):
-    from tradeflow.exchanges import ExchangeFeedSettings, find_exchange
+    from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, find_exchange
 
     configured = find_exchange(settings.exchanges, name)
     if configured is not None:

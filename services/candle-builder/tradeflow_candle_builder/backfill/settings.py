@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tradeflow.exchanges import ExchangeListSettings
 from tradeflow.settings import CommonSettings
+from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 
 
 class BackfillSettings(CommonSettings, ExchangeListSettings):

@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
-from tradeflow.exchanges import ExchangeFeedSettings, older_trades_request, serves_newest_page_only
 from tradeflow.settings import ConfigurationError, load_settings
-from tradeflow.trades.ccxt_trades import UnusableTrade, in_exchange_order, trade_to_tick
-from tradeflow.trades.retry_after import RequestHold, retry_after_seconds
+from tradeflow_exchanges.ccxt_client import (
+    ExchangeFeedSettings,
+    older_trades_request,
+    serves_newest_page_only,
+)
+from tradeflow_exchanges.ccxt_trades import UnusableTrade, in_exchange_order, trade_to_tick
+from tradeflow_exchanges.request_hold import RequestHold, retry_after_seconds
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
 from tradeflow_ingest.domain.trade_cursor import TradeCursor
 from tradeflow_ingest.settings import IngestSettings
@@ -117,7 +121,7 @@ def test_only_exchanges_serving_the_newest_trades_page_back_and_only_okx_has_an_
 
 
 def test_a_url_override_must_name_an_existing_ccxt_url():
-    from tradeflow.exchanges import create_ccxt_exchange
+    from tradeflow_exchanges.ccxt_client import create_ccxt_exchange
 
     with pytest.raises(ValueError, match="names no URL"):
         create_ccxt_exchange(ExchangeFeedSettings(id="binance", symbols=("BTC/USDT",),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tradeflow_ingest.domain.circuit_breaker import BreakerState, CircuitBreaker
+from tradeflow_exchanges.circuit_breaker import BreakerState, CircuitBreaker
+from tradeflow_exchanges.reconnect_budget import ReconnectBudget
 from tradeflow_ingest.domain.price_guard import PriceGuard
-from tradeflow_ingest.domain.reconnect_budget import ReconnectBudget
 from tradeflow_ingest.domain.silence_watch import SilenceWatch
 from tradeflow_ingest.domain.trade_rate import RecentTradeRate
 

@@ -11,33 +11,33 @@ from typing import Any, TypeVar
 import ccxt
 import ccxt.pro
 from tradeflow.bus.connection import Backoff, sleep_unless
-from tradeflow.exchanges import (
+from tradeflow.telemetry import Telemetry
+from tradeflow.trades.receive_clock import ReceiveClock
+from tradeflow_exchanges.ccxt_client import (
     ExchangeFeedSettings,
     create_ccxt_exchange,
     older_trades_request,
     serves_newest_page_only,
     trades_request,
 )
-from tradeflow.telemetry import Telemetry
-from tradeflow.trades.ccxt_trades import (
+from tradeflow_exchanges.ccxt_trades import (
     NS_PER_MS,
     UnusableTrade,
     in_exchange_order,
     tick_of_fields,
     trade_fields,
 )
-from tradeflow.trades.receive_clock import ReceiveClock
-from tradeflow.trades.retry_after import RequestHold, retry_after_seconds
+from tradeflow_exchanges.circuit_breaker import BreakerState, CircuitBreaker
+from tradeflow_exchanges.reconnect_budget import ReconnectBudget
+from tradeflow_exchanges.request_hold import RequestHold, retry_after_seconds
 
 from tradeflow_ingest.adapters.feed_alerts import FeedAlerts
 from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.adapters.trade_cache_reader import TradeCacheReader
-from tradeflow_ingest.domain.circuit_breaker import BreakerState, CircuitBreaker
 from tradeflow_ingest.domain.feed_status import FeedStatus, SymbolFeedStatus
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
-from tradeflow_ingest.domain.reconnect_budget import ReconnectBudget
 from tradeflow_ingest.domain.resume_point import ResumePoint
 from tradeflow_ingest.domain.silence_watch import SilenceWatch
 from tradeflow_ingest.domain.sources import SourceStatus

@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable
 
 from tradeflow.telemetry import Telemetry
-
-from tradeflow_ingest.domain.circuit_breaker import BreakerState
+from tradeflow_exchanges.circuit_breaker import BreakerState
 
 BREAKER_STATE_VALUES = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
 

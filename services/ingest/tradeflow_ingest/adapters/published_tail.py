@@ -22,7 +22,7 @@ from tradeflow.codec import DecodeError, decode
 from tradeflow.messages import Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.topics import MD_TICKS, market_key
-from tradeflow.trades.ccxt_trades import NS_PER_MS
+from tradeflow_exchanges.ccxt_trades import NS_PER_MS
 
 from tradeflow_ingest.domain.resume_point import ResumePoint
 

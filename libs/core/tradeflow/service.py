@@ -1,0 +1,344 @@
+"""The shape every Tradeflow service shares: lifecycle, health, readiness, metrics, uvicorn.
+
+A service's ``bootstrap.py`` builds its components (producer, consumers, stores), hands them
+to :func:`create_service_app` with its routers and readiness checks, and exports a
+:class:`ServiceDefinition` that ``tradeflow run SERVICE`` passes to :func:`run_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tradeflow.settings import CommonSettings, ServiceSettings, load_settings
+from tradeflow.telemetry import Telemetry, correlation_id_var
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
+CORRELATION_HEADER = "X-Correlation-ID"
+READINESS_CHECK_TIMEOUT_S = 3.0
+_VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # no log injection via the header
+
+
+@runtime_checkable
+class Component(Protocol):
+    """Something with a lifetime inside a service: started in order, stopped in reverse."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """What ``tradeflow run NAME`` needs to run a service."""
+
+    name: str
+    default_port: int
+    settings_type: type[ServiceSettings]
+    create_app: Callable[[ServiceSettings], FastAPI]
+
+
+class ServiceRuntime:
+    """Starts components in order and stops them in reverse, within a shutdown deadline."""
+
+    def __init__(self, components: Sequence[Component], shutdown_timeout_s: float = 20.0) -> None:
+        self.components = list(components)
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._started: list[Component] = []
+
+    async def start(self) -> None:
+        """Start all; if one fails, stop the ones already started and re-raise."""
+        for component in self.components:
+            try:
+                await component.start()
+            except BaseException:
+                log.exception("%s failed to start; stopping the started components", _name(component))
+                await self.stop()
+                raise
+            self._started.append(component)
+            log.info("%s started", _name(component))
+
+    async def stop(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        while self._started:
+            component = self._started.pop()
+            # Every component gets a chance to stop, even when an earlier one used the budget.
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(component.stop(), remaining)
+                log.info("%s stopped", _name(component))
+            except TimeoutError:
+                log.error("%s did not stop within %.1fs", _name(component), remaining)
+            except Exception:
+                log.exception("%s failed to stop cleanly", _name(component))
+
+
+def _name(component: object) -> str:
+    return getattr(component, "name", None) or type(component).__name__
+
+
+# --- readiness checks ---------------------------------------------------------------------------
+
+
+def named_check(name: str, check: ReadinessCheck) -> ReadinessCheck:
+    """Give a readiness check the name /readyz reports it under."""
+    check.__name__ = name
+    return check
+
+
+def broker_check(producer) -> ReadinessCheck:
+    """Ready when the broker answers a metadata request through ``producer``."""
+
+    async def broker() -> tuple[bool, str]:
+        return await producer.ping()
+
+    return broker
+
+
+def consumer_check(consumer) -> ReadinessCheck:
+    """Ready when ``consumer`` joined its group (zero partitions is fine: replicas > partitions)."""
+
+    async def check() -> tuple[bool, str]:
+        if consumer.is_ready():
+            return True, f"joined group {consumer.group_id}, {len(consumer.assignment())} partition(s) assigned"
+        return False, f"not joined group {consumer.group_id} yet"
+
+    return named_check(f"consumer:{consumer.group_id}", check)
+
+
+def database_check(ping: Callable[[], Awaitable[object]]) -> ReadinessCheck:
+    """Ready when ``ping()`` (e.g. CandleStore.ping) returns without raising."""
+
+    async def database() -> tuple[bool, str]:
+        try:
+            await ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready, with its reason
+            return False, f"unreachable: {type(exc).__name__}: {str(exc)[:200]}"
+        return True, "reachable"
+
+    return database
+
+
+async def _run_check(check: ReadinessCheck) -> tuple[bool, str]:
+    try:
+        return await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return False, f"no answer within {READINESS_CHECK_TIMEOUT_S:.0f}s"
+    except Exception as exc:  # noqa: BLE001 - a broken check reports not-ready, it does not 500
+        return False, f"check failed: {type(exc).__name__}: {exc}"
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+class CorrelationIdMiddleware:
+    """Sets correlation_id_var from X-Correlation-ID (or a new uuid) and echoes it back.
+
+    Plain ASGI rather than BaseHTTPMiddleware: no extra task per request.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-correlation-id":
+                incoming = value.decode("latin-1")
+                break
+        correlation_id = incoming if incoming and _VALID_CORRELATION_ID.match(incoming) else uuid.uuid4().hex
+        token = correlation_id_var.set(correlation_id)
+
+        async def send_with_header(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append((CORRELATION_HEADER.lower().encode(), correlation_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_header)
+        finally:
+            correlation_id_var.reset(token)
+
+
+_PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _request_tracing_options(telemetry: Telemetry) -> dict[str, object]:
+    """Request spans from FastAPI's native OpenTelemetry support (FastAPI >= 0.16x) on OUR provider.
+
+    Probes are not traced (they would drown the real requests); metrics stay in Prometheus.
+    Older FastAPI versions have no such option: requests are then simply not traced.
+    """
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {
+        "telemetry": {
+            "tracer_provider": telemetry.tracer_provider,
+            "tracing": True,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": lambda scope: scope.get("path") in _PROBE_PATHS,
+        }
+    }
+
+
+def create_service_app(
+    name: str,
+    settings: CommonSettings,
+    telemetry: Telemetry,
+    components: Sequence[Component] = (),
+    routers: Sequence[APIRouter] = (),
+    readiness_checks: Sequence[ReadinessCheck] = (),
+    *,
+    version: str = "0.1.0",
+    description: str | None = None,
+) -> FastAPI:
+    """A FastAPI app with the service's lifecycle, /healthz, /readyz, /metrics and /docs."""
+    shutdown_timeout_s = getattr(settings, "shutdown_timeout_s", 20.0)
+    runtime = ServiceRuntime(components, shutdown_timeout_s)
+    http_requests = telemetry.counter(
+        "tradeflow_http_requests_total", "HTTP requests served", ("method", "route", "status")
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        telemetry.configure()
+        log.info("%s starting", name, extra={"environment": settings.environment})
+        await runtime.start()
+        log.info("%s ready to serve", name)
+        try:
+            yield
+        finally:
+            log.info("%s stopping", name)
+            await runtime.stop()
+            telemetry.shutdown()
+            log.info("%s stopped", name)
+
+    app = FastAPI(
+        title=f"tradeflow {name}",
+        version=version,
+        description=description or "",
+        lifespan=lifespan,
+        **_request_tracing_options(telemetry),
+    )
+    app.state.telemetry = telemetry
+    app.state.runtime = runtime
+    app.add_middleware(CorrelationIdMiddleware)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template (/v1/candles), not the raw path: bounded label values.
+        http_requests.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            status_code=500,
+            content={"detail": "internal error", "correlation_id": correlation_id_var.get()},
+        )
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @app.get("/readyz", tags=["operations"], summary="Broker/database reachable, consumers joined")
+    async def readyz() -> JSONResponse:
+        results = await asyncio.gather(*(_run_check(check) for check in readiness_checks))
+        checks = {getattr(check, "__name__", repr(check)): detail for check, (_, detail) in zip(readiness_checks, results, strict=True)}
+        ready = all(ok for ok, _ in results)
+        body = {"status": "ready" if ready else "not ready", "service": name, "checks": checks}
+        return JSONResponse(status_code=200 if ready else 503, content=body)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(content=generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+SERVICES_GROUP = "tradeflow.services"
+
+
+class UnknownServiceError(LookupError):
+    """No installed service answers to the name (its text names the installed ones)."""
+
+
+def installed_services() -> list[str]:
+    """Names of the services installed in this environment (entry-point group ``tradeflow.services``)."""
+    return sorted(ep.name for ep in entry_points(group=SERVICES_GROUP))
+
+
+def service_definition(name: str) -> ServiceDefinition:
+    """The :class:`ServiceDefinition` registered under ``name``."""
+    matches = [ep for ep in entry_points(group=SERVICES_GROUP) if ep.name == name]
+    if not matches:
+        raise UnknownServiceError(f"unknown service {name!r}; installed: {', '.join(installed_services()) or 'none'}")
+    definition = matches[0].load()
+    if not isinstance(definition, ServiceDefinition):
+        raise UnknownServiceError(f"entry point {matches[0].value} of service {name!r} is not a ServiceDefinition "
+                                  "(stale install? run `make setup`)")
+    return definition
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``tradeflow-service NAME``: the container entry point (images carry no operator tooling)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.exit(f"usage: tradeflow-service NAME   (installed: {', '.join(installed_services()) or 'none'})")
+    try:
+        definition = service_definition(args[0])
+    except UnknownServiceError as exc:
+        sys.exit(f"tradeflow-service: {exc}")
+    run_service(definition)
+
+
+def run_service(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> None:
+    """Load settings (exit naming a bad variable), serve until SIGTERM/SIGINT, stop cleanly."""
+    if settings is None:
+        settings = load_settings(definition.settings_type)
+    app = definition.create_app(settings)
+    telemetry = getattr(app.state, "telemetry", None)
+    if telemetry is not None:
+        telemetry.configure_logging()  # uvicorn's own start-up lines in the same format
+    port = settings.http_port or definition.default_port
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=port,
+        log_config=None,  # keep our handlers: uvicorn's loggers propagate to the root
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )
+    server = uvicorn.Server(config)
+    server.run()  # uvicorn turns SIGTERM/SIGINT into a graceful shutdown (lifespan stops components)
+    if not server.started:
+        sys.exit(3)  # start-up failed (the reason is logged); same code as uvicorn's own CLI
