@@ -15,6 +15,8 @@ PACKAGES := $(sort $(dir $(wildcard libs/*/pyproject.toml services/*/pyproject.t
 $(BIN)/tradeflow: libs/*/pyproject.toml services/*/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	@# libs/ was one distribution (tradeflow-libs) before the split (ADR 0012): drop a stale install.
+	@$(BIN)/pip uninstall -q -y tradeflow-libs 2>/dev/null || true
 	$(BIN)/pip install -q $(addprefix -e ,$(PACKAGES)) -r requirements-dev.txt
 	touch $(BIN)/tradeflow
 
