@@ -22,7 +22,7 @@ from psycopg import sql
 from tradeflow.messages import Candle, Tick
 from tradeflow_candle_builder.adapters.candle_store import TIMEFRAME_RELATIONS, CandleRow, CandleStore
 from tradeflow_candle_builder.adapters.higher_timeframes import LEVELS, refresh_statements
-from tradeflow_db import upgrade
+from tradeflow_db.migrate import upgrade
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS

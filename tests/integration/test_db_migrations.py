@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
-from psycopg import sql
 from tradeflow_db import (
     create_async_engine,
     create_engine,
     detect_capabilities,
     detect_capabilities_async,
-    downgrade,
-    upgrade,
 )
-from tradeflow_db.migrate import alembic_config
+from tradeflow_db.migrate import alembic_config, downgrade, upgrade
 
 HIGHER_RELATIONS = ("candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w")
 TRADEFLOW_RELATIONS = {
@@ -26,23 +21,6 @@ TRADEFLOW_RELATIONS = {
     "candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w",
     "instruments", "session_candles",
 }
-
-
-def _with_database(url: str, name: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
-@pytest.fixture
-def fresh_database_url(database_url: str) -> Iterator[str]:
-    """An empty database in the session cluster (the shared ones stay migrated)."""
-    name = f"migrations_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield _with_database(database_url, name)
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _relations(url: str) -> dict[str, str]:

@@ -71,21 +71,41 @@ class Candle(Message, frozen=True, kw_only=True):
 
 
 # --- trading ---------------------------------------------------------------------------------
+#
+# The trading path's identities (design.md): a signal id is deterministic from the candle that
+# caused it; risk derives the order's client order id from the signal id; execution creates at
+# most one order per client order id; a fill is applied once by its fill id. The helpers that
+# build these ids live in tradeflow_trading.ids, shared by the services and the backtest.
 
 Side = Literal["buy", "sell"]
+Intent = Literal["enter_long", "enter_short", "exit", "target"]
+OrderType = Literal["market", "limit"]
+TimeInForce = Literal["GTC", "IOC", "FOK", "GTD"]
+OrderOrigin = Literal["signal", "manual", "protective"]
 
 
 class Signal(Message, frozen=True, kw_only=True):
-    """A strategy's intent. Key: account id."""
+    """A strategy's intent after a closed candle. Key: account id.
+
+    ``signal_id`` is ``<instance>:<exchange>:<symbol>:<timeframe>:<candle ts_start ms>:<intent>``;
+    ``ts_event`` is the deciding candle's end. ``quantity`` (base units) is optional: without it
+    risk sizes the order. ``target_quantity`` is the wanted position for intent ``target``.
+    ``price`` is the price the strategy decided on (the candle's close), for sizing and for
+    slippage against the decision.
+    """
 
     SCHEMA: ClassVar[str] = "Signal/1"
     signal_id: str
     account_id: str
-    strategy_id: str
+    strategy_id: str  # the strategy instance id
+    strategy: str = ""  # the strategy's catalog name, e.g. sma_cross
     exchange: str
     symbol: str
-    intent: Literal["enter_long", "enter_short", "exit", "target"]
+    timeframe: str = ""
+    intent: Intent
+    quantity: Decimal | None = None
     target_quantity: Decimal | None = None
+    price: Decimal | None = None
     reason: str = ""
     ts_event: int
 
@@ -93,8 +113,11 @@ class Signal(Message, frozen=True, kw_only=True):
 class Order(Message, frozen=True, kw_only=True):
     """An order approved by risk. Key: account id.
 
-    ``client_order_id`` is deterministic (derived from the signal) so a redelivered signal
-    cannot produce a second order.
+    ``client_order_id`` is deterministic (from the signal id, the protective trigger, or the
+    manual request) so a redelivered decision cannot produce a second order. Exactly one of
+    ``quantity`` (base units) and ``quote_quantity`` (quote currency to spend: market buys
+    sized by cash, filled as ``quote / price`` less fees) is set. ``ts_event`` is the time the
+    order is valid from: a market order fills at the first trade at or after it.
     """
 
     SCHEMA: ClassVar[str] = "Order/1"
@@ -103,11 +126,17 @@ class Order(Message, frozen=True, kw_only=True):
     exchange: str
     symbol: str
     side: Side
-    order_type: Literal["market", "limit"]
-    quantity: Decimal
+    order_type: OrderType
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
     limit_price: Decimal | None = None
-    time_in_force: Literal["GTC", "IOC", "FOK"] = "GTC"
+    time_in_force: TimeInForce = "GTC"
+    expires_at: int | None = None  # ns; time in force GTD
+    reduce_only: bool = False
+    origin: OrderOrigin = "signal"
     signal_id: str = ""
+    strategy_id: str = ""
+    decision_price: Decimal | None = None
     ts_event: int
 
 
@@ -117,18 +146,26 @@ OrderStatus = Literal[
 
 
 class OrderEvent(Message, frozen=True, kw_only=True):
-    """An order state transition. Key: account id."""
+    """An order state transition. Key: account id.
+
+    ``seq`` numbers the transitions of one order from 1, so a consumer applies each once and
+    in order. ``filled_quantity`` and ``average_price`` are cumulative.
+    """
 
     SCHEMA: ClassVar[str] = "OrderEvent/1"
     client_order_id: str
     account_id: str
     exchange: str
     symbol: str
+    side: Side | None = None
     status: OrderStatus
+    seq: int = 0
+    quantity: Decimal | None = None
     exchange_order_id: str = ""
     filled_quantity: Decimal = Decimal(0)
     average_price: Decimal | None = None
     reason: str = ""
+    strategy_id: str = ""
     ts_event: int
 
 
@@ -147,17 +184,30 @@ class Fill(Message, frozen=True, kw_only=True):
     fee: Decimal
     fee_currency: str
     liquidity: Literal["maker", "taker", "unknown"] = "unknown"
+    strategy_id: str = ""
     ts_event: int
 
 
+RiskEventKind = Literal["rejection", "limit_breach", "state_change", "kill_switch", "protective_exit", "limits_changed"]
+
+
 class RiskEvent(Message, frozen=True, kw_only=True):
-    """Rejections, limit breaches and kill-switch changes. Key: account id."""
+    """Rejections, limit breaches, state and kill-switch changes. Key: account id.
+
+    ``reason`` is a stable code (``max_order_notional``, ``kill_switch``, ...); ``message`` says
+    it for humans with the numbers that broke it, which ``details`` also carries. ``state`` is
+    the account's trading state after the event (``active``, ``reducing``, ``halted``).
+    A kill-switch event has ``details["engaged"]`` ``"true"`` or ``"false"``.
+    """
 
     SCHEMA: ClassVar[str] = "RiskEvent/1"
     event_id: str
     account_id: str
-    kind: Literal["rejection", "limit_breach", "kill_switch"]
+    kind: RiskEventKind
     reason: str
+    message: str = ""
+    severity: Literal["info", "warning", "critical"] = "warning"
+    state: Literal["active", "reducing", "halted"] | None = None
     client_order_id: str = ""
     signal_id: str = ""
     details: dict[str, str] = {}

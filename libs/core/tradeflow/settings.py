@@ -9,8 +9,9 @@ variables resolved by pydantic-settings' ``secrets_dir``), never from code, and 
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,21 @@ DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 DEFAULT_DATABASE_URL = "postgresql://tradeflow@127.0.0.1:55432/tradeflow"
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+def json_list(value: Any, what: str) -> Any:
+    """A setting given as JSON text (``TRADEFLOW_ACCOUNTS='[...]'``) as a list; other values as given.
+
+    For a "before" validator of a list-of-models field declared ``Annotated[list[M], NoDecode]``:
+    text that is not JSON becomes a validation error naming the setting (and ``what`` it should
+    be) instead of a traceback; blank text is an empty list.
+    """
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else []
+        except ValueError as exc:
+            raise ValueError(f"must be a JSON list of {what}: {exc}") from None
+    return value
 
 
 def redact_url(url: str) -> str:

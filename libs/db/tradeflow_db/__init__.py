@@ -1,9 +1,11 @@
-"""Database access: engines, capability detection and the Alembic migrations.
+"""Database access shared by the services with tables.
 
-The schema lives in ``migrations/`` (Alembic, packaged with this module). Which storage
-mode a database runs in (TimescaleDB with continuous aggregates, Apache-only TimescaleDB,
-or plain PostgreSQL) is decided by :func:`tradeflow_db.migrate.upgrade` and recorded in the
-``tradeflow_schema_info`` table; see docs/adr/0003.
+- :class:`Database`: the pool component every such service builds (ping, schema check)
+- :mod:`.outbox`: messages written in the same transaction as the state they announce
+- :mod:`.capabilities`: which storage mode a database runs in (TimescaleDB with continuous
+  aggregates, Apache-only TimescaleDB, plain PostgreSQL; docs/adr/0003)
+- :mod:`.migrate`: the Alembic chain of every installed service's migrations (ADR 0012);
+  imported on its own so services that only query do not load Alembic
 """
 
 from tradeflow_db.capabilities import (
@@ -13,18 +15,19 @@ from tradeflow_db.capabilities import (
     detect_capabilities,
     detect_capabilities_async,
 )
-from tradeflow_db.engine import create_async_engine, create_engine, sqlalchemy_url
-from tradeflow_db.migrate import downgrade, upgrade
+from tradeflow_db.database import Database, SchemaNotReadyError
+from tradeflow_db.engine import create_async_engine, create_engine, libpq_url, sqlalchemy_url
 
 __all__ = [
+    "Database",
     "DatabaseCapabilities",
+    "SchemaNotReadyError",
     "StorageMode",
     "TimescaleDBNotPreloadedError",
     "create_async_engine",
     "create_engine",
     "detect_capabilities",
     "detect_capabilities_async",
-    "downgrade",
+    "libpq_url",
     "sqlalchemy_url",
-    "upgrade",
 ]

@@ -12,6 +12,7 @@ import logging.config
 from alembic import context
 from sqlalchemy.pool import NullPool
 from tradeflow_db.engine import create_engine
+from tradeflow_db.schema_history import record_chain
 
 # Several replicas may migrate at once on first deploy (one initContainer each): a session
 # advisory lock held on a separate connection makes them take turns.
@@ -50,6 +51,9 @@ def run_migrations_online() -> None:
                     context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
                     with context.begin_transaction():
                         context.run_migrations()
+                    # Which revisions the database now has, for services that check theirs at start.
+                    record_chain(connection, context.script, context.get_context().get_current_heads())
+                    connection.commit()
             finally:
                 lock_connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})")
                 lock_connection.commit()

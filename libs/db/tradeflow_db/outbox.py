@@ -1,0 +1,210 @@
+"""The transactional outbox: a message is stored in the same transaction as the change it announces.
+
+The trading services change state and announce it (risk stores a decision and publishes the
+order; execution stores a fill and publishes it). Publishing after the commit loses the
+message when the process dies in between; publishing before it announces what may never be
+stored. So the message is written to the service's outbox table inside the state change's
+transaction (:meth:`Outbox.put`), and the :class:`OutboxRelay` component publishes committed
+rows in order and deletes them once the broker acknowledged them. A crash between the send and
+the delete sends a row again: consumers dedupe by the message's own id (signal id, client order
+id, fill id, event id), which is how the trading path turns at-least-once into exactly-once.
+
+One relay works per outbox at a time (a PostgreSQL advisory lock), so rows go out in the order
+they were committed, and per key in the order they were written. ``put`` also sends a
+``NOTIFY`` (delivered at commit) that wakes the relay at once; without one it polls.
+The stored row keeps the W3C ``traceparent`` of the span that wrote it, so the trace continues
+through the outbox.
+
+The table is the owning service's (its migration creates it with :func:`outbox_table_ddl`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterable
+
+import psycopg
+from psycopg import sql
+from tradeflow.bus.trace_context import current_trace_headers
+from tradeflow.codec import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_SCHEMA, encode
+from tradeflow.messages import Message
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import TopicSpec
+
+from tradeflow_db.database import Database
+
+log = logging.getLogger(__name__)
+
+RELAY_BATCH = 1000
+POLL_INTERVAL_S = 1.0
+RETRY_DELAY_S = 1.0
+
+
+def outbox_table_ddl(table: str) -> str:
+    """The CREATE TABLE of an outbox (for the owning service's migration)."""
+    return f"""
+    CREATE TABLE {table} (
+        id bigserial PRIMARY KEY,
+        topic text NOT NULL,
+        key text,
+        schema text NOT NULL,
+        payload bytea NOT NULL,
+        headers jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )
+    """
+
+
+def _lock_key(table: str) -> int:
+    """A stable advisory-lock key per outbox table (signed 64-bit, as PostgreSQL wants)."""
+    return int.from_bytes(hashlib.sha256(f"outbox:{table}".encode()).digest()[:8], "big", signed=True)
+
+
+class Outbox:
+    """Writes messages into an outbox table on the caller's connection (inside its transaction)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self._insert = sql.SQL(
+            "INSERT INTO {} (topic, key, schema, payload, headers) VALUES (%s, %s, %s, %s, %s)"
+        ).format(sql.Identifier(table))
+        self._notify = sql.SQL("NOTIFY {}").format(sql.Identifier(table))
+
+    async def put(self, conn: psycopg.AsyncConnection, topic: TopicSpec | str, key: str | None,
+                  message: Message) -> None:
+        await self.put_many(conn, [(topic, key, message)])
+
+    async def put_many(self, conn: psycopg.AsyncConnection,
+                       items: Iterable[tuple[TopicSpec | str, str | None, Message]]) -> None:
+        """Store every (topic, key, message) in order; they are published after the commit."""
+        trace = {name: value.decode() for name, value in current_trace_headers()}
+        rows = [(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
+                 encode(message), psycopg.types.json.Jsonb(trace)) for topic, key, message in items]
+        if not rows:
+            return
+        async with conn.cursor() as cursor:
+            await cursor.executemany(self._insert, rows)
+        await conn.execute(self._notify)
+
+
+class OutboxRelay:
+    """A service Component: publishes an outbox's committed rows in order, then deletes them."""
+
+    def __init__(self, database: Database, outbox: Outbox, producer, telemetry: Telemetry, *,
+                 batch: int = RELAY_BATCH, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+        self._database = database
+        self._outbox = outbox
+        self._producer = producer
+        self._batch = batch
+        self._poll_interval_s = poll_interval_s
+        self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        table = sql.Identifier(outbox.table)
+        self._select = sql.SQL(
+            "SELECT id, topic, key, schema, payload, headers FROM {} ORDER BY id LIMIT %s").format(table)
+        # Exactly the ids sent: a row with a smaller id may commit between the SELECT and the DELETE.
+        self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(table)
+        self._is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)
+        self._published = telemetry.counter(
+            "tradeflow_outbox_published_total", "Outbox messages published and removed", ("outbox",)
+        ).labels(outbox.table)
+        self._failures = telemetry.counter(
+            "tradeflow_outbox_failures_total", "Outbox relay rounds that failed (retried)", ("outbox",)
+        ).labels(outbox.table)
+        self.name = f"outbox-relay:{outbox.table}"
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Publish what is committed (bounded by the caller's shutdown deadline), then stop."""
+        self._stopping.set()
+        self._wakeup.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def wake(self) -> None:
+        """Look at the outbox now (after a local commit; the NOTIFY does the same across replicas)."""
+        self._wakeup.set()
+
+    async def drained(self, timeout_s: float = 10.0) -> bool:
+        """Wait until a relay round found the outbox empty (tests, shutdown)."""
+        self._empty.clear()
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async with self._database.connection() as lock_conn:
+                    await self._relay_while_holding_the_lock(lock_conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - database or broker away: retry, rows stay stored
+                self._failures.inc()
+                log.exception("%s: relay round failed; retrying in %.1fs", self.name, RETRY_DELAY_S)
+                await self._sleep(RETRY_DELAY_S)
+
+    async def _relay_while_holding_the_lock(self, lock_conn: psycopg.AsyncConnection) -> None:
+        key = _lock_key(self._outbox.table)
+        got = (await (await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone())[0]
+        if not got:  # another replica relays this outbox; look again later
+            if (await (await lock_conn.execute(self._is_empty)).fetchone())[0]:
+                self._empty.set()
+            await self._sleep(self._poll_interval_s)
+            return
+        try:
+            await lock_conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._outbox.table)))
+            listener = asyncio.create_task(self._listen(lock_conn))
+            try:
+                while True:
+                    sent = await self._relay_batch()
+                    if sent:
+                        continue
+                    self._empty.set()
+                    if self._stopping.is_set():
+                        return
+                    await self._sleep(self._poll_interval_s)
+            finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+        finally:
+            await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            await lock_conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(self._outbox.table)))
+
+    async def _listen(self, conn: psycopg.AsyncConnection) -> None:
+        async for _ in conn.notifies():
+            self._wakeup.set()
+
+    async def _relay_batch(self) -> int:
+        async with self._database.connection() as conn:
+            rows = await (await conn.execute(self._select, (self._batch,))).fetchall()
+            if not rows:
+                return 0
+            acks = [
+                self._producer.send_raw(topic, key.encode() if key is not None else None, bytes(payload),
+                                        [(HEADER_CONTENT_TYPE, CONTENT_TYPE.encode()), (HEADER_SCHEMA, schema.encode()),
+                                         *((name, value.encode()) for name, value in headers.items())])
+                for _, topic, key, schema, payload, headers in rows
+            ]
+            await asyncio.gather(*acks)  # a failure leaves every row of the batch stored: sent again
+            await conn.execute(self._delete, ([row[0] for row in rows],))
+        self._published.inc(len(rows))
+        return len(rows)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except TimeoutError:
+            pass

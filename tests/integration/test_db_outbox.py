@@ -1,0 +1,181 @@
+"""The database component and the transactional outbox against the real database and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from tradeflow.admin import ensure_topics
+from tradeflow.bus import Producer
+from tradeflow.codec import HEADER_SCHEMA, HEADER_TRACEPARENT, decode, header_value
+from tradeflow.messages import Alert
+from tradeflow.settings import ServiceSettings
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import TopicSpec
+from tradeflow_db import Database, SchemaNotReadyError
+from tradeflow_db.migrate import downgrade, upgrade
+from tradeflow_db.outbox import Outbox, OutboxRelay, outbox_table_ddl
+
+pytestmark = pytest.mark.integration
+
+NEWEST_MARKET_DATA_REVISION = "0003"
+
+
+def alert(n: int) -> Alert:
+    return Alert(service="test", severity="info", kind="k", message=f"m{n}", ts_event=n)
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 15.0) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records, deadline = [], time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        await asyncio.sleep(0.3)  # nothing more may come
+        for batch in (await consumer.getmany(timeout_ms=200)).values():
+            records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+# --- the schema check ---------------------------------------------------------------------------
+
+async def test_a_service_on_an_unmigrated_database_says_which_revision_it_needs_and_what_to_run(fresh_database_url):
+    database = Database(fresh_database_url, name="candle-builder", required_revision=NEWEST_MARKET_DATA_REVISION)
+    with pytest.raises(SchemaNotReadyError, match=r"has no Tradeflow schema.*run `tradeflow db upgrade`"):
+        await database.start()
+    assert (await database.ping()) == (False, "not started")
+
+    await asyncio.to_thread(upgrade, fresh_database_url)
+    await database.start()
+    try:
+        assert (await database.ping()) == (True, "reachable")
+    finally:
+        await database.stop()
+
+    await asyncio.to_thread(downgrade, fresh_database_url, "0002")
+    with pytest.raises(SchemaNotReadyError, match="is not migrated to revision 0003"):
+        await Database(fresh_database_url, name="candle-builder", required_revision="0003").start()
+
+
+async def test_migrate_on_start_brings_an_empty_database_to_the_services_revision(fresh_database_url):
+    database = Database(fresh_database_url, name="candle-builder", required_revision=NEWEST_MARKET_DATA_REVISION,
+                        migrate_on_start=True)
+    await database.start()
+    try:
+        async with database.connection() as conn:
+            rows = await (await conn.execute("SELECT revision FROM tradeflow_schema_history ORDER BY 1")).fetchall()
+        assert [r[0] for r in rows] == ["0001", "0002", "0003"]
+    finally:
+        await database.stop()
+
+
+# --- the outbox -----------------------------------------------------------------------------------
+
+@pytest.fixture
+async def outbox_setup(database_url, kafka_bootstrap, unique_name):
+    table = f"outbox_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(outbox_table_ddl(table))
+    topic = TopicSpec(f"{unique_name}.alerts", "service", Alert, 3)
+    await ensure_topics(kafka_bootstrap, [topic])
+    settings = ServiceSettings(environment="test", kafka_bootstrap=kafka_bootstrap)
+    telemetry = Telemetry("test-outbox", settings)
+    database = Database(database_url, name="test-outbox")
+    producer = Producer(settings, telemetry, client_id="test-outbox")
+    await database.start()
+    await producer.start()
+    try:
+        yield database, Outbox(table), producer, telemetry, topic
+    finally:
+        await producer.stop()
+        await database.stop()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")
+
+
+async def outbox_rows(database: Database, outbox: Outbox) -> int:
+    async with database.connection() as conn:
+        return (await (await conn.execute(f"SELECT count(*) FROM {outbox.table}")).fetchone())[0]
+
+
+async def test_committed_messages_are_published_in_order_once_and_rolled_back_ones_never(
+        outbox_setup, kafka_bootstrap):
+    database, outbox, producer, telemetry, topic = outbox_setup
+    with telemetry.tracer.start_as_current_span("decision"):
+        async with database.transaction() as conn:
+            await outbox.put_many(conn, [(topic, "acct-1", alert(n)) for n in range(5)])
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as conn:
+            await outbox.put(conn, topic, "acct-1", alert(99))
+            raise RuntimeError("the state change failed")
+    relay = OutboxRelay(database, outbox, producer, telemetry)
+    await relay.start()
+    try:
+        assert await relay.drained()
+        async with database.transaction() as conn:
+            await outbox.put(conn, topic, "acct-1", alert(5))
+        assert await relay.drained()
+    finally:
+        await relay.stop()
+    records = await read_topic(kafka_bootstrap, topic.name, 6)
+    assert [decode(Alert, r.value).message for r in records] == [f"m{n}" for n in range(6)]
+    assert {header_value(r.headers, HEADER_SCHEMA) for r in records} == {"Alert/1"}
+    assert header_value(records[0].headers, HEADER_TRACEPARENT), "the trace continues through the outbox"
+    assert await outbox_rows(database, outbox) == 0
+
+
+async def test_messages_wait_in_the_outbox_while_the_broker_cannot_take_them(outbox_setup, kafka_bootstrap):
+    database, outbox, producer, telemetry, topic = outbox_setup
+    stopped = Producer(ServiceSettings(environment="test", kafka_bootstrap=kafka_bootstrap), telemetry,
+                       client_id="stopped")  # never started: every send is refused
+    async with database.transaction() as conn:
+        await outbox.put_many(conn, [(topic, "acct-1", alert(n)) for n in range(3)])
+    failing = OutboxRelay(database, outbox, stopped, telemetry)
+    await failing.start()
+    try:
+        assert not await failing.drained(timeout_s=1.5)
+        assert await outbox_rows(database, outbox) == 3
+    finally:
+        await failing.stop()
+    relay = OutboxRelay(database, outbox, producer, telemetry)
+    await relay.start()
+    try:
+        assert await relay.drained()
+    finally:
+        await relay.stop()
+    records = await read_topic(kafka_bootstrap, topic.name, 3)
+    assert [decode(Alert, r.value).message for r in records] == ["m0", "m1", "m2"]
+
+
+async def test_two_relays_on_one_outbox_publish_each_message_once(outbox_setup, kafka_bootstrap):
+    database, outbox, producer, telemetry, topic = outbox_setup
+    relays = [OutboxRelay(database, outbox, producer, telemetry, poll_interval_s=0.1) for _ in range(2)]
+    for relay in relays:
+        await relay.start()
+    try:
+        for n in range(40):
+            async with database.transaction() as conn:
+                await outbox.put(conn, topic, f"acct-{n % 3}", alert(n))
+        assert all(await asyncio.gather(*(relay.drained(timeout_s=15) for relay in relays)))
+    finally:
+        for relay in relays:
+            await relay.stop()
+    records = await read_topic(kafka_bootstrap, topic.name, 40)
+    messages = [decode(Alert, r.value).message for r in records]
+    assert sorted(messages, key=lambda m: int(m[1:])) == [f"m{n}" for n in range(40)]
+    assert len(messages) == 40, "none twice"
+    for key in ("acct-0", "acct-1", "acct-2"):
+        ordered = [int(decode(Alert, r.value).message[1:]) for r in records if r.key.decode() == key]
+        assert ordered == sorted(ordered)
