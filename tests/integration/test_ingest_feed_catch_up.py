@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from tradeflow_ingest.domain.resume_point import ResumePoint
 
 from tests.fakes.fake_binance import FakeBinance
 from tests.fakes.fake_kraken import FakeKraken
@@ -132,3 +133,30 @@ async def test_a_stall_while_one_symbol_trades_more_than_two_rest_pages_loses_no
         sinces = [parse_qs(urlsplit(r.split()[1]).query).get("since", [""])[0]
                   for r in venue.fake.requests if "/0/public/Trades" in r]
         assert sinces and all(len(since) == 19 for since in sinces), sinces
+
+
+@pytest.mark.parametrize("venue", [binance], ids=["binance"], indirect=True)
+async def test_a_binance_symbol_resumed_from_hours_ago_gets_the_trades_after_its_first_hour_too(
+    kafka_bootstrap, venue, ccxt_feed_of, unique_name
+):
+    # Binance answers a time query within one hour (ccxt asks startTime..startTime + 1 h): a short
+    # first page of a long-past hour is no sign that nothing came later.
+    fake = venue.fake
+    feed = await ccxt_feed_of(id="binance", name=f"bn-{unique_name}", symbols=("BTC/USDT",), **venue.settings)
+    await wait_until(lambda: fake.connected_websockets == 1, 20, "the websocket subscription")
+    now_ms = int(time.time() * 1000)
+    resume_from = now_ms - 2 * 3_600_000
+    fake.record_trades("ETHUSDT", [(resume_from + 600_000 + i, 2_000 + i, 1.0, "buy") for i in range(3)]
+                       + [(now_ms - 1_800_000 + i, 2_100 + i, 1.0, "sell") for i in range(5)])
+    feed.set_symbols(["BTC/USDT", "ETH/USDT"], resume={"ETH/USDT": ResumePoint(resume_from, frozenset())})
+    await wait_until(lambda: ["btcusdt@aggTrade", "ethusdt@aggTrade"] in fake.subscriptions, 20,
+                     "the subscription with ETH")
+    await fake.make_trade("BTCUSDT", 30_000, 0.1)  # the first websocket batch: the catch-up runs
+    await settled(lambda: feed.status().published == 1 + 8, 20)
+    await asyncio.sleep(0.5)  # nothing more (no duplicates) arrives afterwards
+
+    ticks = await published(kafka_bootstrap, feed.status().exchange)
+    assert [trade_id for trade_id, _, _ in ticks["ETH/USDT"]] == [str(n) for n in range(1, 9)]
+    assert [trade_id for trade_id, _, _ in ticks["BTC/USDT"]] == ["1"]
+    eth_pages = [r for r in fake.requests if "aggTrades" in r and "ETHUSDT" in r]
+    assert "startTime" in eth_pages[0] and "fromId=4" in eth_pages[1]  # the hour, then on by id
