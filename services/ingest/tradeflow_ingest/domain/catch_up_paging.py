@@ -8,10 +8,10 @@ page it shortened says nothing about what comes after it. Per exchange:
 * Kraken: ``since`` in nanoseconds, sent as a request parameter (ccxt's own ``since`` is left
   out, so ccxt neither rounds it to seconds nor filters the page), and then Kraken's own cursor
   ``last``; a page shorter than ``count`` is Kraken saying there is nothing newer.
-* Binance (``aggTrades``): the first page by time (``startTime`` and ccxt's one-hour
-  ``endTime``), then by aggregate trade id (``fromId``, no time: one cursor, no window); a page
-  by id shorter than the limit, or a first page shorter than the limit whose window reaches now,
-  is Binance saying there is nothing newer.
+* Binance (``aggTrades``): the first page by time (``startTime``, and ``endTime`` an hour later
+  as ccxt asks, given here as ``until`` so that the window is known), then by aggregate trade id
+  (``fromId``, no time: one cursor, no window); a page by id shorter than the limit, or a first
+  page shorter than the limit whose window reaches now, is Binance saying there is nothing newer.
 * Any other exchange: by time, from the newest trade's millisecond (inclusive); a short page
   ends it (ccxt may have filtered it: not exact).
 
