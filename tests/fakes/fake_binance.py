@@ -27,12 +27,13 @@ without trade history), :meth:`record_trades` (history made in bulk, without web
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
+
+from tests.fakes.loopback_exchange import LoopbackExchange
 
 MAX_AGG_TRADES_LIMIT = 1000
 MAX_KLINES_LIMIT = 1000
@@ -89,19 +90,13 @@ def _market(symbol_id: str, base: str, quote: str) -> dict:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class FakeBinance:
+class FakeBinance(LoopbackExchange):
     """Start with ``await start()``; point ccxt at :attr:`rest_url` and :attr:`ws_url`."""
 
     def __init__(self, markets: dict[str, tuple[str, str]] | None = None) -> None:
+        super().__init__()
         # exchange id -> (base, quote)
         self.markets = markets or {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
-        self.port = _free_port()
         self.trades: dict[str, list[FakeTrade]] = {symbol: [] for symbol in self.markets}
         self.refuse_websockets = False  # new connections are answered 503 (the stream is down)
         self.stall_websockets = False  # connections stay open but no events are pushed
@@ -112,8 +107,6 @@ class FakeBinance:
         self.subscriptions: list[list[str]] = []  # params of every SUBSCRIBE received
         self.serve_trade_history = True  # False: aggTrades answers the most recent trades only
         self._rest_failures: deque[tuple[int, float]] = deque()
-        self._subscribers: list[_Subscriber] = []
-        self._runner: web.AppRunner | None = None
 
     @property
     def rest_url(self) -> str:
@@ -127,8 +120,7 @@ class FakeBinance:
     def connected_websockets(self) -> int:
         return sum(1 for s in self._subscribers if s.streams and not s.ws.closed)
 
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
         app.router.add_get("/api/v3/aggTrades", self._agg_trades)
         app.router.add_get("/api/v3/trades", self._recent_trades)
@@ -136,16 +128,6 @@ class FakeBinance:
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/ws/{stream}", self._websocket)
         app.router.add_get("/ws", self._websocket)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        """Close every websocket and the listener (the trade history is kept for a restart)."""
-        await self.drop_websockets()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- test controls -------------------------------------------------------------------
 
@@ -177,12 +159,6 @@ class FakeBinance:
                                   taker_side == "sell"))
             history.append(made[-1])
         return made
-
-    async def drop_websockets(self) -> None:
-        """Close every websocket connection (what a network blip or a server restart looks like)."""
-        subscribers, self._subscribers = self._subscribers, []
-        for subscriber in subscribers:
-            await subscriber.ws.close(code=1001, message=b"going away")
 
     async def send_raw_frame(self, text: str) -> None:
         """Send ``text`` as-is to every subscribed websocket (malformed or unexpected frames)."""

@@ -20,8 +20,8 @@ Serves, on 127.0.0.1 and a free port (every answer in OKX's ``{"code": "0", "msg
 A limit out of range is OKX's error 51000 (HTTP 400). Trades are made by the test
 (:meth:`FakeOkx.make_trade`): recorded (REST serves them) and pushed to every subscribed
 websocket; one trade id sequence per instrument. Test controls as the fake Binance:
-:meth:`drop_websockets`, ``refuse_websockets``, :meth:`fail_rest` / :meth:`heal_rest`,
-``requests`` and ``subscriptions``.
+:meth:`drop_websockets`, ``refuse_websockets``, ``stall_websockets`` (connected, silent),
+:meth:`fail_rest` / :meth:`heal_rest`, ``requests`` and ``subscriptions``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from tests.fakes.fake_binance import _free_port
+from tests.fakes.loopback_exchange import LoopbackExchange
 
 MAX_TRADES_LIMIT = 500
 MAX_HISTORY_TRADES_LIMIT = 100
@@ -79,19 +79,18 @@ def _error(code: str, msg: str, status: int = 400) -> web.Response:
     return web.json_response({"code": code, "msg": msg, "data": []}, status=status)
 
 
-class FakeOkx:
+class FakeOkx(LoopbackExchange):
     """Start with ``await start()``; point ccxt at ``{"rest": rest_url, "ws": ws_url}``."""
 
     def __init__(self, inst_ids: tuple[str, ...] = ("BTC-USDT", "ETH-USDT")) -> None:
-        self.port = _free_port()
+        super().__init__()
         self.trades: dict[str, list[OkxTrade]] = {inst_id: [] for inst_id in inst_ids}
         self.refuse_websockets = False  # new connections are answered 503 (the stream is down)
+        self.stall_websockets = False  # connections stay open (pongs too) but no trades are pushed
         self.requests: list[str] = []  # "GET /api/v5/market/trades?..." in order, websocket included
         self.subscriptions: list[list[str]] = []  # instIds of every trades subscribe received
         self.pings = 0  # "ping" frames received
         self._rest_failures: deque[int] = deque()
-        self._subscribers: list[_Subscriber] = []
-        self._runner: web.AppRunner | None = None
 
     @property
     def rest_url(self) -> str:
@@ -105,22 +104,12 @@ class FakeOkx:
     def connected_websockets(self) -> int:
         return sum(1 for s in self._subscribers if s.inst_ids and not s.ws.closed)
 
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v5/public/instruments", self._instruments)
         app.router.add_get("/api/v5/market/trades", self._recent_trades)
         app.router.add_get("/api/v5/market/history-trades", self._history_trades)
         app.router.add_get("/api/v5/public/time", self._time)
         app.router.add_get("/ws/v5/public", self._websocket)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        await self.drop_websockets()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- test controls -------------------------------------------------------------------
 
@@ -131,6 +120,8 @@ class FakeOkx:
         trade = OkxTrade(inst_id, len(history) + 1, f"{price:.1f}", f"{size:.8f}",
                          ts_ms if ts_ms is not None else int(time.time() * 1000), taker_side)
         history.append(trade)
+        if self.stall_websockets:
+            return trade
         push = json.dumps({"arg": {"channel": "trades", "instId": inst_id}, "data": [trade.json()]})
         for subscriber in list(self._subscribers):
             if inst_id in subscriber.inst_ids and not subscriber.ws.closed:
@@ -139,12 +130,6 @@ class FakeOkx:
                 except ConnectionError:  # the client went away mid-send
                     self._subscribers.remove(subscriber)
         return trade
-
-    async def drop_websockets(self) -> None:
-        """Close every websocket connection (a network blip or a server restart)."""
-        subscribers, self._subscribers = self._subscribers, []
-        for subscriber in subscribers:
-            await subscriber.ws.close(code=1001, message=b"going away")
 
     def fail_rest(self, status: int, times: int = 1) -> None:
         """The next ``times`` trade requests are answered ``status`` (429: OKX's rate-limit error)."""

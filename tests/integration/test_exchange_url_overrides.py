@@ -20,8 +20,7 @@ import ccxt
 import pytest
 from aiohttp import web
 from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, create_ccxt_exchange, trades_request
-
-from tests.fakes.fake_binance import _free_port
+from tradeflow_ops.infra.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +72,7 @@ class RecordingServer:
     """Answers every request 503 and records it ("GET /path?query", websocket upgrades marked)."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.requests: list[str] = []
         self._runner: web.AppRunner | None = None
 

@@ -7,20 +7,13 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from tradeflow.admin import TopicsExist
-from tradeflow.bus import DeadLetters, Producer
 from tradeflow.codec import decode
 from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import OPS_ALERTS
-from tradeflow.trades.receive_clock import ReceiveClock
 from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, create_ccxt_exchange
 from tradeflow_exchanges.circuit_breaker import BreakerState
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
-from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.bootstrap import INGEST_TOPICS
-from tradeflow_ingest.domain.price_guard import PriceGuard
-from tradeflow_ingest.settings import IngestSettings
 
 from tests.fakes.fake_binance import FakeBinance
 from tests.integration.test_ingest_service import read_topic
@@ -44,35 +37,17 @@ async def fake_binance():
 
 
 @pytest.fixture
-async def feed_of(kafka_bootstrap, fake_binance, unique_name):
-    """Builds a running feed for the fake exchange (named uniquely); stops it and the producer after."""
-    settings = IngestSettings(kafka_bootstrap=kafka_bootstrap)
-    await TopicsExist(settings, INGEST_TOPICS).start()
-    telemetry = Telemetry("ingest-test", settings)
-    producer = Producer(settings, telemetry, client_id=f"test-{unique_name}")
-    await producer.start()
-    feeds: list[CcxtTradeFeed] = []
+def feed_of(ccxt_feed_of, fake_binance, unique_name):
+    """Builds a running feed of BTC/USDT and ETH/USDT on the fake Binance (named uniquely)."""
 
     async def start_feed(exchange_factory=create_ccxt_exchange, **overrides) -> CcxtTradeFeed:
-        feed_settings = ExchangeFeedSettings(**{
+        return await ccxt_feed_of(exchange_factory, **{
             "id": "binance", "name": f"bn-{unique_name}", "symbols": ("BTC/USDT", "ETH/USDT"),
-            "urls": {"public": fake_binance.rest_url, "ws.spot": fake_binance.ws_url},
-            "poll_interval_s": 0.2, **overrides,
+            "urls": {"public": fake_binance.rest_url, "ws.spot": fake_binance.ws_url}, **overrides,
         })
-        publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry,
-                                  price_guard=PriceGuard(0.5), service_name="ingest-test")
-        feed = CcxtTradeFeed(feed_settings, publisher=publisher, clock=ReceiveClock(), telemetry=telemetry,
-                             exchange_factory=exchange_factory)
-        await feed.start()
-        feeds.append(feed)
-        return feed
 
-    start_feed.telemetry = telemetry  # the registry behind the feeds' metrics
-    yield start_feed
-    for feed in feeds:
-        await feed.stop()
-    await producer.stop()
-    telemetry.shutdown()
+    start_feed.telemetry = ccxt_feed_of.telemetry  # the registry behind the feeds' metrics
+    return start_feed
 
 
 async def published(kafka_bootstrap, exchange: str) -> dict[str, list[tuple[str, float, str]]]:

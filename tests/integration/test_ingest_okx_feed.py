@@ -5,16 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tradeflow.admin import TopicsExist
-from tradeflow.bus import DeadLetters, Producer
-from tradeflow.telemetry import Telemetry
-from tradeflow.trades.receive_clock import ReceiveClock
-from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings
 from tradeflow_ingest.adapters.ccxt_feed import CcxtTradeFeed
-from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.bootstrap import INGEST_TOPICS
-from tradeflow_ingest.domain.price_guard import PriceGuard
-from tradeflow_ingest.settings import IngestSettings
 
 from tests.fakes.fake_okx import FakeOkx
 from tests.integration.test_ingest_ccxt_feed import alerts_about, alerts_of_kind, published, wait_until
@@ -31,32 +22,16 @@ async def fake_okx():
 
 
 @pytest.fixture
-async def okx_feed_of(kafka_bootstrap, fake_okx, unique_name):
-    """Builds a running feed of BTC/USDT and ETH/USDT on the fake OKX (named uniquely); stopped after."""
-    settings = IngestSettings(kafka_bootstrap=kafka_bootstrap)
-    await TopicsExist(settings, INGEST_TOPICS).start()
-    telemetry = Telemetry("ingest-test", settings)
-    producer = Producer(settings, telemetry, client_id=f"test-{unique_name}")
-    await producer.start()
-    feeds: list[CcxtTradeFeed] = []
+def okx_feed_of(ccxt_feed_of, fake_okx, unique_name):
+    """Builds a running feed of BTC/USDT and ETH/USDT on the fake OKX (named uniquely)."""
 
     async def start_feed(**overrides) -> CcxtTradeFeed:
-        feed_settings = ExchangeFeedSettings(**{
+        return await ccxt_feed_of(**{
             "id": "okx", "name": f"okx-{unique_name}", "symbols": ("BTC/USDT", "ETH/USDT"),
-            "urls": {"rest": fake_okx.rest_url, "ws": fake_okx.ws_url}, "poll_interval_s": 0.2, **overrides,
+            "urls": {"rest": fake_okx.rest_url, "ws": fake_okx.ws_url}, **overrides,
         })
-        publisher = TickPublisher(producer, DeadLetters(producer, telemetry), telemetry,
-                                  price_guard=PriceGuard(0.5), service_name="ingest-test")
-        feed = CcxtTradeFeed(feed_settings, publisher=publisher, clock=ReceiveClock(), telemetry=telemetry)
-        await feed.start()
-        feeds.append(feed)
-        return feed
 
-    yield start_feed
-    for feed in feeds:
-        await feed.stop()
-    await producer.stop()
-    telemetry.shutdown()
+    return start_feed
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 from tradeflow_exchanges.circuit_breaker import BreakerState, CircuitBreaker
 from tradeflow_exchanges.reconnect_budget import ReconnectBudget
@@ -70,6 +73,32 @@ def test_a_fresh_subscription_gives_every_active_symbol_the_full_limit_again():
     assert watch.stale(now=159) == [] and watch.seconds_until_stale(now=100) == 60.0
     with pytest.raises(ValueError):
         SilenceWatch(stale_after_s=0)
+
+
+def test_the_stale_symbols_are_named_at_the_instant_the_watch_says_stale():
+    watch = SilenceWatch(stale_after_s=6.0)
+    heard = 16_382.650311  # at heard + 6.0, `now - heard` rounds to 5.999999999998
+    watch.heard("BTC/USDT", heard)
+    fires_at = heard + watch.seconds_until_stale(heard)
+    assert watch.seconds_until_stale(fires_at) == 0.0 and watch.stale(fires_at) == ["BTC/USDT"]
+    early = fires_at - 1e-9  # the event loop may run a timer a hair early: nothing stale, wait on
+    assert watch.stale(early) == [] and watch.seconds_until_stale(early) > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_whenever_the_watch_says_stale_it_names_a_symbol(seed):
+    rng = random.Random(seed)
+    for _ in range(10_000):
+        watch = SilenceWatch(stale_after_s=rng.choice([1.0, 6.0, 120.0, rng.uniform(0.1, 10)]))
+        start = rng.uniform(0, 1e6)
+        watch.heard("A", start)
+        watch.heard("B", start + rng.uniform(0, 1))
+        now = start + watch.seconds_until_stale(start)
+        for _ in range(3):  # what the feed's loop does when the timer fires early: wait the rest
+            if watch.seconds_until_stale(now) == 0:
+                break
+            now = max(now + watch.seconds_until_stale(now), math.nextafter(now, math.inf))
+        assert watch.seconds_until_stale(now) == 0 and watch.stale(now), (start, now)
 
 
 def test_a_price_too_far_from_the_last_accepted_one_is_refused_and_does_not_move_the_reference():

@@ -36,6 +36,7 @@ from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.source_task import stop_source_task
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
 from tradeflow_ingest.adapters.trade_cache_reader import TradeCacheReader
+from tradeflow_ingest.domain.catch_up_paging import CaughtUp, Stuck, forward_paging, newest_trade_ms, reaches
 from tradeflow_ingest.domain.feed_status import FeedStatus, SymbolFeedStatus
 from tradeflow_ingest.domain.recent_trade_ids import RecentTradeIds
 from tradeflow_ingest.domain.resume_point import ResumePoint
@@ -63,10 +64,14 @@ class CcxtTradeFeed:
       (``fetch_trades`` from the cursor) every ``poll_interval_s`` until the next websocket
       attempt, which comes after a capped exponential backoff with jitter.
     * After every (re)connect, the first websocket batch is preceded by a REST catch-up from
-      the last published trade, so trades made while disconnected are not lost. Where the trades
-      endpoint serves only the newest page (OKX, Bybit, Coinbase) and it does not reach back to
-      that trade, older pages are fetched where the exchange has them (OKX history-trades, at
-      most ``catch_up_max_pages``); stopping short raises ``feed_catch_up_incomplete``.
+      the last published trade, so trades made while disconnected are not lost. Forward (Kraken,
+      Binance...) it pages until the exchange says it has nothing newer (never judged from how
+      many trades ccxt handed back) or a page reaches the newest trade the websocket delivered
+      (:mod:`~tradeflow_ingest.domain.catch_up_paging`). Where the trades endpoint serves only
+      the newest page (OKX, Bybit, Coinbase) and it does not reach back to that trade, older
+      pages are fetched where the exchange has them (OKX history-trades, at most
+      ``catch_up_max_pages``). Stopping short, or a full page with no way past it, raises
+      ``feed_catch_up_incomplete``.
     * Trades already published (by exchange trade id, per symbol, bounded window) are dropped.
     * A rate-limit refusal (HTTP 429/418, ccxt ``RateLimitExceeded``/``DDoSProtection``) holds
       every request to the exchange, REST and new websocket connections, for its Retry-After
@@ -75,7 +80,8 @@ class CcxtTradeFeed:
       exchange gets one probe call per ``breaker_cool_down_s``. At most ``max_reconnects``
       websocket attempts per ``reconnect_window_s``; REST polling fills the wait.
     * An open websocket on which a symbol that has traded stays silent for ``stale_after_s`` is
-      treated as failed (:class:`StaleFeed`): closed, caught up by REST, resubscribed.
+      treated as failed (:class:`StaleFeed`): closed, caught up by REST, resubscribed; the
+      ``feed_stale_resubscribed`` alert names the silent symbols.
     * A batch that the broker does not acknowledge is forgotten (ids and cursor), so the next
       catch-up fetches it again: at-least-once toward the broker, exactly-once otherwise.
     * The symbols change at run time (:meth:`set_symbols`). An added symbol is followed from
@@ -344,6 +350,11 @@ class CcxtTradeFeed:
         self._silence.restart(time.monotonic())
         subscribed = self._subscribable()
         self._symbols_changed.clear()
+        # ccxt's trade caches then hold this subscription's trades only: the newest of a symbol is
+        # one from which the websocket delivers without a gap, where its REST catch-up may end.
+        for symbol in subscribed:
+            self._exchange.trades.pop(symbol, None)
+        self._caches.reset()
         while not self._stopping.is_set():
             trades = await self._unless_stopped(
                 self._watch_trades(subscribed),
@@ -357,6 +368,8 @@ class CcxtTradeFeed:
                 if trades is None:
                     continue
             elif trades is None:
+                if not self._silence.stale(time.monotonic()):  # the timer fired a hair early
+                    continue
                 await self._resubscribe_stale()
             if not caught_up:  # first batch since (re)connect: first what was missed before it
                 self._breaker.record_success()
@@ -408,15 +421,20 @@ class CcxtTradeFeed:
         deadline = time.monotonic() + duration_s
         while not self._stopping.is_set() and time.monotonic() < deadline:
             try:
-                await self._catch_up()
+                await self._catch_up(poll_until=deadline)
                 pause = self._feed.poll_interval_s
             except ccxt.NetworkError as exc:
                 pause = self._after_failure(exc)
                 log.warning("%s: REST polling failed (%s); next try in %.1fs", self._exchange_name, exc, pause)
             await sleep_unless(self._stopping, min(pause, max(0.0, deadline - time.monotonic())))
 
-    async def _catch_up(self, symbols: Sequence[str] | None = None) -> None:
-        """Fetch and publish, per symbol (default: all), the trades since the last published one."""
+    async def _catch_up(self, symbols: Sequence[str] | None = None, poll_until: float | None = None) -> None:
+        """Fetch and publish, per symbol (default: all), the trades since the last published one.
+
+        ``poll_until``: REST polling without a websocket; forward paging stops at that monotonic
+        time (the next poll goes on from the cursor). Without it the websocket follows, and a
+        symbol's forward paging ends once it reaches the newest trade the websocket delivered.
+        """
         assert self._exchange is not None
         backwards = serves_newest_page_only(self._feed.id)
         for symbol in self._subscribable() if symbols is None else symbols:
@@ -425,20 +443,40 @@ class CcxtTradeFeed:
             if backwards:
                 await self._catch_up_backwards(symbol)
             else:
-                await self._catch_up_forwards(symbol)
+                await self._catch_up_forwards(symbol, poll_until)
 
-    async def _catch_up_forwards(self, symbol: str) -> None:
-        """Page forward from the cursor (the exchange serves the trades from a time), publishing each page."""
+    async def _catch_up_forwards(self, symbol: str, poll_until: float | None) -> None:
+        """Page forward from the cursor, publishing each page, until the exchange says it has
+        nothing newer (:mod:`~tradeflow_ingest.domain.catch_up_paging`) or a page reaches the
+        newest trade the websocket delivered. A full page with no way past it raises
+        ``feed_catch_up_incomplete``: trades after it may be missing, never silently."""
+        assert self._exchange is not None
+        cache = None if poll_until is not None else self._exchange.trades.get(symbol)
+        target = cache[-1] if cache else None  # read now: later ones come with the websocket anyway
         since = self._cursor.since_ms(symbol)
+        limit, params = trades_request(self._feed.id, self._wall_clock_ms())
+        paging = forward_paging(self._feed.id, limit, params)
+        request = paging.first(since, self._wall_clock_ms())
+        newest_fetched, fetched = since, 0
         while not self._stopping.is_set():
-            limit, params = trades_request(self._feed.id, self._wall_clock_ms())
-            page = await self._fetch_trades(symbol, since, limit, params)
+            page = await self._fetch_trades(symbol, request.since, request.limit, dict(request.params))
             if page is None:
                 return
-            fresh = await self._publish(page)
-            if len(page) < limit or fresh == 0 or symbol not in self._cursor:
+            if not await self._publish(page) or symbol not in self._cursor:
+                return  # not acknowledged (the next catch-up fetches it again), or no longer followed
+            fetched += len(page)
+            newest_fetched = max(newest_fetched, newest_trade_ms(page) or newest_fetched)
+            if target is not None and reaches(page, target):
                 return
-            since = self._cursor.since_ms(symbol)
+            outcome = paging.after(request, page, self._wall_clock_ms())
+            if isinstance(outcome, CaughtUp):
+                return
+            if isinstance(outcome, Stuck):
+                self._alerts.catch_up_stopped(symbol, fetched, since, newest_fetched, outcome.reason)
+                return
+            if poll_until is not None and time.monotonic() >= poll_until:
+                return
+            request = outcome
 
     async def _catch_up_backwards(self, symbol: str) -> None:
         """The newest page, then older pages while the last one was full (it may not reach back to
@@ -476,7 +514,7 @@ class CcxtTradeFeed:
             oldest = older
         await self._publish(fetched)
 
-    async def _fetch_trades(self, symbol: str, since: int, limit: int,
+    async def _fetch_trades(self, symbol: str, since: int | None, limit: int,
                             params: dict[str, Any]) -> list[Mapping[str, Any]] | None:
         """One REST trades call (after any rate-limit hold or open breaker); None when stopped."""
         assert self._exchange is not None
@@ -500,8 +538,9 @@ class CcxtTradeFeed:
         await self._publish_in_order(read.trades)
         return len(read.trades)
 
-    async def _publish(self, trades: Sequence[Mapping[str, Any]]) -> int:
-        """Publish the trades not seen before, in exchange order; the number that were new."""
+    async def _publish(self, trades: Sequence[Mapping[str, Any]]) -> bool:
+        """Publish the trades not seen before, in exchange order; False when the broker did not
+        acknowledge them all."""
         ordered = in_exchange_order(trades)
         if len(ordered) < len(trades):
             self._rejected += len(trades) - len(ordered)
@@ -509,8 +548,9 @@ class CcxtTradeFeed:
                         self._exchange_name, len(trades) - len(ordered))
         return await self._publish_in_order(ordered)
 
-    async def _publish_in_order(self, trades: Sequence[Mapping[str, Any]]) -> int:
-        """Publish, in the given order, the trades not seen before; the number that were new.
+    async def _publish_in_order(self, trades: Sequence[Mapping[str, Any]]) -> bool:
+        """Publish, in the given order, the trades not seen before; False when the broker did not
+        acknowledge them all (their ids are forgotten and the cursor stays, so they are fetched again).
 
         The hot path: per trade only dedup and the tick; the per-symbol bookkeeping (metrics,
         rates, silence, cursor) is done once per symbol of the batch.
@@ -545,7 +585,7 @@ class CcxtTradeFeed:
                 activities[symbol].received_trades(heard_at, count, newest_ms * NS_PER_MS)
                 self._metrics.received(symbol, count)
         if not fresh:
-            return 0
+            return True
         async with self._publish_lock:  # see symbols_applied
             outcome = await self._publisher.publish([tick for *_, tick in fresh])
         self._published += outcome.published
@@ -563,13 +603,13 @@ class CcxtTradeFeed:
                       self._exchange_name, outcome.failed, len(fresh), outcome.first_error)
             for symbol, trade_id, _tick in fresh:
                 self._seen.discard(symbol, trade_id)
-            return len(fresh)
+            return False
         if outcome.last_event_ns is not None:
             self._last_event_ns = outcome.last_event_ns
         for symbol, (count, newest_ms) in received.items():
             if count:
                 self._cursor.advance(symbol, newest_ms)
-        return len(fresh)
+        return True
 
     # --- waiting ---------------------------------------------------------------------------
 

@@ -71,6 +71,16 @@ class FeedAlerts:
                     throttle_key=f"{CATCH_UP_INCOMPLETE}:{symbol}", symbol=symbol, since_ms=str(since_ms),
                     oldest_fetched_ms=str(oldest_ms))
 
+    def catch_up_stopped(self, symbol: str, fetched: int, since_ms: int, newest_ms: int, reason: str) -> None:
+        """A forward REST catch-up got a full page it cannot page past: trades after it may be
+        missing. Same kind and per-symbol throttle as :meth:`catch_up_incomplete`."""
+        self._raise(CATCH_UP_INCOMPLETE, "critical",
+                    f"{self._exchange}: trades of {symbol} after {newest_ms} (ms since epoch) may be missing: "
+                    f"the REST catch-up from {since_ms} fetched {fetched} trades up to {newest_ms} and cannot "
+                    f"page further ({reason})",
+                    throttle_key=f"{CATCH_UP_INCOMPLETE}:{symbol}", symbol=symbol, since_ms=str(since_ms),
+                    newest_fetched_ms=str(newest_ms))
+
     def _raise(self, kind: str, severity: Literal["info", "warning", "critical"], message: str,
                throttle_key: str | None = None, **labels: str) -> None:
         suppressed = self._throttle.admit(throttle_key or kind, self._monotonic())

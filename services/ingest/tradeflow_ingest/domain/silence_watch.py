@@ -29,11 +29,17 @@ class SilenceWatch:
         self._last_heard = dict.fromkeys(self._last_heard, now)
 
     def seconds_until_stale(self, now: float) -> float | None:
-        """Until the first active symbol goes stale (0 when one is); None when none is active."""
+        """Until the first active symbol goes stale (0 when one is); None when none is active.
+
+        0 exactly when :meth:`stale` names a symbol: both compare ``last heard + stale_after_s``
+        with ``now`` (``now - last heard`` may round below ``stale_after_s`` at that very instant).
+        A timer set for this many seconds may still fire a hair early (the event loop's clock
+        resolution), when :meth:`stale` names none yet: wait again rather than act on nothing.
+        """
         if not self._last_heard:
             return None
         return max(0.0, min(self._last_heard.values()) + self._stale_after_s - now)
 
     def stale(self, now: float) -> list[str]:
-        """The active symbols silent for longer than ``stale_after_s``."""
-        return sorted(s for s, t in self._last_heard.items() if now - t >= self._stale_after_s)
+        """The active symbols silent for ``stale_after_s`` or longer."""
+        return sorted(s for s, t in self._last_heard.items() if t + self._stale_after_s <= now)
