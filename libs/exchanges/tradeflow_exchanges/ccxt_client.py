@@ -187,8 +187,9 @@ def trades_request(exchange_id: str, now_ms: int) -> tuple[int, dict[str, Any]]:
 
 # Exchanges whose REST trades endpoint answers only the newest page (newest first; ccxt filters
 # by ``since`` afterwards): a full page may not reach back to the cursor. OKX can page further
-# back (market/history-trades); Bybit (recent-trade, no cursor) and Coinbase (a time window in
-# whole seconds, no cursor) cannot through ccxt, so an outage longer than a page is reported.
+# back (market/history-trades); Bybit (recent-trade, no cursor) cannot. Coinbase (a time window in
+# whole seconds) could be paged back through ccxt's ``until``; that is not done (no Coinbase fake
+# to test it against, ADR 0010), so on both an outage longer than a page is reported.
 NEWEST_PAGE_ONLY_TRADES = frozenset({"okx", "bybit", "coinbase"})
 OKX_HISTORY_TRADES_LIMIT = 100  # market/history-trades: at most 100 per page
 
