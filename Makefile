@@ -7,7 +7,7 @@ DURATION ?=
 SYMBOLS ?= 20
 RATE ?=
 
-.PHONY: setup system-deps infra-up infra-down infra-status demo test test-unit bench lint clean
+.PHONY: setup system-deps test-pglite infra-up infra-down infra-status demo test test-unit bench lint clean
 
 $(BIN)/tradeflow: libs/pyproject.toml services/*/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(BIN)/tradeflow: libs/pyproject.toml services/*/pyproject.toml requirements-dev
 	$(BIN)/pip install -q -e libs -e services/ingest -e services/candle-builder -r requirements-dev.txt
 	touch $(BIN)/tradeflow
 
-## setup: Python environment in .venv (+ the local TimescaleDB build when missing)
-setup: system-deps $(BIN)/tradeflow
+## setup: Python environment in .venv (+ the local TimescaleDB build when missing, + the
+##        licensed TimescaleDB in WebAssembly the tests use when npm is available)
+setup: system-deps $(BIN)/tradeflow test-pglite
+
+test-pglite:
+	@bash scripts/install-pglite.sh
 
 system-deps:
 	@bash scripts/install-system-deps.sh >&2

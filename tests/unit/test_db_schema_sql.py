@@ -59,6 +59,12 @@ def test_installed_but_not_preloaded_is_an_error_that_says_how_to_fix_it():
         capabilities_from_facts("2.19.3", "pg_stat_statements", None)
 
 
+def test_a_library_loaded_without_preload_counts_by_the_license_it_reports():
+    # PGlite (the tests' licensed TimescaleDB) cannot preload; its session has the library loaded.
+    caps = capabilities_from_facts("2.23.0-dev", "", "timescale")
+    assert caps == DatabaseCapabilities("timescaledb", "2.23.0-dev", True, True, True)
+
+
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
