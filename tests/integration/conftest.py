@@ -5,14 +5,36 @@ from __future__ import annotations
 import pytest
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 
-# The two storage modes that run here: Apache TimescaleDB and plain PostgreSQL.
-DATABASE_MODES = ["database_url", "plain_postgres_url"]
+from tests.database_modes import LICENSED, available_modes, modes_where
+
+# Every storage mode that runs here (tests/database_modes.py): the local cluster's build, plain
+# PostgreSQL, and the licensed TimescaleDB in PGlite when it is installed.
+DATABASE_MODES = available_modes()
+TABLE_MODES = modes_where(lambda mode: mode != LICENSED)  # candles_5m .. candles_1w are tables
+LICENSED_MODES = modes_where(lambda mode: mode == LICENSED)  # ... continuous aggregates
 
 
-@pytest.fixture(params=DATABASE_MODES)
+def _url_of(request) -> str:
+    return request.getfixturevalue(request.param.fixture)
+
+
+@pytest.fixture(params=DATABASE_MODES, ids=[m.id for m in DATABASE_MODES])
 def mode_url(request) -> str:
-    """The URL of a migrated database in one of the two local storage modes."""
-    return request.getfixturevalue(request.param)
+    """The URL of a migrated database in one of the storage modes available here."""
+    return _url_of(request)
+
+
+@pytest.fixture(params=TABLE_MODES, ids=[m.id for m in TABLE_MODES])
+def table_mode_url(request) -> str:
+    """A migrated database whose higher timeframes are tables kept by CandleStore (docs/adr/0007)."""
+    return _url_of(request)
+
+
+@pytest.fixture(params=LICENSED_MODES, ids=[m.id for m in LICENSED_MODES])
+def licensed_mode_url(request) -> str:
+    """A migrated database whose higher timeframes are continuous aggregates (no test runs
+    when the licensed mode is not available here: see the test report header)."""
+    return _url_of(request)
 
 
 @pytest.fixture

