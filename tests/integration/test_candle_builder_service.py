@@ -23,10 +23,12 @@ from tradeflow.messages import Candle, Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
+from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.bootstrap import SERVICE
+from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
-from tests.candle_oracle import TF_SECONDS, as_values, expected_candles
+from tests.candle_oracle import ALL_TIMEFRAMES, TF_SECONDS, as_values, bucket_start_ns, expected_candles
 
 pytestmark = pytest.mark.integration
 
@@ -355,5 +357,78 @@ async def test_a_late_trade_older_than_the_tick_retention_leaves_the_stored_cand
                 assert header_value(dlq[0].headers, "error-reason").startswith("beyond_tick_retention:")
                 assert decode(Tick, dlq[0].value) == late
                 assert await first_minute() == before  # not recomputed from the few ticks left
+            finally:
+                await producer.stop()
+
+
+@pytest.fixture
+def mode_settings(kafka_bootstrap, mode_url, unique_name) -> CandleBuilderSettings:
+    return CandleBuilderSettings(
+        kafka_bootstrap=kafka_bootstrap, database_url=mode_url, environment="test",
+        ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
+        consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000,
+        candle_grace_ms=2000, idle_close_ms=60_000, tick_retention_days=36_500)
+
+
+async def test_a_late_trade_is_emitted_with_its_corrected_values_on_every_timeframe(mode_settings, unique_name):
+    """Every closed candle holding a late trade's minute is emitted again with a higher revision
+    and the values that include the trade, on every timeframe up to 1w, and the API serves them.
+
+    With continuous aggregates the buckets are materialized first (as the refresh policies or a
+    backfill leave them): the late trade lies below every watermark, where only an explicit
+    refresh makes an aggregate see it (issue 10: without one, 5m..1d were re-emitted with the old
+    values and 1w left the trade out for good)."""
+    settings = mode_settings
+    exchange, symbol = f"l{unique_name[-8:]}", "BTC/USDT"
+    key = market_key(exchange, symbol)
+    monday = int(datetime(2026, 3, 9, tzinfo=UTC).timestamp()) * S
+    trades = [Tick(exchange=exchange, symbol=symbol, trade_id=f"t{i}", price=100.0 + i % 5, amount=1.0 + i % 3,
+                   side="buy", ts_event=monday + 10 * 3600 * S + i * 20 * S, ts_recv=monday + i) for i in range(30)]
+    # Eight days later in stream time: every bucket of the trades' week has closed.
+    closer = Tick(exchange=exchange, symbol=symbol, trade_id="closer", price=100.0, amount=1.0, side="buy",
+                  ts_event=monday + 8 * 86_400 * S, ts_recv=monday + 100)
+    late = Tick(exchange=exchange, symbol=symbol, trade_id="late", price=123.0, amount=7.0, side="sell",
+                ts_event=monday + 10 * 3600 * S + 65 * S, ts_recv=monday + 101)
+    want = {tf: expected_candles(trades, tf) for tf in ALL_TIMEFRAMES}
+    corrected = {tf: expected_candles(trades + [late], tf) for tf in ALL_TIMEFRAMES}
+    late_keys = {(tf, exchange, symbol, bucket_start_ns(late.ts_event, tf)) for tf in ALL_TIMEFRAMES}
+
+    app = SERVICE.create_app(settings)
+    producer_settings = CommonSettings(kafka_bootstrap=settings.kafka_bootstrap)
+    producer = Producer(producer_settings, Telemetry("test-feed", producer_settings), client_id="test-feed")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+        async with app.router.lifespan_context(app):
+            await wait_ready(client)
+            await producer.start()
+            try:
+                await producer.send_many(settings.ticks_topic, [(key, t) for t in trades + [closer]])
+                first = {(tf, *k) for tf, candles in want.items() for k in candles}
+                records = await consume(settings.kafka_bootstrap, settings.candles_topic,
+                                        lambda rs: first <= set(last_revisions(rs)), timeout_s=60)
+                assert {k: as_values(c) for k, c in last_revisions(records).items() if k in first} == {
+                    (tf, *k): v for tf, candles in want.items() for k, v in candles.items()}
+
+                store = CandleStore(settings.libpq_url)
+                await store.start()
+                try:
+                    # Whatever a refresh policy or a backfill would have materialized by now.
+                    await store.refresh_higher_timeframes(exchange, symbol, monday, monday + 7 * 86_400 * S)
+                    await producer.send_many(settings.ticks_topic, [(key, late)])
+                    records = await consume(
+                        settings.kafka_bootstrap, settings.candles_topic,
+                        lambda rs: all(k in (lr := last_revisions(rs)) and lr[k].revision >= 1 for k in late_keys),
+                        timeout_s=60)
+                    latest = last_revisions(records)
+                    for tf, _, _, bucket in sorted(late_keys):
+                        assert as_values(latest[(tf, exchange, symbol, bucket)]) == \
+                            corrected[tf][(exchange, symbol, bucket)], tf
+                        served = await store.fetch_candles(exchange, symbol, tf, ns_to_datetime(bucket),
+                                                           ns_to_datetime(bucket + 1000), 1)
+                        assert [(r.open, r.high, r.low, r.close, round(r.volume, 6), r.trades) for r in served] == \
+                            [corrected[tf][(exchange, symbol, bucket)]], tf
+                finally:
+                    await store.stop()
+                week = corrected["1w"][(exchange, symbol, bucket_start_ns(late.ts_event, "1w"))]
+                assert (week[3], week[5]) == (100.0 + 29 % 5, 31)  # the close is still the last trade's
             finally:
                 await producer.stop()
