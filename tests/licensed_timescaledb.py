@@ -90,9 +90,10 @@ class PGliteTimescaleDB:
 
 
 def stop_recorded(state_dir: Path) -> None:
-    """Stop the server recorded in ``state_dir`` (only if that very process still runs)."""
-    try:
-        pid, ticks = (int(part) for part in (state_dir / PID_FILE).read_text().split())
-    except (FileNotFoundError, ValueError):
-        return
-    terminate(pid, ticks, grace_s=5.0)
+    """Stop the servers recorded under ``state_dir`` (only those very processes, if they still run)."""
+    for pid_file in state_dir.glob(f"**/{PID_FILE}"):
+        try:
+            pid, ticks = (int(part) for part in pid_file.read_text().split())
+        except (FileNotFoundError, ValueError):
+            continue
+        terminate(pid, ticks, grace_s=5.0)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import pytest
+from tradeflow.db.migrate import upgrade
+from tradeflow.infra import LocalInfra
+from tradeflow.infra.processes import free_port
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 
-from tests.database_modes import LICENSED, available_modes, modes_where
+from tests.database_modes import LICENSED, available_modes, local_cluster_mode, modes_where
+from tests.licensed_timescaledb import PGliteTimescaleDB, unavailable_reason
 
 # Every storage mode that runs here (tests/database_modes.py): the local cluster's build, plain
 # PostgreSQL, and the licensed TimescaleDB in PGlite when it is installed.
@@ -46,3 +53,29 @@ async def store(mode_url):
         yield candle_store
     finally:
         await candle_store.stop()
+
+
+@pytest.fixture(scope="module")
+def fresh_licensed_url(local_infra: LocalInfra, request) -> Iterator[str]:
+    """A licensed database of its own, migrated, for tests that need continuous aggregates
+    nothing has materialized yet (watermarks at the start) or that migrate up and down.
+
+    A new database in the local cluster when its build is licensed, else a PGlite process of the
+    module's own (stopped by pid); skipped when neither runs here (the report header says so)."""
+    if local_cluster_mode() == LICENSED:
+        request.getfixturevalue("database_url")  # the cluster is up
+        url = local_infra.create_database(f"licensed_{uuid.uuid4().hex[:10]}")
+        upgrade(url)
+        yield url
+        return
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no licensed TimescaleDB here: {reason}")
+    state_dir = local_infra.state_dir / f"pglite-{uuid.uuid4().hex[:8]}"
+    server = PGliteTimescaleDB(free_port(), state_dir)
+    url = server.start()
+    try:
+        assert upgrade(url).mode == LICENSED
+        yield url
+    finally:
+        server.stop()
