@@ -4,6 +4,12 @@ Every ``retention_interval_s`` (the first run shortly after start) it opens its 
 connection, detects the storage mode and applies :func:`tradeflow.db.retention.plan_tick_retention`
 under an advisory lock, so with several replicas only one does the work per round. A failed run
 is logged and counted; the next round tries again.
+
+Rounds are counted by what they did: ``applied`` (chunks dropped, rows deleted, or the licensed
+build's retention policy added or replaced), ``unchanged`` (the retention was already in force:
+nothing old enough, or the policy already there with the configured age), ``skipped`` (another
+replica held the lock) and ``failed``. With the licensed build the chunks are dropped by
+TimescaleDB's own job, whose failures tradeflow_candles_timescaledb_job_* report.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ class TickRetentionJob:
         self._task: asyncio.Task | None = None
         self._runs = telemetry.counter(
             "tradeflow_candles_ticks_retention_runs_total",
-            "tick retention rounds by result (applied, skipped: another replica held the lock, failed)",
+            "tick retention rounds by result (applied: dropped or deleted ticks, or added/replaced the retention "
+            "policy; unchanged: nothing to do; skipped: another replica held the lock; failed)",
             ("result",))
         self._last_run = telemetry.gauge(
             "tradeflow_candles_ticks_retention_last_run_timestamp_seconds",
-            "unix time of the last tick retention round that applied the retention")
+            "unix time of the last tick retention round that completed (applied or unchanged)")
 
     async def start(self) -> None:
         if self._task is None:
@@ -79,12 +86,17 @@ class TickRetentionJob:
             self._runs.labels(result="skipped").inc()
             log.info("tick retention skipped: another replica holds the retention lock")
             return None
-        self._runs.labels(result="applied").inc()
+        self._runs.labels(result="applied" if outcome.changed_anything else "unchanged").inc()
         self._last_run.set(time.time())
-        log.info(
-            "tick retention (%s, %d days): dropped %d chunk(s)%s, deleted %d row(s) in %.2fs",
-            outcome.method, self._days, len(outcome.dropped_chunks),
-            f" {', '.join(outcome.dropped_chunks)}" if outcome.dropped_chunks else "",
-            outcome.deleted_rows, time.monotonic() - started,
-        )
+        if outcome.method == "policy":
+            log.info("tick retention (policy, %d days): %s in %.2fs", self._days,
+                     "retention policy added or replaced" if outcome.policy_changed else "retention policy in place",
+                     time.monotonic() - started)
+        else:
+            log.info(
+                "tick retention (%s, %d days): dropped %d chunk(s)%s, deleted %d row(s) in %.2fs",
+                outcome.method, self._days, len(outcome.dropped_chunks),
+                f" {', '.join(outcome.dropped_chunks)}" if outcome.dropped_chunks else "",
+                outcome.deleted_rows, time.monotonic() - started,
+            )
         return outcome
