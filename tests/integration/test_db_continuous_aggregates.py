@@ -21,6 +21,7 @@ from tradeflow_candle_builder.adapters.continuous_aggregates import (
     ContinuousAggregateRefresher,
     watermark_ns,
 )
+from tradeflow_candle_builder.aggregate_catch_up import AggregateCatchUp
 from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES, datetime_to_ns
 
 from tests.integration.test_db_higher_timeframes import (
@@ -184,3 +185,37 @@ async def test_a_refresh_up_to_now_leaves_the_forming_buckets_to_real_time(store
     for name in ("1d", "1w"):
         [current] = await store.fetch_candles(unique_name, "BTC/USDT", name, None, None, 1)
         assert current.volume >= 2000.0, name  # both live minutes reached the forming day and week
+
+
+async def test_a_write_whose_refresh_never_ran_is_caught_up_at_the_next_start(store, fresh_licensed_url, unique_name):
+    """The process died between a write's commit and its refreshes: the next start's catch-up
+    (over the tick retention) materializes the change."""
+    now = database_now_ns(fresh_licensed_url)
+    first = TIMEFRAMES["1d"].bucket_start(now) - 3 * 86_400 * NS + 9 * 3600 * NS  # 09:00 three days ago
+    start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=first // 1000)
+    await store.upsert_candles_1m(quarter_candles(unique_name, "BTC/USDT", start, list(range(60)), seed=8))
+    await store.refresh_higher_timeframes(unique_name, "BTC/USDT", first, first + 3600 * NS)
+    marks = watermarks(fresh_licensed_url)
+    assert all(marks[r] is not None and marks[r] >= first + 3600 * NS for r in ("candles_5m", "candles_1h"))
+    with psycopg.connect(fresh_licensed_url) as conn:  # committed, refresh never ran
+        conn.execute("UPDATE candles_1m SET high = 9999, volume = volume + 1 WHERE exchange = %s AND ts = %s",
+                     (unique_name, start + timedelta(minutes=7)))
+    with pytest.raises(AssertionError):
+        await assert_every_timeframe_matches_candles_1m(store, fresh_licensed_url, unique_name, ["BTC/USDT"])
+
+    catch_up = AggregateCatchUp(store, days=30)
+    await catch_up.start()
+    assert await catch_up.wait() >= 1
+    await catch_up.stop()
+    await assert_every_timeframe_matches_candles_1m(store, fresh_licensed_url, unique_name, ["BTC/USDT"])
+    [hour] = await store.fetch_candles(unique_name, "BTC/USDT", "1h", start, start + timedelta(hours=1), 1)
+    assert hour.high == 9999
+
+
+async def test_with_tables_there_is_nothing_to_catch_up(table_mode_url):
+    store = CandleStore(table_mode_url)
+    await store.start()
+    try:
+        assert await AggregateCatchUp(store, days=30).run_once() == 0
+    finally:
+        await store.stop()

@@ -311,6 +311,21 @@ class CandleStore:
         async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
             await self._aggregates.range_refreshed(conn, start_ns, end_ns)
 
+    async def refresh_continuous_aggregates_since(self, start_ns: int) -> int:
+        """Licensed mode: bring every continuous aggregate up to date with candles_1m from
+        ``start_ns`` to the last complete bucket; returns how many refreshes it ran.
+
+        A write's refreshes follow its commit, so a process that dies in between leaves
+        materialized buckets without the change; a refresh policy only repairs that inside its
+        own window. Run at start over the span late trades can reach (a refresh recomputes only
+        invalidated buckets, so an up-to-date span costs little). Where the higher timeframes
+        are tables there is nothing to do: they change in the write's own transaction.
+        """
+        if await self._maintains_higher_timeframes():
+            return 0
+        async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
+            return len(await self._aggregates.range_refreshed(conn, start_ns, None))
+
     async def _maintains_higher_timeframes(self) -> bool:
         """Whether candles_5m .. candles_1w are tables this store keeps current (no caggs)."""
         return await self._storage_mode() != "timescaledb"

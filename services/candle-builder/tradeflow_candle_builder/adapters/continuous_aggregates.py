@@ -121,13 +121,14 @@ def correction_plan(minutes: Iterable[int], watermarks: Watermarks, now_ns: int)
     return _parents_covered(demanded, watermarks, now_ns)
 
 
-def range_plan(start_ns: int, end_ns: int, watermarks: Watermarks, now_ns: int) -> list[RefreshWindow]:
+def range_plan(start_ns: int, end_ns: int | None, watermarks: Watermarks, now_ns: int) -> list[RefreshWindow]:
     """Rule 2: the refreshes that bring every level up to date with candles_1m over
-    ``[start_ns, end_ns)``. Per level, whole buckets overlapping the range up to the start of
+    ``[start_ns, end_ns)`` (``end_ns`` None: up to now). Per level, whole buckets overlapping the range up to the start of
     the bucket holding ``now_ns`` (the forming bucket stays real-time); a window ending above the
     watermark starts at the watermark at the latest (from the beginning when nothing is
     materialized), so the watermark only ever moves over materialized buckets."""
     demanded: dict[str, list[Window]] = {relation: [] for relation in RELATIONS}
+    end_ns = now_ns + 1 if end_ns is None else end_ns
     if end_ns > start_ns:
         for tf, relation in LEVELS:
             lo: int | None = tf.bucket_start(start_ns)
@@ -199,8 +200,10 @@ class ContinuousAggregateRefresher:
         watermarks, now_ns = await self._watermarks(conn)
         return await self._run(conn, correction_plan(minutes, watermarks, now_ns))
 
-    async def range_refreshed(self, conn: psycopg.AsyncConnection, start_ns: int, end_ns: int) -> list[RefreshWindow]:
-        """Bring every level up to date with candles_1m over ``[start_ns, end_ns)`` (rule 2)."""
+    async def range_refreshed(self, conn: psycopg.AsyncConnection, start_ns: int,
+                              end_ns: int | None) -> list[RefreshWindow]:
+        """Bring every level up to date with candles_1m over ``[start_ns, end_ns)`` (rule 2;
+        ``end_ns`` None: up to now)."""
         watermarks, now_ns = await self._watermarks(conn)
         return await self._run(conn, range_plan(start_ns, end_ns, watermarks, now_ns))
 
