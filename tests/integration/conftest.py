@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from tradeflow.db.migrate import upgrade
@@ -44,15 +45,21 @@ def licensed_mode_url(request) -> str:
     return _url_of(request)
 
 
-@pytest.fixture
-async def store(mode_url):
-    """A started CandleStore on ``mode_url``."""
-    candle_store = CandleStore(mode_url)
+@contextlib.asynccontextmanager
+async def started_store(url: str) -> AsyncIterator[CandleStore]:
+    candle_store = CandleStore(url)
     await candle_store.start()
     try:
         yield candle_store
     finally:
         await candle_store.stop()
+
+
+@pytest.fixture
+async def store(mode_url):
+    """A started CandleStore on ``mode_url``."""
+    async with started_store(mode_url) as candle_store:
+        yield candle_store
 
 
 @pytest.fixture(scope="module")

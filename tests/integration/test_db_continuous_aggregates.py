@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from tradeflow.messages import Candle
-from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.adapters.continuous_aggregates import (
     RELATIONS,
     WATERMARKS_SQL,
@@ -24,6 +23,7 @@ from tradeflow_candle_builder.adapters.continuous_aggregates import (
 from tradeflow_candle_builder.aggregate_catch_up import AggregateCatchUp
 from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES, datetime_to_ns
 
+from tests.integration.conftest import started_store
 from tests.integration.test_db_higher_timeframes import (
     MINUTE_NS,
     NS,
@@ -53,12 +53,8 @@ def database_now_ns(url: str) -> int:
 
 @pytest.fixture
 async def store(fresh_licensed_url):
-    candle_store = CandleStore(fresh_licensed_url)
-    await candle_store.start()
-    try:
+    async with started_store(fresh_licensed_url) as candle_store:
         yield candle_store
-    finally:
-        await candle_store.stop()
 
 
 async def test_a_refresh_of_part_of_the_history_hides_no_unmaterialised_bucket(store, fresh_licensed_url,
@@ -213,9 +209,5 @@ async def test_a_write_whose_refresh_never_ran_is_caught_up_at_the_next_start(st
 
 
 async def test_with_tables_there_is_nothing_to_catch_up(table_mode_url):
-    store = CandleStore(table_mode_url)
-    await store.start()
-    try:
+    async with started_store(table_mode_url) as store:
         assert await AggregateCatchUp(store, days=30).run_once() == 0
-    finally:
-        await store.stop()

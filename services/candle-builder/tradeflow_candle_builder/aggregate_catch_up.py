@@ -13,9 +13,10 @@ refresh_continuous_aggregates_since does nothing). Failures are retried with bac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+
+from tradeflow.service import BackgroundTask, retry_until_done
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.domain.timeframes import DAY_NS
@@ -25,39 +26,24 @@ log = logging.getLogger(__name__)
 RETRY_MAX_S = 300.0
 
 
-class AggregateCatchUp:
+class AggregateCatchUp(BackgroundTask):
     """A service Component: one background catch-up refresh per start (licensed mode)."""
 
     name = "AggregateCatchUp"
 
     def __init__(self, store: CandleStore, *, days: int, first_retry_s: float = 5.0) -> None:
+        super().__init__()
         self._store = store
         self._days = days
         self._first_retry_s = first_retry_s
-        self._task: asyncio.Task | None = None
         self.refreshes: int | None = None  # how many refreshes the catch-up ran, once it has
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._until_done(), name="aggregate-catch-up")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     async def wait(self) -> int | None:
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        await super().wait()
         return self.refreshes
 
-    async def _until_done(self) -> None:
-        delay = self._first_retry_s
-        while await self.run_once() is None:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+    async def run(self) -> None:
+        await retry_until_done(self.run_once, first_delay_s=self._first_retry_s, max_delay_s=RETRY_MAX_S)
 
     async def run_once(self) -> int | None:
         """One attempt; the number of refreshes run, None when it failed."""

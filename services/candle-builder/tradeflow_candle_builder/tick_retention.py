@@ -15,13 +15,13 @@ TimescaleDB's own job, whose failures tradeflow_candles_timescaledb_job_* report
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import psycopg
 from tradeflow.db.capabilities import detect_capabilities_async
 from tradeflow.db.retention import RetentionOutcome, apply_tick_retention, plan_tick_retention
+from tradeflow.service import BackgroundTask
 from tradeflow.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -31,16 +31,16 @@ FIRST_RUN_DELAY_S = 5.0
 CONNECT_TIMEOUT_S = 10
 
 
-class TickRetentionJob:
+class TickRetentionJob(BackgroundTask):
     """A service Component that periodically drops ticks older than the retention."""
 
     name = "TickRetentionJob"
 
     def __init__(self, conninfo: str, telemetry: Telemetry, *, days: int, interval_s: float) -> None:
+        super().__init__()
         self._conninfo = conninfo
         self._days = days
         self._interval_s = interval_s
-        self._task: asyncio.Task | None = None
         self._runs = telemetry.counter(
             "tradeflow_candles_ticks_retention_runs_total",
             "tick retention rounds by result (applied: dropped or deleted ticks, or added/replaced the retention "
@@ -50,18 +50,7 @@ class TickRetentionJob:
             "tradeflow_candles_ticks_retention_last_run_timestamp_seconds",
             "unix time of the last tick retention round that completed (applied or unchanged)")
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="tick-retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         await asyncio.sleep(min(FIRST_RUN_DELAY_S, self._interval_s))
         while True:
             await self.run_once()

@@ -18,7 +18,6 @@ In the other storage modes there are no such jobs: it says so once in the log an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import psycopg
@@ -26,6 +25,7 @@ from tradeflow.bus import Producer
 from tradeflow.bus.alerts import send_alert
 from tradeflow.db.capabilities import detect_capabilities_async
 from tradeflow.db.jobs import fetch_job_stats
+from tradeflow.service import BackgroundTask
 from tradeflow.telemetry import Telemetry
 
 from tradeflow_candle_builder.domain.job_failures import JobEvent, JobFailureWatch
@@ -37,19 +37,19 @@ FAILING = "timescaledb_job_failing"
 RECOVERED = "timescaledb_job_recovered"
 
 
-class TimescaleJobMonitor:
+class TimescaleJobMonitor(BackgroundTask):
     """A service Component watching TimescaleDB's background jobs."""
 
     name = "TimescaleJobMonitor"
 
     def __init__(self, conninfo: str, telemetry: Telemetry, producer: Producer, *, service_name: str,
                  interval_s: float) -> None:
+        super().__init__()
         self._conninfo = conninfo
         self._producer = producer
         self._service_name = service_name
         self._interval_s = interval_s
         self._watch = JobFailureWatch()
-        self._task: asyncio.Task | None = None
         labels = ("job_id", "job", "relation")
         self._failed_runs = telemetry.gauge(
             "tradeflow_candles_timescaledb_job_failed_runs",
@@ -62,18 +62,7 @@ class TimescaleJobMonitor:
             "reads of TimescaleDB's job statistics by result (ok, failed: the database could not be read)",
             ("result",))
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="timescaledb-jobs")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         while True:
             if await self.check_once() is None:
                 return  # no jobs in this storage mode
