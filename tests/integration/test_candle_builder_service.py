@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 from tradeflow.bus import Producer
 from tradeflow.codec import decode, header_value
 from tradeflow.messages import Candle, Tick
@@ -372,12 +373,9 @@ async def running_candle_builder(settings: CandleBuilderSettings) -> AsyncIterat
 
 
 @pytest.fixture
-def mode_settings(kafka_bootstrap, mode_url, unique_name) -> CandleBuilderSettings:
-    return CandleBuilderSettings(
-        kafka_bootstrap=kafka_bootstrap, database_url=mode_url, environment="test",
-        ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
-        consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000,
-        candle_grace_ms=2000, idle_close_ms=60_000, tick_retention_days=36_500)
+def mode_settings(settings, mode_url) -> CandleBuilderSettings:
+    """``settings`` on the database of each available storage mode."""
+    return settings.model_copy(update={"database_url": SecretStr(mode_url)})
 
 
 async def test_a_late_trade_is_emitted_with_its_corrected_values_on_every_timeframe(mode_settings, unique_name):
