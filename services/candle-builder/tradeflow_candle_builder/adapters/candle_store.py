@@ -13,7 +13,8 @@ write of candles_1m re-aggregates the higher buckets it touched in the same tran
 (see adapters/higher_timeframes.py and docs/adr/0007); where they are continuous aggregates,
 every write of candles_1m refreshes, after its commit and before it returns, the higher buckets
 it changed that are already materialized (adapters/continuous_aggregates.py, docs/adr/0011).
-So when a write method returns, every timeframe reads the new values, in every mode.
+So when upsert_candles_1m or recompute_candles_1m returns, every timeframe reads the new values,
+in every mode (the backfill's merge_candles_1m is followed by refresh_higher_timeframes instead).
 
 Timestamps: the wire carries nanoseconds, ``timestamptz`` stores microseconds. Conversion
 happens in SQL with integer arithmetic (exact to the microsecond; the sub-microsecond part
@@ -299,7 +300,7 @@ class CandleStore:
         and aggregated again from the parent level, in one transaction. With continuous
         aggregates, refresh_continuous_aggregate over the complete buckets only (the forming
         one stays real-time), from the aggregate's watermark at the latest when the range lies
-        above it, so no unmaterialized bucket is hidden (see continuous_aggregates.range_window).
+        above it, so no unmaterialized bucket is hidden (see continuous_aggregates.range_plan).
         """
         if end_ns <= start_ns:
             return
