@@ -1,7 +1,8 @@
 """The storage-mode decision and the DDL each mode gets (pure; no database).
 
-The continuous-aggregate path cannot run on this machine (the Apache build refuses it), so
-these tests pin down the SQL that production's Timescale-licensed build receives.
+These pin down the SQL each mode gets, the licensed one included. The migrations also run for
+real in every mode available (tests/integration/test_db_migrations.py; the licensed mode on
+PGlite + TimescaleDB, docs/adr/0011, which is not production's PostgreSQL/TimescaleDB pairing).
 """
 
 from __future__ import annotations
