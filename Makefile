@@ -7,7 +7,7 @@ DURATION ?=
 SYMBOLS ?= 20
 RATE ?=
 
-.PHONY: setup system-deps infra-up infra-down infra-status demo test test-unit bench lint clean
+.PHONY: setup system-deps test-pglite infra-up infra-down infra-status demo test test-unit bench lint clean
 
 # Every package of the repository, editable: the libs (core, db, exchanges, ops) and every service.
 PACKAGES := $(sort $(dir $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)))
@@ -20,8 +20,12 @@ $(BIN)/tradeflow: libs/*/pyproject.toml services/*/pyproject.toml requirements-d
 	$(BIN)/pip install -q $(addprefix -e ,$(PACKAGES)) -r requirements-dev.txt
 	touch $(BIN)/tradeflow
 
-## setup: Python environment in .venv (+ the local TimescaleDB build when missing)
-setup: system-deps $(BIN)/tradeflow
+## setup: Python environment in .venv (+ the local TimescaleDB build when missing, + the
+##        licensed TimescaleDB in WebAssembly the tests use when npm is available)
+setup: system-deps $(BIN)/tradeflow test-pglite
+
+test-pglite:
+	@bash scripts/install-pglite.sh
 
 system-deps:
 	@bash scripts/install-system-deps.sh >&2

@@ -6,7 +6,9 @@ end of the session, also when tests fail. If either cannot start, every test tha
 fails with the server's log tail: nothing is skipped.
 
 Fixtures: ``kafka_bootstrap``, ``database_url`` (migrated, with TimescaleDB when installed),
-``plain_postgres_url`` (migrated without TimescaleDB: the plain-PostgreSQL mode), ``service_env``
+``plain_postgres_url`` (migrated without TimescaleDB: the plain-PostgreSQL mode),
+``licensed_url`` (the licensed TimescaleDB in PGlite, tests/licensed_timescaledb.py: requested only
+through tests/database_modes.py, which offers it when it is installed), ``service_env``
 (TRADEFLOW_* variables for service subprocesses) and ``unique_name`` (fresh per test).
 """
 
@@ -26,7 +28,11 @@ import pytest
 from tradeflow_ops.infra import InfraError, LocalInfra
 from tradeflow_ops.infra.processes import free_port, process_start_ticks
 
-INFRA_FIXTURES = {"kafka_bootstrap", "database_url", "plain_postgres_url", "service_env", "local_infra"}
+from tests.database_modes import licensed_mode_note
+from tests.licensed_timescaledb import PGliteTimescaleDB, stop_recorded
+
+INFRA_FIXTURES = {"kafka_bootstrap", "database_url", "plain_postgres_url", "licensed_url", "service_env",
+                  "local_infra"}
 PLAIN_DATABASE = "tradeflow_plain"
 STATE_DIR_PREFIX = "tradeflow-tests-"
 OWNER_FILE = "owner.pid"  # the pytest process that owns the servers in this state dir
@@ -51,6 +57,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                 + "\n  ".join(misplaced))
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return licensed_mode_note()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # A CI timeout or `kill` sends SIGTERM: turn it into an interrupt so fixture teardown still
     # stops the servers (they run in their own sessions and would otherwise outlive the run).
@@ -70,6 +80,7 @@ def _stop_abandoned_test_infra() -> None:
         except (FileNotFoundError, ValueError):
             continue
         if process_start_ticks(owner) is None:
+            stop_recorded(state_dir)
             LocalInfra(state_dir).down()
             shutil.rmtree(state_dir, ignore_errors=True)
 
@@ -134,6 +145,27 @@ def plain_postgres_url(local_infra: LocalInfra) -> str:
     url = local_infra.create_database(PLAIN_DATABASE)
     upgrade(url, use_timescaledb=False)
     return url
+
+
+@pytest.fixture(scope="session")
+def licensed_url(local_infra: LocalInfra) -> Iterator[str]:
+    """A migrated database in the licensed mode: PGlite + TimescaleDB (continuous aggregates).
+
+    One database per process, shared by the session's tests like ``database_url``; stopped by
+    pid at the end of the session."""
+    from tradeflow_db.migrate import upgrade
+
+    server = PGliteTimescaleDB(free_port(), local_infra.state_dir)
+    try:
+        url = server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        caps = upgrade(url)
+        assert caps.mode == "timescaledb", f"PGlite migrated as {caps.mode!r}, not the licensed mode"
+        yield url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,17 @@ computation from the trades says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 from tradeflow.bus import Producer
 from tradeflow.codec import decode, header_value
 from tradeflow.messages import Candle, Tick
@@ -24,9 +27,11 @@ from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 from tradeflow_candle_builder.bootstrap import SERVICE
+from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
-from tests.candle_oracle import TF_SECONDS, as_values, expected_candles
+from tests.candle_oracle import ALL_TIMEFRAMES, TF_SECONDS, as_values, bucket_start_ns, expected_candles
+from tests.integration.conftest import started_store
 
 pytestmark = pytest.mark.integration
 
@@ -328,6 +333,32 @@ async def test_a_late_trade_older_than_the_tick_retention_leaves_the_stored_cand
     key = market_key(exchange, symbol)
     bucket = datetime.fromtimestamp(start / S, UTC).isoformat().replace("+00:00", "Z")
 
+    async with running_candle_builder(settings) as (client, producer):
+        await producer.send_many(settings.ticks_topic, [(key, t) for t in trades + [closer]])
+
+        async def first_minute():
+            resp = await client.get("/v1/candles", params={
+                "exchange": exchange, "symbol": symbol, "timeframe": "1m", "limit": 1,
+                "start": bucket})
+            rows = resp.json()
+            return rows[0] if rows and rows[0]["ts"] == bucket else None
+        deadline = time.monotonic() + 20
+        while (before := await first_minute()) is None or before["trades"] != 6:
+            assert time.monotonic() < deadline, before
+            await asyncio.sleep(0.2)
+
+        await producer.send_many(settings.ticks_topic, [(key, late)])
+        dlq = await consume(settings.kafka_bootstrap, settings.ticks_topic + ".dlq",
+                            lambda rs: len(rs) >= 1, timeout_s=20)
+        assert header_value(dlq[0].headers, "error-reason").startswith("beyond_tick_retention:")
+        assert decode(Tick, dlq[0].value) == late
+        assert await first_minute() == before  # not recomputed from the few ticks left
+
+
+
+@contextlib.asynccontextmanager
+async def running_candle_builder(settings: CandleBuilderSettings) -> AsyncIterator[tuple[httpx.AsyncClient, Producer]]:
+    """The service, ready, with an API client and a started producer for its ticks topic."""
     app = SERVICE.create_app(settings)
     producer_settings = CommonSettings(kafka_bootstrap=settings.kafka_bootstrap)
     producer = Producer(producer_settings, Telemetry("test-feed", producer_settings), client_id="test-feed")
@@ -336,24 +367,64 @@ async def test_a_late_trade_older_than_the_tick_retention_leaves_the_stored_cand
             await wait_ready(client)
             await producer.start()
             try:
-                await producer.send_many(settings.ticks_topic, [(key, t) for t in trades + [closer]])
-
-                async def first_minute():
-                    resp = await client.get("/v1/candles", params={
-                        "exchange": exchange, "symbol": symbol, "timeframe": "1m", "limit": 1,
-                        "start": bucket})
-                    rows = resp.json()
-                    return rows[0] if rows and rows[0]["ts"] == bucket else None
-                deadline = time.monotonic() + 20
-                while (before := await first_minute()) is None or before["trades"] != 6:
-                    assert time.monotonic() < deadline, before
-                    await asyncio.sleep(0.2)
-
-                await producer.send_many(settings.ticks_topic, [(key, late)])
-                dlq = await consume(settings.kafka_bootstrap, settings.ticks_topic + ".dlq",
-                                    lambda rs: len(rs) >= 1, timeout_s=20)
-                assert header_value(dlq[0].headers, "error-reason").startswith("beyond_tick_retention:")
-                assert decode(Tick, dlq[0].value) == late
-                assert await first_minute() == before  # not recomputed from the few ticks left
+                yield client, producer
             finally:
                 await producer.stop()
+
+
+@pytest.fixture
+def mode_settings(settings, mode_url) -> CandleBuilderSettings:
+    """``settings`` on the database of each available storage mode."""
+    return settings.model_copy(update={"database_url": SecretStr(mode_url)})
+
+
+async def test_a_late_trade_is_emitted_with_its_corrected_values_on_every_timeframe(mode_settings, unique_name):
+    """Every closed candle holding a late trade's minute is emitted again with a higher revision
+    and the values that include the trade, on every timeframe up to 1w, and the API serves them.
+
+    With continuous aggregates the buckets are materialized first (as the refresh policies or a
+    backfill leave them): the late trade lies below every watermark, where only an explicit
+    refresh makes an aggregate see it (issue 10: without one, 5m..1d were re-emitted with the old
+    values and 1w left the trade out for good)."""
+    settings = mode_settings
+    exchange, symbol = f"l{unique_name[-8:]}", "BTC/USDT"
+    key = market_key(exchange, symbol)
+    monday = int(datetime(2026, 3, 9, tzinfo=UTC).timestamp()) * S
+    trades = [Tick(exchange=exchange, symbol=symbol, trade_id=f"t{i}", price=100.0 + i % 5, amount=1.0 + i % 3,
+                   side="buy", ts_event=monday + 10 * 3600 * S + i * 20 * S, ts_recv=monday + i) for i in range(30)]
+    # Eight days later in stream time: every bucket of the trades' week has closed.
+    closer = Tick(exchange=exchange, symbol=symbol, trade_id="closer", price=100.0, amount=1.0, side="buy",
+                  ts_event=monday + 8 * 86_400 * S, ts_recv=monday + 100)
+    late = Tick(exchange=exchange, symbol=symbol, trade_id="late", price=123.0, amount=7.0, side="sell",
+                ts_event=monday + 10 * 3600 * S + 65 * S, ts_recv=monday + 101)
+    want = {tf: expected_candles(trades, tf) for tf in ALL_TIMEFRAMES}
+    corrected = {tf: expected_candles(trades + [late], tf) for tf in ALL_TIMEFRAMES}
+    late_keys = {(tf, exchange, symbol, bucket_start_ns(late.ts_event, tf)) for tf in ALL_TIMEFRAMES}
+
+    async with running_candle_builder(settings) as (_client, producer):
+        await producer.send_many(settings.ticks_topic, [(key, t) for t in trades + [closer]])
+        first = {(tf, *k) for tf, candles in want.items() for k in candles}
+        records = await consume(settings.kafka_bootstrap, settings.candles_topic,
+                                lambda rs: first <= set(last_revisions(rs)), timeout_s=60)
+        assert {k: as_values(c) for k, c in last_revisions(records).items() if k in first} == {
+            (tf, *k): v for tf, candles in want.items() for k, v in candles.items()}
+
+        async with started_store(settings.libpq_url) as store:
+            # Whatever a refresh policy or a backfill would have materialized by now.
+            await store.refresh_higher_timeframes(exchange, symbol, monday, monday + 7 * 86_400 * S)
+            await producer.send_many(settings.ticks_topic, [(key, late)])
+            records = await consume(
+                settings.kafka_bootstrap, settings.candles_topic,
+                lambda rs: all(k in (lr := last_revisions(rs)) and lr[k].revision >= 1 for k in late_keys),
+                timeout_s=60)
+            latest = last_revisions(records)
+            for tf, _, _, bucket in sorted(late_keys):
+                assert as_values(latest[(tf, exchange, symbol, bucket)]) == \
+                    corrected[tf][(exchange, symbol, bucket)], tf
+                served = await store.fetch_candles(exchange, symbol, tf, ns_to_datetime(bucket),
+                                                   ns_to_datetime(bucket + 1000), 1)
+                assert [(r.open, r.high, r.low, r.close, round(r.volume, 6), r.trades) for r in served] == \
+                    [corrected[tf][(exchange, symbol, bucket)]], tf
+        week = corrected["1w"][(exchange, symbol, bucket_start_ns(late.ts_event, "1w"))]
+        assert (week[3], week[5]) == (100.0 + 29 % 5, 31)  # the close is still the last trade's
+

@@ -1,8 +1,9 @@
-"""CandleStore against the real database in both storage modes it meets here.
+"""CandleStore against the real database in every storage mode available here.
 
-``database_url`` runs the Apache TimescaleDB build (hypertables; 5m..1w as maintained tables);
-``plain_postgres_url`` plain PostgreSQL (tables only). Each test writes under
-its own exchange name, so tests never see each other's rows.
+The modes come from tests/database_modes.py: the local cluster's TimescaleDB build (Apache here:
+hypertables, 5m..1w as maintained tables), plain PostgreSQL (tables only) and the licensed
+TimescaleDB (5m..1w as continuous aggregates; PGlite here). Each test writes under its own
+exchange name, so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from psycopg_pool import PoolTimeout
 from tradeflow.messages import Candle, Tick
 from tradeflow_candle_builder.adapters.candle_store import TIMEFRAME_RELATIONS, CandleRow, CandleStore
 from tradeflow_db.migrate import alembic_config
+
+from tests.database_modes import APACHE, modes_where
+from tests.integration.conftest import DATABASE_MODES
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
@@ -183,11 +187,17 @@ def _expected(candles, symbol, timeframe):
 
 
 @pytest.fixture(scope="module")
-async def rollup_data(database_url, plain_postgres_url):
-    """The same 1m candles written into both databases."""
+def mode_urls(request) -> dict[str, str]:
+    """Every available mode's database, by test id."""
+    return {mode.id: request.getfixturevalue(mode.fixture) for mode in DATABASE_MODES}
+
+
+@pytest.fixture(scope="module")
+async def rollup_data(mode_urls):
+    """The same 1m candles written into every mode's database."""
     exchange = f"rollup-{time.time_ns()}"
     candles = _one_minute_candles(exchange)
-    for url in (database_url, plain_postgres_url):
+    for url in mode_urls.values():
         store = CandleStore(url)
         await store.start()
         try:
@@ -198,48 +208,50 @@ async def rollup_data(database_url, plain_postgres_url):
 
 
 @pytest.mark.parametrize("timeframe", list(TIMEFRAME_RELATIONS))
-async def test_every_timeframe_is_identical_in_both_modes_and_matches_python(
-    rollup_data, database_url, plain_postgres_url, timeframe
-):
+async def test_every_timeframe_is_identical_in_every_mode_and_matches_python(rollup_data, mode_urls, timeframe):
     exchange, candles = rollup_data
     results = {}
-    for url in (database_url, plain_postgres_url):
+    for mode, url in mode_urls.items():
         store = CandleStore(url)
         await store.start()
         try:
-            results[url] = {s: await store.fetch_candles(exchange, s, timeframe, None, None, 100_000)
-                            for s in ("BTC/USDT", "ETH/USDT")}
+            results[mode] = {s: await store.fetch_candles(exchange, s, timeframe, None, None, 100_000)
+                             for s in ("BTC/USDT", "ETH/USDT")}
         finally:
             await store.stop()
-    assert results[database_url] == results[plain_postgres_url]
-    for symbol in ("BTC/USDT", "ETH/USDT"):
-        assert results[database_url][symbol] == _expected(candles, symbol, timeframe)
+    for mode, result in results.items():
+        for symbol in ("BTC/USDT", "ETH/USDT"):
+            assert result[symbol] == _expected(candles, symbol, timeframe), (mode, symbol)
     if timeframe == "1w":
-        starts = [row.ts for row in results[database_url]["BTC/USDT"]]
-        assert starts == [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC),
-                          datetime(2024, 1, 15, tzinfo=UTC)]
-        assert all(ts.weekday() == 0 for ts in starts)
+        for result in results.values():
+            starts = [row.ts for row in result["BTC/USDT"]]
+            assert starts == [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC),
+                              datetime(2024, 1, 15, tzinfo=UTC)]
+            assert all(ts.weekday() == 0 for ts in starts)
 
 
-def test_the_relations_themselves_return_identical_rows_in_both_modes(rollup_data, database_url, plain_postgres_url):
+def test_the_relations_themselves_return_identical_rows_in_every_mode(rollup_data, mode_urls):
     exchange, _ = rollup_data
     for relation in TIMEFRAME_RELATIONS.values():
         query = (f"SELECT exchange, symbol, ts, open, high, low, close, volume, trades FROM {relation} "
                  "WHERE exchange = %s ORDER BY symbol, ts")
-        rows = []
-        for url in (database_url, plain_postgres_url):
+        rows = {}
+        for mode, url in mode_urls.items():
             with psycopg.connect(url) as conn:
                 cursor = conn.execute(query, (exchange,))
-                rows.append(([(d.name, d.type_code) for d in cursor.description], cursor.fetchall()))
-        assert rows[0] == rows[1], relation
-        assert rows[0][1], relation
+                rows[mode] = ([(d.name, d.type_code) for d in cursor.description], cursor.fetchall())
+        first = next(iter(rows.values()))
+        assert first[1], relation
+        assert all(other == first for other in rows.values()), (relation, list(rows))
 
 
-def test_the_continuous_aggregate_definitions_compute_the_same_candles(rollup_data, database_url):
-    """The cagg SELECTs, stacked as ordinary views (the Apache build refuses caggs), must give
-    the same candles as the flat views: proves the hierarchy (first/last of firsts/lasts,
-    sums of sums, one origin at every level) is right before production runs it."""
+@pytest.mark.parametrize("source", modes_where(lambda mode: mode == APACHE), ids=lambda m: m.id)
+def test_the_continuous_aggregate_definitions_compute_the_same_candles(rollup_data, request, source):
+    """The cagg SELECTs, stacked as ordinary views on the Apache build (which refuses caggs),
+    must give the same candles as the flat views. (Where the licensed mode runs, the tests above
+    also run them as real continuous aggregates.)"""
     exchange, candles = rollup_data
+    database_url = request.getfixturevalue(source.fixture)
     migration = ScriptDirectory.from_config(alembic_config(database_url)).get_revision("0001").module
     with psycopg.connect(database_url) as conn:  # one transaction, rolled back at the end
         conn.execute("CREATE SCHEMA cagg_check")

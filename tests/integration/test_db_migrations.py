@@ -1,4 +1,10 @@
-"""Migrations and storage-mode detection against the session's real PostgreSQL cluster."""
+"""Migrations and storage-mode detection in every storage mode available here.
+
+The local cluster runs whatever TimescaleDB build is installed (tests/database_modes.py); the
+licensed mode runs where it is available (PGlite + TimescaleDB here, docs/adr/0011). Each test
+asserts the mode's own schema: hypertables and tables (Apache), plain tables (PostgreSQL),
+hypertables and continuous aggregates with their refresh policies (licensed).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,9 @@ from tradeflow_db import (
     detect_capabilities_async,
 )
 from tradeflow_db.migrate import alembic_config, downgrade, upgrade
+
+from tests.database_modes import APACHE, LICENSED, POSTGRES, local_cluster_mode
+from tests.integration.conftest import DATABASE_MODES
 
 HIGHER_RELATIONS = ("candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w")
 TRADEFLOW_RELATIONS = {
@@ -36,26 +45,67 @@ def _relations(url: str) -> dict[str, str]:
 def _hypertable_chunk_intervals(url: str) -> dict[str, timedelta]:
     with psycopg.connect(url) as conn:
         return dict(conn.execute(
-            "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions"
+            "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions "
+            "WHERE hypertable_schema = current_schema()"  # not the aggregates' materialization tables
         ).fetchall())
 
 
-def test_timescaledb_schema_upgrades_downgrades_and_upgrades_again(fresh_database_url):
-    caps = upgrade(fresh_database_url)
-    assert caps.mode == "timescaledb-apache"
-    relations = _relations(fresh_database_url)
+def _refresh_policies(url: str) -> dict[str, tuple[timedelta, timedelta, timedelta]]:
+    """Each continuous aggregate's refresh policy: (start_offset, end_offset, schedule_interval)."""
+    with psycopg.connect(url) as conn:
+        return {name: tuple(conn.execute("SELECT %s::interval, %s::interval, %s::interval",
+                                         (config["start_offset"], config["end_offset"], every)).fetchone())
+                for name, config, every in conn.execute(
+                    "SELECT hypertable_name, config, schedule_interval FROM timescaledb_information.jobs "
+                    "WHERE proc_name = 'policy_refresh_continuous_aggregate'").fetchall()}
+
+
+# Databases with TimescaleDB that a test may migrate from scratch: the local cluster's build
+# (a fresh database in it) and the licensed one (a PGlite of its own where it runs here).
+TIMESCALEDB_SOURCES = ([pytest.param("fresh_database_url", id=local_cluster_mode())]
+                       if local_cluster_mode() != POSTGRES else [])
+if local_cluster_mode() != LICENSED and any(m.mode == LICENSED for m in DATABASE_MODES):
+    TIMESCALEDB_SOURCES.append(pytest.param("fresh_licensed_url", id="timescaledb-pglite"))
+
+
+@pytest.fixture(params=TIMESCALEDB_SOURCES)
+def empty_timescaledb_url(request) -> str:
+    """A database with TimescaleDB available and no Tradeflow schema."""
+    url = request.getfixturevalue(request.param)
+    downgrade(url)  # the licensed one comes migrated
+    return url
+
+
+def test_timescaledb_schema_upgrades_downgrades_and_upgrades_again(empty_timescaledb_url):
+    url = empty_timescaledb_url
+    caps = upgrade(url)
+    assert caps.mode in (APACHE, LICENSED)
+    relations = _relations(url)
     assert set(relations) == TRADEFLOW_RELATIONS
-    # No continuous aggregates in the Apache build: the higher timeframes are tables (0002).
-    assert {name for name, kind in relations.items() if kind == "r"} == TRADEFLOW_RELATIONS
-    assert _hypertable_chunk_intervals(fresh_database_url) == {
-        "ticks": timedelta(days=1), "candles_1m": timedelta(days=7)}
+    assert _hypertable_chunk_intervals(url) == {"ticks": timedelta(days=1), "candles_1m": timedelta(days=7)}
+    if caps.mode == APACHE:
+        # No continuous aggregates in the Apache build: the higher timeframes are tables (0002).
+        assert {name for name, kind in relations.items() if kind == "r"} == TRADEFLOW_RELATIONS
+    else:
+        # Continuous aggregates (their user views), each with its refresh policy.
+        assert {name for name, kind in relations.items() if kind == "v"} == set(HIGHER_RELATIONS)
+        assert _refresh_policies(url) == {
+            "candles_5m": (timedelta(days=1), timedelta(minutes=5), timedelta(minutes=1)),
+            "candles_15m": (timedelta(days=2), timedelta(minutes=15), timedelta(minutes=5)),
+            "candles_1h": (timedelta(days=3), timedelta(hours=1), timedelta(minutes=15)),
+            "candles_4h": (timedelta(days=7), timedelta(hours=4), timedelta(minutes=30)),
+            "candles_1d": (timedelta(days=30), timedelta(days=1), timedelta(hours=1)),
+            "candles_1w": (timedelta(days=35), timedelta(days=7), timedelta(hours=1)),
+        }
 
-    downgrade(fresh_database_url)
-    assert _relations(fresh_database_url) == {}
+    downgrade(url)
+    assert _relations(url) == {}
+    if caps.mode == LICENSED:
+        assert _refresh_policies(url) == {}
 
-    assert upgrade(fresh_database_url) == caps
-    assert set(_relations(fresh_database_url)) == TRADEFLOW_RELATIONS
-    assert set(_hypertable_chunk_intervals(fresh_database_url)) == {"ticks", "candles_1m"}
+    assert upgrade(url) == caps
+    assert set(_relations(url)) == TRADEFLOW_RELATIONS
+    assert set(_hypertable_chunk_intervals(url)) == {"ticks", "candles_1m"}
 
 
 def test_plain_schema_upgrades_downgrades_and_upgrades_again_without_the_extension(fresh_database_url):
@@ -77,51 +127,59 @@ def test_plain_schema_upgrades_downgrades_and_upgrades_again_without_the_extensi
     assert upgrade(fresh_database_url, use_timescaledb=False) == caps
 
 
-def test_upgrade_is_a_no_op_when_already_at_head(database_url):
-    with psycopg.connect(database_url) as conn:
+@pytest.fixture(params=DATABASE_MODES, ids=[m.id for m in DATABASE_MODES])
+def migrated(request) -> tuple[str, str]:
+    """(the mode a session database was migrated in, its URL), for every available mode."""
+    return request.param.mode, request.getfixturevalue(request.param.fixture)
+
+
+def test_upgrade_is_a_no_op_when_already_at_head(migrated):
+    mode, url = migrated
+    with psycopg.connect(url) as conn:
         before = conn.execute("SELECT migrated_at FROM tradeflow_schema_info").fetchone()
-    assert upgrade(database_url).mode == "timescaledb-apache"
-    with psycopg.connect(database_url) as conn:
+    assert upgrade(url, use_timescaledb=mode != POSTGRES).mode == mode
+    with psycopg.connect(url) as conn:
         assert conn.execute("SELECT migrated_at FROM tradeflow_schema_info").fetchone() == before
-        head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (head,)
 
 
-def test_the_chosen_mode_is_recorded_in_the_schema(database_url, plain_postgres_url):
-    with psycopg.connect(database_url) as conn:
-        mode, version = conn.execute("SELECT storage_mode, timescaledb_version FROM tradeflow_schema_info").fetchone()
-    assert mode == "timescaledb-apache" and version
-    with psycopg.connect(plain_postgres_url) as conn:
-        assert conn.execute("SELECT storage_mode, timescaledb_version FROM tradeflow_schema_info").fetchone() == (
-            "postgres", None)
+def test_the_chosen_mode_is_recorded_in_the_schema(migrated):
+    mode, url = migrated
+    with psycopg.connect(url) as conn:
+        recorded, version = conn.execute("SELECT storage_mode, timescaledb_version FROM tradeflow_schema_info").fetchone()
+    assert recorded == mode
+    assert (version is None) == (mode == POSTGRES)
 
 
-def test_detection_reports_the_apache_build_and_plain_postgres(database_url, plain_postgres_url):
-    engine = create_engine(database_url)
+def test_detection_reports_each_mode_with_its_features(migrated):
+    mode, url = migrated
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
             caps = detect_capabilities(conn)
     finally:
         engine.dispose()
-    assert caps.mode == "timescaledb-apache"
-    assert caps.timescaledb_version and caps.timescaledb_version[0].isdigit()
-    assert (caps.continuous_aggregates, caps.compression, caps.policies) == (False, False, False)
+    with psycopg.connect(url) as conn:  # a raw psycopg connection works too
+        assert detect_capabilities(conn) == caps
+    assert caps.mode == mode
+    assert (caps.timescaledb_version is not None) == (mode != POSTGRES)
+    licensed = mode == LICENSED
+    assert (caps.continuous_aggregates, caps.compression, caps.policies) == (licensed, licensed, licensed)
 
-    with psycopg.connect(plain_postgres_url) as conn:  # a raw psycopg connection works too
-        plain = detect_capabilities(conn)
-    assert plain.mode == "postgres" and plain.timescaledb_version is None
 
-
-async def test_async_detection_matches_sync_detection(database_url, plain_postgres_url):
-    engine = create_async_engine(database_url)
+async def test_async_detection_matches_sync_detection(migrated):
+    mode, url = migrated
+    engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
             caps = await detect_capabilities_async(conn)
     finally:
         await engine.dispose()
-    assert caps.mode == "timescaledb-apache"
-    async with await psycopg.AsyncConnection.connect(plain_postgres_url) as conn:
-        assert (await detect_capabilities_async(conn)).mode == "postgres"
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        assert await detect_capabilities_async(conn) == caps
+    with psycopg.connect(url) as conn:
+        assert detect_capabilities(conn) == caps
 
 
 def _higher_rows(url: str) -> dict[str, list[tuple]]:
@@ -131,7 +189,8 @@ def _higher_rows(url: str) -> dict[str, list[tuple]]:
             "ORDER BY exchange, symbol, ts").fetchall() for relation in HIGHER_RELATIONS}
 
 
-@pytest.mark.parametrize("use_timescaledb", [True, False], ids=["timescaledb-apache", "postgres"])
+@pytest.mark.parametrize("use_timescaledb", [True, False][0 if local_cluster_mode() == APACHE else 1:],
+                         ids=[APACHE, POSTGRES][0 if local_cluster_mode() == APACHE else 1:])
 def test_upgrading_to_tables_keeps_the_candles_and_downgrading_restores_the_views(fresh_database_url, use_timescaledb):
     upgrade(fresh_database_url, use_timescaledb=use_timescaledb, revision="0001")
     with psycopg.connect(fresh_database_url) as conn:
@@ -153,3 +212,22 @@ def test_upgrading_to_tables_keeps_the_candles_and_downgrading_restores_the_view
     downgrade(fresh_database_url, revision="0001")
     assert {_relations(fresh_database_url)[r] for r in HIGHER_RELATIONS} == {"v"}
     assert _higher_rows(fresh_database_url) == with_views
+
+
+def test_in_the_licensed_mode_0002_leaves_the_continuous_aggregates_as_they_are_both_ways(fresh_licensed_url):
+    url = fresh_licensed_url
+    downgrade(url)
+    upgrade(url, revision="0001")
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO candles_1m (exchange, symbol, ts, open, high, low, close, volume, trades) "
+            "SELECT 'x', 'BTC/USDT', TIMESTAMPTZ '2024-01-03' + m * INTERVAL '1 minute', "
+            "(m % 37) / 4.0, (m % 37) / 4.0 + 2, (m % 37) / 4.0 - 1, (m % 41) / 4.0, 0.25, 1 "
+            "FROM generate_series(0, 14400, 3) m")
+    served = _higher_rows(url)
+    assert all(served.values()) and {_relations(url)[r] for r in HIGHER_RELATIONS} == {"v"}
+    upgrade(url)
+    assert {_relations(url)[r] for r in HIGHER_RELATIONS} == {"v"} and _higher_rows(url) == served
+    downgrade(url, revision="0001")
+    assert {_relations(url)[r] for r in HIGHER_RELATIONS} == {"v"} and _higher_rows(url) == served
+    upgrade(url)

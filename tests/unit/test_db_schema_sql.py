@@ -1,7 +1,8 @@
 """The storage-mode decision and the DDL each mode gets (pure; no database).
 
-The continuous-aggregate path cannot run on this machine (the Apache build refuses it), so
-these tests pin down the SQL that production's Timescale-licensed build receives.
+These pin down the SQL each mode gets, the licensed one included. The migrations also run for
+real in every mode available (tests/integration/test_db_migrations.py; the licensed mode on
+PGlite + TimescaleDB, docs/adr/0011, which is not production's PostgreSQL/TimescaleDB pairing).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def test_timescale_license_has_continuous_aggregates_compression_and_policies():
 def test_installed_but_not_preloaded_is_an_error_that_says_how_to_fix_it():
     with pytest.raises(TimescaleDBNotPreloadedError, match="shared_preload_libraries"):
         capabilities_from_facts("2.19.3", "pg_stat_statements", None)
+
+
+def test_a_library_loaded_without_preload_counts_by_the_license_it_reports():
+    # PGlite (the tests' licensed TimescaleDB) cannot preload; its session has the library loaded.
+    caps = capabilities_from_facts("2.23.0-dev", "", "timescale")
+    assert caps == DatabaseCapabilities("timescaledb", "2.23.0-dev", True, True, True)
 
 
 @pytest.mark.parametrize(

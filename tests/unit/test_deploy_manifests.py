@@ -411,13 +411,32 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
 
 # --- docker compose ------------------------------------------------------------------------
 
+# The TimescaleDB lines checked for PostgreSQL 15.20+: releases before these fail every background
+# job there (TimescaleDB #11015, fixed in 2.27.3 and 2.28.4; see docs/adr/0011). Another line
+# needs its own check (and an entry here) first.
+FIRST_FIXED_ON_PG_15_20 = {(2, 27): (2, 27, 3), (2, 28): (2, 28, 4)}
+
+
+def test_the_database_image_is_a_named_pairing_that_runs_background_jobs() -> None:
+    image = compose()["services"]["timescaledb"]["image"]
+    found = re.fullmatch(r"timescale/timescaledb-ha:pg(\d+)\.(\d+)-ts(\d+)\.(\d+)\.(\d+)", image)
+    assert found, f"{image}: pin PostgreSQL major.minor and the TimescaleDB version, e.g. pg15.20-ts2.28.5"
+    pg_major, pg_minor, *ts = (int(part) for part in found.groups())
+    assert pg_major == 15  # the design's PostgreSQL
+    if pg_minor >= 20:
+        first_fixed = FIRST_FIXED_ON_PG_15_20.get(tuple(ts[:2]))
+        assert first_fixed is not None and tuple(ts) >= first_fixed, (
+            f"{image}: not a pairing known to run background jobs on PostgreSQL 15.20+")
+    # Kubernetes runs against an external database: its README names the same image.
+    assert f"`{image}`" in (REPO / "deploy" / "k8s" / "README.md").read_text()
+
 def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None:
     services = compose()["services"]
     assert {"kafka", "timescaledb", "migrate", "topics", "ingest", "candle-builder"} <= services.keys()
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
-    assert services["timescaledb"]["image"].startswith("timescale/timescaledb-ha:pg15")
+    assert services["timescaledb"]["image"].startswith("timescale/timescaledb-ha:pg15.")
     assert "pg_isready" in services["timescaledb"]["healthcheck"]["test"]
 
     one_shots = {name for name, s in services.items() if s.get("restart") == "no"}

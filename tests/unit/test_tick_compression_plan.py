@@ -1,8 +1,8 @@
 """Which statements compress old ticks in each storage mode (pure; no database).
 
-Compression needs the Timescale license, which cannot run here: these tests pin down the SQL
-production receives. The Apache and plain-PostgreSQL paths run for real in
-tests/integration/test_tick_compression.py (they must do nothing).
+These pin down the SQL each mode receives. Every mode also runs for real in
+tests/integration/test_tick_compression.py: the Apache and plain-PostgreSQL paths must do
+nothing, the licensed one runs on PGlite + TimescaleDB (docs/adr/0011).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Which statements keep N days of ticks in each storage mode (pure; no database).
 
-The licensed build's retention policy cannot run here (the Apache build refuses policies), so
-these tests pin down the SQL production receives; the other two modes run for real in
-tests/integration/test_tick_retention.py.
+These pin down the SQL each mode receives; every mode also runs for real in
+tests/integration/test_tick_retention.py (the licensed one on PGlite + TimescaleDB, where the
+policy's job is run by the test since PGlite has no scheduler: docs/adr/0011).
 """
 
 from __future__ import annotations

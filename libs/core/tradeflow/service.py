@@ -8,6 +8,7 @@ to :func:`create_service_app` with its routers and readiness checks, and exports
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -43,6 +44,45 @@ class Component(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class BackgroundTask:
+    """A Component whose work is one asyncio task: :meth:`run` from start until it returns or
+    :meth:`stop` cancels it. Subclasses set ``name`` and implement ``run``."""
+
+    name = "BackgroundTask"
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait(self) -> None:
+        """Until :meth:`run` has returned (at once when not started)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+
+async def retry_until_done(attempt: Callable[[], Awaitable[object | None]], *, first_delay_s: float,
+                           max_delay_s: float = 300.0) -> None:
+    """Call ``attempt`` until it returns something other than None, waiting between tries
+    (doubling from ``first_delay_s`` up to ``max_delay_s``)."""
+    delay = first_delay_s
+    while await attempt() is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)
 
 
 @dataclass(frozen=True)

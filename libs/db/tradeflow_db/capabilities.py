@@ -9,8 +9,11 @@
 
 Detection looks at *this database* (``pg_extension``), not at what the server could install,
 and at the license GUC the loaded library reports. An extension that is installed but whose
-library the server does not preload is unusable (every TimescaleDB call fails), so that case
-raises :class:`TimescaleDBNotPreloadedError` with the fix instead of guessing a mode.
+library the server has not loaded is unusable (every TimescaleDB call fails), so that case
+raises :class:`TimescaleDBNotPreloadedError` with the fix instead of guessing a mode. The
+library counts as loaded when ``shared_preload_libraries`` names it (every normal server) or
+when this session already sees its license GUC: an embedded server that cannot preload
+(PGlite, which the tests use for the licensed mode: docs/adr/0011) loads it with the extension.
 """
 
 from __future__ import annotations
@@ -78,7 +81,9 @@ def capabilities_from_facts(
     """Decide the mode from what :data:`CAPABILITIES_SQL` returns (pure; unit-tested)."""
     if installed_version is None:
         return DatabaseCapabilities.for_mode("postgres")
-    if not is_preloaded(preload_libraries):
+    # The license GUC exists only once the library is loaded in this session; a server that
+    # does not preload TimescaleDB refuses to load it later, so a visible license means usable.
+    if not is_preloaded(preload_libraries) and license is None:
         raise TimescaleDBNotPreloadedError(
             f"the timescaledb extension {installed_version} is installed in this database but the "
             "server does not preload its library: set shared_preload_libraries = 'timescaledb' in "

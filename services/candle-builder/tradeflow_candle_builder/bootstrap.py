@@ -15,12 +15,13 @@ from tradeflow.service import (
     named_check,
 )
 from tradeflow.telemetry import Telemetry
-from tradeflow.topics import MD_CANDLES, MD_TICKS, TopicSpec
+from tradeflow.topics import MD_CANDLES, MD_TICKS, OPS_ALERTS, TopicSpec
 
 from tradeflow_candle_builder.adapters.candle_feed import CandleFeed
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
+from tradeflow_candle_builder.aggregate_catch_up import AggregateCatchUp
 from tradeflow_candle_builder.api import create_candles_router
 from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
 from tradeflow_candle_builder.instruments_api import create_instruments_router
@@ -30,6 +31,7 @@ from tradeflow_candle_builder.stream.api import create_stream_router
 from tradeflow_candle_builder.stream.broadcaster import CandleBroadcaster
 from tradeflow_candle_builder.tick_compression import TickCompressionSetup
 from tradeflow_candle_builder.tick_retention import TickRetentionJob
+from tradeflow_candle_builder.timescaledb_jobs import TimescaleJobMonitor
 
 SERVICE_NAME = "candle-builder"
 DEFAULT_PORT = 8002
@@ -78,6 +80,9 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     retention = TickRetentionJob(settings.libpq_url, telemetry, days=settings.tick_retention_days,
                                  interval_s=settings.retention_interval_s)
     compression = TickCompressionSetup(settings.libpq_url, days=settings.tick_compress_after_days)
+    catch_up = AggregateCatchUp(store, days=settings.tick_retention_days)
+    database_jobs = TimescaleJobMonitor(settings.libpq_url, telemetry, producer, service_name=SERVICE_NAME,
+                                        interval_s=settings.timescaledb_job_check_interval_s)
     broadcaster, feed = create_stream(settings, telemetry)
     consumer = Consumer(
         settings, telemetry,
@@ -97,8 +102,8 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         telemetry,
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
-        components=[TopicsExist(settings, [ticks_spec, candles_spec]), store, registry, producer, pipeline,
-                    consumer, retention, compression, feed],
+        components=[TopicsExist(settings, [ticks_spec, candles_spec, OPS_ALERTS]), store, catch_up, registry,
+                    producer, pipeline, consumer, retention, compression, database_jobs, feed],
         routers=[create_candles_router(store, SessionCandleStore(store), registry),
                  create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
         readiness_checks=[

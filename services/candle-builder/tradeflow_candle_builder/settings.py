@@ -45,6 +45,10 @@ class CandleBuilderSettings(ServiceSettings):
                     "tick_retention_days (when not set: 7, or one day less than a shorter retention)")
     retention_interval_s: float = Field(
         default=3_600.0, ge=1.0, le=7 * 86_400.0, description="how often tick retention runs (the first run soon after start)")
+    timescaledb_job_check_interval_s: float = Field(
+        default=60.0, ge=1.0, le=86_400.0,
+        description="how often TimescaleDB's background job statistics are read for metrics and alerts "
+                    "(licensed TimescaleDB only)")
     instrument_refresh_s: float = Field(
         default=30.0, ge=0.5, le=3_600.0,
         description="how often each replica reloads the instrument registry (calendars, extended hours)")

@@ -11,10 +11,10 @@ blocks the service's start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import psycopg
+from tradeflow.service import BackgroundTask, retry_until_done
 from tradeflow_db.capabilities import detect_capabilities_async
 
 from tradeflow_candle_builder.adapters.tick_compression_plan import (
@@ -29,40 +29,25 @@ CONNECT_TIMEOUT_S = 10
 RETRY_MAX_S = 300.0
 
 
-class TickCompressionSetup:
+class TickCompressionSetup(BackgroundTask):
     """A service Component that applies the tick compression setting once."""
 
     name = "TickCompressionSetup"
 
     def __init__(self, conninfo: str, *, days: int, first_retry_s: float = 5.0) -> None:
+        super().__init__()
         self._conninfo = conninfo
         self._days = days
         self._first_retry_s = first_retry_s
-        self._task: asyncio.Task | None = None
         self.applied: CompressionPlan | None = None  # the plan carried out (or found unavailable)
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._until_applied(), name="tick-compression")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def wait(self) -> CompressionPlan | None:
         """The outcome once there is one (None when not started)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        await super().wait()
         return self.applied
 
-    async def _until_applied(self) -> None:
-        delay = self._first_retry_s
-        while await self.run_once() is None:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+    async def run(self) -> None:
+        await retry_until_done(self.run_once, first_delay_s=self._first_retry_s, max_delay_s=RETRY_MAX_S)
 
     async def run_once(self) -> CompressionPlan | None:
         """One attempt; the plan carried out (or found unavailable), None when it failed."""

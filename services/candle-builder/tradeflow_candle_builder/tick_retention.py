@@ -4,16 +4,22 @@ Every ``retention_interval_s`` (the first run shortly after start) it opens its 
 connection, detects the storage mode and applies :func:`tradeflow_candle_builder.adapters.tick_retention_plan.plan_tick_retention`
 under an advisory lock, so with several replicas only one does the work per round. A failed run
 is logged and counted; the next round tries again.
+
+Rounds are counted by what they did: ``applied`` (chunks dropped, rows deleted, or the licensed
+build's retention policy added or replaced), ``unchanged`` (the retention was already in force:
+nothing old enough, or the policy already there with the configured age), ``skipped`` (another
+replica held the lock) and ``failed``. With the licensed build the chunks are dropped by
+TimescaleDB's own job, whose failures tradeflow_candles_timescaledb_job_* report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import psycopg
+from tradeflow.service import BackgroundTask
 from tradeflow.telemetry import Telemetry
 from tradeflow_db.capabilities import detect_capabilities_async
 
@@ -30,36 +36,26 @@ FIRST_RUN_DELAY_S = 5.0
 CONNECT_TIMEOUT_S = 10
 
 
-class TickRetentionJob:
+class TickRetentionJob(BackgroundTask):
     """A service Component that periodically drops ticks older than the retention."""
 
     name = "TickRetentionJob"
 
     def __init__(self, conninfo: str, telemetry: Telemetry, *, days: int, interval_s: float) -> None:
+        super().__init__()
         self._conninfo = conninfo
         self._days = days
         self._interval_s = interval_s
-        self._task: asyncio.Task | None = None
         self._runs = telemetry.counter(
             "tradeflow_candles_ticks_retention_runs_total",
-            "tick retention rounds by result (applied, skipped: another replica held the lock, failed)",
+            "tick retention rounds by result (applied: dropped or deleted ticks, or added/replaced the retention "
+            "policy; unchanged: nothing to do; skipped: another replica held the lock; failed)",
             ("result",))
         self._last_run = telemetry.gauge(
             "tradeflow_candles_ticks_retention_last_run_timestamp_seconds",
-            "unix time of the last tick retention round that applied the retention")
+            "unix time of the last tick retention round that completed (applied or unchanged)")
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="tick-retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         await asyncio.sleep(min(FIRST_RUN_DELAY_S, self._interval_s))
         while True:
             await self.run_once()
@@ -84,12 +80,17 @@ class TickRetentionJob:
             self._runs.labels(result="skipped").inc()
             log.info("tick retention skipped: another replica holds the retention lock")
             return None
-        self._runs.labels(result="applied").inc()
+        self._runs.labels(result="applied" if outcome.changed_anything else "unchanged").inc()
         self._last_run.set(time.time())
-        log.info(
-            "tick retention (%s, %d days): dropped %d chunk(s)%s, deleted %d row(s) in %.2fs",
-            outcome.method, self._days, len(outcome.dropped_chunks),
-            f" {', '.join(outcome.dropped_chunks)}" if outcome.dropped_chunks else "",
-            outcome.deleted_rows, time.monotonic() - started,
-        )
+        if outcome.method == "policy":
+            log.info("tick retention (policy, %d days): %s in %.2fs", self._days,
+                     "retention policy added or replaced" if outcome.policy_changed else "retention policy in place",
+                     time.monotonic() - started)
+        else:
+            log.info(
+                "tick retention (%s, %d days): dropped %d chunk(s)%s, deleted %d row(s) in %.2fs",
+                outcome.method, self._days, len(outcome.dropped_chunks),
+                f" {', '.join(outcome.dropped_chunks)}" if outcome.dropped_chunks else "",
+                outcome.deleted_rows, time.monotonic() - started,
+            )
         return outcome

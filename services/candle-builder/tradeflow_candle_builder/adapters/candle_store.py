@@ -10,7 +10,11 @@ Reads go to the relation of the timeframe (``candles_1m`` or the ``candles_5m`` 
 storage mode with identical results), so reads never branch on the mode. Writes of 1m
 candles do: where candles_5m .. candles_1w are tables (no continuous aggregates), every
 write of candles_1m re-aggregates the higher buckets it touched in the same transaction
-(see adapters/higher_timeframes.py and docs/adr/0007).
+(see adapters/higher_timeframes.py and docs/adr/0007); where they are continuous aggregates,
+every write of candles_1m refreshes, after its commit and before it returns, the higher buckets
+it changed that are already materialized (adapters/continuous_aggregates.py, docs/adr/0011).
+So when upsert_candles_1m or recompute_candles_1m returns, every timeframe reads the new values,
+in every mode (the backfill's merge_candles_1m is followed by refresh_higher_timeframes instead).
 
 Timestamps: the wire carries nanoseconds, ``timestamptz`` stores microseconds. Conversion
 happens in SQL with integer arithmetic (exact to the microsecond; the sub-microsecond part
@@ -30,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from tradeflow.messages import Candle, Tick
 from tradeflow_db.engine import libpq_url
 
+from tradeflow_candle_builder.adapters.continuous_aggregates import ContinuousAggregateRefresher
 from tradeflow_candle_builder.adapters.higher_timeframes import (
     LOCK_INSTRUMENTS_SQL,
     Statement,
@@ -166,6 +171,7 @@ class CandleStore:
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool | None = None
         self._mode: str | None = None  # storage mode recorded by the migrations, read once
+        self._aggregates = ContinuousAggregateRefresher()  # used in mode timescaledb only
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -246,8 +252,9 @@ class CandleStore:
         rows = list(latest.values())
         params = _candle_columns(rows)
         if not await self._maintains_higher_timeframes():
-            async with self._require_pool().connection() as conn:
+            async with self._require_pool().connection() as conn:  # autocommit: committed here
                 await conn.execute(_UPSERT_CANDLES_1M, params)
+                await self._aggregates.after_minutes_changed(conn, [c.ts_start for c in rows])
             return
         async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
             await self._lock_instruments(conn, {(c.exchange, c.symbol) for c in rows})
@@ -269,9 +276,10 @@ class CandleStore:
             "ts_ns": [k[2] for k in keys],
         }
         if not await self._maintains_higher_timeframes():
-            async with self._require_pool().connection() as conn:
+            async with self._require_pool().connection() as conn:  # autocommit: committed here
                 cursor = await conn.execute(_RECOMPUTE_CANDLES_1M, params)
                 rows = await cursor.fetchall()
+                await self._aggregates.after_minutes_changed(conn, (datetime_to_ns(row[2]) for row in rows))
         else:
             async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
                 await self._lock_instruments(conn, {(k[0], k[1]) for k in keys})
@@ -287,11 +295,12 @@ class CandleStore:
         """Bring candles_5m .. candles_1w up to date with candles_1m over [start_ns, end_ns).
 
         Called after candles_1m of a past range changed outside this store (a backfill).
-        Every level is rebuilt in hierarchy order over the range widened to its own bucket
-        boundaries. With continuous aggregates that is refresh_continuous_aggregate (real-time
-        aggregation only covers what is newer than the materialized part); with maintained
-        tables, the level's buckets in the range are deleted and aggregated again from the
-        parent level, in one transaction.
+        Every level is brought up to date in hierarchy order over the range widened to its own
+        bucket boundaries. With maintained tables, the level's buckets in the range are deleted
+        and aggregated again from the parent level, in one transaction. With continuous
+        aggregates, refresh_continuous_aggregate over the complete buckets only (the forming
+        one stays real-time), from the aggregate's watermark at the latest when the range lies
+        above it, so no unmaterialized bucket is hidden (see continuous_aggregates.range_plan).
         """
         if end_ns <= start_ns:
             return
@@ -301,16 +310,22 @@ class CandleStore:
                 await _execute_all(conn, rebuild_statements(exchange, symbol, start_ns, end_ns))
             return
         async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
-            for timeframe, relation in TIMEFRAME_RELATIONS.items():
-                if timeframe == "1m":
-                    continue
-                tf = TIMEFRAMES[timeframe]
-                window_start = tf.bucket_start(start_ns)
-                window_end = tf.bucket_end(tf.bucket_start(end_ns - 1))
-                await conn.execute(
-                    "CALL refresh_continuous_aggregate(%s, %s, %s)",
-                    (relation, _ns_to_datetime(window_start), _ns_to_datetime(window_end)),
-                )
+            await self._aggregates.range_refreshed(conn, start_ns, end_ns)
+
+    async def refresh_continuous_aggregates_since(self, start_ns: int) -> int:
+        """Licensed mode: bring every continuous aggregate up to date with candles_1m from
+        ``start_ns`` to the last complete bucket; returns how many refreshes it ran.
+
+        A write's refreshes follow its commit, so a process that dies in between leaves
+        materialized buckets without the change; a refresh policy only repairs that inside its
+        own window. Run at start over the span late trades can reach (a refresh recomputes only
+        invalidated buckets, so an up-to-date span costs little). Where the higher timeframes
+        are tables there is nothing to do: they change in the write's own transaction.
+        """
+        if await self._maintains_higher_timeframes():
+            return 0
+        async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
+            return len(await self._aggregates.range_refreshed(conn, start_ns, None))
 
     async def _maintains_higher_timeframes(self) -> bool:
         """Whether candles_5m .. candles_1w are tables this store keeps current (no caggs)."""

@@ -5,7 +5,9 @@ forever. What "drop ticks older than N days" means depends on the mode (see docs
 
 * ``timescaledb`` (Timescale license): a retention policy on the ``ticks`` hypertable; the
   TimescaleDB scheduler drops whole chunks in the background. Applying the plan only makes
-  sure the policy exists with the configured age (it is replaced when the age changed).
+  sure the policy exists with the configured age (it is replaced when the age changed); the
+  outcome says whether it added or replaced one. Whether the scheduler's runs succeed is
+  TimescaleDB's job statistics (see tradeflow_db.jobs).
 * ``timescaledb-apache``: no background policies, but ``drop_chunks`` is Apache-licensed, so
   each run drops the chunks (1 day each) that lie entirely before the cutoff.
 * ``postgres``: batched ``DELETE`` (short transactions, so writers are never blocked long).
@@ -45,11 +47,17 @@ class RetentionPlan:
 
 @dataclass(frozen=True)
 class RetentionOutcome:
-    """What one run did: dropped chunk names (drop_chunks) or deleted rows (delete)."""
+    """What one run did: dropped chunk names (drop_chunks), deleted rows (delete), or whether
+    the retention policy was added or replaced (policy)."""
 
     method: RetentionMethod
     dropped_chunks: tuple[str, ...] = ()
     deleted_rows: int = 0
+    policy_changed: bool = False
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.dropped_chunks or self.deleted_rows or self.policy_changed)
 
 
 def plan_tick_retention(capabilities: DatabaseCapabilities, days: int) -> RetentionPlan:
@@ -91,12 +99,13 @@ async def apply_tick_retention(conn: psycopg.AsyncConnection, plan: RetentionPla
         if plan.method == "delete":
             return await _delete_in_batches(conn, plan)
         async with conn.transaction():
-            results: list[str] = []
-            for statement in plan.statements:
-                cursor = await conn.execute(statement)
-                if plan.method == "drop_chunks":
-                    results += [name for (name,) in await cursor.fetchall()]
-        return RetentionOutcome(plan.method, dropped_chunks=tuple(results))
+            results = [await (await conn.execute(statement)).fetchall() for statement in plan.statements]
+        if plan.method == "policy":
+            removed, added = results
+            # The remove returns a row only when it removed a differing policy; the add returns
+            # the new job's id, or -1 when an equal policy was already there.
+            return RetentionOutcome("policy", policy_changed=bool(removed) or added != [(-1,)])
+        return RetentionOutcome(plan.method, dropped_chunks=tuple(name for (name,) in results[0]))
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (TICK_RETENTION_LOCK_KEY,))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tradeflow.bus import DeadLetters, Producer
+from tradeflow.bus.alerts import send_alert
 from tradeflow.codec import encode, message_headers
 from tradeflow.marketdata import reason_code, tick_rejection_reason
 from tradeflow.messages import Alert, Tick
@@ -125,14 +126,7 @@ class TickPublisher:
     ) -> None:
         """Send an operational alert to ops.alerts.v1 (key: the service name) without waiting for
         its ack; a failure to deliver it is logged."""
-        alert = Alert(service=self._service_name, severity=severity, kind=kind, message=message,
-                      labels=labels, ts_event=time.time_ns())
-        try:
-            ack = self._producer.send(OPS_ALERTS, self._service_name, alert)
-        except Exception as exc:  # noqa: BLE001 - a stopping producer must not stop the caller
-            log.error("alert %s not sent: %s", kind, exc)
-            return
-        ack.add_done_callback(_log_alert_failure)
+        send_alert(self._producer, self._service_name, kind, severity, message, labels)
 
     def _alert(self, tick: Tick, reason: str) -> Alert:
         return Alert(
