@@ -44,8 +44,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Every unit test of the repository: tests/unit and each package's tests/unit.
+UNIT_TEST_DIRS = $(wildcard tests/unit libs/*/tests/unit services/*/tests/unit)
+
 test-unit: setup
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest $(UNIT_TEST_DIRS)
 
 # stdout carries only the JSON figure lines: setup's chatter goes to stderr.
 bench:
@@ -53,7 +56,7 @@ bench:
 	@for f in bench/[!_]*.py; do echo "# $$f" >&2; $(BIN)/python $$f || exit 1; done
 
 lint: setup
-	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff check libs services tests bench conftest.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info */*.egg-info services/*/*.egg-info
