@@ -227,8 +227,8 @@ def test_demo_runs_the_pipeline_and_stops_its_children_but_not_infra_it_did_not_
     env = {
         **service_env,
         "TRADEFLOW_INFRA_DIR": str(state_dir),
-        "TRADEFLOW_CONSUMER_GROUP": f"candle-builder-{unique_name}",  # not the group of other tests
-        "TRADEFLOW_SYNTHETIC_EXCHANGE": f"demo-{unique_name}",
+        "TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP": f"candle-builder-{unique_name}",  # not the group of other tests
+        "TRADEFLOW_INGEST_SYNTHETIC_EXCHANGE": f"demo-{unique_name}",
     }
     demo = _cli("demo", "--symbols", "3", "--rate", "100", "--duration", "8",
                 "--ingest-port", str(ingest_port), "--candles-port", str(candles_port), env=env, timeout=150)

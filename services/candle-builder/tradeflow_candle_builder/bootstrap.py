@@ -8,11 +8,11 @@ from fastapi import FastAPI
 from tradeflow.admin import TopicsExist
 from tradeflow.bus import Consumer, DeadLetters, Producer
 from tradeflow.service import (
+    ReadinessCheck,
     ServiceDefinition,
     broker_check,
     consumer_check,
     create_service_app,
-    named_check,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_CANDLES, MD_TICKS, TopicSpec
@@ -41,20 +41,13 @@ def topic_specs(settings: CandleBuilderSettings) -> tuple[TopicSpec, TopicSpec]:
             dataclasses.replace(MD_CANDLES, name=settings.candles_topic))
 
 
-def _database_check(store: CandleStore):
-    async def database() -> tuple[bool, str]:
-        return await store.ping()
-
-    return database
-
-
-def _stream_check(feed: CandleFeed):
-    async def candle_stream() -> tuple[bool, str]:
+def _stream_check(feed: CandleFeed) -> ReadinessCheck:
+    async def reading() -> tuple[bool, str]:
         if feed.is_positioned():
             return True, "reading the candles topic"
         return False, "not yet reading the candles topic"
 
-    return candle_stream
+    return ReadinessCheck("candle-stream", reading)
 
 
 def create_stream(settings: CandleBuilderSettings, telemetry: Telemetry) -> tuple[CandleBroadcaster, CandleFeed]:
@@ -102,8 +95,8 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         routers=[create_candles_router(store, SessionCandleStore(store), registry),
                  create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
         readiness_checks=[
-            named_check("broker", broker_check(producer)),
-            named_check("database", _database_check(store)),
+            broker_check(producer),
+            ReadinessCheck("database", store.ping),
             consumer_check(consumer),
             _stream_check(feed),
         ],

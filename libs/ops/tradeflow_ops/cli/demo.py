@@ -150,8 +150,8 @@ class Demo:
                 raise CliError(f"port {port} for {name} is already in use (another `tradeflow run {name}`?)")
             env = {**infra_env, "TRADEFLOW_LOG_FORMAT": "text"}
             if name == "ingest":
-                env |= {"TRADEFLOW_SYNTHETIC_SYMBOLS": str(self.args.symbols),
-                        "TRADEFLOW_SYNTHETIC_RATE": str(self.args.rate)}
+                env |= {"TRADEFLOW_INGEST_SYNTHETIC_SYMBOLS": str(self.args.symbols),
+                        "TRADEFLOW_INGEST_SYNTHETIC_RATE": str(self.args.rate)}
             child = ChildService(name, port, env, logs / f"{name}.log")
             child.start()
             self.children.append(child)
