@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 DURATION ?=
 SYMBOLS ?= 20
 RATE ?=
+PORTS ?=
 
 .PHONY: setup system-deps infra-up infra-down infra-status demo test test-unit bench lint clean
 
@@ -36,9 +37,10 @@ infra-status:
 	$(BIN)/tradeflow infra status
 
 ## demo: local broker + database + migrations, a synthetic market through ingest and candle-builder
-##       (make demo DURATION=30 SYMBOLS=5 RATE=100; Ctrl-C stops it and what it started)
+##       (make demo DURATION=30 SYMBOLS=5 RATE=100 PORTS="ingest=18001 candle-builder=18002";
+##       Ctrl-C stops it and what it started)
 demo: setup
-	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE))
+	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) $(foreach p,$(PORTS),--port $(p))
 
 ## test: the whole suite against a real broker and database (started by the test session)
 test: setup

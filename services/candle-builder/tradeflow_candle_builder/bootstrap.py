@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from tradeflow.admin import TopicsExist
 from tradeflow.bus import Consumer, DeadLetters, Producer
 from tradeflow.service import (
+    DemoContext,
     ReadinessCheck,
     ServiceDefinition,
+    ServiceDemo,
     broker_check,
     consumer_check,
     create_service_app,
@@ -104,6 +108,18 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     )
 
 
+def demo_examples(context: DemoContext) -> list[str]:
+    """What `tradeflow demo` suggests: the candles of a market it saw trade, and a registration
+    (a state-changing request, so with the demo's API key)."""
+    query = urlencode({"exchange": context.exchange, "symbol": context.symbol, "timeframe": "1m"})
+    instrument = json.dumps({"exchange": "nasdaq", "symbol": "AAPL", "calendar": "XNYS"})
+    return [f"curl '{context.base_url}/v1/candles?{query}'",
+            f"curl -X POST {context.base_url}/v1/instruments -H 'Authorization: Bearer {context.api_key}' "
+            f"-H 'content-type: application/json' -d '{instrument}'"]
+
+
 SERVICE = ServiceDefinition(
-    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=CandleBuilderSettings, create_app=create_app
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=CandleBuilderSettings, create_app=create_app,
+    # Downstream of ingest: started after it, stopped after it (it takes the last ticks).
+    demo=ServiceDemo(stage=20, examples=demo_examples),
 )
