@@ -10,7 +10,7 @@ from collections import defaultdict
 from typing import ClassVar
 
 import pytest
-from pydantic import Field
+from pydantic import BaseModel, Field
 from tradeflow.service import ServiceDefinition, installed_services, service_definition
 from tradeflow.settings import (
     CommonSettings,
@@ -82,8 +82,8 @@ def test_own_settings_and_the_consumer_group_carry_the_service_name():
     for definition in definitions():
         settings_type, prefix = definition.settings_type, "TRADEFLOW_" + definition.name.upper().replace("-", "_") + "_"
         shared = set(ServiceSettings.model_fields) | {
-            f for base in settings_type.__mro__[1:] if not issubclass(base, ServiceSettings)
-            for f in getattr(base, "__pydantic_fields__", {})}
+            f for base in settings_type.__mro__[1:] if issubclass(base, BaseModel) and not issubclass(base, ServiceSettings)
+            for f in base.model_fields}
         for field, variable in environment_variables(settings_type).items():
             if field in shared and field != "consumer_group":
                 assert variable == f"TRADEFLOW_{field.upper()}", (definition.name, field)

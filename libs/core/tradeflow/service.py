@@ -303,6 +303,7 @@ def create_service_app(
     """
     checks_by_name = _checks_by_name(readiness_checks)
     api_keys = ApiKeys(settings.configured_api_keys() if isinstance(settings, ServiceSettings) else ())
+    guarded: list[str] = []  # "METHOD /path" of the state-changing operations, once the routers are in
     shutdown_timeout_s = getattr(settings, "shutdown_timeout_s", 20.0)
     runtime = ServiceRuntime(components, shutdown_timeout_s)
     http_requests = telemetry.counter(
@@ -362,7 +363,7 @@ def create_service_app(
     @app.get("/readyz", tags=["operations"], summary="Broker/database reachable, consumers joined")
     async def readyz() -> JSONResponse:
         results = await asyncio.gather(*(_run_check(check) for check in checks_by_name.values()))
-        checks = {name: detail for name, (_, detail) in zip(checks_by_name, results, strict=True)}
+        checks = {check: detail for check, (_, detail) in zip(checks_by_name, results, strict=True)}
         ready = all(ok for ok, _ in results)
         body = {"status": "ready" if ready else "not ready", "service": name, "checks": checks}
         return JSONResponse(status_code=200 if ready else 503, content=body)
@@ -374,7 +375,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     document_api_keys(app)
-    guarded = mutating_operations(app)
+    guarded.extend(mutating_operations(app))
     if guarded and not api_keys and settings.environment not in ("local", "test"):
         raise ConfigurationError(
             f"invalid configuration:\n  {name} serves state-changing requests ({', '.join(guarded)}) "

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -239,7 +239,8 @@ class _VariablesOf(EnvSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         if self._refuse_unscoped:
-            unscoped = sorted(name for name in self._fields if f"{ENV_PREFIX}{name}".lower() in self.env_vars)
+            present = {variable.lower() for variable in self.env_vars}
+            unscoped = sorted(name for name in self._fields if f"{ENV_PREFIX}{name}".lower() in present)
             if unscoped:
                 service = getattr(self.settings_cls, "service_name", "")
                 raise ValidationError.from_exception_data(self.settings_cls.__name__, [
@@ -268,9 +269,8 @@ def service_fields(settings_type: type[BaseSettings]) -> frozenset[str]:
         return frozenset()
     shared: set[str] = set()
     for base in settings_type.__mro__[1:]:
-        fields = getattr(base, "__pydantic_fields__", None)
-        if fields is not None and (base is ServiceSettings or not issubclass(base, ServiceSettings)):
-            shared |= set(fields)
+        if issubclass(base, BaseModel) and (base is ServiceSettings or not issubclass(base, ServiceSettings)):
+            shared |= set(base.model_fields)
     return frozenset(set(settings_type.model_fields) - shared) | settings_type.per_service_fields
 
 
