@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 DURATION ?=
 SYMBOLS ?= 20
 RATE ?=
+PORTS ?=
 
 .PHONY: setup system-deps test-pglite infra-up infra-down infra-status demo test test-unit bench lint clean
 
@@ -40,16 +41,20 @@ infra-status:
 	$(BIN)/tradeflow infra status
 
 ## demo: local broker + database + migrations, a synthetic market through ingest and candle-builder
-##       (make demo DURATION=30 SYMBOLS=5 RATE=100; Ctrl-C stops it and what it started)
+##       (make demo DURATION=30 SYMBOLS=5 RATE=100 PORTS="ingest=18001 candle-builder=18002";
+##       Ctrl-C stops it and what it started)
 demo: setup
-	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE))
+	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) $(foreach p,$(PORTS),--port $(p))
 
 ## test: the whole suite against a real broker and database (started by the test session)
 test: setup
 	$(BIN)/python -m pytest
 
+# Every unit test of the repository: tests/unit and each package's tests/unit.
+UNIT_TEST_DIRS = $(wildcard tests/unit libs/*/tests/unit services/*/tests/unit)
+
 test-unit: setup
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest $(UNIT_TEST_DIRS)
 
 # stdout carries only the JSON figure lines: setup's chatter goes to stderr.
 bench:
@@ -57,7 +62,7 @@ bench:
 	@for f in bench/[!_]*.py; do echo "# $$f" >&2; $(BIN)/python $$f || exit 1; done
 
 lint: setup
-	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff check libs services tests bench conftest.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info */*.egg-info services/*/*.egg-info

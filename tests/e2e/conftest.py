@@ -23,9 +23,9 @@ def candle_builder(service_env, unique_name, tmp_path) -> Iterator[tuple[str, Pa
     port = free_port()
     env = {**os.environ, **service_env,
            "TRADEFLOW_HTTP_PORT": str(port),
-           "TRADEFLOW_CONSUMER_GROUP": f"candle-builder-{unique_name}",
+           "TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP": f"candle-builder-{unique_name}",
            "TRADEFLOW_LOG_FORMAT": "text",
-           "TRADEFLOW_TICK_RETENTION_DAYS": "36500"}
+           "TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS": "36500"}
     service = ServiceProcess("candle-builder", env, port, tmp_path / "candle-builder.log")
     service.start()
     try:

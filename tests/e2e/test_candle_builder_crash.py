@@ -160,13 +160,13 @@ async def test_a_killed_candle_builder_restarted_mid_minute_still_gives_the_exac
     port = free_port()
     env = {**os.environ, **service_env,
            "TRADEFLOW_HTTP_PORT": str(port),
-           "TRADEFLOW_TICKS_TOPIC": ticks_topic,
-           "TRADEFLOW_CANDLES_TOPIC": candles_topic,
-           "TRADEFLOW_CONSUMER_GROUP": f"cb-{unique_name}",
+           "TRADEFLOW_CANDLE_BUILDER_TICKS_TOPIC": ticks_topic,
+           "TRADEFLOW_CANDLE_BUILDER_CANDLES_TOPIC": candles_topic,
+           "TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP": f"cb-{unique_name}",
            "TRADEFLOW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
            "TRADEFLOW_LOG_FORMAT": "text",
            # The trades are months old: tick retention must not drop them mid-test.
-           "TRADEFLOW_TICK_RETENTION_DAYS": "36500"}
+           "TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS": "36500"}
     service = ServiceProcess("candle-builder", env, port, tmp_path / "candle-builder.log")
     producer_settings = CommonSettings(kafka_bootstrap=kafka_bootstrap)
     producer = Producer(producer_settings, Telemetry("test-feed", producer_settings), client_id="test-feed")

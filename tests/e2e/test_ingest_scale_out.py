@@ -75,12 +75,12 @@ async def read_ticks(bootstrap: str, exchange: str, expected: int, timeout_s: fl
 
 
 async def test_two_replicas_share_subscriptions_and_a_killed_one_is_taken_over_without_loss(
-        service_env, kafka_bootstrap, unique_name, tmp_path):
+        service_env, kafka_bootstrap, unique_name, tmp_path, api_key):
     fake = FakeBinance(MARKETS)
     await fake.start()
     exchange = f"bn-{unique_name}"[:60]
     env = {**os.environ, **service_env,
-           "TRADEFLOW_SUBSCRIPTIONS_GROUP": f"ingest-{unique_name}",
+           "TRADEFLOW_INGEST_SUBSCRIPTIONS_GROUP": f"ingest-{unique_name}",
            "TRADEFLOW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
            "TRADEFLOW_EXCHANGES": json.dumps([{
                "id": "binance", "name": exchange, "symbols": CONFIGURED, "poll_interval_s": 0.3,
@@ -104,7 +104,7 @@ async def test_two_replicas_share_subscriptions_and_a_killed_one_is_taken_over_w
     try:
         for replica in replicas:
             replica.start()
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {api_key}"}) as client:
             for replica in replicas:
                 await replica.wait_ready(client, 60)
 

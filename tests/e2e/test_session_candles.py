@@ -182,7 +182,7 @@ def _wait_consumed(base: str, count: float, log: Path, timeout_s: float = 60) ->
 
 
 def test_session_instruments_follow_their_calendar_through_dst_holiday_and_early_close(
-        candle_builder, service_env, kafka_bootstrap, unique_name, tmp_path):
+        candle_builder, service_env, kafka_bootstrap, unique_name, tmp_path, api_key):
     base, log = candle_builder
     crypto = (f"s{unique_name[-8:]}-crypto", "BTC/USDT")
     stock = (f"s{unique_name[-8:]}-nyse", "AAPL")
@@ -190,7 +190,8 @@ def test_session_instruments_follow_their_calendar_through_dst_holiday_and_early
     registrations = [(crypto, "24/7", False), (stock, "XNYS", False), (stock_ext, "XNYS", True)]
     for (exchange, symbol), calendar, extended in registrations:
         resp = httpx.post(f"{base}/v1/instruments", json={
-            "exchange": exchange, "symbol": symbol, "calendar": calendar, "extended_hours": extended}, timeout=30)
+            "exchange": exchange, "symbol": symbol, "calendar": calendar, "extended_hours": extended},
+            headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
         assert resp.status_code == 201, resp.text
     listed = httpx.get(f"{base}/v1/instruments", timeout=10).json()
     for (exchange, symbol), calendar, extended in registrations:

@@ -1,4 +1,4 @@
-"""Fixtures shared by the integration tests (the servers themselves come from tests/conftest.py)."""
+"""Fixtures shared by the integration tests (the servers themselves come from the root conftest.py)."""
 
 from __future__ import annotations
 

@@ -358,11 +358,11 @@ async def fake_stock_exchange():
 
 
 @pytest.fixture
-def candle_builder_settings(kafka_bootstrap, database_url, unique_name):
+def candle_builder_settings(kafka_bootstrap, database_url, unique_name, api_key):
     from tradeflow_candle_builder.settings import CandleBuilderSettings
 
     return CandleBuilderSettings(
-        kafka_bootstrap=kafka_bootstrap, database_url=database_url, environment="test",
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, environment="test", api_keys=api_key,
         ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
         consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000, tick_retention_days=36_500)
 
@@ -374,7 +374,9 @@ async def candle_builder_api(settings):
     from tradeflow_candle_builder.bootstrap import SERVICE
 
     app = SERVICE.create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+    key = settings.api_keys.get_secret_value()  # POST /v1/instruments needs it
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb",
+                                 headers={"Authorization": f"Bearer {key}"}) as client:
         async with app.router.lifespan_context(app):
             deadline = time.monotonic() + 30
             while (resp := await client.get("/readyz")).status_code != 200:

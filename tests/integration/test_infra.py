@@ -227,11 +227,11 @@ def test_demo_runs_the_pipeline_and_stops_its_children_but_not_infra_it_did_not_
     env = {
         **service_env,
         "TRADEFLOW_INFRA_DIR": str(state_dir),
-        "TRADEFLOW_CONSUMER_GROUP": f"candle-builder-{unique_name}",  # not the group of other tests
-        "TRADEFLOW_SYNTHETIC_EXCHANGE": f"demo-{unique_name}",
+        "TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP": f"candle-builder-{unique_name}",  # not the group of other tests
+        "TRADEFLOW_INGEST_SYNTHETIC_EXCHANGE": f"demo-{unique_name}",
     }
     demo = _cli("demo", "--symbols", "3", "--rate", "100", "--duration", "8",
-                "--ingest-port", str(ingest_port), "--candles-port", str(candles_port), env=env, timeout=150)
+                "--ingest-port", str(ingest_port), "--port", f"candle-builder={candles_port}", env=env, timeout=150)
     out = demo.stdout
     assert demo.returncode == 0, out + demo.stderr
     assert "kafka: using TRADEFLOW_KAFKA_BOOTSTRAP" in out and "postgres: using TRADEFLOW_DATABASE_URL" in out
@@ -239,6 +239,10 @@ def test_demo_runs_the_pipeline_and_stops_its_children_but_not_infra_it_did_not_
     assert re.search(r"md\.ticks\.v1: [1-9]\d* ticks from 3 markets since the demo started", out), out
     assert f"http://127.0.0.1:{candles_port}/v1/candles?exchange=demo-{unique_name}&symbol=" in out
     assert f"http://127.0.0.1:{ingest_port}/metrics" in out
+    # A generated API key, printed with a request to copy that uses it.
+    (key,) = re.findall(r"demo: API key for state-changing requests \(POST, PUT, PATCH, DELETE\): (\S+)", out)
+    assert len(key) >= 32
+    assert f"curl -X POST http://127.0.0.1:{candles_port}/v1/instruments -H 'Authorization: Bearer {key}'" in out
     assert "leaving the broker and database running" in out
     child_pids = [int(pid) for pid in re.findall(r"demo: started \S+ \(pid (\d+)\)", out)]
     assert len(child_pids) == 2

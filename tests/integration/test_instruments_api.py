@@ -28,6 +28,11 @@ async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> None:
         await asyncio.sleep(0.2)
 
 
+def bearer(settings: CandleBuilderSettings) -> dict[str, str]:
+    """The test session's API key (state-changing requests need one)."""
+    return {"Authorization": f"Bearer {settings.api_keys.get_secret_value()}"}
+
+
 def ns(dt: datetime) -> int:
     return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
@@ -38,9 +43,10 @@ def one_minute(exchange: str, symbol: str, start: datetime, price: float, trades
 
 
 @pytest.fixture(params=["database_url", "plain_postgres_url"])
-def settings(request, kafka_bootstrap, unique_name) -> CandleBuilderSettings:
+def settings(request, kafka_bootstrap, unique_name, api_key) -> CandleBuilderSettings:
     return CandleBuilderSettings(
         kafka_bootstrap=kafka_bootstrap, database_url=request.getfixturevalue(request.param), environment="test",
+        api_keys=api_key,
         ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
         consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000, tick_retention_days=36_500)
 
@@ -54,12 +60,35 @@ async def store_1m(settings: CandleBuilderSettings, candles: list[Candle]) -> No
         await store.stop()
 
 
+async def test_registering_an_instrument_needs_the_api_key(kafka_bootstrap, database_url, unique_name, api_key):
+    settings = CandleBuilderSettings(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, environment="test", api_keys=api_key,
+        ticks_topic=f"ticks-{unique_name}", candles_topic=f"candles-{unique_name}",
+        consumer_group=f"cb-{unique_name}", consumer_session_timeout_ms=6000)
+    exchange = f"key-{unique_name[-8:]}"
+    instrument = {"exchange": exchange, "symbol": "AAPL", "calendar": "XNYS"}
+    app = SERVICE.create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+        async with app.router.lifespan_context(app):
+            await wait_ready(client)
+            for headers in ({}, {"Authorization": f"Bearer {api_key[::-1]}"}, {"Authorization": api_key}):
+                refused = await client.post("/v1/instruments", json=instrument, headers=headers)
+                assert refused.status_code == 401 and "key" in refused.json()["detail"], refused.text
+            listed = (await client.get("/v1/instruments")).json()  # reads need no key
+            assert [i for i in listed if i["exchange"] == exchange] == []
+            registered = await client.post("/v1/instruments", json=instrument, headers=bearer(settings))
+            assert registered.status_code == 201, registered.text
+            listed = (await client.get("/v1/instruments")).json()
+            assert [i["symbol"] for i in listed if i["exchange"] == exchange] == ["AAPL"]
+
+
 async def test_registration_status_codes_and_messages(settings, unique_name):
     exchange = f"reg-{unique_name[-8:]}"
     # One instrument already has (24/7) candles without being registered.
     await store_1m(settings, [one_minute(exchange, "TRADED", datetime(2025, 11, 26, 15, 0, tzinfo=UTC), 10.0, 1)])
     app = SERVICE.create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb",
+                                 headers=bearer(settings)) as client:
         async with app.router.lifespan_context(app):
             await wait_ready(client)
 
@@ -114,7 +143,8 @@ async def test_a_session_instruments_forming_bars_follow_the_session_grid(settin
     minutes = [one_minute(exchange, "AAPL", datetime(2025, 11, 28, 17, 28, tzinfo=UTC) + timedelta(minutes=i),
                           100.0 + i, i + 1) for i in range(32)]
     app = SERVICE.create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cb",
+                                 headers=bearer(settings)) as client:
         async with app.router.lifespan_context(app):
             await wait_ready(client)
             resp = await client.post("/v1/instruments", json={"exchange": exchange, "symbol": "AAPL", "calendar": "XNYS"})

@@ -24,7 +24,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from tradeflow.settings import ServiceSettings, load_settings
+from tradeflow.settings import ServiceSettings, environment_variables, load_settings
 from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,9 @@ DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002}
 # The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
 CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS}
 DATABASE_SECRET = ("tradeflow-db", "database-url")
+API_KEYS_SECRET = ("tradeflow-api-keys", "api-keys")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"
+AN_API_KEY = "k8s-test-key-0123456789abcdef"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -299,6 +301,15 @@ def test_images_and_database_secret_reference(service: str) -> None:
         assert [s["configMapRef"]["name"] for s in container["envFrom"]] == ["tradeflow-config"]
 
 
+@pytest.mark.parametrize("service", DESIGN_PORTS)
+def test_api_keys_come_from_their_secret(service: str) -> None:
+    """design.md: state-changing requests need an API key; production refuses to start without one."""
+    env = {e["name"]: e for e in main_container(service)["env"]}
+    secret_ref = env["TRADEFLOW_API_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert (secret_ref["name"], secret_ref["key"]) == API_KEYS_SECRET
+    assert not secret_ref.get("optional", False)
+
+
 def test_candle_builder_migrates_before_it_starts() -> None:
     spec = pod_spec("candle-builder")
     (init,) = spec["initContainers"]
@@ -321,12 +332,14 @@ def test_production_configuration_passes_the_services_validation(service: str, m
     env = dict(config)
     env.update({e["name"]: e["value"] for e in main_container(service)["env"] if "value" in e})
     env["TRADEFLOW_DATABASE_URL"] = A_DATABASE_URL
-    known = {f"TRADEFLOW_{name.upper()}" for name in settings_type.model_fields}
+    env["TRADEFLOW_API_KEYS"] = AN_API_KEY  # from the Secret tradeflow-api-keys
+    known = set(environment_variables(settings_type).values())
     assert set(env) - known == set(), "settings the service does not have (typo?)"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(settings_type)
     assert settings.environment == "production"
+    assert [key.get_secret_value() for key in settings.configured_api_keys()] == [AN_API_KEY]
     assert settings.kafka_idempotent_producer is True
     assert settings.http_port == DESIGN_PORTS[service]
 
@@ -473,11 +486,15 @@ def test_compose_service_image_port_and_settings(service: str, monkeypatch) -> N
     assert definition["image"].split(":")[0] == f"tradeflow/{service}"
     assert definition["ports"] == [f"127.0.0.1:{port}:{port}"]
 
-    env = {k: interpolate(str(v), {"TRADEFLOW_DB_PASSWORD": "pw"}) for k, v in definition["environment"].items()}
+    host_env = {"TRADEFLOW_DB_PASSWORD": "pw", "TRADEFLOW_API_KEYS": AN_API_KEY}
+    env = {k: interpolate(str(v), host_env) for k, v in definition["environment"].items()}
     assert env["TRADEFLOW_HTTP_PORT"] == str(port)
+    with pytest.raises(ValueError, match="set TRADEFLOW_API_KEYS"):  # no service without keys
+        interpolate(str(definition["environment"]["TRADEFLOW_API_KEYS"]), {})
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(service_settings_type(service))
+    assert [key.get_secret_value() for key in settings.configured_api_keys()] == [AN_API_KEY]
     assert settings.kafka_bootstrap == "kafka:9092"
     assert settings.libpq_url == "postgresql://tradeflow:pw@timescaledb:5432/tradeflow"
     assert settings.kafka_idempotent_producer is True

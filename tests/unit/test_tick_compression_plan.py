@@ -60,26 +60,26 @@ def test_a_negative_or_fractional_age_is_refused(days):
 def test_the_candle_builder_compresses_ticks_after_7_days_by_default(monkeypatch):
     assert load_settings(CandleBuilderSettings).tick_compress_after_days == 7
     # A shorter retention alone keeps working: the default follows it (0: off).
-    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", "7")
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS", "7")
     assert load_settings(CandleBuilderSettings).tick_compress_after_days == 6
-    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", "1")
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS", "1")
     assert load_settings(CandleBuilderSettings).tick_compress_after_days == 0
-    monkeypatch.setenv("TRADEFLOW_TICK_COMPRESS_AFTER_DAYS", "0")
-    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", "1")  # off: any retention goes
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_COMPRESS_AFTER_DAYS", "0")
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS", "1")  # off: any retention goes
     assert load_settings(CandleBuilderSettings).tick_compress_after_days == 0
 
 
 @pytest.mark.parametrize(("compress", "retention"), [("30", "30"), ("40", "30"), ("7", "3")])
 def test_compressing_at_or_after_the_retention_is_refused_naming_both_variables(monkeypatch, compress, retention):
-    monkeypatch.setenv("TRADEFLOW_TICK_COMPRESS_AFTER_DAYS", compress)
-    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", retention)
-    with pytest.raises(ConfigurationError, match="TRADEFLOW_TICK_COMPRESS_AFTER_DAYS") as raised:
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_COMPRESS_AFTER_DAYS", compress)
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS", retention)
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_CANDLE_BUILDER_TICK_COMPRESS_AFTER_DAYS") as raised:
         load_settings(CandleBuilderSettings)
-    assert "TRADEFLOW_TICK_RETENTION_DAYS" in str(raised.value)
+    assert "TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS" in str(raised.value)
 
 
 @pytest.mark.parametrize("value", ["-1", "seven"])
 def test_a_bad_compression_age_is_refused_naming_the_variable(monkeypatch, value):
-    monkeypatch.setenv("TRADEFLOW_TICK_COMPRESS_AFTER_DAYS", value)
-    with pytest.raises(ConfigurationError, match="TRADEFLOW_TICK_COMPRESS_AFTER_DAYS"):
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_COMPRESS_AFTER_DAYS", value)
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_CANDLE_BUILDER_TICK_COMPRESS_AFTER_DAYS"):
         load_settings(CandleBuilderSettings)

@@ -59,13 +59,13 @@ def test_a_retention_below_one_day_or_not_whole_days_is_refused(days):
 
 @pytest.mark.parametrize("value", ["0", "-3", "thirty"])
 def test_the_candle_builder_refuses_a_bad_tick_retention_naming_the_variable(monkeypatch, value):
-    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", value)
-    with pytest.raises(ConfigurationError, match="TRADEFLOW_TICK_RETENTION_DAYS"):
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS", value)
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS"):
         load_settings(CandleBuilderSettings)
 
 
 def test_the_candle_builder_keeps_30_days_of_ticks_and_checks_hourly_by_default(monkeypatch):
     settings = load_settings(CandleBuilderSettings)
     assert (settings.tick_retention_days, settings.retention_interval_s) == (30, 3600.0)
-    monkeypatch.setenv("TRADEFLOW_TICK_RETENTION_DAYS", "7")
+    monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS", "7")
     assert load_settings(CandleBuilderSettings).tick_retention_days == 7

@@ -1,8 +1,9 @@
-"""The shape every Tradeflow service shares: lifecycle, health, readiness, metrics, uvicorn.
+"""The shape every Tradeflow service shares: lifecycle, health, readiness, metrics, API keys, uvicorn.
 
 A service's ``bootstrap.py`` builds its components (producer, consumers, stores), hands them
-to :func:`create_service_app` with its routers and readiness checks, and exports a
-:class:`ServiceDefinition` that ``tradeflow run SERVICE`` passes to :func:`run_service`.
+to :func:`create_service_app` with its routers and named readiness checks, and exports a
+:class:`ServiceDefinition` (entry-point group ``tradeflow.services``) that ``tradeflow run
+SERVICE`` passes to :func:`run_service` and ``tradeflow demo`` reads its :class:`ServiceDemo` from.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -26,12 +27,18 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tradeflow.settings import CommonSettings, ServiceSettings, load_settings
+from tradeflow.api_keys import ApiKeyMiddleware, ApiKeys, document_api_keys, mutating_operations
+from tradeflow.settings import (
+    CommonSettings,
+    ConfigurationError,
+    ServiceSettings,
+    environment_variable,
+    load_settings,
+)
 from tradeflow.telemetry import Telemetry, correlation_id_var
 
 log = logging.getLogger(__name__)
 
-ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 CORRELATION_HEADER = "X-Correlation-ID"
 READINESS_CHECK_TIMEOUT_S = 3.0
 _VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")  # no log injection via the header
@@ -86,13 +93,62 @@ async def retry_until_done(attempt: Callable[[], Awaitable[object | None]], *, f
 
 
 @dataclass(frozen=True)
+class DemoOptions:
+    """What ``tradeflow demo`` was asked for (its flags), for the services to turn into settings."""
+
+    symbols: int
+    rate: float
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """What a service's demo examples may refer to: where it runs, the demo's API key, a market seen."""
+
+    base_url: str
+    api_key: str
+    exchange: str
+    symbol: str
+
+
+def _no_demo_settings(options: DemoOptions) -> Mapping[str, object]:
+    return {}
+
+
+def _no_demo_examples(context: DemoContext) -> Sequence[str]:
+    return ()
+
+
+@dataclass(frozen=True)
+class ServiceDemo:
+    """How ``tradeflow demo`` runs a service. The demo knows no service by name: it runs every
+    installed service whose definition has one of these.
+
+    ``stage``: the service's place in the pipeline; services start in ascending stage and stop in
+    the same order (sources first, so the services downstream still take their last messages).
+    ``settings``: the service's settings in the demo, as field values (the demo turns them into
+    the service's environment variables). ``examples``: lines the demo prints for the user to try.
+    """
+
+    stage: int
+    settings: Callable[[DemoOptions], Mapping[str, object]] = _no_demo_settings
+    examples: Callable[[DemoContext], Sequence[str]] = _no_demo_examples
+
+
+@dataclass(frozen=True)
 class ServiceDefinition:
-    """What ``tradeflow run NAME`` needs to run a service."""
+    """What ``tradeflow run NAME`` needs to run a service, and ``tradeflow demo`` to run it there."""
 
     name: str
     default_port: int
     settings_type: type[ServiceSettings]
     create_app: Callable[[ServiceSettings], FastAPI]
+    demo: ServiceDemo | None = None  # None: not part of `tradeflow demo`
+
+    def __post_init__(self) -> None:
+        scope = self.settings_type.service_name
+        if scope and scope != self.name:
+            raise ValueError(f"service {self.name!r}: its settings {self.settings_type.__name__} are those of "
+                             f"service_name {scope!r}")
 
 
 class ServiceRuntime:
@@ -136,49 +192,71 @@ def _name(component: object) -> str:
 
 # --- readiness checks ---------------------------------------------------------------------------
 
-
-def named_check(name: str, check: ReadinessCheck) -> ReadinessCheck:
-    """Give a readiness check the name /readyz reports it under."""
-    check.__name__ = name
-    return check
+ReadinessProbe = Callable[[], Awaitable[tuple[bool, str]]]
+_CHECK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._/-]{0,199}$")
 
 
-def broker_check(producer) -> ReadinessCheck:
+@dataclass(frozen=True)
+class ReadinessCheck:
+    """One entry of ``/readyz``: its ``name`` there (unique within the service) and the ``probe``
+    that answers ``(ready, detail)``. The name is given here, at registration: two checks of the
+    same kind (say two consumers) are two entries with two names."""
+
+    name: str
+    probe: ReadinessProbe
+
+    def __post_init__(self) -> None:
+        if not _CHECK_NAME.match(self.name):
+            raise ValueError(f"readiness check name {self.name!r}: 1-200 of letters, digits and ':._/-', "
+                             "starting with a letter or digit")
+
+
+def broker_check(producer, name: str = "broker") -> ReadinessCheck:
     """Ready when the broker answers a metadata request through ``producer``."""
-
-    async def broker() -> tuple[bool, str]:
-        return await producer.ping()
-
-    return broker
+    return ReadinessCheck(name, producer.ping)
 
 
-def consumer_check(consumer) -> ReadinessCheck:
-    """Ready when ``consumer`` joined its group (zero partitions is fine: replicas > partitions)."""
+def consumer_check(consumer, name: str | None = None) -> ReadinessCheck:
+    """Ready when ``consumer`` joined its group (zero partitions is fine: replicas > partitions).
 
-    async def check() -> tuple[bool, str]:
+    Named ``consumer:<group id>`` unless ``name`` says otherwise."""
+
+    async def joined() -> tuple[bool, str]:
         if consumer.is_ready():
             return True, f"joined group {consumer.group_id}, {len(consumer.assignment())} partition(s) assigned"
         return False, f"not joined group {consumer.group_id} yet"
 
-    return named_check(f"consumer:{consumer.group_id}", check)
+    return ReadinessCheck(name or f"consumer:{consumer.group_id}", joined)
 
 
-def database_check(ping: Callable[[], Awaitable[object]]) -> ReadinessCheck:
-    """Ready when ``ping()`` (e.g. CandleStore.ping) returns without raising."""
+def database_check(ping: Callable[[], Awaitable[object]], name: str = "database") -> ReadinessCheck:
+    """Ready when ``ping()`` returns without raising."""
 
-    async def database() -> tuple[bool, str]:
+    async def reachable() -> tuple[bool, str]:
         try:
             await ping()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready, with its reason
             return False, f"unreachable: {type(exc).__name__}: {str(exc)[:200]}"
         return True, "reachable"
 
-    return database
+    return ReadinessCheck(name, reachable)
+
+
+def _checks_by_name(checks: Sequence[ReadinessCheck]) -> dict[str, ReadinessCheck]:
+    """The checks keyed by name; a duplicate name or an unnamed check is a wiring error, refused at creation."""
+    by_name: dict[str, ReadinessCheck] = {}
+    for check in checks:
+        if not isinstance(check, ReadinessCheck):
+            raise TypeError(f"readiness check {check!r} is not a ReadinessCheck(name, probe)")
+        if check.name in by_name:
+            raise ValueError(f"two readiness checks are named {check.name!r}: each needs its own name in /readyz")
+        by_name[check.name] = check
+    return by_name
 
 
 async def _run_check(check: ReadinessCheck) -> tuple[bool, str]:
     try:
-        return await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT_S)
+        return await asyncio.wait_for(check.probe(), READINESS_CHECK_TIMEOUT_S)
     except TimeoutError:
         return False, f"no answer within {READINESS_CHECK_TIMEOUT_S:.0f}s"
     except Exception as exc:  # noqa: BLE001 - a broken check reports not-ready, it does not 500
@@ -256,7 +334,16 @@ def create_service_app(
     version: str = "0.1.0",
     description: str | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the service's lifecycle, /healthz, /readyz, /metrics and /docs."""
+    """A FastAPI app with the service's lifecycle, /healthz, /readyz, /metrics, /docs and API keys.
+
+    Every state-changing request (POST, PUT, PATCH, DELETE) needs one of the service's API keys
+    (:mod:`tradeflow.api_keys`). A service with such routes and no key configured does not
+    start outside ``environment`` local and test (ConfigurationError naming the settings); in
+    local and test it starts, and those requests answer 401 until a key is configured.
+    """
+    checks_by_name = _checks_by_name(readiness_checks)
+    api_keys = ApiKeys(settings.configured_api_keys() if isinstance(settings, ServiceSettings) else ())
+    guarded: list[str] = []  # "METHOD /path" of the state-changing operations, once the routers are in
     shutdown_timeout_s = getattr(settings, "shutdown_timeout_s", 20.0)
     runtime = ServiceRuntime(components, shutdown_timeout_s)
     http_requests = telemetry.counter(
@@ -267,6 +354,9 @@ def create_service_app(
     async def lifespan(app: FastAPI):
         telemetry.configure()
         log.info("%s starting", name, extra={"environment": settings.environment})
+        if guarded and not api_keys:
+            log.warning("no API key configured: %s answer 401 until %s is set", ", ".join(guarded),
+                        _api_key_variables(settings))
         await runtime.start()
         log.info("%s ready to serve", name)
         try:
@@ -286,6 +376,8 @@ def create_service_app(
     )
     app.state.telemetry = telemetry
     app.state.runtime = runtime
+    # Innermost first: the key check runs with the correlation id set, and its 401s are counted.
+    app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(CorrelationIdMiddleware)
 
     @app.middleware("http")
@@ -310,8 +402,8 @@ def create_service_app(
 
     @app.get("/readyz", tags=["operations"], summary="Broker/database reachable, consumers joined")
     async def readyz() -> JSONResponse:
-        results = await asyncio.gather(*(_run_check(check) for check in readiness_checks))
-        checks = {getattr(check, "__name__", repr(check)): detail for check, (_, detail) in zip(readiness_checks, results, strict=True)}
+        results = await asyncio.gather(*(_run_check(check) for check in checks_by_name.values()))
+        checks = {check: detail for check, (_, detail) in zip(checks_by_name, results, strict=True)}
         ready = all(ok for ok, _ in results)
         body = {"status": "ready" if ready else "not ready", "service": name, "checks": checks}
         return JSONResponse(status_code=200 if ready else 503, content=body)
@@ -322,7 +414,20 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    document_api_keys(app)
+    guarded.extend(mutating_operations(app))
+    if guarded and not api_keys and settings.environment not in ("local", "test"):
+        raise ConfigurationError(
+            f"invalid configuration:\n  {name} serves state-changing requests ({', '.join(guarded)}) "
+            f"but has no API key: set {_api_key_variables(settings)} "
+            f"(required when TRADEFLOW_ENVIRONMENT is {settings.environment})")
     return app
+
+
+def _api_key_variables(settings: CommonSettings) -> str:
+    settings_type = type(settings)
+    return (f"{environment_variable(settings_type, 'api_keys')} or "
+            f"{environment_variable(settings_type, 'api_keys_file')}")
 
 
 SERVICES_GROUP = "tradeflow.services"

@@ -1,26 +1,39 @@
 """Configuration from ``TRADEFLOW_*`` environment variables, validated at start.
 
-Every service subclasses :class:`ServiceSettings`. A bad value stops the service before it
-does anything, with a message that names the environment variable (see
-:func:`load_settings`). Secrets come from the environment or mounted files (``*_FILE``
-variables resolved by pydantic-settings' ``secrets_dir``), never from code, and are
-``SecretStr`` so they do not show up in logs or reprs.
+Every service subclasses :class:`ServiceSettings` and names itself in ``service_name``. How a
+variable is named (ADR 0014): a field declared by the shared bases (:class:`CommonSettings`,
+:class:`ServiceSettings`, shared mixins in libs such as ``ExchangeListSettings``) is read from
+``TRADEFLOW_<FIELD>`` with the same meaning in every service; a field the service declares
+itself, and the per-service ``consumer_group``, from ``TRADEFLOW_<SERVICE>_<FIELD>`` (``-`` in
+the service name becomes ``_``), e.g. ``TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS``. So a
+shared environment (a ConfigMap, compose's common block) cannot set one service's field for
+another. :func:`environment_variable` gives the name of any field.
+
+A bad value stops the service before it does anything, with a message that names the
+environment variable (see :func:`load_settings`). Secrets come from the environment or mounted
+files (e.g. ``TRADEFLOW_API_KEYS_FILE``), never from code, and are ``SecretStr`` so they do not
+show up in logs or reprs.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "TRADEFLOW_"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 DEFAULT_DATABASE_URL = "postgresql://tradeflow@127.0.0.1:55432/tradeflow"
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+MIN_API_KEY_LENGTH = 16
 
 
 def json_list(value: Any, what: str) -> Any:
@@ -124,35 +137,194 @@ class CommonSettings(BaseSettings):
 
 
 class ServiceSettings(CommonSettings):
-    """Settings every long-running service has."""
+    """Settings every long-running service has.
+
+    A service's subclass sets ``service_name`` (its ``ServiceDefinition`` name): the fields it
+    declares are then read from ``TRADEFLOW_<SERVICE>_<FIELD>``, and so is ``consumer_group``
+    (one per service by nature; default: the service name). Everything else here is shared.
+    """
+
+    service_name: ClassVar[str] = ""
+    # Declared here for every service, but each service's own: read under the service's prefix.
+    per_service_fields: ClassVar[frozenset[str]] = frozenset({"consumer_group"})
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=0, ge=0, le=65535, description="0 means the service's default port")
     instance_id: str | None = None
+    consumer_group: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$",
+        description="consumer group of the service's consumers (TRADEFLOW_<SERVICE>_CONSUMER_GROUP); "
+                    "default: the service name")
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
     producer_linger_ms: int = Field(default=5, ge=0, le=1_000)
     producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
     shutdown_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    api_keys: SecretStr | None = Field(
+        default=None, description="API keys for state-changing requests, comma-separated (Authorization: Bearer)")
+    api_keys_file: Path | None = Field(
+        default=None, description="a mounted file with more API keys, one per line (# starts a comment)")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.service_name and not _SERVICE_NAME.match(cls.service_name):
+            raise TypeError(f"{cls.__name__}.service_name {cls.service_name!r}: lower-case letters, digits and '-'")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        own = service_fields(cls) - cls.per_service_fields
+        if own and not cls.service_name:
+            raise TypeError(f"{cls.__name__} declares settings ({', '.join(sorted(own))}) but no service_name: "
+                            "set service_name so they are read as TRADEFLOW_<SERVICE>_<FIELD> (ADR 0014)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        prefix = service_prefix(settings_cls)
+        if prefix is None:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        own = service_fields(settings_cls)
+        shared = set(settings_cls.model_fields) - own
+        return (init_settings, _VariablesOf(settings_cls, ENV_PREFIX, shared),
+                _VariablesOf(settings_cls, prefix, own, refuse_unscoped=True), dotenv_settings, file_secret_settings)
+
+    @model_validator(mode="after")
+    def _consumer_group_defaults_to_the_service(self) -> ServiceSettings:
+        if self.consumer_group is None and self.service_name:
+            self.consumer_group = self.service_name
+        return self
+
+    @model_validator(mode="after")
+    def _api_keys_are_usable(self) -> ServiceSettings:
+        self.configured_api_keys()  # raises naming the variable
+        return self
+
+    def configured_api_keys(self) -> tuple[SecretStr, ...]:
+        """The keys of ``TRADEFLOW_API_KEYS`` and of the file ``TRADEFLOW_API_KEYS_FILE``, in that order.
+
+        A key is at least MIN_API_KEY_LENGTH characters without spaces or commas; the errors
+        name the variable and the key's position, never the key."""
+        keys: list[tuple[str, str]] = []
+        if self.api_keys is not None:
+            variable = environment_variable(type(self), "api_keys")
+            keys += [(f"{variable} (key {n})", key.strip())
+                     for n, key in enumerate(self.api_keys.get_secret_value().split(","), 1) if key.strip()]
+        if self.api_keys_file is not None:
+            variable = environment_variable(type(self), "api_keys_file")
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{variable}: cannot read {self.api_keys_file}: {type(exc).__name__}") from None
+            lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
+            file_keys = [(f"{variable} ({self.api_keys_file} line {n})", line)
+                         for n, line in lines if line and not line.startswith("#")]
+            if not file_keys:
+                raise ValueError(f"{variable}: {self.api_keys_file} holds no key")
+            keys += file_keys
+        for where, key in keys:
+            if len(key) < MIN_API_KEY_LENGTH or re.search(r"[\s,]", key):
+                raise ValueError(f"{where}: an API key needs at least {MIN_API_KEY_LENGTH} characters and "
+                                 "no spaces or commas")
+        return tuple(SecretStr(key) for _, key in keys)
+
+
+class _VariablesOf(EnvSettingsSource):
+    """The environment variables of some fields only, all under one prefix.
+
+    With ``refuse_unscoped``, a ``TRADEFLOW_<FIELD>`` set for one of these fields is refused
+    naming the variable to set instead: it would otherwise be ignored without a word (a
+    variable renamed by ADR 0014, or one meant for another service)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], prefix: str, fields: set[str] | frozenset[str], *,
+                 refuse_unscoped: bool = False) -> None:
+        super().__init__(settings_cls, env_prefix=prefix)
+        self._fields = frozenset(fields)
+        self._refuse_unscoped = refuse_unscoped
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name not in self._fields:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        if self._refuse_unscoped:
+            present = {variable.lower() for variable in self.env_vars}
+            unscoped = sorted(name for name in self._fields if f"{ENV_PREFIX}{name}".lower() in present)
+            if unscoped:
+                service = getattr(self.settings_cls, "service_name", "")
+                raise ValidationError.from_exception_data(self.settings_cls.__name__, [
+                    InitErrorDetails(type=PydanticCustomError(
+                        "unscoped_variable",
+                        "{old} is not read by {service}: set {new} instead (ADR 0014)",
+                        {"old": f"{ENV_PREFIX}{name.upper()}", "service": service,
+                         "new": environment_variable(self.settings_cls, name)}), loc=(), input=None)
+                    for name in unscoped])
+        return super().__call__()
+
+
+def service_prefix(settings_type: type[BaseSettings]) -> str | None:
+    """``TRADEFLOW_<SERVICE>_`` for a service's settings class; None for the shared ones."""
+    service = getattr(settings_type, "service_name", "")
+    if not service:
+        return None
+    return f"{ENV_PREFIX}{service.upper().replace('-', '_')}_"
+
+
+def service_fields(settings_type: type[BaseSettings]) -> frozenset[str]:
+    """The fields read under the service's prefix: those not declared by a shared base, plus
+    ``per_service_fields``. Shared bases are the pydantic models in the class's ancestry that
+    are not ServiceSettings subclasses (CommonSettings, mixins), and ServiceSettings itself."""
+    if not (isinstance(settings_type, type) and issubclass(settings_type, ServiceSettings)):
+        return frozenset()
+    shared: set[str] = set()
+    for base in settings_type.__mro__[1:]:
+        if issubclass(base, BaseModel) and (base is ServiceSettings or not issubclass(base, ServiceSettings)):
+            shared |= set(base.model_fields)
+    return frozenset(set(settings_type.model_fields) - shared) | settings_type.per_service_fields
+
+
+def environment_variable(settings_type: type[BaseSettings], field_name: str) -> str:
+    """The environment variable a field of ``settings_type`` is read from (ADR 0014)."""
+    prefix = service_prefix(settings_type)
+    if prefix is None or field_name not in service_fields(settings_type):
+        prefix = settings_type.model_config.get("env_prefix", ENV_PREFIX)
+    return f"{prefix}{field_name.upper()}"
+
+
+def environment_variables(settings_type: type[BaseSettings]) -> dict[str, str]:
+    """Every field of ``settings_type`` with its environment variable."""
+    return {name: environment_variable(settings_type, name) for name in settings_type.model_fields}
 
 
 S = TypeVar("S", bound=CommonSettings)
 
 
 def describe_errors(error: ValidationError, settings_type: type[CommonSettings]) -> str:
-    """Turn pydantic's errors into lines naming the environment variable of each setting."""
-    prefix = settings_type.model_config.get("env_prefix", ENV_PREFIX)
+    """Turn pydantic's errors into lines naming the environment variable of each setting
+    (without the value of a secret)."""
     lines = []
     for err in error.errors():
         loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
         if loc:
-            lines.append(f"{prefix}{loc[0].upper()}: {msg} (got {err.get('input')!r})"
-                         if loc[0].lower() not in {"database_url", "kafka_sasl_password"}
-                         else f"{prefix}{loc[0].upper()}: {msg}")
+            variable = environment_variable(settings_type, loc[0])
+            lines.append(f"{variable}: {msg}" if _is_secret(settings_type, loc[0])
+                         else f"{variable}: {msg} (got {err.get('input')!r})")
         else:
             lines.append(msg)
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _is_secret(settings_type: type[CommonSettings], field_name: str) -> bool:
+    field = settings_type.model_fields.get(field_name)
+    return field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
 
 
 def load_settings(settings_type: type[S], **overrides) -> S:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from tradeflow.admin import TopicsExist
 from tradeflow.bus import Consumer, DeadLetters, Producer
 from tradeflow.service import (
+    DemoContext,
+    ReadinessCheck,
     ServiceDefinition,
+    ServiceDemo,
     broker_check,
     consumer_check,
     create_service_app,
-    named_check,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_CANDLES, MD_TICKS, OPS_ALERTS, TopicSpec
@@ -43,20 +47,13 @@ def topic_specs(settings: CandleBuilderSettings) -> tuple[TopicSpec, TopicSpec]:
             dataclasses.replace(MD_CANDLES, name=settings.candles_topic))
 
 
-def _database_check(store: CandleStore):
-    async def database() -> tuple[bool, str]:
-        return await store.ping()
-
-    return database
-
-
-def _stream_check(feed: CandleFeed):
-    async def candle_stream() -> tuple[bool, str]:
+def _stream_check(feed: CandleFeed) -> ReadinessCheck:
+    async def reading() -> tuple[bool, str]:
         if feed.is_positioned():
             return True, "reading the candles topic"
         return False, "not yet reading the candles topic"
 
-    return candle_stream
+    return ReadinessCheck("candle-stream", reading)
 
 
 def create_stream(settings: CandleBuilderSettings, telemetry: Telemetry) -> tuple[CandleBroadcaster, CandleFeed]:
@@ -107,8 +104,8 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         routers=[create_candles_router(store, SessionCandleStore(store), registry),
                  create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
         readiness_checks=[
-            named_check("broker", broker_check(producer)),
-            named_check("database", _database_check(store)),
+            broker_check(producer),
+            ReadinessCheck("database", store.ping),
             consumer_check(consumer),
             _stream_check(feed),
         ],
@@ -116,6 +113,18 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     )
 
 
+def demo_examples(context: DemoContext) -> list[str]:
+    """What `tradeflow demo` suggests: the candles of a market it saw trade, and a registration
+    (a state-changing request, so with the demo's API key)."""
+    query = urlencode({"exchange": context.exchange, "symbol": context.symbol, "timeframe": "1m"})
+    instrument = json.dumps({"exchange": "nasdaq", "symbol": "AAPL", "calendar": "XNYS"})
+    return [f"curl '{context.base_url}/v1/candles?{query}'",
+            f"curl -X POST {context.base_url}/v1/instruments -H 'Authorization: Bearer {context.api_key}' "
+            f"-H 'content-type: application/json' -d '{instrument}'"]
+
+
 SERVICE = ServiceDefinition(
-    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=CandleBuilderSettings, create_app=create_app
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=CandleBuilderSettings, create_app=create_app,
+    # Downstream of ingest: started after it, stopped after it (it takes the last ticks).
+    demo=ServiceDemo(stage=20, examples=demo_examples),
 )

@@ -1,7 +1,7 @@
 """The instrument registry as every candle-builder replica sees it (a service Component).
 
 Loaded from the ``instruments`` table at start, reloaded every
-``TRADEFLOW_INSTRUMENT_REFRESH_S`` and right after a registration this replica served, so a
+``TRADEFLOW_CANDLE_BUILDER_INSTRUMENT_REFRESH_S`` and right after a registration this replica served, so a
 registration reaches every replica within one refresh interval. Instruments not registered (or
 registered as "24/7") keep UTC-aligned candles. For the others :attr:`rules` holds their
 :class:`SessionRules` (market calendars loaded once per calendar, in a worker thread).

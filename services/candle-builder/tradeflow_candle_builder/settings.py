@@ -1,11 +1,12 @@
-"""Candle-builder configuration (``TRADEFLOW_*`` environment variables, validated at start)."""
+"""Candle-builder configuration: its own settings are ``TRADEFLOW_CANDLE_BUILDER_*`` (ADR 0014)."""
 
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
-from tradeflow.settings import ServiceSettings
+from tradeflow.settings import ServiceSettings, environment_variable
 from tradeflow.topics import MD_CANDLES, MD_TICKS
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -13,9 +14,11 @@ DEFAULT_TICK_COMPRESS_AFTER_DAYS = 7
 
 
 class CandleBuilderSettings(ServiceSettings):
-    """Settings of the candle-builder service."""
+    """Settings of the candle-builder service, read from ``TRADEFLOW_CANDLE_BUILDER_<FIELD>``
+    (its consumer group too: ``TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP``, default candle-builder)."""
 
-    consumer_group: str = Field(default="candle-builder", min_length=1, max_length=255)
+    service_name: ClassVar[str] = "candle-builder"
+
     # The design's topics; overridable so tests (and staging copies) can use their own.
     ticks_topic: str = MD_TICKS.name
     candles_topic: str = MD_CANDLES.name
@@ -68,7 +71,8 @@ class CandleBuilderSettings(ServiceSettings):
     @model_validator(mode="after")
     def _distinct_topics(self) -> CandleBuilderSettings:
         if self.ticks_topic == self.candles_topic:
-            raise ValueError("TRADEFLOW_TICKS_TOPIC and TRADEFLOW_CANDLES_TOPIC must differ")
+            raise ValueError(f"{environment_variable(type(self), 'ticks_topic')} and "
+                             f"{environment_variable(type(self), 'candles_topic')} must differ")
         return self
 
     @model_validator(mode="after")
@@ -79,6 +83,7 @@ class CandleBuilderSettings(ServiceSettings):
             self.tick_compress_after_days = min(DEFAULT_TICK_COMPRESS_AFTER_DAYS, self.tick_retention_days - 1)
         elif self.tick_compress_after_days and self.tick_compress_after_days >= self.tick_retention_days:
             raise ValueError(
-                f"TRADEFLOW_TICK_COMPRESS_AFTER_DAYS ({self.tick_compress_after_days}) must be less than "
-                f"TRADEFLOW_TICK_RETENTION_DAYS ({self.tick_retention_days}), or 0 to turn tick compression off")
+                f"{environment_variable(type(self), 'tick_compress_after_days')} ({self.tick_compress_after_days}) "
+                f"must be less than {environment_variable(type(self), 'tick_retention_days')} "
+                f"({self.tick_retention_days}), or 0 to turn tick compression off")
         return self

@@ -65,7 +65,7 @@ class TickCompressionSetup(BackgroundTask):
         if plan.method == "unavailable":
             log.info("%s", plan.reason)
         elif plan.method == "disabled":
-            log.info("tick compression is off (TRADEFLOW_TICK_COMPRESS_AFTER_DAYS=0): no compression policy on ticks")
+            log.info("tick compression is off (TRADEFLOW_CANDLE_BUILDER_TICK_COMPRESS_AFTER_DAYS=0): no compression policy on ticks")
         else:
             log.info("tick compression: chunks of ticks older than %d days are compressed by a policy "
                      "(segmented by exchange, symbol; ordered by ts)", plan.days)

@@ -7,7 +7,15 @@ import logging
 from fastapi import FastAPI
 from tradeflow.admin import TopicsExist
 from tradeflow.bus import DeadLetters, Producer
-from tradeflow.service import ServiceDefinition, broker_check, create_service_app
+from tradeflow.service import (
+    DemoContext,
+    DemoOptions,
+    ReadinessCheck,
+    ServiceDefinition,
+    ServiceDemo,
+    broker_check,
+    create_service_app,
+)
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS
 from tradeflow.trades.receive_clock import ReceiveClock
@@ -62,13 +70,13 @@ def create_app(settings: IngestSettings) -> FastAPI:
     subscription_log.on_change(subscriptions.reconcile)
     components: list = [TopicsExist(settings, INGEST_TOPICS, wait_s=TOPICS_WAIT_S), producer, subscription_log,
                         *sources, subscriptions]
-    readiness_checks = [broker_check(producer), subscription_log.readiness]
+    readiness_checks = [broker_check(producer), ReadinessCheck("subscription-log", subscription_log.readiness)]
     if feeds:  # only replicas with exchange feeds share the subscriptions
         ownership = SubscriptionOwnership(
             settings, group_id=settings.subscriptions_group, client_id=f"{client_id}-ownership",
             on_assigned=subscriptions.partitions_assigned, on_revoked=subscriptions.partitions_revoked)
         components.append(ownership)
-        readiness_checks.append(ownership.readiness)
+        readiness_checks.append(ReadinessCheck("subscription-ownership", ownership.readiness))
     return create_service_app(
         SERVICE_NAME,
         settings,
@@ -79,6 +87,17 @@ def create_app(settings: IngestSettings) -> FastAPI:
     )
 
 
+def demo_settings(options: DemoOptions) -> dict[str, object]:
+    """In `tradeflow demo`, ingest publishes a synthetic market of the demo's size and rate."""
+    return {"synthetic_symbols": options.symbols, "synthetic_rate": options.rate}
+
+
+def demo_examples(context: DemoContext) -> list[str]:
+    return [f"curl {context.base_url}/v1/sources"]
+
+
 SERVICE = ServiceDefinition(
-    name=SERVICE_NAME, default_port=8001, settings_type=IngestSettings, create_app=create_app
+    name=SERVICE_NAME, default_port=8001, settings_type=IngestSettings, create_app=create_app,
+    # The source of the pipeline: started first, stopped first.
+    demo=ServiceDemo(stage=10, settings=demo_settings, examples=demo_examples),
 )

@@ -1,6 +1,8 @@
-"""Configuration of the ingest service (``TRADEFLOW_*`` environment variables)."""
+"""Configuration of the ingest service: its own settings are ``TRADEFLOW_INGEST_*`` (ADR 0014)."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from pydantic import Field
 from tradeflow.settings import ServiceSettings
@@ -10,10 +12,13 @@ from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 class IngestSettings(ServiceSettings, ExchangeListSettings):
     """Ingest settings on top of every service's (broker, HTTP, telemetry).
 
-    The synthetic market is off unless ``TRADEFLOW_SYNTHETIC_SYMBOLS`` is above 0. Exchange
-    feeds come from ``TRADEFLOW_EXCHANGES``, a JSON list of :class:`ExchangeFeedSettings`, e.g.
-    ``[{"id": "binance", "symbols": ["BTC/USDT", "ETH/USDT"]}]``.
+    The fields declared here are read from ``TRADEFLOW_INGEST_<FIELD>``. The synthetic market
+    is off unless ``TRADEFLOW_INGEST_SYNTHETIC_SYMBOLS`` is above 0. Exchange feeds come from
+    ``TRADEFLOW_EXCHANGES`` (shared with the backfill), a JSON list of
+    :class:`ExchangeFeedSettings`, e.g. ``[{"id": "binance", "symbols": ["BTC/USDT", "ETH/USDT"]}]``.
     """
+
+    service_name: ClassVar[str] = "ingest"
 
     synthetic_symbols: int = Field(
         default=0, ge=0, le=10_000, description="symbols of the synthetic market; 0 turns it off"

@@ -1,9 +1,11 @@
 """``tradeflow demo``: the whole pipeline on one machine, watched from the terminal.
 
-infra up (remembering what it started) -> db upgrade -> topics -> `run ingest` with a synthetic
-market and `run candle-builder` as child processes -> every few seconds, the latest closed 1m
-candle per symbol from md.candles.v1. Ctrl-C, SIGTERM or --duration stops the children
-(SIGTERM, then SIGKILL by pid) and then only the infrastructure the demo itself started.
+infra up (remembering what it started) -> db upgrade -> topics -> every installed service whose
+ServiceDefinition has a ``demo`` (ServiceDemo: start order, settings, examples) as a child
+process (`tradeflow run NAME`) with a generated API key -> every few seconds, the latest closed
+1m candle per symbol from md.candles.v1 and each service's examples. Ctrl-C, SIGTERM or
+--duration stops the children (SIGTERM, then SIGKILL by pid) and then only the infrastructure
+the demo itself started. This module knows no service by name.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import signal
 import time
-from urllib.parse import urlencode
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 from tradeflow.settings import load_settings
@@ -28,25 +32,48 @@ from tradeflow_ops.cli.run_command import service_definition
 from tradeflow_ops.infra import InfraError, InfraSettings, LocalInfra
 from tradeflow_ops.infra.processes import port_accepts_connections
 
+if TYPE_CHECKING:  # tradeflow.service imports FastAPI: `tradeflow --help` stays light
+    from tradeflow.service import DemoContext, ServiceDefinition
+
 REFRESH_S = 5.0
 READY_TIMEOUT_S = 90.0
 CHILD_STOP_GRACE_S = 20.0
-# Stopped in this order: the source first, so the candle-builder can still take its last ticks.
-PIPELINE = ("ingest", "candle-builder")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="run broker, database, ingest (synthetic market) and candle-builder")
+    demo = subparsers.add_parser("demo", help="run broker, database and the services (ingest with a synthetic "
+                                              "market, candle-builder, ...) on this machine")
     demo.add_argument("--symbols", type=_bounded(int, 1, 10_000), default=20, help="synthetic symbols (default 20)")
     demo.add_argument("--duration", type=_bounded(float, 1, 7 * 24 * 3600), default=None, metavar="SECONDS",
                       help="stop by itself after this many seconds (default: run until Ctrl-C)")
     demo.add_argument("--rate", type=_bounded(float, 0.1, 1_000_000), default=200.0, metavar="TICKS_PER_SECOND",
                       help="synthetic trades per second over all symbols (default 200)")
+    demo.add_argument("--port", type=_service_port, action="append", default=[], metavar="SERVICE=PORT",
+                      help="REST port of a service, e.g. --port candle-builder=18002 (repeatable; "
+                           "default: each service's usual port)")
+    # The flags of the two-service demo, kept: the same as --port ingest=PORT / --port candle-builder=PORT.
     demo.add_argument("--ingest-port", type=_bounded(int, 1, 65535), default=None, metavar="PORT",
-                      help="REST port of ingest (default: its usual 8001)")
+                      help="same as --port ingest=PORT")
     demo.add_argument("--candles-port", type=_bounded(int, 1, 65535), default=None, metavar="PORT",
-                      help="REST port of candle-builder (default: its usual 8002)")
+                      help="same as --port candle-builder=PORT")
     demo.set_defaults(handler=demo_command)
+
+
+def _service_port(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected SERVICE=PORT, e.g. candle-builder=18002, got {text!r}")
+    return name, _bounded(int, 1, 65535)(port)
+
+
+def chosen_ports(args: argparse.Namespace) -> dict[str, int]:
+    """The ports asked for on the command line, by service name."""
+    ports = dict(args.port)
+    if args.ingest_port is not None:
+        ports["ingest"] = args.ingest_port
+    if args.candles_port is not None:
+        ports["candle-builder"] = args.candles_port
+    return ports
 
 
 def _bounded(kind, low, high):
@@ -66,6 +93,40 @@ def demo_command(args: argparse.Namespace) -> int:
     return asyncio.run(Demo(args).run())
 
 
+def plan_services(args: argparse.Namespace) -> list[tuple[ServiceDefinition, int]]:
+    """(ServiceDefinition, port) of every installed service with a demo part, in start order."""
+    from tradeflow.service import installed_services
+
+    definitions = [service_definition(name) for name in installed_services()]
+    in_demo = sorted((d for d in definitions if d.demo is not None), key=lambda d: (d.demo.stage, d.name))
+    ports = chosen_ports(args)
+    unknown = sorted(set(ports) - {d.name for d in in_demo})
+    if unknown:
+        raise CliError(f"--port: no service {', '.join(map(repr, unknown))} in the demo "
+                       f"(it runs: {', '.join(d.name for d in in_demo) or 'none'})")
+    planned = [(d, ports.get(d.name, d.default_port)) for d in in_demo]
+    taken: dict[int, str] = {}
+    for definition, port in planned:
+        if port in taken:
+            raise CliError(f"port {port} is given to both {taken[port]} and {definition.name}")
+        taken[port] = definition.name
+    return planned
+
+
+def service_environment(definition: ServiceDefinition, args: argparse.Namespace, api_key: str) -> dict[str, str]:
+    """The variables the demo sets for one service: text logs, the demo's API key and the
+    service's own demo settings under its variable names (ADR 0014)."""
+    from tradeflow.service import DemoOptions
+    from tradeflow.settings import ServiceSettings, environment_variable
+
+    options = DemoOptions(symbols=args.symbols, rate=args.rate)
+    env = {environment_variable(ServiceSettings, "log_format"): "text",
+           environment_variable(ServiceSettings, "api_keys"): api_key}
+    env |= {environment_variable(definition.settings_type, field): str(value)
+            for field, value in definition.demo.settings(options).items()}
+    return env
+
+
 class Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -74,6 +135,8 @@ class Demo:
         self.stop = asyncio.Event()
         self.infra_started: tuple[str, ...] = ()
         self.children: list[ChildService] = []
+        self.examples: dict[str, Callable[[DemoContext], Sequence[str]]] = {}  # by service name
+        self.api_key = secrets.token_urlsafe(32)  # for the services' state-changing requests
         self.started_at_ms = 0  # wall clock when the services were started
 
     async def run(self) -> int:
@@ -106,6 +169,7 @@ class Demo:
         self.stop.set()
 
     async def _run(self) -> int:
+        services = plan_services(self.args)  # before anything starts: a bad --port fails fast
         say_external(self.infra)
         print("demo: starting the local broker and database where needed", flush=True)
         try:
@@ -131,30 +195,29 @@ class Demo:
         if self.stop.is_set():
             return 0
 
-        self._start_children(status.env)
+        self._start_children(services, status.env)
         self.started_at_ms = int(time.time() * 1000)
         await wait_until_ready(self.children, READY_TIMEOUT_S, self.stop)
         if self.stop.is_set():
             return 0
-        print("demo: ingest and candle-builder are ready; logs: "
+        print(f"demo: {', '.join(c.name for c in self.children)} ready; logs: "
               + ", ".join(str(c.log_path) for c in self.children), flush=True)
+        print(f"demo: API key for state-changing requests (POST, PUT, PATCH, DELETE): {self.api_key}\n"
+              f"      send it as: -H 'Authorization: Bearer {self.api_key}'", flush=True)
         await self._watch(time.monotonic())  # --duration counts from ready: a slow start shortens nothing
         return 0
 
-    def _start_children(self, infra_env: dict[str, str]) -> None:
+    def _start_children(self, services: list[tuple[ServiceDefinition, int]], infra_env: dict[str, str]) -> None:
         logs = self.infra.state_dir / "demo"
-        chosen_ports = {"ingest": self.args.ingest_port, "candle-builder": self.args.candles_port}
-        for name in PIPELINE:
-            port = chosen_ports[name] or service_definition(name).default_port
+        for definition, port in services:
+            name = definition.name
             if port_accepts_connections("127.0.0.1", port):
                 raise CliError(f"port {port} for {name} is already in use (another `tradeflow run {name}`?)")
-            env = {**infra_env, "TRADEFLOW_LOG_FORMAT": "text"}
-            if name == "ingest":
-                env |= {"TRADEFLOW_SYNTHETIC_SYMBOLS": str(self.args.symbols),
-                        "TRADEFLOW_SYNTHETIC_RATE": str(self.args.rate)}
+            env = {**infra_env, **service_environment(definition, self.args, self.api_key)}
             child = ChildService(name, port, env, logs / f"{name}.log")
             child.start()
             self.children.append(child)
+            self.examples[name] = definition.demo.examples
             print(f"demo: started {name} (pid {child.process.pid}) on {child.base_url}", flush=True)
 
     async def _watch(self, started_at: float) -> None:
@@ -218,21 +281,22 @@ class Demo:
             await consumer.stop()
 
     def _screen(self, view: MarketView) -> str:
-        by_name = {c.name: c for c in self.children}
-        candles_api = by_name["candle-builder"].base_url
+        from tradeflow.service import DemoContext
+
         trading = sorted(split_market_key(k) for k in view.ticks_per_key if ":" in k)
         exchange, symbol = (trading or view.markets() or [("synthetic", "SYMBOL")])[0]
-        query = urlencode({"exchange": exchange, "symbol": symbol, "timeframe": "1m"})
-        urls = [
-            f"  {candles_api}/v1/candles?{query}",
-            *(f"  {c.base_url}/docs   {c.base_url}/metrics   ({c.name})" for c in self.children),
-        ]
+        lines = []
+        for child in self.children:
+            context = DemoContext(base_url=child.base_url, api_key=self.api_key, exchange=exchange, symbol=symbol)
+            lines += [f"  {example}" for example in self.examples[child.name](context)]
+            lines.append(f"  {child.base_url}/docs   {child.base_url}/metrics   ({child.name})")
         stamp = time.strftime("%H:%M:%S")
-        return f"\n--- {stamp} ---\n{view.render()}\nREST:\n" + "\n".join(urls)
+        return f"\n--- {stamp} ---\n{view.render()}\nREST:\n" + "\n".join(lines)
 
     def _stop_children(self) -> bool:
         clean = True
-        for child in sorted(self.children, key=lambda c: PIPELINE.index(c.name)):
+        # In start order: sources first, so the services downstream still take their last messages.
+        for child in self.children:
             print(f"demo: stopping {child.name} (pid {child.process.pid})", flush=True)
             if not child.stop(CHILD_STOP_GRACE_S):
                 clean = False

@@ -131,8 +131,8 @@ def test_a_url_override_must_name_an_existing_ccxt_url():
 
 
 def test_a_non_positive_price_deviation_limit_stops_the_service_naming_the_variable(monkeypatch):
-    monkeypatch.setenv("TRADEFLOW_MAX_PRICE_DEVIATION", "0")
-    with pytest.raises(ConfigurationError, match="TRADEFLOW_MAX_PRICE_DEVIATION"):
+    monkeypatch.setenv("TRADEFLOW_INGEST_MAX_PRICE_DEVIATION", "0")
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_INGEST_MAX_PRICE_DEVIATION"):
         load_settings(IngestSettings)
 
 

@@ -1,4 +1,6 @@
-"""Session fixtures: a REAL Tansu broker and a REAL PostgreSQL(+TimescaleDB) cluster for the tests.
+"""The repository's pytest configuration, for every test wherever it lives (tests/, services/*/tests/):
+session fixtures with a REAL Tansu broker and a REAL PostgreSQL(+TimescaleDB) cluster, and the
+rule that unit tests (any directory named ``unit``) start no servers.
 
 Both run on free loopback ports in a fresh temporary directory (so a `make demo` on the default
 ports is left alone), are started only when a test asks for them, and are stopped by pid at the
@@ -9,7 +11,8 @@ Fixtures: ``kafka_bootstrap``, ``database_url`` (migrated, with TimescaleDB when
 ``plain_postgres_url`` (migrated without TimescaleDB: the plain-PostgreSQL mode),
 ``licensed_url`` (the licensed TimescaleDB in PGlite, tests/licensed_timescaledb.py: requested only
 through tests/database_modes.py, which offers it when it is installed), ``service_env``
-(TRADEFLOW_* variables for service subprocesses) and ``unique_name`` (fresh per test).
+(TRADEFLOW_* variables for service subprocesses, the API key included), ``api_key`` (the
+session's key for state-changing requests, generated) and ``unique_name`` (fresh per test).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import secrets
 import shutil
 import signal
 import tempfile
@@ -53,8 +57,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if "unit" in Path(str(item.path)).parts[:-1]:
                 misplaced.append(f"{item.nodeid} (uses {', '.join(sorted(uses_infra))})")
     if misplaced:
-        raise pytest.UsageError("unit tests must not start servers; move these to tests/integration:\n  "
-                                + "\n  ".join(misplaced))
+        raise pytest.UsageError("unit tests must not start servers; move these to an integration directory "
+                                "(tests/integration, services/<name>/tests/integration):\n  " + "\n  ".join(misplaced))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -169,10 +173,17 @@ def licensed_url(local_infra: LocalInfra) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def service_env(kafka_bootstrap: str, database_url: str) -> dict[str, str]:
+def api_key() -> str:
+    """The session's API key (design.md: tests generate one); send it as ``Authorization: Bearer``."""
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="session")
+def service_env(kafka_bootstrap: str, database_url: str, api_key: str) -> dict[str, str]:
     """TRADEFLOW_* variables for a service subprocess: ``env={**os.environ, **service_env, ...}``."""
     return {
         "TRADEFLOW_ENVIRONMENT": "test",
+        "TRADEFLOW_API_KEYS": api_key,
         "TRADEFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "TRADEFLOW_DATABASE_URL": database_url,
         # Tansu completes a group join after about half the session timeout: keep it short.
