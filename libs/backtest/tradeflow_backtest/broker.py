@@ -42,7 +42,6 @@ from tradeflow_backtest.result import Trade, Unfilled
 @dataclass(slots=True)
 class _OpenTrade:
     entry_ts: int
-    realized_before: Decimal
     bought: Decimal = ZERO
     bought_notional: Decimal = ZERO
     sold: Decimal = ZERO
@@ -179,14 +178,13 @@ class SimulatedBroker:
         return fill
 
     def _apply(self, fill: Fill) -> None:
-        before = self.position(fill.symbol)
-        after = before.apply(fill)
+        after = self.position(fill.symbol).apply(fill)
         self.positions[fill.symbol] = after
         self.balances = self.balances.apply(fill)
         self.fills.append(fill)
         trade = self._open_trades.get(fill.symbol)
         if trade is None:
-            trade = self._open_trades[fill.symbol] = _OpenTrade(fill.ts_event, before.realized_pnl)
+            trade = self._open_trades[fill.symbol] = _OpenTrade(fill.ts_event)
         notional = mul(fill.quantity, fill.price)
         if fill.side == "buy":
             trade.bought += fill.quantity
@@ -200,4 +198,4 @@ class SimulatedBroker:
             self.trades.append(Trade(
                 symbol=fill.symbol, entry_ts=trade.entry_ts, entry_price=quantize_price(div(trade.bought_notional, trade.bought)),
                 exit_ts=fill.ts_event, exit_price=quantize_price(div(trade.sold_notional, trade.sold)),
-                quantity=trade.bought, pnl=after.realized_pnl - trade.realized_before - trade.fees, fees=trade.fees))
+                quantity=trade.bought, pnl=trade.sold_notional - trade.bought_notional - trade.fees, fees=trade.fees))

@@ -35,8 +35,8 @@ class Trade:
 
     Entry and exit prices are the volume-weighted prices of the buys and of the sells (one each
     for an all-cash entry and its exit); ``quantity`` is what was bought; ``fees`` all the fees
-    paid; ``pnl`` the realized P&L after those fees. Times are the fills' (the open of the
-    candle after each decision).
+    paid; ``pnl`` what the round trip did to the cash, exactly: sells minus buys minus fees.
+    Times are the fills' (the open of the candle after each decision).
     """
 
     symbol: str
@@ -49,9 +49,14 @@ class Trade:
     fees: Decimal
 
     def to_json(self) -> dict[str, str]:
-        return {"entry_ts": format_event_time(self.entry_ts), "entry_price": str(self.entry_price),
-                "exit_ts": format_event_time(self.exit_ts), "exit_price": str(self.exit_price),
-                "quantity": str(self.quantity), "pnl": str(self.pnl), "fees": str(self.fees)}
+        return {"entry_ts": format_event_time(self.entry_ts), "entry_price": _text(self.entry_price),
+                "exit_ts": format_event_time(self.exit_ts), "exit_price": _text(self.exit_price),
+                "quantity": _text(self.quantity), "pnl": _text(self.pnl), "fees": _text(self.fees)}
+
+
+def _text(value: Decimal) -> str:
+    """Positional notation, never an exponent (0E-9 prints as 0.000000000)."""
+    return format(value, "f")
 
 
 @dataclass(frozen=True, slots=True)
