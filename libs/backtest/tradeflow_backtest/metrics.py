@@ -106,7 +106,10 @@ def cagr(final: float, initial: float, span_ns: int) -> float | None:
         return None
     if final <= 0:
         return -1.0
-    return (final / initial) ** (YEAR_NS / span_ns) - 1.0
+    try:
+        return (final / initial) ** (YEAR_NS / span_ns) - 1.0
+    except OverflowError:  # minutes of data compounded over a year: no meaningful rate
+        return None
 
 
 def trade_stats(pnls: Sequence[Decimal]) -> tuple[float | None, float | None]:
