@@ -170,7 +170,7 @@ def test_the_json_output_is_designs_shape():
     assert D(trade["pnl"]) == result.trades[0].pnl
     assert list(output["metrics"]) == ["total_return", "sharpe", "sortino", "max_drawdown", "win_rate",
                                        "profit_factor", "trades"]
-    assert output["metrics"]["trades"] == 1 and output["metrics"]["profit_factor"] is None
+    assert output["metrics"]["trades"] == 1 and output["metrics"]["profit_factor"] == 0.0
     assert len(output["equity"]) == 10 and output["equity"][0] == {"ts": "2026-01-05T00:01:00.000Z", "equity": 10000.0}
 
 

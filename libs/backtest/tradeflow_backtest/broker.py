@@ -159,7 +159,7 @@ class SimulatedBroker:
         order = item.state.order
         reason = None
         if quote is None:
-            reason = "below_quantity_step"
+            reason = "insufficient_cash"  # a quote amount too small for one quantity step
         elif order.side == "buy":
             cost = mul(quote.quantity, quote.price) + quote.fee
             limit = order.quote_quantity if order.quote_quantity is not None else cost

@@ -199,7 +199,7 @@ class Backtest:
                     else None
                 if fill is None:
                     unfilled.append(Unfilled(self._intent(frame, symbol, row, "enter_long", intent_reason),
-                                             "insufficient_cash" if quote <= 0 else "below_quantity_step"))
+                                             "insufficient_cash"))  # nothing, or less than one quantity step
                     continue
                 cash -= mul(fill.quantity, fill.price) + fill.fee
                 held = fill.quantity
