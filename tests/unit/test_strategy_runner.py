@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from msgspec.structs import replace
 from decimal import Decimal as D
 
 import numpy as np
 import pytest
+from msgspec.structs import replace
 from tradeflow.messages import Candle
 from tradeflow_backtest.broker import SimulatedBroker
 from tradeflow_backtest.data import Market

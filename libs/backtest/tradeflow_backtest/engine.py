@@ -45,7 +45,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
-from tradeflow.timeframes import Timeframe, timeframe as timeframe_named
+from tradeflow.timeframes import Timeframe
+from tradeflow.timeframes import timeframe as timeframe_named
 from tradeflow_trading.fees import FeeSchedule
 from tradeflow_trading.fills import FillRule
 from tradeflow_trading.money import ZERO, mul, quantize_price, to_decimal
@@ -133,7 +134,7 @@ class Backtest:
         self.sizing = sizing or AllCash()
         self.exchange, self.account_id, self.instance_id = exchange, account_id, instance_id
         self._markets = [_Prepared(m, m.candles, {}, _BoundedMemo(memo_size)) for m in markets]
-        self._timeline = np.unique(np.concatenate([m.frame.ts_start for m in self._markets]))
+        self._timeline = _sorted_unique(np.concatenate([m.frame.ts_start for m in self._markets]))
         self._rows = []  # per market: its row at each timeline position, -1 where it has no candle
         for prepared in self._markets:
             rows = np.full(self._timeline.shape[0], -1, dtype=np.int64)
@@ -222,7 +223,7 @@ class Backtest:
         runs = [_MarketRun(self, prepared, rows, strategy_type(params))
                 for prepared, rows in zip(self._markets, self._rows, strict=True)]
         if all(run.decisions is not None for run in runs):
-            steps = np.unique(np.concatenate([run.steps() for run in runs]))  # only where something happens
+            steps = _sorted_unique(np.concatenate([run.steps() for run in runs]))  # only where something happens
         else:
             steps = np.arange(self._timeline.shape[0])
         change_steps: list[int] = []
@@ -368,6 +369,14 @@ class _MarketRun:
             raise StrategyDefinitionError(f"higher timeframe {name!r} was not declared in informative()") from None
         visible = int(counts[self._row])
         return frame.rows(max(0, visible - needed), visible)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (numpy 2's hash-based unique takes seconds on a year of minutes)."""
+    ordered = np.sort(values, kind="stable")
+    if ordered.shape[0] < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
 
 
 def _logger(strategy: Strategy) -> logging.Logger:

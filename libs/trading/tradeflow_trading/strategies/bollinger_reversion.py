@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from tradeflow_trading.strategy import Decisions, FloatParam, IntParam, StrategyData, VectorStrategy, bollinger
+from tradeflow_trading.strategy import (
+    Decisions,
+    FloatParam,
+    IntParam,
+    StrategyData,
+    VectorStrategy,
+    bollinger,
+)
 
 
 class BollingerReversion(VectorStrategy):
