@@ -55,7 +55,7 @@ from tradeflow_trading.sizing import AllCash, Sizing
 from tradeflow_trading.strategy.base import EventStrategy, Strategy, StrategyDefinitionError, VectorStrategy
 from tradeflow_trading.strategy.candles import CandleFrame, resample, visible_counts
 from tradeflow_trading.strategy.context import StrategyContext
-from tradeflow_trading.strategy.intents import Intent
+from tradeflow_trading.strategy.intents import Intent, intent_on
 from tradeflow_trading.strategy.parity import decide_history
 
 from tradeflow_backtest import metrics as metrics_
@@ -157,10 +157,6 @@ class Backtest:
             return self._run_direct(strategy_type(validated))
         return self._run_general(strategy_type, validated)
 
-    def _intent(self, frame: CandleFrame, symbol: str, row: int, kind: str, reason: str) -> Intent:
-        return Intent(kind, symbol, frame.timeframe, int(frame.ts_start[row]), int(frame.ts_end[row]),
-                      to_decimal(float(frame.close[row])), reason)
-
     def _run_direct(self, strategy: VectorStrategy) -> BacktestResult:
         prepared = self._markets[0]
         frame, symbol = prepared.frame, prepared.market.symbol
@@ -178,7 +174,7 @@ class Backtest:
                 if not leave[row]:
                     continue
                 if row == last:
-                    unfilled.append(Unfilled(self._intent(frame, symbol, row, "exit", decisions.exit_reason),
+                    unfilled.append(Unfilled(intent_on(frame, row, symbol, "exit", decisions.exit_reason),
                                              "no_next_candle"))
                     continue
                 fill = rule.market_fill("sell", to_decimal(float(opens[row + 1])), quantity=held)
@@ -192,14 +188,14 @@ class Backtest:
             elif enter[row] and not leave[row]:
                 intent_reason = decisions.enter_reason
                 if row == last:
-                    unfilled.append(Unfilled(self._intent(frame, symbol, row, "enter_long", intent_reason),
+                    unfilled.append(Unfilled(intent_on(frame, row, symbol, "enter_long", intent_reason),
                                              "no_next_candle"))
                     continue
                 quote = self.sizing.entry_quote(cash=cash, equity=cash)  # flat: the equity is the cash
                 fill = rule.market_fill("buy", to_decimal(float(opens[row + 1])), quote_quantity=quote) if quote > 0 \
                     else None
                 if fill is None:
-                    unfilled.append(Unfilled(self._intent(frame, symbol, row, "enter_long", intent_reason),
+                    unfilled.append(Unfilled(intent_on(frame, row, symbol, "enter_long", intent_reason),
                                              "insufficient_cash"))  # nothing, or less than one quantity step
                     continue
                 cash -= mul(fill.quantity, fill.price) + fill.fee
@@ -349,11 +345,9 @@ class _MarketRun:
         if self.decisions is not None:
             d = self.decisions
             if d.exit[row]:
-                return [Intent("exit", self.symbol, self.frame.timeframe, int(self.frame.ts_start[row]),
-                               int(self.frame.ts_end[row]), to_decimal(float(self.frame.close[row])), d.exit_reason)]
+                return [intent_on(self.frame, row, self.symbol, "exit", d.exit_reason)]
             if d.enter_long[row]:
-                return [Intent("enter_long", self.symbol, self.frame.timeframe, int(self.frame.ts_start[row]),
-                               int(self.frame.ts_end[row]), to_decimal(float(self.frame.close[row])), d.enter_reason)]
+                return [intent_on(self.frame, row, self.symbol, "enter_long", d.enter_reason)]
             return []
         ctx = self.ctx
         self._row = row

@@ -15,7 +15,7 @@ from decimal import Decimal
 from tradeflow_trading.money import ZERO, to_decimal
 from tradeflow_trading.positions import Position
 from tradeflow_trading.strategy.candles import Bar, CandleFrame
-from tradeflow_trading.strategy.intents import Intent, IntentKind
+from tradeflow_trading.strategy.intents import Intent, IntentKind, intent_on
 from tradeflow_trading.strategy.params import Params
 
 
@@ -110,6 +110,5 @@ class StrategyContext:
         if any(intent.kind == kind for intent in self.intents):
             raise IntentError(f"{kind} was already emitted for the candle starting at {self._frame.ts_start[self._index]}; "
                               f"one intent of each kind per candle (pass a quantity or use target for more)")
-        frame, i = self._frame, self._index
-        self.intents.append(Intent(kind, self.symbol, self.timeframe, int(frame.ts_start[i]), int(frame.ts_end[i]),
-                                   to_decimal(float(frame.close[i])), reason, quantity, target_quantity))
+        self.intents.append(intent_on(self._frame, self._index, self.symbol, kind, reason, quantity=quantity,
+                                      target_quantity=target_quantity))

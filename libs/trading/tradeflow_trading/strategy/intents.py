@@ -17,6 +17,8 @@ from typing import Literal
 from tradeflow.messages import Signal
 
 from tradeflow_trading.ids import signal_id
+from tradeflow_trading.money import to_decimal
+from tradeflow_trading.strategy.candles import CandleFrame
 
 IntentKind = Literal["enter_long", "exit", "target"]
 INTENT_KINDS: tuple[IntentKind, ...] = ("enter_long", "exit", "target")
@@ -52,3 +54,10 @@ class Intent:
                       strategy=strategy, exchange=exchange, symbol=self.symbol, timeframe=self.timeframe,
                       intent=self.kind, quantity=self.quantity, target_quantity=self.target_quantity,
                       price=self.price, reason=self.reason, ts_event=self.ts_end)
+
+
+def intent_on(frame: CandleFrame, row: int, symbol: str, kind: IntentKind, reason: str = "", *,
+              quantity: Decimal | None = None, target_quantity: Decimal | None = None) -> Intent:
+    """The intent decided on candle ``row`` of ``frame`` (its close is the decision price)."""
+    return Intent(kind, symbol, frame.timeframe, int(frame.ts_start[row]), int(frame.ts_end[row]),
+                  to_decimal(float(frame.close[row])), reason, quantity, target_quantity)

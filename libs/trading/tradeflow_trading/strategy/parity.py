@@ -17,10 +17,9 @@ from typing import Any
 
 from tradeflow.messages import Candle
 
-from tradeflow_trading.money import to_decimal
 from tradeflow_trading.strategy.base import Decisions, Strategy, StrategyData, VectorStrategy
 from tradeflow_trading.strategy.candles import CandleFrame, resample
-from tradeflow_trading.strategy.intents import Intent
+from tradeflow_trading.strategy.intents import Intent, intent_on
 from tradeflow_trading.strategy.runner import LiveRunner, check_decisions
 
 
@@ -46,8 +45,7 @@ def history_intents(strategy: VectorStrategy, frame: CandleFrame, symbol: str) -
     intents = []
     for row in (decisions.enter_long | decisions.exit).nonzero()[0]:
         kind, reason = ("exit", decisions.exit_reason) if decisions.exit[row] else ("enter_long", decisions.enter_reason)
-        intents.append(Intent(kind, symbol, frame.timeframe, int(frame.ts_start[row]), int(frame.ts_end[row]),
-                              to_decimal(float(frame.close[row])), reason))
+        intents.append(intent_on(frame, int(row), symbol, kind, reason))
     return intents
 
 

@@ -32,7 +32,6 @@ import numpy as np
 from tradeflow.messages import Candle, Fill
 from tradeflow.timeframes import timeframe as timeframe_named
 
-from tradeflow_trading.money import to_decimal
 from tradeflow_trading.positions import Position
 from tradeflow_trading.strategy.base import (
     Decisions,
@@ -44,7 +43,7 @@ from tradeflow_trading.strategy.base import (
 )
 from tradeflow_trading.strategy.candles import COLUMNS, Bar, CandleFrame, HigherTimeframeBuilder
 from tradeflow_trading.strategy.context import StrategyContext
-from tradeflow_trading.strategy.intents import Intent
+from tradeflow_trading.strategy.intents import Intent, intent_on
 
 MIN_BUFFER = 64
 
@@ -214,8 +213,7 @@ class LiveRunner:
             kind, reason = "enter_long", decisions.enter_reason
         else:
             return []
-        return [Intent(kind, self.symbol, self.timeframe.name, int(frame.ts_start[row]), int(frame.ts_end[row]),
-                       to_decimal(float(frame.close[row])), reason)]
+        return [intent_on(frame, row, self.symbol, kind, reason)]
 
     def _run_handler(self, *, warming_up: bool) -> list[Intent]:
         ctx = self._ctx
