@@ -201,3 +201,14 @@ def test_candle_files_in_epoch_ms_or_iso_8601():
 def test_a_bad_candle_file_names_the_line(text, message):
     with pytest.raises(CandleFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_candles_csv(io.StringIO(text), timeframe("1m"))
+
+
+def test_sizing_rules_give_the_quote_an_entry_spends():
+    from tradeflow_trading.sizing import FixedQuote
+
+    assert AllCash().entry_quote(cash=D(500), equity=D(900)) == D(500)
+    assert FractionOfEquity(D("0.25")).entry_quote(cash=D(500), equity=D(900)) == D(225)
+    assert FractionOfEquity(D("0.75")).entry_quote(cash=D(500), equity=D(900)) == D(500)  # never more than the cash
+    assert FixedQuote(D(100)).entry_quote(cash=D(60), equity=D(900)) == D(60)
+    with pytest.raises(ValueError, match="fraction must be in"):
+        FractionOfEquity(D("1.5"))

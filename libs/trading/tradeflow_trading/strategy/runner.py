@@ -168,6 +168,9 @@ class LiveRunner:
 
     def on_candle(self, candle: Candle) -> list[Intent]:
         """A candle of this market from the stream: the intents it causes (often none)."""
+        if candle.symbol != self.symbol or candle.exchange != self.exchange:
+            raise ValueError(f"candle of {candle.exchange}:{candle.symbol} given to the runner of "
+                             f"{self.exchange}:{self.symbol}")
         bar = _bar(candle)
         if candle.timeframe != self.timeframe.name:
             builder = self._builders.get(candle.timeframe)
