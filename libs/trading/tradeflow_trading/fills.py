@@ -68,6 +68,19 @@ class FillRule:
         factor = ONE + from_bps(self.slippage_bps) if side == "buy" else ONE - from_bps(self.slippage_bps)
         return quantize_price(mul(price, factor), self.price_step)
 
+    def quantity_for_quote(self, quote: Decimal, price: Decimal) -> Decimal:
+        """Base quantity a buy of ``quote`` (fee included) gets at ``price`` (already slipped), cut to the step."""
+        return quantize_down(div(quote, mul(price, ONE + self.fees.taker)), self.quantity_step)
+
+    def market_fill(self, side: str, trade_price: Decimal, *, quantity: Decimal | None = None,
+                    quote_quantity: Decimal | None = None) -> FillQuote | None:
+        """A market fill at the trade price ``trade_price`` without an :class:`Order` (the
+        backtest's hot path): ``quantity`` base units, or a buy of ``quote_quantity``."""
+        price = self.slipped(trade_price, side)
+        if quote_quantity is not None:
+            quantity = self.quantity_for_quote(quote_quantity, price)
+        return self._taker(quantity, price)
+
     def market(self, order: Order, trade_price: Decimal, remaining: Decimal | None = None,
                available: Decimal | None = None) -> FillQuote | None:
         """The fill of a market order at the first trade at or after its ``ts_event``.
@@ -78,11 +91,14 @@ class FillRule:
         """
         price = self.slipped(trade_price, order.side)
         if order.quote_quantity is not None:
-            quantity = quantize_down(div(order.quote_quantity, mul(price, ONE + self.fees.taker)), self.quantity_step)
+            quantity = self.quantity_for_quote(order.quote_quantity, price)
         else:
             quantity = remaining if remaining is not None else order.quantity
-        if available is not None:
+        if available is not None and quantity is not None:
             quantity = min(quantity, quantize_down(available, self.quantity_step))
+        return self._taker(quantity, price)
+
+    def _taker(self, quantity: Decimal | None, price: Decimal) -> FillQuote | None:
         if quantity is None or quantity <= 0:
             return None
         return FillQuote(quantity, price, self.fees.fee(mul(quantity, price), "taker"), "taker")

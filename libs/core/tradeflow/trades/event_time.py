@@ -1,4 +1,5 @@
-"""Event times as written in replay files, to integer nanoseconds since the epoch (UTC).
+"""Event times as written in replay files and candle files, to integer nanoseconds since the epoch
+(UTC), and back to text (:func:`format_event_time`).
 
 Two forms are accepted (shared/design.md, "Replay file"):
 
@@ -62,3 +63,10 @@ def _parse_iso_ns(text: str) -> int:
     whole_seconds = (moment - _EPOCH) // _ONE_SECOND
     return whole_seconds * NS_PER_S + fraction_ns
 
+
+
+def format_event_time(ts_ns: int) -> str:
+    """``ts_ns`` as ISO 8601 in UTC with milliseconds and a ``Z`` (what files and JSON output print)."""
+    whole_ms, _ = divmod(ts_ns, NS_PER_MS)
+    moment = _EPOCH + timedelta(milliseconds=whole_ms)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
