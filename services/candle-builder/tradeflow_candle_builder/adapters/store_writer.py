@@ -12,8 +12,9 @@ rows never run concurrently and a later state of a candle always lands after an 
 Candles are emitted here, after the job's writes: a consumer of md.candles.v1 that asks
 ``/v1/candles`` then sees at least what it was told. Once the broker has acknowledged them, the
 end of the newest emitted candle per instrument is recorded in ``candle_emissions`` (see
-adapters/emission_marks.py): with the next job's writes, or at once when no job waits, so the
-live path pays no extra round trip. Offsets: ``written_offsets`` (next offset
+adapters/emission_marks.py): at once when no job waits (so a graceful stop or a revoke, which
+drain the writer, leave nothing unrecorded), otherwise alongside a later job's writes at most
+every ``MARKS_EVERY_S``; the live path pays no extra round trip. Offsets: ``written_offsets`` (next offset
 after the last record whose job completed) and ``held_offsets`` (first offsets of buckets that
 closed in a job not done yet) feed the consumer's commit, so a crash never skips a write or
 an emission (it may repeat them: writes are idempotent, emission is at-least-once).
@@ -36,6 +37,10 @@ from tradeflow_candle_builder.domain.aggregator import HigherRefresh, MinuteKey
 from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
 
 log = logging.getLogger(__name__)
+
+# While jobs wait, emission marks are recorded at most this often: a crash loses at most this
+# much of them, which only means candles emitted again after the restart (at-least-once).
+MARKS_EVERY_S = 1.0
 
 Emit = Callable[[Sequence[Candle]], Awaitable[None]]
 
@@ -96,6 +101,7 @@ class StoreWriter:
         self._sessions = sessions
         self._marks = marks
         self._unsaved_marks: dict[Instrument, int] = {}  # emitted (acknowledged), not yet recorded
+        self._marks_due = 0.0  # monotonic time after which a job's writes also record the marks
         self._emit = emit
         self._metrics = metrics
         self._queue: asyncio.Queue[WriteJob] = asyncio.Queue(maxsize=queue_batches)
@@ -211,7 +217,7 @@ class StoreWriter:
             writes.append(self._store.write_ticks(job.ticks))
         if job.candles_1m:
             writes.append(self._store.upsert_candles_1m(list(job.candles_1m.values())))
-        if self._unsaved_marks:
+        if self._unsaved_marks and time.monotonic() >= self._marks_due:
             writes.append(self._save_marks())
         await asyncio.gather(*writes)
         self._metrics.write_seconds(time.perf_counter() - started)
@@ -250,6 +256,7 @@ class StoreWriter:
     async def _save_marks(self) -> None:
         """Record the emission marks noted so far (kept for the next try if this fails)."""
         marks, self._unsaved_marks = self._unsaved_marks, {}
+        self._marks_due = time.monotonic() + MARKS_EVERY_S
         try:
             await self._marks.record(marks)
         except BaseException:
