@@ -12,7 +12,8 @@ Fixtures: ``kafka_bootstrap``, ``database_url`` (migrated, with TimescaleDB when
 ``licensed_url`` (the licensed TimescaleDB in PGlite, tests/licensed_timescaledb.py: requested only
 through tests/database_modes.py, which offers it when it is installed), ``service_env``
 (TRADEFLOW_* variables for service subprocesses, the API key included), ``api_key`` (the
-session's key for state-changing requests, generated) and ``unique_name`` (fresh per test).
+session's key for state-changing requests, generated), ``private_broker`` (a broker of one test,
+which it may restart) and ``unique_name`` (fresh per test).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tests.database_modes import licensed_mode_note
 from tests.licensed_timescaledb import PGliteTimescaleDB, stop_recorded
 
 INFRA_FIXTURES = {"kafka_bootstrap", "database_url", "plain_postgres_url", "licensed_url", "service_env",
-                  "local_infra"}
+                  "local_infra", "private_broker"}
 PLAIN_DATABASE = "tradeflow_plain"
 STATE_DIR_PREFIX = "tradeflow-tests-"
 OWNER_FILE = "owner.pid"  # the pytest process that owns the servers in this state dir
@@ -89,15 +90,23 @@ def _stop_abandoned_test_infra() -> None:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def _owned_state_dir() -> Path:
+    """A fresh LocalInfra state directory owned by this pytest process (see _stop_abandoned_test_infra).
+
+    Under /tmp and traversable (0711) so the `postgres` OS user can reach its cluster directory
+    when the suite runs as root; pytest's own tmp dirs are private to the current user.
+    """
+    state_dir = Path(tempfile.mkdtemp(prefix=STATE_DIR_PREFIX, dir=tempfile.gettempdir()))
+    state_dir.chmod(0o711)
+    (state_dir / OWNER_FILE).write_text(str(os.getpid()))
+    return state_dir
+
+
 @pytest.fixture(scope="session")
 def local_infra() -> Iterator[LocalInfra]:
     """The session's LocalInfra (nothing started yet); stopped by pid and deleted at session end."""
     _stop_abandoned_test_infra()
-    # Under /tmp and traversable (0711) so the `postgres` OS user can reach its cluster directory
-    # when the suite runs as root; pytest's own tmp dirs are private to the current user.
-    state_dir = Path(tempfile.mkdtemp(prefix=STATE_DIR_PREFIX, dir=tempfile.gettempdir()))
-    state_dir.chmod(0o711)
-    (state_dir / OWNER_FILE).write_text(str(os.getpid()))
+    state_dir = _owned_state_dir()
     infra = LocalInfra(state_dir, kafka_port=free_port(), db_port=free_port())
     stopped = False
 
@@ -149,6 +158,24 @@ def plain_postgres_url(local_infra: LocalInfra) -> str:
     url = local_infra.create_database(PLAIN_DATABASE)
     upgrade(url, use_timescaledb=False)
     return url
+
+
+@pytest.fixture
+def private_broker() -> Iterator[LocalInfra]:
+    """A real Tansu broker of this test alone, on its own free loopback port (``.kafka_bootstrap``).
+
+    The test may restart it: ``down(components=["kafka"])`` then ``up(postgres=False)``; Tansu
+    keeps everything in memory, so the restarted broker has no topics, records or committed
+    offsets (as after ``tradeflow infra down``/``up``). Stopped by pid at the end.
+    """
+    state_dir = _owned_state_dir()
+    infra = LocalInfra(state_dir, kafka_port=free_port(), db_port=free_port())
+    try:
+        _start(infra, kafka=True, postgres=False)
+        yield infra
+    finally:
+        infra.down()
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,9 @@ SECOND_NS = 1_000_000_000
 T0_NS = 1_772_445_600 * SECOND_NS  # 2026-03-02 10:00 UTC: in the past, so no tick is "in the future"
 
 
-async def fill_topic(bootstrap: str, topic: str, n: int, symbols: int, trades_per_minute: int) -> float:
-    """Produce n valid ticks keyed exchange:symbol, each symbol trading ~trades_per_minute."""
+async def fill_topic(bootstrap: str, topic: str, n: int, symbols: int, trades_per_minute: int, exchange: str) -> float:
+    """Produce n valid ticks of new instruments of ``exchange`` keyed exchange:symbol, each symbol
+    trading ~trades_per_minute."""
     from tradeflow.admin import ensure_topics
     from tradeflow.bus import Producer
     from tradeflow.messages import Tick
@@ -47,7 +48,6 @@ async def fill_topic(bootstrap: str, topic: str, n: int, symbols: int, trades_pe
     producer = Producer(settings, Telemetry("bench", settings), client_id="bench-filler")
     await producer.start()
     rng = random.Random(1)
-    exchange = "bench"
     step = 60 * SECOND_NS // (symbols * trades_per_minute)
     prices = [100.0 + i for i in range(symbols)]
     started = time.perf_counter()
@@ -143,7 +143,10 @@ def main() -> int:
             log(f"database mode: {mode}")
             for symbols, per_minute in ((20, 600), (1000, 60)):
                 topic = f"bench.ticks.{symbols}"
-                produce_rate = asyncio.run(fill_topic(infra.kafka_bootstrap, topic, args.ticks, symbols, per_minute))
+                # Each data set its own exchange: both measure first-time live data, not the
+                # correction of candles the other one stored and emitted (the late path).
+                produce_rate = asyncio.run(fill_topic(infra.kafka_bootstrap, topic, args.ticks, symbols, per_minute,
+                                                      exchange=f"bench{symbols}"))
                 log(f"{symbols} symbols: produced {args.ticks} ticks at {produce_rate:,.0f}/s")
                 baseline = asyncio.run(raw_consume_rate(infra.kafka_bootstrap, topic, args.ticks))
                 child = subprocess.run(

@@ -1,4 +1,4 @@
-"""What the candle-builder emitted on md.candles.v1, read back by the end-to-end tests."""
+"""What the candle-builder emitted on md.candles.v1 (or a test's own candles topic), read back by the tests."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from tradeflow.messages import Candle
 CandleKey = tuple[str, str, str, int]  # (exchange, symbol, timeframe, ts_start)
 
 
-async def emitted_candles(bootstrap: str, exchanges: set[str], *, wait_s: float = 60, idle_s: float = 5) -> list[Candle]:
-    """Every candle of ``exchanges`` on md.candles.v1 in topic order, read until nothing new came
+async def emitted_candles(bootstrap: str, exchanges: set[str], *, wait_s: float = 60, idle_s: float = 5,
+                          topic: str = "md.candles.v1") -> list[Candle]:
+    """Every candle of ``exchanges`` on ``topic`` in topic order, read until nothing new came
     for ``idle_s`` (or ``wait_s`` passed)."""
-    consumer = AIOKafkaConsumer("md.candles.v1", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
     found: list[Candle] = []

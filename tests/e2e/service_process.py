@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -82,3 +85,33 @@ class ServiceProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def candle_builder_env(service_env: dict[str, str], consumer_group: str) -> dict[str, str]:
+    """The environment of a ``tradeflow run candle-builder`` (on a free port) in its own consumer group.
+
+    The scenarios' trades are months old, so tick retention is set far out (it must not drop
+    them mid-test).
+    """
+    return {**os.environ, **service_env,
+            "TRADEFLOW_HTTP_PORT": str(free_port()),
+            "TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP": consumer_group,
+            "TRADEFLOW_LOG_FORMAT": "text",
+            "TRADEFLOW_CANDLE_BUILDER_TICK_RETENTION_DAYS": "36500"}
+
+
+@contextmanager
+def running_candle_builder(env: dict[str, str], log: Path) -> Iterator[tuple[str, Path]]:
+    """The candle-builder running with ``env`` until the block ends: (base URL, log file).
+
+    Asserts a clean stop: uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a
+    clean stop too.
+    """
+    service = ServiceProcess("candle-builder", env, int(env["TRADEFLOW_HTTP_PORT"]), log)
+    service.start()
+    try:
+        service.wait_ready_blocking(60)
+        yield service.base, service.log
+    finally:
+        code = service.stop()
+    assert code in (0, -signal.SIGTERM), f"candle-builder did not stop cleanly:\n{service.log_tail()}"

@@ -31,6 +31,7 @@ from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
 from tests.candle_oracle import ALL_TIMEFRAMES, TF_SECONDS, as_values, bucket_start_ns, expected_candles
+from tests.integration.candle_builder_app import wait_ready
 from tests.integration.conftest import started_store
 
 pytestmark = pytest.mark.integration
@@ -95,13 +96,6 @@ def last_revisions(records) -> dict[tuple[str, str, str, int], Candle]:
         if key not in latest or latest[key].revision <= c.revision:
             latest[key] = c
     return latest
-
-
-async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (resp := await client.get("/readyz")).status_code != 200:
-        assert time.monotonic() < deadline, resp.text
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture

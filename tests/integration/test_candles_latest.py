@@ -7,8 +7,6 @@ the 1m candles in it (weeks start Monday 00:00 UTC, so the Sunday minutes are la
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -18,18 +16,13 @@ from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.bootstrap import SERVICE
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
+from tests.integration.candle_builder_app import wait_ready
+
 pytestmark = pytest.mark.integration
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
 MONDAY = datetime(2026, 3, 9, tzinfo=UTC)
-
-
-async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (resp := await client.get("/readyz")).status_code != 200:
-        assert time.monotonic() < deadline, resp.text
-        await asyncio.sleep(0.2)
 
 
 def ns(dt: datetime) -> int:

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from psycopg_pool import PoolTimeout
 from tradeflow.messages import Candle, Tick
 from tradeflow_candle_builder.adapters.candle_store import TIMEFRAME_RELATIONS, CandleRow, CandleStore
+from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks, ResumePoint
 from tradeflow_db.migrate import alembic_config
 
 from tests.database_modes import APACHE, modes_where
@@ -111,6 +112,9 @@ async def test_recompute_takes_open_and_close_by_event_time_then_arrival(store, 
     assert (corrected.low, corrected.trades, corrected.volume, corrected.revision) == (9.0, 6, 5.0, 1)
     assert (corrected.open, corrected.close) == (10.0, 14.0)
     assert await store.fetch_1m(unique_name, "BTC/USDT", minute, minute + MINUTE_NS) == [corrected]
+    # Rebuilt again without a new trade (a retried write, a restart): same values, same revision.
+    assert await store.recompute_candles_1m(keys) == [corrected]
+    assert await store.fetch_1m(unique_name, "BTC/USDT", minute, minute + MINUTE_NS) == [corrected]
 
     # A minute without trades has no candle.
     assert await store.recompute_candles_1m([(unique_name, "BTC/USDT", minute + 5 * MINUTE_NS)]) == []
@@ -137,6 +141,44 @@ async def test_upsert_replaces_the_whole_candle_and_keeps_its_revision(store, un
 
     with pytest.raises(ValueError, match="5m"):
         await store.upsert_candles_1m([Candle(**{**_fields(candle(1.0, 0)), "timeframe": "5m"})])
+
+
+async def test_a_forming_state_never_makes_a_stored_candle_smaller(store, unique_name):
+    start = ns(datetime(2024, 3, 5, 0, 0, tzinfo=UTC))
+
+    def candle(trades, close):
+        return Candle(exchange=unique_name, symbol="BTC/USDT", timeframe="1m", ts_start=start,
+                      ts_end=start + MINUTE_NS, open=1.0, high=9.0, low=0.5, close=close,
+                      volume=float(trades), trades=trades)
+
+    await store.upsert_candles_1m([candle(130, 2.0)])
+    # A process that re-reads the minute's trades holds only part of them for a while.
+    await store.upsert_candles_1m([candle(49, 3.0)])
+    assert await store.fetch_1m(unique_name, "BTC/USDT", start, start + MINUTE_NS) == [candle(130, 2.0)]
+    week = await store.fetch_candles(unique_name, "BTC/USDT", "1w", None, None, 1)
+    assert [c.trades for c in week] == [130]
+    # More trades than stored: the live path, where the state only grows.
+    await store.upsert_candles_1m([candle(131, 4.0)])
+    assert await store.fetch_1m(unique_name, "BTC/USDT", start, start + MINUTE_NS) == [candle(131, 4.0)]
+
+
+async def test_emission_marks_only_move_forward_and_come_back_with_the_newest_stored_minute(store, unique_name):
+    marks = EmissionMarks(store)
+    btc, eth, new = (unique_name, "BTC/USDT"), (unique_name, "ETH/USDT"), (unique_name, "NEW/USDT")
+    minute = ns(datetime(2024, 3, 5, 0, 0, tzinfo=UTC))
+    await store.upsert_candles_1m([Candle(exchange=unique_name, symbol="BTC/USDT", timeframe="1m", ts_start=m,
+                                          ts_end=m + MINUTE_NS, open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0,
+                                          trades=1) for m in (minute, minute + 7 * MINUTE_NS)])
+    await marks.record({btc: minute + 5 * MINUTE_NS, eth: minute})
+    await marks.record({btc: minute + 2 * MINUTE_NS})  # an older mark (a correction) moves nothing
+    await marks.record({})
+    assert await marks.resume_points([btc, eth, new]) == {
+        btc: ResumePoint(newest_1m_start=minute + 7 * MINUTE_NS, emitted_through=minute + 5 * MINUTE_NS),
+        eth: ResumePoint(newest_1m_start=None, emitted_through=minute),
+        new: ResumePoint(newest_1m_start=None, emitted_through=None)}
+    await marks.record({btc: minute + 6 * MINUTE_NS})
+    assert (await marks.resume_points([btc]))[btc].emitted_through == minute + 6 * MINUTE_NS
+    assert await marks.resume_points([]) == {}
 
 
 def _fields(candle):

@@ -28,7 +28,7 @@ HIGHER_RELATIONS = ("candles_5m", "candles_15m", "candles_1h", "candles_4h", "ca
 TRADEFLOW_RELATIONS = {
     "tradeflow_schema_info", "ticks", "candles_1m",
     "candles_5m", "candles_15m", "candles_1h", "candles_4h", "candles_1d", "candles_1w",
-    "instruments", "session_candles",
+    "instruments", "session_candles", "candle_emissions",
 }
 
 

@@ -9,8 +9,9 @@ the stream see every change in the order it was made.
 Per batch: invalid trades go to the DLQ with the reason and are never counted; the valid ones
 are folded into open 1m buckets; the writer stores them plus the current state of every 1m
 bucket the batch touched (open ones too, so ``/v1/candles`` shows the forming candle), then
-emits whatever closed. Late trades are stored and their 1m candle recomputed from the
-database and emitted with a higher revision (see domain/aggregator.py).
+emits whatever closed. Late trades (for a bucket closed here, or emitted before a restart) are
+stored and, when new to the database, their 1m candle is recomputed from it and emitted with a
+higher revision (see domain/aggregator.py).
 
 Commits (``committable_offsets``): per partition the minimum of the first offset of every open
 1m bucket, the next offset after the last record whose database work is done, and the first
@@ -38,16 +39,11 @@ from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.adapters.store_writer import StoreWriter, WriteJob, WriterMetrics
 from tradeflow_candle_builder.domain.aggregator import CandleAggregator, Closings
-from tradeflow_candle_builder.domain.timeframes import (
-    HOUR_NS,
-    MINUTE_NS,
-    NS_PER_SECOND,
-    datetime_to_ns,
-    ns_to_datetime,
-)
+from tradeflow_candle_builder.domain.timeframes import MINUTE_NS, NS_PER_SECOND
 from tradeflow_candle_builder.domain.validation import consumed_tick_rejection_reason
 from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
 from tradeflow_candle_builder.settings import CandleBuilderSettings
@@ -55,7 +51,6 @@ from tradeflow_candle_builder.settings import CandleBuilderSettings
 log = logging.getLogger(__name__)
 
 DB_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-RECOVERY_LOOKAHEAD_NS = HOUR_NS  # see _recovery_horizons
 
 
 class CandlePipeline:
@@ -64,7 +59,7 @@ class CandlePipeline:
     def __init__(self, settings: CandleBuilderSettings, telemetry: Telemetry, store: CandleStore,
                  producer: Producer, dead_letters: DeadLetters, registry: InstrumentRegistry) -> None:
         self._settings = settings
-        self._store = store
+        self._marks = EmissionMarks(store)
         self._registry = registry
         self._applied_registry_version = registry.version
         self._producer = producer
@@ -84,7 +79,8 @@ class CandlePipeline:
             "tradeflow_candles_ticks_outside_session_total",
             "Valid trades of session instruments outside their sessions (stored, in no candle)")
         self._late_ticks = telemetry.counter(
-            "tradeflow_candles_late_ticks_total", "Trades for an already closed 1m bucket (candle recomputed)")
+            "tradeflow_candles_late_ticks_total",
+            "Trades for a 1m bucket already closed or emitted (its candle is recomputed when the trade is new)")
         self._emitted = telemetry.counter(
             "tradeflow_candles_emitted_total", "Candles sent to the candles topic", ("timeframe",))
         write_latency = telemetry.histogram(
@@ -96,7 +92,7 @@ class CandlePipeline:
             "tradeflow_candles_db_write_failures_total", "Failed database writes (retried)")
         self._emitted_by_tf: dict[str, object] = {}
         self.writer = StoreWriter(
-            store, SessionCandleStore(store), self._emit,
+            store, SessionCandleStore(store), self._marks, self._emit,
             WriterMetrics(write_latency.observe, queue_depth.set, write_failures.inc),
             queue_batches=settings.db_queue_batches, batch_rows=settings.db_batch_rows,
             batch_ms=settings.db_batch_ms)
@@ -253,25 +249,16 @@ class CandlePipeline:
                 log.exception("closing idle buckets failed")
 
     async def _register(self, unknown: dict[tuple[str, str], tuple[int, int]]) -> None:
-        horizons = await asyncio.gather(*(
-            self._recovery_horizon(exchange, symbol, first_ts) for (exchange, symbol), (_, first_ts) in unknown.items()))
+        """Track instruments first seen since their partition was assigned, from where the
+        database says they stand (one round trip for all of them; see domain/aggregator.py)."""
+        points = await self._marks.resume_points(unknown)
         rules = self._registry.rules
-        for ((exchange, symbol), (partition, _)), horizon in zip(unknown.items(), horizons, strict=True):
+        for (exchange, symbol), (partition, _) in unknown.items():
+            point = points[(exchange, symbol)]
             rule = rules.get((exchange, symbol))
-            self.aggregator.register_instrument(exchange, symbol, partition, horizon,
-                                                None if rule is None else rule.timeframes)
-
-    async def _recovery_horizon(self, exchange: str, symbol: str, first_ts: int) -> int | None:
-        """Start of the newest 1m candle already stored for this instrument near where we resume.
-
-        Buckets up to it may hold trades consumed before a restart or rebalance and are
-        finalised from the database (see domain/aggregator.py). One indexed single-row query.
-        The look-ahead covers trades re-read out of order; rows further ahead (a replay of
-        data older than what is stored) are rebuilt completely from the re-read trades anyway.
-        """
-        end = ns_to_datetime(first_ts - first_ts % MINUTE_NS + RECOVERY_LOOKAHEAD_NS)
-        rows = await self._store.fetch_candles(exchange, symbol, "1m", None, end, 1)
-        return datetime_to_ns(rows[-1].ts) if rows else None
+            self.aggregator.register_instrument(exchange, symbol, partition, point.newest_1m_start,
+                                                None if rule is None else rule.timeframes,
+                                                emitted_through=point.emitted_through)
 
     async def _emit(self, candles: Sequence[Candle]) -> None:
         """Send candles (all enqueued, then the acks awaited together); resend what failed."""

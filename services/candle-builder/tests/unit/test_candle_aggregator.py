@@ -232,6 +232,43 @@ def test_after_a_restart_buckets_already_in_the_database_are_finalised_from_it()
     assert sorted(r.timeframe.name for r in closed.refresh_higher) == ["15m", "1d", "1h", "1w", "4h", "5m"]
 
 
+def test_after_a_restart_trades_of_buckets_emitted_before_are_late_and_change_nothing_themselves():
+    feed, agg = Feed(), new_aggregator()
+    # Emitted before the restart: everything ending by 10:05 (the 1m candles and 10:00-10:05).
+    # Stored: 1m candles up to 10:06 (10:05 was forming when the process stopped).
+    agg.register_instrument("binance", "BTC/USDT", 0, recovered_through=T0 + 6 * MINUTE_NS,
+                            emitted_through=T0 + 5 * MINUTE_NS)
+    replayed = [feed.tick(T0 + 10 * S, 1), feed.tick(T0 + 4 * MINUTE_NS + 59 * S, 2)]
+    outcome = agg.add_batch(replayed + [feed.tick(T0 + 6 * MINUTE_NS + 1 * S, 3),
+                                        feed.tick(T0 + 7 * MINUTE_NS + 1 * S, 4)], wall_now=0.0)
+    # The trades of emitted minutes are late: nothing of them is stored from memory. Whether they
+    # rebuild anything is the writer's call (only a trade new to the database does).
+    assert outcome.late == replayed
+    assert outcome.late_minutes == {("binance", "BTC/USDT", T0), ("binance", "BTC/USDT", T0 + 4 * MINUTE_NS)}
+    # 10:00-10:05 was emitted: a correction (if a trade is new), with a higher revision.
+    assert [(r.timeframe.name, r.start, r.revision) for r in outcome.refresh_higher.values()] == [("5m", T0, 1)]
+    # 10:06 may hold trades consumed before (recovered: never stored from memory); 10:07 is new.
+    assert [(b.start, b.recovered) for b in outcome.touched] == [(T0 + 6 * MINUTE_NS, True),
+                                                                  (T0 + 7 * MINUTE_NS, False)]
+    assert [c.ts_start for c in outcome.candles_to_store()] == [T0 + 7 * MINUTE_NS]
+    # When everything closes: 10:06 from the database, 10:07 from memory; the higher buckets that
+    # hold minutes of before the restart (and were not emitted: they end after 10:05) from the database.
+    closed = agg.advance(wall_now=10**7)
+    assert closed.recompute_minutes == [("binance", "BTC/USDT", T0 + 6 * MINUTE_NS)]
+    assert [(c.timeframe, c.ts_start) for c in closed.candles] == [("1m", T0 + 7 * MINUTE_NS)]
+    assert sorted((r.timeframe.name, r.start, r.revision) for r in closed.refresh_higher) == sorted(
+        [("5m", T0 + 5 * MINUTE_NS, 0)] + [(name, tf.bucket_start(T0), 0) for name, tf in TIMEFRAMES.items()
+                                           if name not in ("1m", "5m")])
+
+
+def test_without_emissions_before_only_the_stored_minutes_are_recovered():
+    feed, agg = Feed(), new_aggregator()
+    agg.register_instrument("binance", "BTC/USDT", 0, recovered_through=T0, emitted_through=None)
+    outcome = agg.add_batch([feed.tick(T0 + 1 * S, 1), feed.tick(T0 + MINUTE_NS + 1 * S, 2)], wall_now=0.0)
+    assert not outcome.late
+    assert [(b.start, b.recovered) for b in outcome.touched] == [(T0, True), (T0 + MINUTE_NS, False)]
+
+
 @pytest.mark.parametrize("grace", [-1])
 def test_invalid_settings_are_refused(grace):
     with pytest.raises(ValueError):

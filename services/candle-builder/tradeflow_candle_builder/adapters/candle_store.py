@@ -90,6 +90,7 @@ ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
     open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
     volume = excluded.volume, trades = excluded.trades, revision = excluded.revision,
     updated_at = excluded.updated_at
+WHERE excluded.trades >= c.trades
 """
 
 # open/close: first/last trade by event time; equal event times keep arrival order
@@ -115,7 +116,11 @@ INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volum
 SELECT exchange, symbol, ts, open, high, low, close, volume, trades, 0, now() FROM rebuilt
 ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
     open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-    volume = excluded.volume, trades = excluded.trades, revision = c.revision + 1,
+    volume = excluded.volume, trades = excluded.trades,
+    revision = CASE WHEN (c.open, c.high, c.low, c.close, c.volume, c.trades)
+                         IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close,
+                                           excluded.volume, excluded.trades)
+                    THEN c.revision + 1 ELSE c.revision END,
     updated_at = excluded.updated_at
 RETURNING exchange, symbol, ts, open, high, low, close, volume, trades, revision
 """
@@ -238,7 +243,8 @@ class CandleStore:
                 return cur.rowcount
 
     async def upsert_candles_1m(self, candles: Sequence[Candle]) -> None:
-        """Replace each candle's row with the given full state (revision included).
+        """Replace each candle's row with the given full state (revision included), unless the
+        stored row counts more trades: a forming state never makes a stored candle smaller.
 
         Within one call the last candle per (exchange, symbol, ts_start) wins.
         """
@@ -264,8 +270,9 @@ class CandleStore:
     async def recompute_candles_1m(self, keys: Iterable[tuple[str, str, int]]) -> list[Candle]:
         """Rebuild the 1m candles of ``(exchange, symbol, bucket_start_ns)`` from ``ticks``.
 
-        Each rebuilt row gets revision = previous revision + 1 (0 when new) and is returned,
-        ordered by (exchange, symbol, ts_start). Buckets without ticks produce nothing.
+        Each rebuilt row is returned, ordered by (exchange, symbol, ts_start), with its revision:
+        0 when new, previous + 1 when its values changed, the previous one when they did not.
+        Buckets without ticks produce nothing.
         """
         keys = list(keys)
         if not keys:

@@ -10,7 +10,11 @@ There is exactly one writer task, and jobs are done in queue order, so two write
 rows never run concurrently and a later state of a candle always lands after an earlier one.
 
 Candles are emitted here, after the job's writes: a consumer of md.candles.v1 that asks
-``/v1/candles`` then sees at least what it was told. Offsets: ``written_offsets`` (next offset
+``/v1/candles`` then sees at least what it was told. Once the broker has acknowledged them, the
+end of the newest emitted candle per instrument is recorded in ``candle_emissions`` (see
+adapters/emission_marks.py): at once when no job waits (so a graceful stop or a revoke, which
+drain the writer, leave nothing unrecorded), otherwise alongside a later job's writes at most
+every ``MARKS_EVERY_S``; the live path pays no extra round trip. Offsets: ``written_offsets`` (next offset
 after the last record whose job completed) and ``held_offsets`` (first offsets of buckets that
 closed in a job not done yet) feed the consumer's commit, so a crash never skips a write or
 an emission (it may repeat them: writes are idempotent, emission is at-least-once).
@@ -27,11 +31,16 @@ from dataclasses import dataclass, field
 from tradeflow.messages import Candle, Tick
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks, Instrument, raise_marks
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.domain.aggregator import HigherRefresh, MinuteKey
 from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
 
 log = logging.getLogger(__name__)
+
+# While jobs wait, emission marks are recorded at most this often: a crash loses at most this
+# much of them, which only means candles emitted again after the restart (at-least-once).
+MARKS_EVERY_S = 1.0
 
 Emit = Callable[[Sequence[Candle]], Awaitable[None]]
 
@@ -86,10 +95,13 @@ class WriterMetrics:
 class StoreWriter:
     """Single background task draining a bounded queue of :class:`WriteJob` into the store."""
 
-    def __init__(self, store: CandleStore, sessions: SessionCandleStore, emit: Emit, metrics: WriterMetrics, *,
-                 queue_batches: int, batch_rows: int, batch_ms: int) -> None:
+    def __init__(self, store: CandleStore, sessions: SessionCandleStore, marks: EmissionMarks, emit: Emit,
+                 metrics: WriterMetrics, *, queue_batches: int, batch_rows: int, batch_ms: int) -> None:
         self._store = store
         self._sessions = sessions
+        self._marks = marks
+        self._unsaved_marks: dict[Instrument, int] = {}  # emitted (acknowledged), not yet recorded
+        self._marks_due = 0.0  # monotonic time after which a job's writes also record the marks
         self._emit = emit
         self._metrics = metrics
         self._queue: asyncio.Queue[WriteJob] = asyncio.Queue(maxsize=queue_batches)
@@ -162,6 +174,8 @@ class StoreWriter:
                 taken += 1
             self._metrics.queue_depth(self._queue.qsize())
             await self._complete(job)
+            if self._unsaved_marks and self._queue.empty():
+                await self._save_marks_now()
             # Done in order: this job's holds are the oldest `taken` ones.
             del self._pending_holds[:taken]
             for p, offset in job.next_offsets.items():
@@ -203,6 +217,8 @@ class StoreWriter:
             writes.append(self._store.write_ticks(job.ticks))
         if job.candles_1m:
             writes.append(self._store.upsert_candles_1m(list(job.candles_1m.values())))
+        if self._unsaved_marks and time.monotonic() >= self._marks_due:
+            writes.append(self._save_marks())
         await asyncio.gather(*writes)
         self._metrics.write_seconds(time.perf_counter() - started)
 
@@ -235,6 +251,29 @@ class StoreWriter:
         candles = job.emit + recomputed + refreshed + saved + rebuilt
         if candles:
             await self._emit(candles)
+            raise_marks(self._unsaved_marks, candles)
+
+    async def _save_marks(self) -> None:
+        """Record the emission marks noted so far (kept for the next try if this fails)."""
+        marks, self._unsaved_marks = self._unsaved_marks, {}
+        self._marks_due = time.monotonic() + MARKS_EVERY_S
+        try:
+            await self._marks.record(marks)
+        except BaseException:
+            for key, end in marks.items():
+                self._unsaved_marks[key] = max(end, self._unsaved_marks.get(key, end))
+            raise
+
+    async def _save_marks_now(self) -> None:
+        """No job waits: record the marks now (on failure they go with the next job's writes)."""
+        try:
+            await self._save_marks()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - kept and retried with the next write
+            self._metrics.failures()
+            log.warning("recording emitted candles failed (%s: %s); retrying with the next write",
+                        type(exc).__name__, exc)
 
     async def _refreshed(self, refresh: HigherRefresh) -> Candle | None:
         """A higher-timeframe candle as the database has it (None: no trades in the bucket)."""

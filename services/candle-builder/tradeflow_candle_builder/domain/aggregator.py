@@ -16,25 +16,35 @@ broker and the database on a 2-core box, so per-trade work must be a few microse
   on it because a late trade is folded in from the database anyway.
 * Higher timeframes (5m ... 1w) are folded in memory from closed 1m buckets (exact: buckets
   nest) and close when their partition's closed horizon passes their end.
-* A trade whose 1m bucket already closed is LATE: the caller stores it and recomputes that
-  1m candle from the database (emitted with a higher revision); open higher buckets that
-  contain it become dirty (values from the database at close) and closed ones are refreshed
-  from the database and emitted with revision + 1.
+* A trade whose 1m bucket already closed is LATE: the caller stores it and, when the database
+  did not hold it yet, recomputes that 1m candle from the database (emitted with a higher
+  revision); open higher buckets that contain it become dirty (values from the database at
+  close) and closed ones are refreshed from the database and emitted with revision + 1.
 
-Restarts and rebalances. The consumer commits, per partition, at most the first offset of
-every open 1m bucket (``committable_offsets``), so a restart re-reads every trade of the
-buckets that were open. It may also re-read trades of buckets that had already CLOSED (a trade
-arriving within the grace period after a later bucket opened): rebuilt from the re-read part
-alone they would be wrong. So when an instrument is first seen after an assignment, the caller
-tells ``register_instrument`` the start of its newest 1m candle already in the database
-(``recovered_through``); every 1m bucket starting at or before it is *recovered* (final state
-recomputed from the ticks table, which holds all its trades because commits never pass an
-unwritten record) and every higher bucket starting at or before it is dirty. Buckets after it
-are built from memory alone. This replaces seeding higher buckets with up to 10,080 1m rows
-per instrument: same result, one small query per instrument.
+Restarts and rebalances. When an instrument is first seen after an assignment, the caller tells
+``register_instrument`` two things the database knows (docs/adr/0005):
 
-Emission is at-least-once: a candle emitted before a crash may be emitted again after it
-(recovered buckets with a higher revision, since their state comes from a recompute).
+* ``emitted_through``: the end of the newest candle (any timeframe) emitted for it before.
+  Buckets close in time order, so every bucket ending at or before it was closed and emitted:
+  a trade for such a 1m bucket is LATE, exactly as if this process had closed the bucket, and
+  higher buckets ending there are closed ones. So a trade the database already holds (a
+  replay of stored trades after a restart, say) stores, rebuilds, emits and re-revisions
+  nothing, while a new one corrects its candles.
+* ``recovered_through``: the start of its newest 1m candle in the database. The consumer
+  commits, per partition, at most the first offset of every open 1m bucket
+  (``committable_offsets``), so a restart re-reads every trade of the buckets that were open;
+  the database may hold more of them (trades consumed before, or from elsewhere), so every
+  1m bucket after ``emitted_through`` and starting at or before ``recovered_through`` is
+  *recovered*: never stored from memory (a part of it must not replace what is stored), its
+  final state recomputed from the ticks table when it closes, and every higher bucket
+  starting at or before it is dirty. Buckets after it are built from memory alone.
+
+This replaces seeding higher buckets with up to 10,080 1m rows per instrument: same result,
+one small query per batch of new instruments.
+
+Emission is at-least-once: a candle emitted before a crash whose ``emitted_through`` was not
+stored yet is emitted again after it (a recovered bucket with the same values keeps its
+revision).
 
 Instruments with trading sessions (docs/adr/0008) get their own higher timeframes
 (``register_instrument(timeframes=...)``: session-aligned grids with the same interface). Their
@@ -119,10 +129,10 @@ class PartitionClock:
 
 class InstrumentState:
     __slots__ = ("exchange", "symbol", "clock", "minutes", "current", "current_start", "higher",
-                 "recovered_through", "higher_revisions", "timeframes")
+                 "recovered_through", "emitted_through", "higher_revisions", "timeframes")
 
     def __init__(self, exchange: str, symbol: str, clock: PartitionClock, recovered_through: int | None,
-                 timeframes: tuple[Timeframe, ...]) -> None:
+                 timeframes: tuple[Timeframe, ...], emitted_through: int | None = None) -> None:
         self.exchange = exchange
         self.symbol = symbol
         self.clock = clock
@@ -131,6 +141,8 @@ class InstrumentState:
         self.current_start = NEVER
         self.higher: dict[str, HigherBucket] = {}  # the open bucket per higher timeframe
         self.recovered_through = NEVER if recovered_through is None else recovered_through
+        # Buckets ending at or before this were emitted by an earlier process: as good as closed.
+        self.emitted_through = NEVER if emitted_through is None else emitted_through
         self.higher_revisions: dict[tuple[str, int], int] = {}
         self.timeframes = timeframes  # the higher timeframes (UTC, or aligned to its sessions)
 
@@ -180,15 +192,17 @@ class CandleAggregator:
         return unknown
 
     def register_instrument(self, exchange: str, symbol: str, partition: int, recovered_through: int | None,
-                            timeframes: Sequence[Timeframe] | None = None) -> None:
+                            timeframes: Sequence[Timeframe] | None = None, emitted_through: int | None = None) -> None:
         """Start tracking an instrument. ``recovered_through``: start of its newest 1m candle
-        already in the database (None when there is none); see the module docstring.
+        already in the database; ``emitted_through``: end of the newest candle emitted for it
+        (None when there is none); see the module docstring.
         ``timeframes``: its higher timeframes when not the UTC ones (session-aligned)."""
         clock = self._clocks.get(partition)
         if clock is None:
             clock = self._clocks[partition] = PartitionClock(partition)
         tfs = self._higher_timeframes if timeframes is None else tuple(timeframes)
-        self._instruments[(exchange, symbol)] = InstrumentState(exchange, symbol, clock, recovered_through, tfs)
+        self._instruments[(exchange, symbol)] = InstrumentState(exchange, symbol, clock, recovered_through, tfs,
+                                                                emitted_through)
 
     def set_timeframes(self, exchange: str, symbol: str, timeframes: Sequence[Timeframe] | None) -> None:
         """The instrument's registration changed: use these higher timeframes from now on.
@@ -250,7 +264,8 @@ class CandleAggregator:
             else:
                 b = st.minutes.get(start)
                 if b is None:
-                    if start + MINUTE_NS <= clock.closed_before:
+                    end = start + MINUTE_NS
+                    if end <= clock.closed_before or end <= st.emitted_through:
                         self._late(st, partition, offset, tick, start, outcome)
                         continue
                     b = MinuteBucket(tick, partition, offset, start, start <= st.recovered_through)
@@ -294,7 +309,7 @@ class CandleAggregator:
         if key in outcome.late_minutes:
             return
         outcome.late_minutes.add(key)
-        clock = st.clock
+        closed_through = max(st.clock.closed_before, st.emitted_through)
         for tf in st.timeframes:
             h_start = tf.bucket_start(start)
             if h_start is None:
@@ -302,7 +317,7 @@ class CandleAggregator:
             h = st.higher.get(tf.name)
             if h is not None and h.start == h_start:
                 h.dirty = True  # still open: read it from the database when it closes
-            elif tf.bucket_end(h_start) <= clock.closed_before:
+            elif tf.bucket_end(h_start) <= closed_through:
                 refresh_key = (st.exchange, st.symbol, tf.name, h_start)
                 if refresh_key in outcome.refresh_higher:
                     continue
