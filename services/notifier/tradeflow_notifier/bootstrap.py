@@ -1,0 +1,95 @@
+"""Wiring of the notifier: settings -> components -> FastAPI app (``tradeflow run notifier``)."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI
+from tradeflow.admin import TopicsExist
+from tradeflow.bus import DeadLetters, Producer
+from tradeflow.service import (
+    ServiceDefinition,
+    broker_check,
+    consumer_check,
+    create_service_app,
+    named_check,
+)
+from tradeflow.telemetry import Telemetry
+from tradeflow_db import Database
+from tradeflow_db.outbox import Outbox, OutboxRelay
+
+from tradeflow_notifier.adapters.channel_store import ChannelStore
+from tradeflow_notifier.adapters.delivery_store import DeliveryStore
+from tradeflow_notifier.adapters.event_consumer import consumed_topics, create_event_consumer
+from tradeflow_notifier.adapters.secret_box import SecretBox
+from tradeflow_notifier.adapters.senders.channel_senders import ChannelSenders
+from tradeflow_notifier.adapters.trading_facts import TradingFacts
+from tradeflow_notifier.api import create_notifier_router
+from tradeflow_notifier.channel_registry import ChannelRegistry
+from tradeflow_notifier.channel_test import ChannelTester
+from tradeflow_notifier.dispatch import Dispatcher
+from tradeflow_notifier.intake import Intake
+from tradeflow_notifier.reporting import DailyReports
+from tradeflow_notifier.settings import NotifierSettings
+from tradeflow_notifier.upkeep import Upkeep
+
+SERVICE_NAME = "notifier"
+DEFAULT_PORT = 8006
+REQUIRED_REVISION = "notifier_0001"  # the newest of this service's migrations
+OUTBOX_TABLE = "notifier_outbox"
+
+
+def create_app(settings: NotifierSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
+                        max_connections=settings.notifier_db_pool_size)
+    producer = Producer(settings, telemetry, client_id=client_id)
+    dead_letters = DeadLetters(producer, telemetry)
+    outbox = Outbox(OUTBOX_TABLE)
+    registry = ChannelRegistry(ChannelStore(database, SecretBox(settings.fernet_keys())), settings.notifier_channels,
+                               settings.notifier_routes, settings.notifier_config_refresh_s)
+    deliveries = DeliveryStore(database, outbox, settings.notifier_alerts_topic, SERVICE_NAME)
+    facts = TradingFacts(database)
+    senders = ChannelSenders(settings.notifier_send_timeout_s)
+    dispatcher = Dispatcher(
+        deliveries, registry.channel, lambda: list(registry.routing.channels), senders, telemetry,
+        policy=settings.retry_policy, lease_s=settings.notifier_lease_s,
+        poll_interval_s=settings.notifier_poll_interval_s,
+        webhook_concurrency=settings.notifier_webhook_concurrency, own_service=SERVICE_NAME)
+    intake = Intake(database, deliveries, facts, lambda: registry.routing, telemetry, own_service=SERVICE_NAME,
+                    group_window_s=settings.notifier_group_window_s, on_deliveries=dispatcher.wake)
+    consumer = create_event_consumer(settings, telemetry, intake, dead_letters, client_id)
+    components: list = [
+        TopicsExist(settings, consumed_topics(settings)), database, producer, registry, senders,
+        OutboxRelay(database, outbox, producer, telemetry), dispatcher,
+        Upkeep(intake, deliveries, registry.known_ids, telemetry, retention_days=settings.notifier_retention_days),
+    ]
+    if settings.report_at is not None:
+        components.append(DailyReports(facts, intake, settings.report_at, ZoneInfo(settings.notifier_report_timezone)))
+    components.append(consumer)  # last: events are taken in only once everything that handles them runs
+    return create_service_app(
+        SERVICE_NAME, settings, telemetry,
+        # Stopped in reverse: the consumer commits and leaves first; the dispatcher finishes the
+        # attempts in flight and writes their outcomes; the relay publishes pending alerts.
+        components=components,
+        routers=[create_notifier_router(registry, deliveries, ChannelTester(senders))],
+        readiness_checks=[
+            named_check("broker", broker_check(producer)),
+            named_check("database", _database_ping(database)),
+            consumer_check(consumer),
+        ],
+        description="Orders, fills, risk events and alerts to Telegram, Discord, Slack, email and signed webhooks.",
+    )
+
+
+def _database_ping(database: Database):
+    async def database_ready() -> tuple[bool, str]:
+        return await database.ping()
+
+    return database_ready
+
+
+SERVICE = ServiceDefinition(
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=NotifierSettings, create_app=create_app
+)
