@@ -100,7 +100,9 @@ def daily_report(account_id: str, fills: Iterable[Fill], order_events: Iterable[
             losses += gained < 0
         realized[quote] = realized.get(quote, ZERO) + gained
         fees[fill.fee_currency] = fees.get(fill.fee_currency, ZERO) + fill.fee
-        for currency, change in ((quote, gained), (fill.fee_currency, -fill.fee)):
+        changes = {quote: gained}
+        changes[fill.fee_currency] = changes.get(fill.fee_currency, ZERO) - fill.fee
+        for currency, change in changes.items():  # one step per fill, fee included
             running[currency] = running.get(currency, ZERO) + change
             peak[currency] = max(peak.get(currency, ZERO), running[currency])
             drawdown[currency] = max(drawdown.get(currency, ZERO), peak[currency] - running[currency])

@@ -197,8 +197,11 @@ def _fit(head: str, lines: list[str], escape: Callable[[str], str], limit: int) 
             continue
         room = limit - len(text) - 1 - len(MORE)
         keep = min(len(line), max(room, 0))
-        while keep > 0 and len(escape(line[:keep])) > room:
-            keep -= max(1, len(escape(line[:keep])) - room)
+        while keep > 0:
+            escaped = len(escape(line[:keep]))
+            if escaped <= room:
+                break
+            keep = min(keep - 1, keep * room // escaped)
         return text + "\n" + escape(line[:keep]) + MORE
     return text
 
