@@ -14,7 +14,7 @@
   ``WEBHOOK_SECRET`` (401 when it does not verify) and records each delivery id.
 
 Controls: :meth:`rate_limit` and :meth:`fail` (the next N requests of a service), ``hold``
-(webhook requests wait, unanswered, until it is set), :meth:`stop`/:meth:`start` (down and back
+(webhook requests wait, unanswered, until it is set; ``hold_after``: once N were accepted), :meth:`stop`/:meth:`start` (down and back
 on the same port). ``received`` holds what was accepted *and answered* (a request whose client
 went away before the answer is not acknowledged, so not received); ``attempts`` every request.
 """
@@ -91,6 +91,7 @@ class FakeReceivers:
                 self.port = s.getsockname()[1]
         self.hold = asyncio.Event()
         self.hold.set()
+        self.hold_after: int | None = None  # webhook deliveries accepted before ``hold`` is cleared by itself
         self._trouble: dict[str, _Trouble] = {}
         self._runner: web.AppRunner | None = None
         self.arrived = asyncio.Event()  # set on every accepted request (tests wait on it)
@@ -236,6 +237,9 @@ class FakeReceivers:
             return self._refused("webhook", web.Response(status=trouble.status, text=trouble.reason,
                                                          headers={"Retry-After": f"{trouble.retry_after:g}"}
                                                          if trouble.retry_after is not None else None))
+        if self.hold_after is not None and len(self.by_service("webhook")) >= self.hold_after:
+            self.hold.clear()
+            self.hold_after = None
         await self.hold.wait()
         if request.transport is None or request.transport.is_closing():
             return web.Response(status=499)  # the sender went away: nothing was acknowledged
