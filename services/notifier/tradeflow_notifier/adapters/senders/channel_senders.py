@@ -1,16 +1,14 @@
 """One entry point for every channel kind: :meth:`ChannelSenders.send` makes one attempt.
 
-A component holding the shared httpx client (connection pooling and keep-alive for every
-HTTP channel). Errors come back as :class:`SendResult` with the channel's secrets scrubbed
-from their text (a Telegram URL holds the bot token). httpx logs each request with its URL at
-INFO, which would log the token: its loggers are set to WARNING while this component runs.
+A component holding the shared aiohttp client session (connection pooling and keep-alive for
+every HTTP channel; aiohttp rather than httpx: measured, ADR 0016). Errors come back as
+:class:`SendResult` with the channel's secrets scrubbed from their text (a Telegram URL holds
+the bot token); aiohttp's client logs no requests.
 """
 
 from __future__ import annotations
 
-import logging
-
-import httpx
+import aiohttp
 
 from tradeflow_notifier.adapters.senders.email import send_email
 from tradeflow_notifier.adapters.senders.http_channels import (
@@ -23,8 +21,6 @@ from tradeflow_notifier.adapters.senders.http_channels import (
 from tradeflow_notifier.domain.channels import ChannelSpec, scrub
 from tradeflow_notifier.domain.retry import SendResult
 
-QUIET_LOGGERS = ("httpx", "httpcore")
-
 
 class ChannelSenders:
     name = "channel-senders"
@@ -32,26 +28,24 @@ class ChannelSenders:
     def __init__(self, timeout_s: float, max_connections: int = 256) -> None:
         self._timeout_s = timeout_s
         self._max_connections = max_connections
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        for logger in QUIET_LOGGERS:
-            logging.getLogger(logger).setLevel(logging.WARNING)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self._timeout_s), headers={"User-Agent": USER_AGENT}, follow_redirects=False,
-            limits=httpx.Limits(max_connections=self._max_connections, max_keepalive_connections=self._max_connections))
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s), headers={"User-Agent": USER_AGENT},
+            connector=aiohttp.TCPConnector(limit=self._max_connections))
 
     async def stop(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            await client.close()
 
     async def send(self, channel: ChannelSpec, *, delivery_id: str, event_kind: str, title: str, body: str) -> SendResult:
         try:
             result = await self._send(channel, delivery_id, event_kind, title, body)
-        except httpx.TimeoutException:
+        except TimeoutError:
             result = SendResult.retry(f"no answer within {self._timeout_s:g}s")
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             result = SendResult.retry(f"{type(exc).__name__}: {exc}")
         if result.error:
             return SendResult(result.outcome, scrub(result.error, channel.secret_values()), result.retry_after_s)
