@@ -95,7 +95,12 @@ async def wait_http(url: str, timeout_s: float) -> None:
 async def receiver_rate(base: str, n: int) -> float:
     """The receiver's own rate: signed POSTs from aiohttp, CONCURRENCY at a time."""
     import aiohttp
-    from tradeflow_notifier.domain.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, signature_header
+    from tradeflow_notifier.domain.signing import (
+        DELIVERY_HEADER,
+        EVENT_HEADER,
+        SIGNATURE_HEADER,
+        signature_header,
+    )
 
     body = json.dumps({"id": "fill:x", "kind": "fill", "text": "x" * 300}).encode()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:

@@ -17,7 +17,13 @@ from tradeflow_notifier.domain.planning import delivery_id
 
 from tests.e2e.service_process import ServiceProcess, free_port
 from tests.fakes.fake_notification_receivers import TELEGRAM_TOKEN, WEBHOOK_SECRET, FakeReceivers
-from tests.integration.notifier_harness import clean_notifier_tables, delivery_rows, publish, topics, wait_until
+from tests.integration.notifier_harness import (
+    clean_notifier_tables,
+    delivery_rows,
+    publish,
+    topics,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 FILLS = 300

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from tradeflow_notifier.domain.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, BadSignature, verify
+from tradeflow_notifier.domain.signing import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    BadSignature,
+    verify,
+)
 
 TELEGRAM_TOKEN = "123456:TEST-telegram-token"
 TELEGRAM_CHAT = "-100777"

@@ -26,7 +26,13 @@ from tradeflow_notifier.settings import NotifierSettings
 
 from tests.fakes.fake_notification_receivers import FakeReceivers
 from tests.fakes.fake_smtp_server import FakeSmtpServer
-from tests.integration.notifier_harness import clean_notifier_tables, delivery_rows, publish, topics, wait_until
+from tests.integration.notifier_harness import (
+    clean_notifier_tables,
+    delivery_rows,
+    publish,
+    topics,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 NOW = time.time_ns()

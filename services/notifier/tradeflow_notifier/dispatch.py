@@ -157,6 +157,8 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            # Cleared before the claim: a wake-up during it (a send done, new deliveries) is kept.
+            self._wakeup.clear()
             try:
                 claimed = await self._claim_once()
             except Exception:  # noqa: BLE001 - the database may be away: try again at the next poll
@@ -164,7 +166,6 @@ class Dispatcher:
                 claimed = 0
             if claimed:
                 continue  # there may be more due: ask again at once
-            self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
             except TimeoutError:

@@ -2,7 +2,9 @@
 
 Every write that takes an event in happens on the caller's connection inside the caller's
 transaction (the intake commits inbox, facts, groups and deliveries together). The dispatcher's
-statements are single round trips over whole batches:
+statements are single round trips over whole batches. Batches go as arrays in binary format
+(psycopg quotes text arrays element by element with a regular expression, which was the notifier's
+largest cost at 1,000 deliveries/s):
 
 - :meth:`claim` leases the due deliveries of each channel, at most that channel's capacity,
   oldest first (``FOR UPDATE SKIP LOCKED``: replicas never claim the same row; a lease that
@@ -83,7 +85,7 @@ class DeliveryStore:
         rows = await (await conn.execute(
             "INSERT INTO notifier_events (event_id, kind) SELECT * FROM unnest(%s::text[], %s::text[]) "
             "ON CONFLICT DO NOTHING RETURNING event_id",
-            ([e[0] for e in events], [e[1] for e in events]))).fetchall()
+            ([e[0] for e in events], [e[1] for e in events]), binary=True)).fetchall()
         return {row[0] for row in rows}
 
     @staticmethod
@@ -98,7 +100,7 @@ class DeliveryStore:
             "traceparent, alert_on_failure) SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], "
             "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::boolean[]) "
             "ON CONFLICT (event_id, channel_id) DO NOTHING",
-            [list(column) for column in columns])
+            [list(column) for column in columns], binary=True)
         return cursor.rowcount
 
     @staticmethod
@@ -164,7 +166,7 @@ class DeliveryStore:
                 "FROM unnest(%s::uuid[], %s::text[], %s::boolean[], %s::float8[], %s::text[]) "
                 "AS v(id, status, attempted, delay, error) WHERE d.id = v.id AND d.status = 'pending'",
                 ([o.delivery_id for o in outcomes], [o.status for o in outcomes], [o.attempted for o in outcomes],
-                 [o.delay_s for o in outcomes], [o.error for o in outcomes]))
+                 [o.delay_s for o in outcomes], [o.error for o in outcomes]), binary=True)
             alerts = [(self._alerts_topic, self._alert_key, o.alert) for o in outcomes if o.alert is not None]
             if alerts:
                 await self._outbox.put_many(conn, alerts)

@@ -25,14 +25,14 @@ class TradingFacts:
                 "price, fee, fee_currency, liquidity, ts_event) SELECT * FROM unnest(%s::text[], %s::text[], "
                 "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[], "
                 "%s::text[], %s::text[], %s::bigint[]) ON CONFLICT (fill_id) DO NOTHING",
-                [list(c) for c in columns])
+                [list(c) for c in columns], binary=True)
         if order_events:
             columns = list(zip(*((e.client_order_id, e.seq, e.status, e.account_id, e.ts_event) for e in order_events),
                                strict=True))
             await conn.execute(
                 "INSERT INTO notifier_order_events (client_order_id, seq, status, account_id, ts_event) "
                 "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::bigint[]) "
-                "ON CONFLICT DO NOTHING", [list(c) for c in columns])
+                "ON CONFLICT DO NOTHING", [list(c) for c in columns], binary=True)
 
     async def active_accounts(self, since_ns: int, until_ns: int) -> list[str]:
         """Accounts with a fill ever (they may hold positions) or an order event in the period."""
