@@ -199,11 +199,15 @@ async def test_a_receiver_down_for_a_while_gets_every_message_once_it_is_back(
     channels = receivers.channels()
     settings = notifier_settings(kafka_bootstrap, database_url, unique_name, names, [channels["webhook"]],
                                  [{"channel": "webhook", "events": ["fill"]}])
-    async with RunningNotifier(settings):
+    async with RunningNotifier(settings) as client:
         await receivers.stop()
         await publish(kafka_bootstrap, [(names["fills"], "alice", fill(n)) for n in range(20)])
         await wait_until(lambda: len(delivery_rows(database_url, "attempts >= 3 AND status = 'pending'")) == 20, 20,
                          "20 deliveries retried at least 3 times while the receiver is down")
+        deadline = time.monotonic() + 10  # the queue-depth gauge is refreshed every 5 s
+        while 'tradeflow_notifier_queue_depth{channel="webhook"} 20.0' not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline, "the queue depth never showed the 20 pending deliveries"
+            await asyncio.sleep(0.5)
         await receivers.start()
         await receivers.wait_for(lambda r: len(r.by_service("webhook")) >= 20)
         await asyncio.sleep(1.0)  # a duplicate would come now
@@ -237,6 +241,19 @@ async def test_rate_limits_are_honoured_and_a_4xx_fails_at_once_with_an_alert_el
     assert "HTTP 404: no_service" in alert.json["text"]
     # Slack was tried once, for the fill: no retry after its 404, and the alert about it went elsewhere.
     assert [status for service, _, status in receivers.attempts if service == "slack"] == [404]
+
+
+async def test_a_channels_rate_limit_spaces_its_messages(kafka_bootstrap, database_url, unique_name, names, receivers):
+    slack = {**receivers.channels()["slack"], "rate_per_minute": 60}  # one a second, bursts of 3
+    settings = notifier_settings(kafka_bootstrap, database_url, unique_name, names, [slack],
+                                 [{"channel": "slack", "events": ["fill"]}])
+    async with RunningNotifier(settings):
+        await publish(kafka_bootstrap, [(names["fills"], "alice", fill(n)) for n in range(5)])
+        await receivers.wait_for(lambda r: len(r.by_service("slack")) == 5, 20)
+    arrived = [m.at for m in receivers.by_service("slack")]
+    assert arrived[2] - arrived[0] < 0.9  # the burst
+    assert arrived[3] - arrived[0] >= 0.9 and arrived[4] - arrived[0] >= 1.9  # then the rate
+    assert [status for service, _, status in receivers.attempts if service == "slack"] == [200] * 5  # no 429 needed
 
 
 async def test_a_storm_of_500_identical_alerts_becomes_a_message_and_a_summary(

@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
 
+from tradeflow_notifier import metrics
 from tradeflow_notifier.adapters.delivery_store import ClaimedDelivery, DeliveryOutcome, DeliveryStore
 from tradeflow_notifier.adapters.senders.channel_senders import ChannelSenders
 from tradeflow_notifier.domain.channels import ChannelSpec
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 WRITE_INTERVAL_S = 0.01
 WRITE_BATCH = 1000
 RETRY_WRITE_S = 1.0
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
 
 class _Lane:
@@ -103,17 +103,10 @@ class Dispatcher:
         self._stopping = False
         self._loop_task: asyncio.Task | None = None
         self._writer_task: asyncio.Task | None = None
-        self._deliveries = telemetry.counter(
-            "tradeflow_notifier_deliveries_total", "Deliveries by channel and outcome "
-            "(queued, delivered, retried, deferred, failed)", ("channel", "outcome"))
-        self._attempts = telemetry.counter(
-            "tradeflow_notifier_delivery_attempts_total", "Send attempts by channel and result "
-            "(delivered, retry, rejected)", ("channel", "result"))
-        self._latency = telemetry.histogram(
-            "tradeflow_notifier_delivery_latency_seconds", "From a delivery's creation to the receiver's acceptance",
-            ("channel",), LATENCY_BUCKETS)
-        self._send_time = telemetry.histogram(
-            "tradeflow_notifier_send_seconds", "Duration of one send attempt", ("channel",), LATENCY_BUCKETS)
+        self._deliveries = metrics.deliveries(telemetry)
+        self._attempts = metrics.attempts(telemetry)
+        self._latency = metrics.delivery_latency(telemetry)
+        self._send_time = metrics.send_time(telemetry)
 
     # --- lifecycle ------------------------------------------------------------------------------
 

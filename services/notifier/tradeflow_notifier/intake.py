@@ -19,6 +19,7 @@ from tradeflow.messages import Alert, Fill, Message, OrderEvent
 from tradeflow.telemetry import Telemetry
 from tradeflow_db import Database
 
+from tradeflow_notifier import metrics
 from tradeflow_notifier.adapters.delivery_store import DeliveryStore
 from tradeflow_notifier.adapters.trading_facts import TradingFacts
 from tradeflow_notifier.domain.events import Notification, UnrenderableEvent, notification_from_message
@@ -58,12 +59,8 @@ class Intake:
         self._window_s = group_window_s
         self._window_ns = int(group_window_s * NS_PER_S)
         self._on_deliveries = on_deliveries
-        self._events = telemetry.counter(
-            "tradeflow_notifier_events_total", "Events taken in, by kind and outcome "
-            "(routed, unrouted, grouped, duplicate, dead_lettered)", ("kind", "outcome"))
-        self._queued = telemetry.counter(
-            "tradeflow_notifier_deliveries_total", "Deliveries by channel and outcome "
-            "(queued, delivered, retried, deferred, failed)", ("channel", "outcome"))
+        self._events = metrics.events(telemetry)
+        self._queued = metrics.deliveries(telemetry)
 
     async def accept(self, batch: Sequence[Incoming]) -> IntakeResult:
         result = IntakeResult()

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from tradeflow.telemetry import Telemetry
 
+from tradeflow_notifier import metrics
 from tradeflow_notifier.adapters.delivery_store import DeliveryStore
 from tradeflow_notifier.intake import Intake
 
@@ -30,7 +31,7 @@ class Upkeep:
         self._store = store
         self._channel_ids = channel_ids
         self._retention_days = retention_days
-        self._depth = telemetry.gauge("tradeflow_notifier_queue_depth", "Pending deliveries per channel", ("channel",))
+        self._depth = metrics.queue_depth(telemetry)
         self._depth_series: set[str] = set()
         self._tasks: list[asyncio.Task] = []
 
