@@ -3,8 +3,8 @@
 Every write that takes an event in happens on the caller's connection inside the caller's
 transaction (the intake commits inbox, facts, groups and deliveries together). The dispatcher's
 statements are single round trips over whole batches. Batches go as arrays in binary format
-(psycopg quotes text arrays element by element with a regular expression, which was the notifier's
-largest cost at 1,000 deliveries/s):
+(``%b``: psycopg quotes text arrays element by element with a regular expression, which was the
+notifier's largest cost at 1,000 deliveries/s):
 
 - :meth:`claim` leases the due deliveries of each channel, at most that channel's capacity,
   oldest first (``FOR UPDATE SKIP LOCKED``: replicas never claim the same row; a lease that
@@ -83,9 +83,9 @@ class DeliveryStore:
         if not events:
             return set()
         rows = await (await conn.execute(
-            "INSERT INTO notifier_events (event_id, kind) SELECT * FROM unnest(%s::text[], %s::text[]) "
+            "INSERT INTO notifier_events (event_id, kind) SELECT * FROM unnest(%b::text[], %b::text[]) "
             "ON CONFLICT DO NOTHING RETURNING event_id",
-            ([e[0] for e in events], [e[1] for e in events]), binary=True)).fetchall()
+            ([e[0] for e in events], [e[1] for e in events]))).fetchall()
         return {row[0] for row in rows}
 
     @staticmethod
@@ -97,10 +97,10 @@ class DeliveryStore:
                                d.ts_event, d.traceparent, d.alert_on_failure) for d in deliveries), strict=True))
         cursor = await conn.execute(
             "INSERT INTO notifier_deliveries (id, event_id, event_kind, event_type, channel_id, title, body, ts_event, "
-            "traceparent, alert_on_failure) SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::boolean[]) "
+            "traceparent, alert_on_failure) SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], "
+            "%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::boolean[]) "
             "ON CONFLICT (event_id, channel_id) DO NOTHING",
-            [list(column) for column in columns], binary=True)
+            [list(column) for column in columns])
         return cursor.rowcount
 
     @staticmethod
@@ -141,7 +141,7 @@ class DeliveryStore:
         async with self._database.connection() as conn:
             rows = await (await conn.execute(
                 f"UPDATE notifier_deliveries d SET lease_until = now() + make_interval(secs => %s) "
-                f"FROM (SELECT picked.id FROM unnest(%s::text[], %s::int[]) AS c(channel_id, cap) "
+                f"FROM (SELECT picked.id FROM unnest(%b::text[], %b::int[]) AS c(channel_id, cap) "
                 f"      CROSS JOIN LATERAL (SELECT p.id FROM notifier_deliveries p "
                 f"          WHERE p.channel_id = c.channel_id AND p.status = 'pending' AND p.next_attempt_at <= now() "
                 f"            AND (p.lease_until IS NULL OR p.lease_until < now()) "
@@ -163,10 +163,10 @@ class DeliveryStore:
                 "last_error = COALESCE(v.error, d.last_error), lease_until = NULL, "
                 "delivered_at = CASE WHEN v.status = 'delivered' THEN now() ELSE d.delivered_at END, "
                 "updated_at = now() "
-                "FROM unnest(%s::uuid[], %s::text[], %s::boolean[], %s::float8[], %s::text[]) "
+                "FROM unnest(%b::uuid[], %b::text[], %b::boolean[], %b::float8[], %b::text[]) "
                 "AS v(id, status, attempted, delay, error) WHERE d.id = v.id AND d.status = 'pending'",
                 ([o.delivery_id for o in outcomes], [o.status for o in outcomes], [o.attempted for o in outcomes],
-                 [o.delay_s for o in outcomes], [o.error for o in outcomes]), binary=True)
+                 [o.delay_s for o in outcomes], [o.error for o in outcomes]))
             alerts = [(self._alerts_topic, self._alert_key, o.alert) for o in outcomes if o.alert is not None]
             if alerts:
                 await self._outbox.put_many(conn, alerts)
@@ -175,7 +175,7 @@ class DeliveryStore:
         """Give leased deliveries back unsent (at shutdown), so they are claimable at once."""
         if delivery_ids:
             async with self._database.connection() as conn:
-                await conn.execute("UPDATE notifier_deliveries SET lease_until = NULL WHERE id = ANY(%s::uuid[]) "
+                await conn.execute("UPDATE notifier_deliveries SET lease_until = NULL WHERE id = ANY(%b::uuid[]) "
                                    "AND status = 'pending'", (list(delivery_ids),))
 
     # --- reading and upkeep -------------------------------------------------------------------

@@ -22,17 +22,17 @@ class TradingFacts:
                                   f.price, f.fee, f.fee_currency, f.liquidity, f.ts_event) for f in fills), strict=True))
             await conn.execute(
                 "INSERT INTO notifier_fills (fill_id, account_id, client_order_id, exchange, symbol, side, quantity, "
-                "price, fee, fee_currency, liquidity, ts_event) SELECT * FROM unnest(%s::text[], %s::text[], "
-                "%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[], "
-                "%s::text[], %s::text[], %s::bigint[]) ON CONFLICT (fill_id) DO NOTHING",
-                [list(c) for c in columns], binary=True)
+                "price, fee, fee_currency, liquidity, ts_event) SELECT * FROM unnest(%b::text[], %b::text[], "
+                "%b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[], "
+                "%b::text[], %b::text[], %b::bigint[]) ON CONFLICT (fill_id) DO NOTHING",
+                [list(c) for c in columns])
         if order_events:
             columns = list(zip(*((e.client_order_id, e.seq, e.status, e.account_id, e.ts_event) for e in order_events),
                                strict=True))
             await conn.execute(
                 "INSERT INTO notifier_order_events (client_order_id, seq, status, account_id, ts_event) "
-                "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::bigint[]) "
-                "ON CONFLICT DO NOTHING", [list(c) for c in columns], binary=True)
+                "SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::bigint[]) "
+                "ON CONFLICT DO NOTHING", [list(c) for c in columns])
 
     async def active_accounts(self, since_ns: int, until_ns: int) -> list[str]:
         """Accounts with a fill ever (they may hold positions) or an order event in the period."""
