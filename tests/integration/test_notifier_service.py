@@ -97,7 +97,7 @@ def fill(n: int, account: str = "alice", **overrides) -> Fill:
     return Fill(**values)
 
 
-async def read_dlq(bootstrap: str, topic: str, expected: int, timeout_s: float = 15) -> list:
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 15) -> list:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -179,7 +179,7 @@ async def test_each_event_kind_reaches_its_routes_with_the_right_text(
     (mail,) = smtp.messages
     assert mail["Subject"] == "[CRITICAL] ingest: feed_breaker_open" and smtp.tls_used == [True]
 
-    (dead,) = await read_dlq(kafka_bootstrap, names["fills"] + ".dlq", 1)
+    (dead,) = await read_topic(kafka_bootstrap, names["fills"] + ".dlq", 1)
     assert header_value(dead.headers, HEADER_ERROR_REASON).startswith("unrenderable: fill f-2: price is NaN")
     assert len(delivered.json()) == 11 and {d["status"] for d in delivered.json()} == {"delivered"}
     assert 'tradeflow_notifier_deliveries_total{channel="webhook",outcome="delivered"} 6.0' in metrics
@@ -241,6 +241,26 @@ async def test_rate_limits_are_honoured_and_a_4xx_fails_at_once_with_an_alert_el
     assert "HTTP 404: no_service" in alert.json["text"]
     # Slack was tried once, for the fill: no retry after its 404, and the alert about it went elsewhere.
     assert [status for service, _, status in receivers.attempts if service == "slack"] == [404]
+
+
+async def test_a_failed_alert_about_a_failed_delivery_raises_no_further_alert(
+        kafka_bootstrap, database_url, unique_name, names, receivers):
+    channels = receivers.channels()
+    broken_slack = {**channels["slack"], "url": receivers.base + "/services/T/B/revoked"}
+    settings = notifier_settings(kafka_bootstrap, database_url, unique_name, names, [broken_slack, channels["webhook"]],
+                                 [{"channel": "slack", "events": ["fill", "alert"]},
+                                  {"channel": "webhook", "events": ["alert"]}])
+    receivers.fail("webhook", 10, 400, "malformed")
+    async with RunningNotifier(settings):
+        await publish(kafka_bootstrap, [(names["fills"], "alice", fill(1))])
+        await wait_until(lambda: len(delivery_rows(database_url, "status = 'failed'")) == 2, 20,
+                         "the fill's delivery to slack and the alert's to the webhook failed")
+        await asyncio.sleep(1.5)  # a further alert would be relayed, consumed and delivered by now
+    failed = delivery_rows(database_url)
+    assert [(row[1].split(":")[0], row[2], row[3], row[5]) for row in failed] == [
+        ("fill", "slack", "failed", "HTTP 404: no_service"), ("alert", "webhook", "failed", "HTTP 400: malformed")]
+    alerts = await read_topic(kafka_bootstrap, names["alerts"], 1)  # exactly one alert on the topic
+    assert len(alerts) == 1
 
 
 async def test_a_channels_rate_limit_spaces_its_messages(kafka_bootstrap, database_url, unique_name, names, receivers):
