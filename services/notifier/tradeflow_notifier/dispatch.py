@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 WRITE_INTERVAL_S = 0.01
 WRITE_BATCH = 1000
 RETRY_WRITE_S = 1.0
+FAILURE_LOG_INTERVAL_S = 60.0
 
 
 class _Lane:
@@ -149,13 +150,16 @@ class Dispatcher:
         return lane
 
     async def _claim_loop(self) -> None:
+        logged_at = -FAILURE_LOG_INTERVAL_S
         while not self._stopping:
             # Cleared before the claim: a wake-up during it (a send done, new deliveries) is kept.
             self._wakeup.clear()
             try:
                 claimed = await self._claim_once()
             except Exception:  # noqa: BLE001 - the database may be away: try again at the next poll
-                log.exception("claiming deliveries failed; retrying in %.1fs", self._poll_interval_s)
+                if time.monotonic() - logged_at >= FAILURE_LOG_INTERVAL_S:  # an outage: one line a minute
+                    logged_at = time.monotonic()
+                    log.exception("claiming deliveries failed; retrying every %.1fs", self._poll_interval_s)
                 claimed = 0
             if claimed:
                 continue  # there may be more due: ask again at once

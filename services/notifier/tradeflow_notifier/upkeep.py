@@ -20,6 +20,7 @@ QUEUE_DEPTH_S = 5.0
 ORPHANS_S = 60.0
 ORPHAN_GRACE_S = 600.0  # a channel removed from one replica's environment may live on in another's for a rollout
 PURGE_S = 3600.0
+FAILURE_LOG_INTERVAL_S = 60.0
 
 
 class Upkeep:
@@ -51,11 +52,20 @@ class Upkeep:
         self._tasks = []
 
     async def _every(self, name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
+        failing_since: float | None = None
+        logged_at = 0.0
         while True:
             try:
                 await job()
+                if failing_since is not None:
+                    log.info("%s works again after %.0fs", name, time.monotonic() - failing_since)
+                failing_since = None
             except Exception:  # noqa: BLE001 - the database may be away; the next round tries again
-                log.exception("%s failed; next try in %.1fs", name, interval_s)
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - logged_at >= FAILURE_LOG_INTERVAL_S:  # a database outage: one line a minute
+                    logged_at = now
+                    log.exception("%s failing for %.0fs; retrying every %.1fs", name, now - failing_since, interval_s)
             await asyncio.sleep(interval_s)
 
     async def update_queue_depth(self) -> None:
