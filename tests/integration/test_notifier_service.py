@@ -217,6 +217,24 @@ async def test_a_receiver_down_for_a_while_gets_every_message_once_it_is_back(
     assert {row[3] for row in delivery_rows(database_url)} == {"delivered"}
 
 
+async def test_two_replicas_share_the_deliveries_and_send_each_once(
+        kafka_bootstrap, database_url, unique_name, names, receivers):
+    channels = receivers.channels()
+    settings = notifier_settings(kafka_bootstrap, database_url, unique_name, names, [channels["webhook"]],
+                                 [{"channel": "webhook", "events": ["fill"]}], notifier_webhook_concurrency=4)
+    first, second = RunningNotifier(settings), RunningNotifier(settings)
+    async with first as first_client, second as second_client:
+        await publish(kafka_bootstrap, [(names["fills"], f"acct-{n % 6}", fill(n, account=f"acct-{n % 6}"))
+                                        for n in range(200)])
+        await receivers.wait_for(lambda r: len(r.delivery_counts()) == 200, 30)
+        await asyncio.sleep(1.0)
+        sent = [sum(float(line.rsplit(" ", 1)[1]) for line in (await client.get("/metrics")).text.splitlines()
+                    if line.startswith('tradeflow_notifier_delivery_attempts_total{channel="webhook"'))
+                for client in (first_client, second_client)]
+    assert set(receivers.delivery_counts().values()) == {1}  # claimed by one replica at a time: sent once
+    assert sum(sent) == 200 and min(sent) > 0, sent  # both replicas sent
+
+
 async def test_rate_limits_are_honoured_and_a_4xx_fails_at_once_with_an_alert_elsewhere(
         kafka_bootstrap, database_url, unique_name, names, receivers):
     channels = receivers.channels()
