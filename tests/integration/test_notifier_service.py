@@ -261,22 +261,22 @@ async def test_rate_limits_are_honoured_and_a_4xx_fails_at_once_with_an_alert_el
     assert [status for service, _, status in receivers.attempts if service == "slack"] == [404]
 
 
-async def test_a_failed_alert_about_a_failed_delivery_raises_no_further_alert(
+async def test_a_delivery_fails_after_its_last_attempt_and_its_alert_failing_raises_no_further_alert(
         kafka_bootstrap, database_url, unique_name, names, receivers):
     channels = receivers.channels()
     broken_slack = {**channels["slack"], "url": receivers.base + "/services/T/B/revoked"}
     settings = notifier_settings(kafka_bootstrap, database_url, unique_name, names, [broken_slack, channels["webhook"]],
                                  [{"channel": "slack", "events": ["fill", "alert"]},
-                                  {"channel": "webhook", "events": ["alert"]}])
-    receivers.fail("webhook", 10, 400, "malformed")
+                                  {"channel": "webhook", "events": ["alert"]}], notifier_max_attempts=3)
+    receivers.fail("webhook", 10, 503, "unavailable")  # retried, and failed after the last attempt
     async with RunningNotifier(settings):
         await publish(kafka_bootstrap, [(names["fills"], "alice", fill(1))])
         await wait_until(lambda: len(delivery_rows(database_url, "status = 'failed'")) == 2, 20,
                          "the fill's delivery to slack and the alert's to the webhook failed")
         await asyncio.sleep(1.5)  # a further alert would be relayed, consumed and delivered by now
     failed = delivery_rows(database_url)
-    assert [(row[1].split(":")[0], row[2], row[3], row[5]) for row in failed] == [
-        ("fill", "slack", "failed", "HTTP 404: no_service"), ("alert", "webhook", "failed", "HTTP 400: malformed")]
+    assert [(row[1].split(":")[0], row[2], row[3], row[4], row[5]) for row in failed] == [
+        ("fill", "slack", "failed", 1, "HTTP 404: no_service"), ("alert", "webhook", "failed", 3, "HTTP 503: unavailable")]
     alerts = await read_topic(kafka_bootstrap, names["alerts"], 2, timeout_s=3)  # waits for a second one: none
     assert len(alerts) == 1
 
