@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from tradeflow.settings import ServiceSettings, environment_variables, load_settings
-from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, TopicSpec
+from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "k8s"
@@ -34,10 +34,14 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 KUBERNETES_VERSION = "1.33.0"
 
 # shared/design.md: the default REST port of each service.
-DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002}
+DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "notifier": 8006}
 # The topic each service consumes through a consumer group (bounds its replicas).
 # The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
-CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS}
+# The notifier reads four topics in one group; ops.alerts.v1 has the fewest partitions (3).
+CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS,
+                                               "notifier": OPS_ALERTS}
+# Services with tables: they migrate (initContainer, compose's migrate job) before they start.
+SERVICES_WITH_TABLES = ("candle-builder", "notifier")
 DATABASE_SECRET = ("tradeflow-db", "database-url")
 API_KEYS_SECRET = ("tradeflow-api-keys", "api-keys")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"
@@ -310,12 +314,22 @@ def test_api_keys_come_from_their_secret(service: str) -> None:
     assert not secret_ref.get("optional", False)
 
 
-def test_candle_builder_migrates_before_it_starts() -> None:
-    spec = pod_spec("candle-builder")
+@pytest.mark.parametrize("service", SERVICES_WITH_TABLES)
+def test_services_with_tables_migrate_before_they_start(service: str) -> None:
+    spec = pod_spec(service)
     (init,) = spec["initContainers"]
     assert init["command"] == ["tradeflow", "db", "upgrade"]
     assert init["image"].rpartition(":")[0] == "tradeflow/tools"
-    assert init["image"].rpartition(":")[2] == main_container("candle-builder")["image"].rpartition(":")[2]
+    assert init["image"].rpartition(":")[2] == main_container(service)["image"].rpartition(":")[2]
+
+
+def test_notifier_secrets_come_from_a_secret_only() -> None:
+    env = {e["name"]: e for e in main_container("notifier")["env"]}
+    for name, key in (("TRADEFLOW_NOTIFIER_CHANNELS", "channels.json"), ("TRADEFLOW_NOTIFIER_ROUTES", "routes.json"),
+                      ("TRADEFLOW_NOTIFIER_SECRET_KEY", "secret-key")):
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        assert (reference["name"], reference["key"]) == ("tradeflow-notifier", key)
+        assert "value" not in env[name]
 
 
 def test_no_secret_values_are_committed() -> None:
@@ -445,7 +459,7 @@ def test_the_database_image_is_a_named_pairing_that_runs_background_jobs() -> No
 
 def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None:
     services = compose()["services"]
-    assert {"kafka", "timescaledb", "migrate", "topics", "ingest", "candle-builder"} <= services.keys()
+    assert {"kafka", "timescaledb", "migrate", "topics", "ingest", "candle-builder", "notifier"} <= services.keys()
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
@@ -460,7 +474,8 @@ def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None
             assert condition["condition"] == expected, f"{name} -> {dependency}"
             if expected == "service_healthy":
                 assert "test" in services[dependency]["healthcheck"], dependency
-    assert services["candle-builder"]["depends_on"].keys() >= {"migrate", "topics", "kafka", "timescaledb"}
+    for service in SERVICES_WITH_TABLES:
+        assert services[service]["depends_on"].keys() >= {"migrate", "topics", "kafka", "timescaledb"}
     assert services["ingest"]["depends_on"].keys() >= {"topics", "kafka"}
     assert services["migrate"]["entrypoint"] + services["migrate"]["command"] == ["tradeflow", "db", "upgrade"]
     compile(services["topics"]["command"][0], "compose topics command", "exec")

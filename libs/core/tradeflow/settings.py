@@ -173,7 +173,7 @@ class ServiceSettings(CommonSettings):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        own = service_fields(cls) - cls.per_service_fields
+        own = service_fields(cls) - per_service_fields(cls)
         if own and not cls.service_name:
             raise TypeError(f"{cls.__name__} declares settings ({', '.join(sorted(own))}) but no service_name: "
                             "set service_name so they are read as TRADEFLOW_<SERVICE>_<FIELD> (ADR 0014)")
@@ -287,7 +287,17 @@ def service_fields(settings_type: type[BaseSettings]) -> frozenset[str]:
     for base in settings_type.__mro__[1:]:
         if issubclass(base, BaseModel) and (base is ServiceSettings or not issubclass(base, ServiceSettings)):
             shared |= set(base.model_fields)
-    return frozenset(set(settings_type.model_fields) - shared) | settings_type.per_service_fields
+    return frozenset(set(settings_type.model_fields) - shared) | per_service_fields(settings_type)
+
+
+def per_service_fields(settings_type: type) -> frozenset[str]:
+    """Fields a shared base declares but every service reads under its own prefix: the union of
+    the ``per_service_fields`` of its bases (ServiceSettings: ``consumer_group``; a mixin such as
+    tradeflow_db's DatabasePoolSettings: ``db_pool_size``)."""
+    fields: set[str] = set()
+    for base in settings_type.__mro__:
+        fields |= base.__dict__.get("per_service_fields", frozenset())
+    return frozenset(fields) & set(getattr(settings_type, "model_fields", ()))
 
 
 def environment_variable(settings_type: type[BaseSettings], field_name: str) -> str:

@@ -39,6 +39,7 @@ from tradeflow_candle_builder.timescaledb_jobs import TimescaleJobMonitor
 
 SERVICE_NAME = "candle-builder"
 DEFAULT_PORT = 8002
+DB_POOL_SIZE = 4  # the writer, the API and recovery reads
 
 
 def topic_specs(settings: CandleBuilderSettings) -> tuple[TopicSpec, TopicSpec]:
@@ -68,7 +69,7 @@ def create_stream(settings: CandleBuilderSettings, telemetry: Telemetry) -> tupl
 def create_app(settings: CandleBuilderSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     ticks_spec, candles_spec = topic_specs(settings)
-    store = CandleStore(settings.libpq_url, max_connections=settings.db_pool_size)
+    store = CandleStore(settings.libpq_url, max_connections=settings.pool_size(DB_POOL_SIZE))
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
     dead_letters = DeadLetters(producer, telemetry)
     instruments = InstrumentStore(store)

@@ -8,12 +8,13 @@ from typing import ClassVar
 from pydantic import Field, field_validator, model_validator
 from tradeflow.settings import ServiceSettings, environment_variable
 from tradeflow.topics import MD_CANDLES, MD_TICKS
+from tradeflow_db.settings import DatabasePoolSettings
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 DEFAULT_TICK_COMPRESS_AFTER_DAYS = 7
 
 
-class CandleBuilderSettings(ServiceSettings):
+class CandleBuilderSettings(ServiceSettings, DatabasePoolSettings):
     """Settings of the candle-builder service, read from ``TRADEFLOW_CANDLE_BUILDER_<FIELD>``
     (its consumer group too: ``TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP``, default candle-builder)."""
 
@@ -38,7 +39,6 @@ class CandleBuilderSettings(ServiceSettings):
     db_queue_batches: int = Field(
         default=8, ge=1, le=1_000,
         description="consumed batches waiting for the database writer before consuming pauses (backpressure)")
-    db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (writer + API + recovery)")
     tick_retention_days: int = Field(
         default=30, ge=1, le=36_500, description="raw ticks older than this are dropped; candles are kept forever")
     tick_compress_after_days: int = Field(

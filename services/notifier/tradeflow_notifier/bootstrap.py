@@ -1,0 +1,89 @@
+"""Wiring of the notifier: settings -> components -> FastAPI app (``tradeflow run notifier``)."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI
+from tradeflow.admin import TopicsExist
+from tradeflow.bus import DeadLetters, Producer
+from tradeflow.service import (
+    ReadinessCheck,
+    ServiceDefinition,
+    broker_check,
+    consumer_check,
+    create_service_app,
+)
+from tradeflow.telemetry import Telemetry
+from tradeflow_db import Database
+from tradeflow_db.outbox import Outbox, OutboxRelay
+
+from tradeflow_notifier.adapters.channel_store import ChannelStore
+from tradeflow_notifier.adapters.delivery_store import DeliveryStore
+from tradeflow_notifier.adapters.event_consumer import consumed_topics, create_event_consumer
+from tradeflow_notifier.adapters.secret_box import SecretBox
+from tradeflow_notifier.adapters.senders.channel_senders import ChannelSenders
+from tradeflow_notifier.adapters.trading_facts import TradingFacts
+from tradeflow_notifier.api import create_notifier_router
+from tradeflow_notifier.channel_registry import ChannelRegistry
+from tradeflow_notifier.channel_test import ChannelTester
+from tradeflow_notifier.dispatch import Dispatcher
+from tradeflow_notifier.intake import Intake
+from tradeflow_notifier.reporting import DailyReports
+from tradeflow_notifier.settings import NotifierSettings
+from tradeflow_notifier.upkeep import Upkeep
+
+SERVICE_NAME = "notifier"
+DEFAULT_PORT = 8006
+DB_POOL_SIZE = 6  # intake, dispatcher, relay, API
+REQUIRED_REVISION = "notifier_0001"  # the newest of this service's migrations
+OUTBOX_TABLE = "notifier_outbox"
+
+
+def create_app(settings: NotifierSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
+                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    producer = Producer(settings, telemetry, client_id=client_id)
+    dead_letters = DeadLetters(producer, telemetry)
+    outbox = Outbox(OUTBOX_TABLE)
+    registry = ChannelRegistry(ChannelStore(database, SecretBox(settings.fernet_keys())), settings.channels,
+                               settings.routes, settings.config_refresh_s)
+    deliveries = DeliveryStore(database, outbox, settings.alerts_topic, SERVICE_NAME)
+    facts = TradingFacts(database)
+    senders = ChannelSenders(settings.send_timeout_s)
+    dispatcher = Dispatcher(
+        deliveries, registry.channel, lambda: list(registry.routing.channels), senders, telemetry,
+        policy=settings.retry_policy, lease_s=settings.lease_s,
+        poll_interval_s=settings.poll_interval_s,
+        webhook_concurrency=settings.webhook_concurrency, own_service=SERVICE_NAME)
+    intake = Intake(database, deliveries, facts, lambda: registry.routing, telemetry, own_service=SERVICE_NAME,
+                    group_window_s=settings.group_window_s, on_deliveries=dispatcher.wake)
+    consumer = create_event_consumer(settings, telemetry, intake, dead_letters, client_id)
+    components: list = [
+        TopicsExist(settings, consumed_topics(settings)), database, producer, registry, senders,
+        OutboxRelay(database, outbox, producer, telemetry), dispatcher,
+        Upkeep(intake, deliveries, registry.known_ids, telemetry, retention_days=settings.retention_days),
+    ]
+    if settings.report_at is not None:
+        components.append(DailyReports(facts, intake, settings.report_at, ZoneInfo(settings.report_timezone)))
+    components.append(consumer)  # last: events are taken in only once everything that handles them runs
+    return create_service_app(
+        SERVICE_NAME, settings, telemetry,
+        # Stopped in reverse: the consumer commits and leaves first; the dispatcher finishes the
+        # attempts in flight and writes their outcomes; the relay publishes pending alerts.
+        components=components,
+        routers=[create_notifier_router(registry, deliveries, ChannelTester(senders))],
+        readiness_checks=[
+            broker_check(producer),
+            ReadinessCheck("database", database.ping),
+            consumer_check(consumer),
+        ],
+        description="Orders, fills, risk events and alerts to Telegram, Discord, Slack, email and signed webhooks.",
+    )
+
+
+SERVICE = ServiceDefinition(
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=NotifierSettings, create_app=create_app
+)

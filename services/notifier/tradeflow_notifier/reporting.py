@@ -1,0 +1,83 @@
+"""The daily report per account, at ``TRADEFLOW_NOTIFIER_REPORT_TIME`` in its time zone.
+
+At start the latest period that has ended is reported (if it was not already: a restart after
+the report time catches up, once), then each period when it ends. Accounts reported are those
+with fills (they may hold positions) or order events in the period; an account with nothing
+to say (no fills, no orders, nothing open) gets no message. The report's event id is
+``report:<account>:<period end>``, so several replicas, or a restart, send it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
+
+from tradeflow_notifier.adapters.trading_facts import TradingFacts
+from tradeflow_notifier.domain.daily_report import daily_report
+from tradeflow_notifier.domain.events import Notification
+from tradeflow_notifier.domain.report_schedule import last_period_end, next_period_end, period_start
+from tradeflow_notifier.intake import Intake
+
+log = logging.getLogger(__name__)
+MAX_SLEEP_S = 60.0  # wake at least this often: clock changes and suspends do not delay a report long
+RETRY_S = 30.0
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000_000
+
+
+class DailyReports:
+    name = "daily-reports"
+
+    def __init__(self, facts: TradingFacts, intake: Intake, at: time, zone: ZoneInfo,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._facts = facts
+        self._intake = intake
+        self._at = at
+        self._zone = zone
+        self._clock = clock
+        self._task: asyncio.Task | None = None
+        self._reported_until: datetime | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            end = last_period_end(self._clock(), self._at, self._zone)
+            if self._reported_until != end:
+                try:
+                    await self.send_reports(end)
+                    self._reported_until = end
+                except Exception:  # noqa: BLE001 - the database may be away: try again soon
+                    log.exception("daily reports for the period ending %s failed; retrying", end.isoformat())
+                    await asyncio.sleep(RETRY_S)
+                    continue
+            wait_s = (next_period_end(self._clock(), self._at, self._zone) - self._clock()).total_seconds()
+            await asyncio.sleep(min(MAX_SLEEP_S, max(0.05, wait_s)))
+
+    async def send_reports(self, end: datetime) -> int:
+        """The reports of the period ending at ``end`` (UTC); the number of deliveries stored."""
+        start_ns, end_ns = _ns(period_start(end, self._at, self._zone)), _ns(end)
+        stored = 0
+        for account_id in await self._facts.active_accounts(start_ns, end_ns):
+            report = daily_report(account_id, await self._facts.fills(account_id, end_ns),
+                                  await self._facts.order_events(account_id, start_ns, end_ns), start_ns, end_ns)
+            if report.is_empty:
+                continue
+            notification = Notification(f"report:{account_id}:{end.isoformat()}", "report", "daily", "info", end_ns,
+                                        account_id, payload=report)
+            stored += await self._intake.accept_notification(notification)
+        if stored:
+            log.info("daily reports of the period ending %s: %d deliveries", end.isoformat(), stored)
+        return stored
