@@ -10,4 +10,7 @@ compute exactly the same orders, fills, positions and P&L.
 - :mod:`.fees`: maker/taker fee schedules
 - :mod:`.fills`: the fill rule of paper trading and backtests (price, slippage, quantity, fee)
 - :mod:`.accounts`: accounts from ``TRADEFLOW_ACCOUNTS``
+- :mod:`.sizing`: position sizing of entries (fixed amount, fractions of cash or equity,
+  volatility target, capped Kelly)
+- :mod:`.volatility`: ATR, standard deviation of returns, correlation of returns
 """

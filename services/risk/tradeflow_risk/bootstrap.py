@@ -1,0 +1,126 @@
+"""Wiring of the risk service: settings -> components -> FastAPI app (``tradeflow run risk``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from tradeflow.admin import TopicsExist
+from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.service import (
+    ReadinessCheck,
+    ServiceDefinition,
+    broker_check,
+    consumer_check,
+    create_service_app,
+    named_check,
+)
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import (
+    EXEC_FILLS,
+    EXEC_ORDERS,
+    MD_CANDLES,
+    MD_TICKS,
+    RISK_EVENTS,
+    RISK_ORDERS,
+    STRATEGY_SIGNALS,
+    TopicSpec,
+)
+from tradeflow_db import Database
+from tradeflow_db.outbox import Outbox, OutboxRelay
+
+from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
+from tradeflow_risk.adapters.instrument_calendars import InstrumentCalendars
+from tradeflow_risk.adapters.store import OUTBOX_TABLE, REQUIRED_REVISION, RiskStore
+from tradeflow_risk.adapters.topic_dispatch import MarketDataDispatch, MarketStateSaver, TradingDispatch
+from tradeflow_risk.api import create_risk_router
+from tradeflow_risk.domain.market import MarketData
+from tradeflow_risk.domain.profiles import Profiles
+from tradeflow_risk.service import RiskService, Topics
+from tradeflow_risk.settings import RiskSettings
+
+SERVICE_NAME = "risk"
+DEFAULT_PORT = 8004
+
+
+def named(spec: TopicSpec, name: str) -> TopicSpec:
+    """The design's topic spec under its configured name (tests use their own topics)."""
+    return dataclasses.replace(spec, name=name)
+
+
+def check(name: str, probe: Callable[[], Awaitable[tuple[bool, str]]]) -> ReadinessCheck:
+    """``probe`` as the readiness check ``name``."""
+
+    async def run() -> tuple[bool, str]:
+        return await probe()
+
+    return named_check(name, run)
+
+
+def create_app(settings: RiskSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    signals, exec_orders, exec_fills = (named(STRATEGY_SIGNALS, settings.risk_signals_topic),
+                                        named(EXEC_ORDERS, settings.risk_exec_orders_topic),
+                                        named(EXEC_FILLS, settings.risk_exec_fills_topic))
+    candles, ticks = named(MD_CANDLES, settings.risk_candles_topic), named(MD_TICKS, settings.risk_ticks_topic)
+    orders, events = named(RISK_ORDERS, settings.risk_orders_topic), named(RISK_EVENTS, settings.risk_events_topic)
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+
+    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
+                        max_connections=settings.risk_db_pool_size)
+    outbox = Outbox(OUTBOX_TABLE)
+    store = RiskStore(database, outbox)
+    producer = Producer(settings, telemetry, client_id=client_id)
+    relay = OutboxRelay(database, outbox, producer, telemetry)
+    dead_letters = DeadLetters(producer, telemetry)
+    markets = ExchangeMarkets(settings.exchanges, {account.exchange for account in settings.accounts})
+    calendars = InstrumentCalendars(settings.risk_instruments_url, settings.risk_instruments_refresh_s)
+    market = MarketData(settings.risk_market_timeframe, settings.risk_volatility_period, settings.risk_correlation_window)
+    service = RiskService(accounts=settings.accounts,
+                          profiles=Profiles(settings.risk_account_profiles, settings.risk_strategy_profiles),
+                          store=store, market=market, markets=markets, calendars=calendars,
+                          topics=Topics(orders=orders.name, events=events.name), telemetry=telemetry)
+    trading = TradingDispatch(service, signals_topic=signals.name, orders_topic=exec_orders.name,
+                              fills_topic=exec_fills.name)
+    market_data = MarketDataDispatch(service, telemetry, candles_topic=candles.name, ticks_topic=ticks.name)
+    saver = MarketStateSaver(service, market_data, settings.risk_market_state_flush_s)
+    trading_consumer = Consumer(
+        settings, telemetry, topics=[signals, exec_orders, exec_fills], group_id=settings.risk_consumer_group,
+        handler=trading.handle, dead_letters=dead_letters, max_batch=settings.risk_consumer_max_batch,
+        committable_offsets=trading.committable_offsets, on_revoked=trading.on_revoked, client_id=client_id,
+        fetch_max_wait_ms=settings.risk_fetch_max_wait_ms)
+    # Every replica reads all market data (marks and stops of any account it may decide for);
+    # a new group starts at the newest records: the marks of before are in the database.
+    market_consumer = Consumer(
+        settings, telemetry, topics=[candles, ticks],
+        group_id=settings.market_data_group(settings.instance_id or socket.gethostname()),
+        handler=market_data.handle, dead_letters=dead_letters, max_batch=settings.risk_consumer_max_batch,
+        committable_offsets=market_data.committable_offsets, on_revoked=market_data.on_revoked,
+        auto_offset_reset="latest", client_id=f"{client_id}-md", fetch_max_wait_ms=settings.risk_fetch_max_wait_ms)
+
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        # Started in order, stopped in reverse: the consumers leave first, the saver stores the
+        # market state, the relay publishes what is committed, then the producer and the pool close.
+        components=[TopicsExist(settings, [signals, exec_orders, exec_fills, candles, ticks, orders, events]),
+                    database, calendars, markets, service, producer, relay, saver, trading_consumer, market_consumer],
+        routers=[create_risk_router(service)],
+        readiness_checks=[
+            named_check("broker", broker_check(producer)),
+            check("database", database.ping),
+            check("state", service.ready),
+            check("markets", markets.ready),
+            check("instruments", calendars.ready),
+            consumer_check(trading_consumer),
+            consumer_check(market_consumer),
+        ],
+        description="Every order passes one gate: sizing, limits, states, protective exits and the kill switch.",
+    )
+
+
+SERVICE = ServiceDefinition(name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=RiskSettings,
+                            create_app=create_app)
