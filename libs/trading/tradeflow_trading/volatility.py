@@ -62,9 +62,9 @@ def correlation(xs: Sequence[float], ys: Sequence[float], min_points: int = 3) -
     """Pearson correlation; None with fewer than ``min_points`` pairs or when a series is constant."""
     if len(xs) != len(ys):
         raise ValueError("series must have the same length")
-    if len(xs) < max(2, min_points):
-        return None
+    if len(xs) < max(2, min_points) or min(xs) == max(xs) or min(ys) == max(ys):
+        return None  # a constant series has no correlation (statistics would return rounding noise)
     try:
         return statistics.correlation(xs, ys)
-    except statistics.StatisticsError:  # a constant series has no correlation
+    except statistics.StatisticsError:
         return None

@@ -38,7 +38,10 @@ def load_calendar(code: str) -> SessionCalendar:
     import pandas as pd
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        # exchange_calendars 4.13 uses pandas APIs that pandas 3 deprecates (Series.values of tz-aware
+        # columns, DatetimeIndex.weekday): noise for operators, nothing to act on here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         cls = type(exchange_calendars.get_calendar(code))
         start = pd.Timestamp(FIRST_SESSION)
         end = pd.Timestamp(date.today() + timedelta(days=365 * YEARS_AHEAD))
