@@ -93,6 +93,25 @@ async def read_topic(bootstrap: str, topic: str, until, timeout_s: float = 20.0)
         await consumer.stop()
 
 
+async def read_all(bootstrap: str, topic: str) -> list:
+    """Every record ``topic`` holds now (up to its end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=100)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
 def decoded(records, message_type: type[Message]) -> list:
     return [decode(message_type, r.value) for r in records]
 
