@@ -30,11 +30,11 @@ from tradeflow_trading.orders import OrderState
 NS = 1_000_000_000
 MINUTE = 60 * NS
 T0 = int(datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()) * NS  # a Monday
-EXCHANGE = "paper"
+EXCHANGE = "paper"  # tests that move marks (stored in risk_marks) use an exchange name of their own
 
 
-def account(account_id: str, cash: str = "10000", taker: str = "0", **extra) -> AccountConfig:
-    return AccountConfig(id=account_id, exchange=EXCHANGE, balances={"USDT": cash},
+def account(account_id: str, cash: str = "10000", taker: str = "0", exchange: str = EXCHANGE, **extra) -> AccountConfig:
+    return AccountConfig(id=account_id, exchange=exchange, balances={"USDT": cash},
                          fees={"maker": "0", "taker": taker}, **extra)
 
 

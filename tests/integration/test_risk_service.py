@@ -41,8 +41,8 @@ def settings_for(kafka_bootstrap: str, database_url: str, unique: str, accounts:
         risk_market_timeframe="1m", risk_volatility_period=3)
 
 
-def paper_account(account_id: str, cash: str = "100000") -> dict:
-    return {"id": account_id, "exchange": EXCHANGE, "balances": {"USDT": cash}, "fees": {"maker": "0", "taker": "0"}}
+def paper_account(account_id: str, cash: str = "100000", exchange: str = EXCHANGE) -> dict:
+    return {"id": account_id, "exchange": exchange, "balances": {"USDT": cash}, "fees": {"maker": "0", "taker": "0"}}
 
 
 async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 40) -> dict:
@@ -160,8 +160,9 @@ async def test_bursts_are_cut_exactly_at_each_limit_and_bad_input_is_rejected_no
 
 async def test_kill_switch_api_limits_api_and_the_account_view(kafka_bootstrap, database_url, unique_name):
     tag = unique_name[-8:]
-    first, second = f"ks1-{tag}", f"ks2-{tag}"
-    settings = settings_for(kafka_bootstrap, database_url, unique_name, [paper_account(first), paper_account(second)])
+    first, second, exchange = f"ks1-{tag}", f"ks2-{tag}", f"ks-{tag}"  # no trade of this exchange anywhere
+    settings = settings_for(kafka_bootstrap, database_url, unique_name,
+                            [paper_account(first, exchange=exchange), paper_account(second, exchange=exchange)])
     async with Running(settings) as risk, risk.execution():
         client = risk.client
         resp = await client.put(f"/v1/accounts/{first}/limits", json={"max_order_notional": "-5", "max_open_orders": 3})
@@ -175,7 +176,7 @@ async def test_kill_switch_api_limits_api_and_the_account_view(kafka_bootstrap, 
         assert (current["version"], current["changed_by"], current["limits"]["max_order_notional"]) == (1, "alice", "1000")
         assert (await client.get("/v1/accounts/nobody/limits")).status_code == 404
 
-        await risk.send_signals([signal(first, 0, quantity="2")])
+        await risk.send_signals([signal(first, 0, quantity="2", exchange=exchange)])
         await risk.orders(lambda os: len(os) >= 1)
 
         called = time.monotonic()
@@ -190,16 +191,16 @@ async def test_kill_switch_api_limits_api_and_the_account_view(kafka_bootstrap, 
         view = (await client.get(f"/v1/accounts/{first}/risk")).json()
         assert (view["state"], view["kill_switch"]["engaged"]) == ("halted", True)
         assert view["positions"][0]["quantity"] == "2" and view["exposure"] == {"BTC/USDT": "200"}
-        resp = await client.post("/v1/orders", json={"account_id": first, "exchange": EXCHANGE, "symbol": "BTC/USDT",
+        resp = await client.post("/v1/orders", json={"account_id": first, "exchange": exchange, "symbol": "BTC/USDT",
                                                      "side": "buy", "quantity": "1"})
         assert resp.status_code == 422 and resp.json()["detail"]["reason"] == "kill_switch"
         resp = await client.post("/v1/kill-switch", json={"account_id": first, "engaged": False})
         assert resp.json()["states"] == {first: "active"}
         # No trade of the symbol seen yet: a market order has no price to be valued at.
-        resp = await client.post("/v1/orders", json={"account_id": first, "exchange": EXCHANGE, "symbol": "BTC/USDT",
+        resp = await client.post("/v1/orders", json={"account_id": first, "exchange": exchange, "symbol": "BTC/USDT",
                                                      "side": "buy", "quantity": "1"})
         assert resp.status_code == 422 and resp.json()["detail"]["reason"] == "no_price"
-        order = {"account_id": first, "exchange": EXCHANGE, "symbol": "BTC/USDT", "side": "buy",
+        order = {"account_id": first, "exchange": exchange, "symbol": "BTC/USDT", "side": "buy",
                  "order_type": "limit", "quantity": "1", "limit_price": "99.5"}
         resp = await client.post("/v1/orders", headers={"Idempotency-Key": "k-1"}, json=order)
         again = await client.post("/v1/orders", headers={"Idempotency-Key": "k-1"}, json=order)
@@ -209,12 +210,12 @@ async def test_kill_switch_api_limits_api_and_the_account_view(kafka_bootstrap, 
 
 
 async def test_a_stop_triggers_on_a_trade_inside_a_candle_not_at_its_close(kafka_bootstrap, database_url, unique_name):
-    account_id = f"stop-{unique_name[-8:]}"
-    settings = settings_for(kafka_bootstrap, database_url, unique_name, [paper_account(account_id)],
+    account_id, exchange = f"stop-{unique_name[-8:]}", f"marks-{unique_name[-8:]}"
+    settings = settings_for(kafka_bootstrap, database_url, unique_name, [paper_account(account_id, exchange=exchange)],
                             strategies={"inst": {"protective": {"stop_loss": {"pct": "5"}}}})
-    key = market_key(EXCHANGE, "BTC/USDT")
+    key = market_key(exchange, "BTC/USDT")
     async with Running(settings) as risk, risk.execution():
-        entry = signal(account_id, 0, quantity="3")
+        entry = signal(account_id, 0, quantity="3", exchange=exchange)
         await risk.send_signals([entry])
         await risk.orders(lambda os: len(os) >= 1)
         deadline = time.monotonic() + 20
@@ -223,12 +224,12 @@ async def test_a_stop_triggers_on_a_trade_inside_a_candle_not_at_its_close(kafka
             await asyncio.sleep(0.1)
         minute = T0 + 5 * MINUTE
         prices = [99.0, 96.0, 94.5, 97.0, 98.0]  # the 1m candle closes at 98, above the stop at 95
-        ticks = [Tick(exchange=EXCHANGE, symbol="BTC/USDT", trade_id=f"s{i}", price=p, amount=0.5, side="sell",
+        ticks = [Tick(exchange=exchange, symbol="BTC/USDT", trade_id=f"s{i}", price=p, amount=0.5, side="sell",
                       ts_event=minute + i * 10 * NS, ts_recv=minute + i * 10 * NS) for i, p in enumerate(prices)]
         for tick in ticks:
             await risk.producer.send(settings.risk_ticks_topic, key, tick)
         await risk.producer.send(settings.risk_candles_topic, key, Candle(
-            exchange=EXCHANGE, symbol="BTC/USDT", timeframe="1m", ts_start=minute, ts_end=minute + MINUTE,
+            exchange=exchange, symbol="BTC/USDT", timeframe="1m", ts_start=minute, ts_end=minute + MINUTE,
             open=99.0, high=99.0, low=94.5, close=98.0, volume=2.5, trades=5))
         orders = await risk.orders(lambda os: len(os) >= 2)
         events = await risk.events(lambda es: any(e.kind == "protective_exit" for e in es))

@@ -160,16 +160,16 @@ async def test_manual_orders_racing_the_consumer_never_pass_a_limit_only_some_of
 
 
 async def test_daily_loss_halts_engages_the_kill_switch_and_only_the_operator_resumes_the_same_day(harness):
-    account_id = harness.id("loss")
+    account_id, exchange = harness.id("loss"), harness.id("marks")
     profile = AccountProfile(limits=RiskLimits(max_daily_loss=Decimal(50)))
-    service = await harness.service([account(account_id, cash="1000")], {account_id: profile})
-    entry = await service.on_trading(signals=pending(signal(account_id, 0, quantity="5")))
+    service = await harness.service([account(account_id, cash="1000", exchange=exchange)], {account_id: profile})
+    entry = await service.on_trading(signals=pending(signal(account_id, 0, quantity="5", exchange=exchange)))
     events, fills = execute(entry[0].order, Decimal(100))
     await service.on_trading(events=events, fills=fills)
     await harness.events()
 
     def tick(price: float, at: int) -> Tick:
-        return Tick(exchange=EXCHANGE, symbol="BTC/USDT", trade_id=f"x{at}", price=price, amount=1.0, side="sell",
+        return Tick(exchange=exchange, symbol="BTC/USDT", trade_id=f"x{at}", price=price, amount=1.0, side="sell",
                     ts_event=at, ts_recv=at)
 
     await service.on_market(ticks=[tick(95.0, T0 + 3 * MINUTE)])  # -25: within the limit
@@ -178,13 +178,13 @@ async def test_daily_loss_halts_engages_the_kill_switch_and_only_the_operator_re
     breach, engaged = await harness.events()
     assert (breach.kind, breach.reason, breach.state) == ("limit_breach", "max_daily_loss", "halted")
     assert (engaged.kind, engaged.details, engaged.account_id) == ("kill_switch", {"engaged": "true"}, account_id)
-    refused = await service.on_trading(signals=pending(signal(account_id, 5, quantity="1")))
+    refused = await service.on_trading(signals=pending(signal(account_id, 5, quantity="1", exchange=exchange)))
     assert [d.reason for d in refused] == ["kill_switch"]
     await harness.events()
 
     # A restart keeps the account halted (and the marks the market-state saver stored).
     await service.save_market_state()
-    restarted = await harness.service([account(account_id, cash="1000")], {account_id: profile})
+    restarted = await harness.service([account(account_id, cash="1000", exchange=exchange)], {account_id: profile})
     assert restarted.risk_view(account_id)["state"] == "halted"
     change = await restarted.resume(account_id, "checked")
     assert change is not None and change.after == "active"

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import psycopg
+from opentelemetry import propagate
+from opentelemetry.context import Context
 from psycopg import sql
 from tradeflow.bus.trace_context import current_trace_headers
 from tradeflow.codec import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_SCHEMA, encode
@@ -57,6 +59,12 @@ def outbox_table_ddl(table: str) -> str:
     """
 
 
+def _trace_headers(context: Context) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return carrier
+
+
 def _lock_key(table: str) -> int:
     """A stable advisory-lock key per outbox table (signed 64-bit, as PostgreSQL wants)."""
     return int.from_bytes(hashlib.sha256(f"outbox:{table}".encode()).digest()[:8], "big", signed=True)
@@ -77,11 +85,21 @@ class Outbox:
         await self.put_many(conn, [(topic, key, message)])
 
     async def put_many(self, conn: psycopg.AsyncConnection,
-                       items: Iterable[tuple[TopicSpec | str, str | None, Message]]) -> None:
-        """Store every (topic, key, message) in order; they are published after the commit."""
-        trace = {name: value.decode() for name, value in current_trace_headers()}
+                       items: Iterable[tuple[TopicSpec | str, str | None, Message]], *,
+                       contexts: Sequence[Context | None] | None = None) -> None:
+        """Store every (topic, key, message) in order; they are published after the commit.
+
+        Each row carries the trace headers of the current span, or, with ``contexts`` (one per
+        item, None for the current span), of its own context: a batch of decisions written at
+        once still continues each one's trace.
+        """
+        items = list(items)
+        current = {name: value.decode() for name, value in current_trace_headers()}
+        traces = [current if context is None else _trace_headers(context)
+                  for context in (contexts if contexts is not None else [None] * len(items))]
         rows = [(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
-                 encode(message), psycopg.types.json.Jsonb(trace)) for topic, key, message in items]
+                 encode(message), psycopg.types.json.Jsonb(trace)) for (topic, key, message), trace in zip(
+                     items, traces, strict=True)]
         if not rows:
             return
         async with conn.cursor() as cursor:

@@ -286,11 +286,17 @@ class RiskService:
             involved = ({f.account_id for f in fills} | {e.account_id for e in events} | set(waiting)) & self.books.keys()
             if not fills and not events and not waiting:
                 return []
+            unchecked = [p for q in self._pending.values() for p in q if not p.checked]
+            known_fills = [f for f in fills if f.account_id in self.books]
             try:
-                async with self._store.unit_of_work(involved) as uow:
-                    await self._sync(uow, involved)
-                    changed = await self._apply_trading(uow, fills, events)
-                    decisions, consumed = await self._decide_waiting(uow)
+                async with self._store.unit_of_work(
+                        involved, fills=known_fills,
+                        decision_ids=[requests.signal_decision_id(p.signal.signal_id) for p in unchecked]) as uow:
+                    self._checked(unchecked, uow.stored)
+                    if await self._sync(uow, involved):
+                        await self._recheck(uow)
+                    changed = self._apply_trading(uow, events)
+                    decisions, consumed = self._decide_waiting(uow)
                     changed.update(d.account_id for d in decisions if d.approved and not d.replayed)
                     for account_id in changed:
                         book = self.books[account_id]
@@ -307,11 +313,22 @@ class RiskService:
             self._count(decisions)
             return decisions
 
-    async def _apply_trading(self, uow: UnitOfWork, fills: Sequence[Fill], events: Sequence[OrderEvent]) -> set[str]:
+    @staticmethod
+    def _checked(pending: Iterable[PendingSignal], stored: dict[str, StoredDecision]) -> None:
+        for p in pending:
+            p.checked, p.prior = True, stored.get(requests.signal_decision_id(p.signal.signal_id))
+
+    async def _recheck(self, uow: UnitOfWork) -> None:
+        """Look up again the waiting signals of reloaded accounts (another replica may have decided them)."""
+        unchecked = [p for q in self._pending.values() for p in q if not p.checked]
+        if unchecked:
+            self._checked(unchecked, await uow.stored_decisions(
+                [requests.signal_decision_id(p.signal.signal_id) for p in unchecked]))
+
+    def _apply_trading(self, uow: UnitOfWork, events: Sequence[OrderEvent]) -> set[str]:
+        """The unit's new fills and the order events: positions, cash, orders, then the loss limits."""
         changed: set[str] = set()
-        known_fills = [f for f in fills if f.account_id in self.books]
-        new_fills = await uow.insert_fills(known_fills) if known_fills else []
-        for fill in new_fills:
+        for fill in uow.new_fills:
             book = self.books[fill.account_id]
             tracked = book.orders.get(fill.client_order_id)
             book.apply_fill(fill)
@@ -326,19 +343,14 @@ class RiskService:
             if tracked is not None and book.apply_order_event(event):
                 uow.order_progress(tracked)
                 changed.add(event.account_id)
-        if known_fills:
+        if uow.new_fills:
             self._reindex()
         for account_id in changed:
             self._observe(uow, self.books[account_id])
         return changed
 
-    async def _decide_waiting(self, uow: UnitOfWork) -> tuple[list[Decision], dict[str, int]]:
+    def _decide_waiting(self, uow: UnitOfWork) -> tuple[list[Decision], dict[str, int]]:
         """Decide, per account in arrival order, the signals that need not wait; (decisions, popped)."""
-        unchecked = [p for q in self._pending.values() for p in q if not p.checked]
-        stored = await uow.stored_decisions([requests.signal_decision_id(p.signal.signal_id) for p in unchecked])
-        for pending in unchecked:
-            pending.checked = True
-            pending.prior = stored.get(requests.signal_decision_id(pending.signal.signal_id))
         decisions: list[Decision] = []
         consumed: dict[str, int] = {}
         for account_id, queue in self._pending.items():
@@ -624,10 +636,10 @@ class RiskService:
         involved = [account_id] if book is not None else []
         async with self._lock:
             try:
-                async with self._store.unit_of_work(involved) as uow:
+                async with self._store.unit_of_work(involved, decision_ids=[decision_id]) as uow:
                     await self._sync(uow, involved)
                     book = self.books.get(account_id)
-                    prior = (await uow.stored_decisions([decision_id])).get(decision_id)
+                    prior = uow.stored.get(decision_id)
                     if prior is not None:
                         return self._replay(uow, prior, account_id, None)
                     ts_event = self._now()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import psycopg
-from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from tradeflow.codec import decode, encode
 from tradeflow.messages import Fill, Message, Order, RiskEvent
 from tradeflow.topics import TopicSpec
@@ -28,6 +28,7 @@ from tradeflow_risk.domain.account import AccountControl, Breach, TrackedOrder, 
 from tradeflow_risk.domain.limits import RiskLimits
 
 OUTBOX_TABLE = "risk_outbox"
+_NO_TRACE = Context()  # an empty context: rows without trace headers
 REQUIRED_REVISION = "risk_0001"
 TERMINAL_SQL = "('filled', 'canceled', 'rejected', 'expired')"
 
@@ -152,10 +153,13 @@ class RiskStore:
         return await self.database.ping()
 
     @asynccontextmanager
-    async def unit_of_work(self, account_ids: Iterable[str]):
-        async with self.database.transaction() as conn:
+    async def unit_of_work(self, account_ids: Iterable[str], *, fills: Sequence[Fill] = (),
+                           decision_ids: Sequence[str] = ()):
+        """One transaction in pipeline mode: the lock, the new fills and the stored decisions asked
+        for go out together (one round trip), the unit's writes and the commit together at the end."""
+        async with self.database.connection() as conn, conn.pipeline(), conn.transaction():
             unit = UnitOfWork(conn, self.outbox)
-            await unit.lock(sorted(set(account_ids)))
+            await unit.begin(sorted(set(account_ids)), fills, decision_ids)
             yield unit
             await unit.flush()
 
@@ -203,37 +207,40 @@ class UnitOfWork:
         self._new_orders: list[tuple] = []
         self._progress: dict[str, TrackedOrder] = {}
         self._controls: dict[str, tuple[AccountControl, int]] = {}
-        self._messages: list[tuple[object, TopicSpec | str, str, Message]] = []
+        self._messages: list[tuple[TopicSpec | str, str, Message]] = []
+        self._contexts: list[Context | None] = []
         self._serial = 0
+        self.new_fills: list[Fill] = []
+        self.stored: dict[str, StoredDecision] = {}
 
     def next_serial(self) -> int:
         """1, 2, ... within this unit: tells apart the events one unit publishes for an account version."""
         self._serial += 1
         return self._serial
 
-    async def lock(self, account_ids: list[str]) -> None:
-        if not account_ids:
-            return
-        rows = await (await self.conn.execute(
+    async def begin(self, account_ids: list[str], fills: Sequence[Fill], decision_ids: Sequence[str]) -> None:
+        """Lock the accounts' rows (their versions), store ``fills`` (:attr:`new_fills`: those not
+        stored before, in order) and look up ``decision_ids`` (:attr:`stored`)."""
+        conn = self.conn
+        locked = await conn.execute(
             "SELECT account_id, version FROM risk_accounts WHERE account_id = ANY(%s) ORDER BY account_id FOR UPDATE",
-            (account_ids,))).fetchall()
-        self.versions = dict(rows)
-
-    async def insert_fills(self, fills: Sequence[Fill]) -> list[Fill]:
-        """Store ``fills``; the ones not stored before, in the given order (a fill is applied once)."""
-        if not fills:
-            return []
+            (account_ids,)) if account_ids else None
         unique: dict[str, Fill] = {}
         for fill in fills:
             unique.setdefault(fill.fill_id, fill)
-        rows = await (await self.conn.execute(
+        inserted = await conn.execute(
             "INSERT INTO risk_fills (fill_id, account_id, client_order_id, payload) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) "
             "ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id",
             ([f.fill_id for f in unique.values()], [f.account_id for f in unique.values()],
-             [f.client_order_id for f in unique.values()], [encode(f) for f in unique.values()]))).fetchall()
-        new = {row[0] for row in rows}
-        return [fill for fill_id, fill in unique.items() if fill_id in new]
+             [f.client_order_id for f in unique.values()], [encode(f) for f in unique.values()])) if unique else None
+        found = await conn.execute(
+            "SELECT decision_id, outcome, payload FROM risk_decisions WHERE decision_id = ANY(%s)",
+            (list(decision_ids),)) if decision_ids else None
+        self.versions = dict(await locked.fetchall()) if locked is not None else {}
+        new = {row[0] for row in await inserted.fetchall()} if inserted is not None else set()
+        self.new_fills = [fill for fill_id, fill in unique.items() if fill_id in new]
+        self.stored = {r[0]: StoredDecision(r[0], r[1], bytes(r[2])) for r in await found.fetchall()} if found else {}
 
     async def save_limits(self, account_id: str, limits: RiskLimits, changed_by: str) -> LimitsVersion:
         """The next version of the account's limits (the account's row is locked: versions never collide)."""
@@ -268,13 +275,14 @@ class UnitOfWork:
     def save_control(self, account_id: str, control: AccountControl, clock: int) -> None:
         self._controls[account_id] = (control, clock)
 
-    def publish(self, trace_context, topic: TopicSpec | str, key: str, message: Message) -> None:
-        """Queue ``message`` for the outbox; written with ``trace_context`` (an OTel context) current."""
-        self._messages.append((trace_context, topic, key, message))
+    def publish(self, trace_context: Context | None, topic: TopicSpec | str, key: str, message: Message) -> None:
+        """Queue ``message`` for the outbox, with the trace headers of ``trace_context`` (None: no trace)."""
+        self._messages.append((topic, key, message))
+        self._contexts.append(trace_context if trace_context is not None else _NO_TRACE)
 
     async def flush(self) -> None:
         conn = self.conn
-        async with conn.pipeline(), conn.cursor() as cursor:
+        async with conn.cursor() as cursor:
             if self._decisions:
                 await cursor.executemany(
                     "INSERT INTO risk_decisions (decision_id, account_id, origin, outcome, reason, client_order_id, "
@@ -298,13 +306,8 @@ class UnitOfWork:
                     [(c.kill_switch, c.kill_switch_reason, c.kill_switch_auto, _breaches_json(c), c.day,
                       c.day_start_equity, c.equity_peak, clock, account_id)
                      for account_id, (c, clock) in self._controls.items()])
-            for trace_context, topic, key, message in self._messages:
-                token = otel_context.attach(trace_context) if trace_context is not None else None
-                try:
-                    await self._outbox.put(conn, topic, key, message)
-                finally:
-                    if token is not None:
-                        otel_context.detach(token)
+            if self._messages:
+                await self._outbox.put_many(conn, self._messages, contexts=self._contexts)
 
     def new_version(self, account_id: str) -> int | None:
         """The version an account's row has after this unit commits (None: not saved here)."""
