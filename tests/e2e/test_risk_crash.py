@@ -101,9 +101,9 @@ async def test_a_sigkill_mid_burst_and_a_restart_give_the_orders_of_a_run_withou
             assert dict(rows) == {"approved": len(expected), "rejected": ACCOUNTS * CYCLES}
 
             # The operator's command, through the API: a kill-switch event per account.
-            command = subprocess.run([str(BIN / "tradeflow"), "kill-switch", "on", "--all", "--reason", "drill"],
-                                     env={**env, "TRADEFLOW_RISK_URL": risk.base}, capture_output=True, text=True,
-                                     timeout=30)
+            command = await asyncio.to_thread(
+                subprocess.run, [str(BIN / "tradeflow"), "kill-switch", "on", "--all", "--reason", "drill"],
+                env={**env, "TRADEFLOW_RISK_URL": risk.base}, capture_output=True, text=True, timeout=30)
             assert command.returncode == 0, command.stderr
             assert command.stdout.count("kill switch engaged, state halted") == ACCOUNTS
             events = decoded(await read_topic(kafka_bootstrap, topics["events"], lambda rs: sum(
