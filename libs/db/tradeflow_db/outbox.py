@@ -186,13 +186,16 @@ class OutboxRelay:
             listener = asyncio.create_task(self._listen(lock_conn))
             try:
                 while True:
+                    # Cleared before looking, not after: a NOTIFY that lands while a round runs
+                    # must wake the next one (clearing it after the round lost it until the poll).
+                    self._wakeup.clear()
                     sent = await self._relay_batch()
                     if sent:
                         continue
                     self._empty.set()
                     if self._stopping.is_set():
                         return
-                    await self._sleep(self._poll_interval_s)
+                    await self._wait_for_wakeup(self._poll_interval_s)
             finally:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
@@ -222,6 +225,9 @@ class OutboxRelay:
 
     async def _sleep(self, seconds: float) -> None:
         self._wakeup.clear()
+        await self._wait_for_wakeup(seconds)
+
+    async def _wait_for_wakeup(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._wakeup.wait(), seconds)
         except TimeoutError:
