@@ -75,8 +75,13 @@ class Outbox:
 
     def __init__(self, table: str) -> None:
         self.table = table
+        # One statement for any number of rows (executemany sends one query per row); ordered by
+        # the arrays' positions so the ids (the publishing order) follow the order of the items.
         self._insert = sql.SQL(
-            "INSERT INTO {} (topic, key, schema, payload, headers) VALUES (%s, %s, %s, %s, %s)"
+            "INSERT INTO {} (topic, key, schema, payload, headers) "
+            "SELECT topic, key, schema, payload, headers FROM unnest("
+            "%s::text[], %s::text[], %s::text[], %s::bytea[], %s::jsonb[]) "
+            "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position"
         ).format(sql.Identifier(table))
         self._notify = sql.SQL("NOTIFY {}").format(sql.Identifier(table))
 
@@ -97,13 +102,12 @@ class Outbox:
         current = {name: value.decode() for name, value in current_trace_headers()}
         traces = [current if context is None else _trace_headers(context)
                   for context in (contexts if contexts is not None else [None] * len(items))]
-        rows = [(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
-                 encode(message), psycopg.types.json.Jsonb(trace)) for (topic, key, message), trace in zip(
-                     items, traces, strict=True)]
-        if not rows:
+        if not items:
             return
-        async with conn.cursor() as cursor:
-            await cursor.executemany(self._insert, rows)
+        columns = ([topic.name if isinstance(topic, TopicSpec) else topic for topic, _, _ in items],
+                   [key for _, key, _ in items], [type(message).SCHEMA for _, _, message in items],
+                   [encode(message) for _, _, message in items], [psycopg.types.json.Jsonb(t) for t in traces])
+        await conn.execute(self._insert, columns)
         await conn.execute(self._notify)
 
 

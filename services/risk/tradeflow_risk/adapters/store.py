@@ -80,6 +80,11 @@ def _control(row: dict) -> AccountControl:
                           day_start_equity=row["day_start_equity"], equity_peak=row["equity_peak"])
 
 
+def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:
+    """Rows as one list per column (the arrays an ``unnest`` takes)."""
+    return tuple([row[i] for row in rows] for i in range(width))
+
+
 def _iso(moment) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -281,33 +286,40 @@ class UnitOfWork:
         self._contexts.append(trace_context if trace_context is not None else _NO_TRACE)
 
     async def flush(self) -> None:
+        """Write what the unit buffered: one statement per table (arrays, not a query per row)."""
         conn = self.conn
-        async with conn.cursor() as cursor:
-            if self._decisions:
-                await cursor.executemany(
-                    "INSERT INTO risk_decisions (decision_id, account_id, origin, outcome, reason, client_order_id, "
-                    "payload, ts_event) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (decision_id) DO NOTHING",
-                    self._decisions)
-            if self._new_orders:
-                await cursor.executemany(
-                    "INSERT INTO risk_orders (client_order_id, account_id, payload, order_type, origin, ts_event) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (client_order_id) DO NOTHING", self._new_orders)
-            if self._progress:
-                await cursor.executemany(
-                    "UPDATE risk_orders SET status = %s, seq = %s, filled_quantity = %s, applied_quantity = %s, "
-                    "applied_notional = %s, updated_at = now() WHERE client_order_id = %s",
-                    [(t.status, t.seq, t.filled_quantity, t.applied_quantity, t.applied_notional,
-                      t.order.client_order_id) for t in self._progress.values()])
-            if self._controls:
-                await cursor.executemany(
-                    "UPDATE risk_accounts SET version = version + 1, kill_switch = %s, kill_switch_reason = %s, "
-                    "kill_switch_auto = %s, breaches = %s::jsonb, day = %s, day_start_equity = %s, equity_peak = %s, "
-                    "clock = greatest(clock, %s), updated_at = now() WHERE account_id = %s",
-                    [(c.kill_switch, c.kill_switch_reason, c.kill_switch_auto, _breaches_json(c), c.day,
-                      c.day_start_equity, c.equity_peak, clock, account_id)
-                     for account_id, (c, clock) in self._controls.items()])
-            if self._messages:
-                await self._outbox.put_many(conn, self._messages, contexts=self._contexts)
+        if self._decisions:
+            await conn.execute(
+                "INSERT INTO risk_decisions (decision_id, account_id, origin, outcome, reason, client_order_id, "
+                "payload, ts_event) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[], %s::bytea[], %s::bigint[]) ON CONFLICT (decision_id) DO NOTHING", _columns(self._decisions, 8))
+        if self._new_orders:
+            await conn.execute(
+                "INSERT INTO risk_orders (client_order_id, account_id, payload, order_type, origin, ts_event) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::bigint[]) "
+                "ON CONFLICT (client_order_id) DO NOTHING", _columns(self._new_orders, 6))
+        if self._progress:
+            rows = [(t.order.client_order_id, t.status, t.seq, t.filled_quantity, t.applied_quantity,
+                     t.applied_notional) for t in self._progress.values()]
+            await conn.execute(
+                "UPDATE risk_orders o SET status = v.status, seq = v.seq, filled_quantity = v.filled, "
+                "applied_quantity = v.applied, applied_notional = v.notional, updated_at = now() "
+                "FROM unnest(%s::text[], %s::text[], %s::int[], %s::numeric[], %s::numeric[], %s::numeric[]) "
+                "AS v(client_order_id, status, seq, filled, applied, notional) "
+                "WHERE o.client_order_id = v.client_order_id", _columns(rows, 6))
+        if self._controls:
+            rows = [(account_id, c.kill_switch, c.kill_switch_reason, c.kill_switch_auto, _breaches_json(c), c.day,
+                     c.day_start_equity, c.equity_peak, clock) for account_id, (c, clock) in self._controls.items()]
+            await conn.execute(
+                "UPDATE risk_accounts a SET version = a.version + 1, kill_switch = v.kill_switch, "
+                "kill_switch_reason = v.reason, kill_switch_auto = v.auto, breaches = v.breaches, day = v.day, "
+                "day_start_equity = v.day_start, equity_peak = v.peak, clock = greatest(a.clock, v.clock), "
+                "updated_at = now() FROM unnest(%s::text[], %s::bool[], %s::text[], %s::bool[], %s::jsonb[], "
+                "%s::int[], %s::numeric[], %s::numeric[], %s::bigint[]) "
+                "AS v(account_id, kill_switch, reason, auto, breaches, day, day_start, peak, clock) "
+                "WHERE a.account_id = v.account_id", _columns(rows, 9))
+        if self._messages:
+            await self._outbox.put_many(conn, self._messages, contexts=self._contexts)
 
     def new_version(self, account_id: str) -> int | None:
         """The version an account's row has after this unit commits (None: not saved here)."""
