@@ -80,7 +80,7 @@ class Outbox:
         self._insert = sql.SQL(
             "INSERT INTO {} (topic, key, schema, payload, headers) "
             "SELECT topic, key, schema, payload, headers FROM unnest("
-            "%s::text[], %s::text[], %s::text[], %s::bytea[], %s::jsonb[]) "
+            "%b::text[], %b::text[], %b::text[], %b::bytea[], %b::jsonb[]) "
             "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position"
         ).format(sql.Identifier(table))
         self._notify = sql.SQL("NOTIFY {}").format(sql.Identifier(table))

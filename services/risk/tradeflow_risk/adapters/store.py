@@ -98,7 +98,7 @@ class RiskStore:
 
     async def ensure_accounts(self, account_ids: Sequence[str]) -> None:
         async with self.database.connection() as conn:
-            await conn.execute("INSERT INTO risk_accounts (account_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+            await conn.execute("INSERT INTO risk_accounts (account_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING",
                                (list(account_ids),))
 
     async def load(self, account_ids: Sequence[str], conn: psycopg.AsyncConnection | None = None) -> dict[str, StoredAccount]:
@@ -235,7 +235,7 @@ class UnitOfWork:
             unique.setdefault(fill.fill_id, fill)
         inserted = await conn.execute(
             "INSERT INTO risk_fills (fill_id, account_id, client_order_id, payload) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[]) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[]) "
             "ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id",
             ([f.fill_id for f in unique.values()], [f.account_id for f in unique.values()],
              [f.client_order_id for f in unique.values()], [encode(f) for f in unique.values()])) if unique else None
@@ -291,12 +291,12 @@ class UnitOfWork:
         if self._decisions:
             await conn.execute(
                 "INSERT INTO risk_decisions (decision_id, account_id, origin, outcome, reason, client_order_id, "
-                "payload, ts_event) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::text[], %s::bytea[], %s::bigint[]) ON CONFLICT (decision_id) DO NOTHING", _columns(self._decisions, 8))
+                "payload, ts_event) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::text[], %b::bytea[], %b::bigint[]) ON CONFLICT (decision_id) DO NOTHING", _columns(self._decisions, 8))
         if self._new_orders:
             await conn.execute(
                 "INSERT INTO risk_orders (client_order_id, account_id, payload, order_type, origin, ts_event) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::bigint[]) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::bigint[]) "
                 "ON CONFLICT (client_order_id) DO NOTHING", _columns(self._new_orders, 6))
         if self._progress:
             rows = [(t.order.client_order_id, t.status, t.seq, t.filled_quantity, t.applied_quantity,
@@ -304,7 +304,7 @@ class UnitOfWork:
             await conn.execute(
                 "UPDATE risk_orders o SET status = v.status, seq = v.seq, filled_quantity = v.filled, "
                 "applied_quantity = v.applied, applied_notional = v.notional, updated_at = now() "
-                "FROM unnest(%s::text[], %s::text[], %s::int[], %s::numeric[], %s::numeric[], %s::numeric[]) "
+                "FROM unnest(%b::text[], %b::text[], %b::int[], %b::numeric[], %b::numeric[], %b::numeric[]) "
                 "AS v(client_order_id, status, seq, filled, applied, notional) "
                 "WHERE o.client_order_id = v.client_order_id", _columns(rows, 6))
         if self._controls:
@@ -314,8 +314,8 @@ class UnitOfWork:
                 "UPDATE risk_accounts a SET version = a.version + 1, kill_switch = v.kill_switch, "
                 "kill_switch_reason = v.reason, kill_switch_auto = v.auto, breaches = v.breaches, day = v.day, "
                 "day_start_equity = v.day_start, equity_peak = v.peak, clock = greatest(a.clock, v.clock), "
-                "updated_at = now() FROM unnest(%s::text[], %s::bool[], %s::text[], %s::bool[], %s::jsonb[], "
-                "%s::int[], %s::numeric[], %s::numeric[], %s::bigint[]) "
+                "updated_at = now() FROM unnest(%b::text[], %b::bool[], %b::text[], %b::bool[], %b::jsonb[], "
+                "%b::int[], %b::numeric[], %b::numeric[], %b::bigint[]) "
                 "AS v(account_id, kill_switch, reason, auto, breaches, day, day_start, peak, clock) "
                 "WHERE a.account_id = v.account_id", _columns(rows, 9))
         if self._messages:
