@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from tradeflow.settings import ServiceSettings, load_settings
-from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, TopicSpec
+from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, STRATEGY_SIGNALS, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "k8s"
@@ -34,10 +34,11 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 KUBERNETES_VERSION = "1.33.0"
 
 # shared/design.md: the default REST port of each service.
-DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002}
+DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "risk": 8004}
 # The topic each service consumes through a consumer group (bounds its replicas).
 # The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
-CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS}
+CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS,
+                                               "risk": STRATEGY_SIGNALS}
 DATABASE_SECRET = ("tradeflow-db", "database-url")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"
 
@@ -299,12 +300,23 @@ def test_images_and_database_secret_reference(service: str) -> None:
         assert [s["configMapRef"]["name"] for s in container["envFrom"]] == ["tradeflow-config"]
 
 
-def test_candle_builder_migrates_before_it_starts() -> None:
-    spec = pod_spec("candle-builder")
-    (init,) = spec["initContainers"]
+@pytest.mark.parametrize("service", ["candle-builder", "risk"])
+def test_services_with_tables_migrate_before_they_start(service: str) -> None:
+    (init,) = pod_spec(service)["initContainers"]
     assert init["command"] == ["tradeflow", "db", "upgrade"]
     assert init["image"].rpartition(":")[0] == "tradeflow/tools"
-    assert init["image"].rpartition(":")[2] == main_container("candle-builder")["image"].rpartition(":")[2]
+    assert init["image"].rpartition(":")[2] == main_container(service)["image"].rpartition(":")[2]
+
+
+def test_risk_reads_trading_hours_from_the_candle_builder_service() -> None:
+    env = {e["name"]: e for e in main_container("risk")["env"]}
+    url = env["TRADEFLOW_RISK_INSTRUMENTS_URL"]["value"]
+    (port,) = k8s_object("Service", "candle-builder")["spec"]["ports"]
+    assert url == f"http://candle-builder:{port['port']}"
+    assert env["TRADEFLOW_EXCHANGES"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert env["TRADEFLOW_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    compose_env = compose()["services"]["risk"]["environment"]
+    assert compose_env["TRADEFLOW_RISK_INSTRUMENTS_URL"] == "http://candle-builder:8002"
 
 
 def test_no_secret_values_are_committed() -> None:
@@ -413,7 +425,7 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
 
 def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None:
     services = compose()["services"]
-    assert {"kafka", "timescaledb", "migrate", "topics", "ingest", "candle-builder"} <= services.keys()
+    assert {"kafka", "timescaledb", "migrate", "topics", "ingest", "candle-builder", "risk"} <= services.keys()
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
@@ -430,6 +442,7 @@ def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None
                 assert "test" in services[dependency]["healthcheck"], dependency
     assert services["candle-builder"]["depends_on"].keys() >= {"migrate", "topics", "kafka", "timescaledb"}
     assert services["ingest"]["depends_on"].keys() >= {"topics", "kafka"}
+    assert services["risk"]["depends_on"].keys() >= {"migrate", "topics", "kafka", "timescaledb"}
     assert services["migrate"]["entrypoint"] + services["migrate"]["command"] == ["tradeflow", "db", "upgrade"]
     compile(services["topics"]["command"][0], "compose topics command", "exec")
 
