@@ -136,6 +136,7 @@ async def test_bursts_are_cut_exactly_at_each_limit_and_bad_input_is_rejected_no
         undecided = {s.signal_id for s in everything} - {o.signal_id for o in orders}
         events = await risk.events(lambda es: undecided <= {e.signal_id for e in es})
         dlq = await read_topic(kafka_bootstrap, settings.risk_signals_topic + ".dlq", lambda rs: len(rs) >= 1)
+        metrics = (await risk.client.get("/metrics")).text
 
     by_signal = {o.signal_id: o for o in orders if o.signal_id}
     rejections = {e.signal_id: e for e in events if e.kind == "rejection" and e.signal_id}
@@ -151,6 +152,11 @@ async def test_bursts_are_cut_exactly_at_each_limit_and_bad_input_is_rejected_no
     assert len(redelivered) == 2 and redelivered[0] == redelivered[1]
     assert redelivered[0].client_order_id == client_order_id_for_signal(bursts["cash"][0].signal_id)
     assert (dlq[0].value, header_value(dlq[0].headers, "error-reason").split(":")[0]) == (b"\xc1 not msgpack", "undecodable")
+    assert 'tradeflow_risk_decisions_total{origin="signal",outcome="rejected",reason="max_orders_per_minute"} 3.0' \
+        in metrics
+    assert 'tradeflow_risk_decisions_total{origin="manual",outcome="approved",reason=""} 4.0' in metrics
+    assert f'tradeflow_risk_gross_exposure{{account="{ids["position"]}"}} 500.0' in metrics
+    assert f'tradeflow_risk_account_state{{account="{ids["rate"]}",state="active"}} 1.0' in metrics
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         stored = (await (await conn.execute(
             "SELECT count(*) FROM risk_decisions WHERE decision_id = %s", (f"signal:{bursts['cash'][0].signal_id}",)
@@ -176,8 +182,13 @@ async def test_kill_switch_api_limits_api_and_the_account_view(kafka_bootstrap, 
         assert (current["version"], current["changed_by"], current["limits"]["max_order_notional"]) == (1, "alice", "1000")
         assert (await client.get("/v1/accounts/nobody/limits")).status_code == 404
 
-        await risk.send_signals([signal(first, 0, quantity="2", exchange=exchange)])
-        await risk.orders(lambda os: len(os) >= 1)
+        # A signal sent inside the strategy's span: its order continues the same trace.
+        feed = Telemetry("strategy-stand-in", CommonSettings(kafka_bootstrap=kafka_bootstrap))
+        with feed.tracer.start_as_current_span("strategy decide") as span:
+            await risk.send_signals([signal(first, 0, quantity="2", exchange=exchange)])
+        (record,) = await read_topic(kafka_bootstrap, settings.risk_orders_topic, lambda rs: len(rs) >= 1)
+        assert header_value(record.headers, "traceparent").split("-")[1] == \
+            format(span.get_span_context().trace_id, "032x")
 
         called = time.monotonic()
         resp = await client.post("/v1/kill-switch", json={"account_id": "*", "engaged": True, "reason": "drill"})

@@ -4,6 +4,7 @@ decisions and the outbox rows they publish out."""
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import psycopg
@@ -20,6 +21,7 @@ from tradeflow_risk.domain.limits import RiskLimits
 from tradeflow_risk.domain.market import MarketData
 from tradeflow_risk.domain.profiles import AccountProfile, Profiles, StrategyProfile
 from tradeflow_risk.service import PendingSignal, RiskService, Topics
+from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.ids import client_order_id_for_signal
 
 from tests.risk_support import EXCHANGE, MINUTE, NS, T0, account, execute, outbox_messages, signal
@@ -234,3 +236,113 @@ async def test_a_stop_loss_fires_once_on_the_trade_that_crosses_it(harness):
     assert await service.on_market(ticks=[ticks[-1]]) == []  # the exit is in flight: no second one
     assert [o.client_order_id for o in await harness.orders()] == [order.client_order_id]
     assert [e.kind for e in await harness.events()] == ["protective_exit"]
+
+
+async def until_ready(check, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (answer := await check())[0]:
+        assert time.monotonic() < deadline, answer[1]
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def candle_builder_instruments(database_url):
+    """The candle-builder's instrument registry API, served over HTTP on a free port."""
+    import uvicorn
+    from fastapi import FastAPI
+    from tradeflow_candle_builder.adapters.candle_store import CandleStore
+    from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
+    from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
+    from tradeflow_candle_builder.instruments_api import create_instruments_router
+
+    from tests.e2e.service_process import free_port
+
+    store = CandleStore(database_url)
+    await store.start()
+    instruments = InstrumentStore(store)
+    app = FastAPI()
+    app.include_router(create_instruments_router(instruments, InstrumentRegistry(instruments, refresh_s=60)))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and not task.done(), "the instruments API did not start"
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        await store.stop()
+
+
+async def test_trading_hours_come_from_the_candle_builders_registry_and_its_market_calendar(
+        harness, candle_builder_instruments):
+    import httpx
+
+    exchange = harness.id("nyse")
+    async with httpx.AsyncClient(base_url=candle_builder_instruments, timeout=60) as client:  # it loads the calendar
+        resp = await client.post("/v1/instruments", json={"exchange": exchange, "symbol": "AAPL/USD",
+                                                           "calendar": "XNYS"})
+        assert resp.status_code == 201, resp.text
+    account_id = harness.id("hours")
+    calendars = InstrumentCalendars(candle_builder_instruments, refresh_s=60)
+    await calendars.start()
+    try:
+        await until_ready(calendars.ready)
+        service = RiskService(
+            accounts=[AccountConfig(id=account_id, exchange=exchange, balances={"USD": "1000", "USDT": "1000"})],
+            profiles=Profiles({}, {}), store=RiskStore(harness.database, Outbox(OUTBOX_TABLE)), market=MarketData("1m"),
+            markets=ExchangeMarkets([], []), calendars=calendars, topics=harness.topics,
+            telemetry=Telemetry("risk-test", CommonSettings()))
+        await service.start()
+        saturday = 1_772_886_600 * NS  # 2026-03-07 12:30 UTC
+        monday = 1_772_460_000 * NS  # 2026-03-02 14:00 UTC: 09:00 New York, before the open
+        opened = monday + 3600 * NS  # 10:00 New York
+        decided = await service.on_trading(signals=pending(*(
+            signal(account_id, n, quantity="1", symbol="AAPL/USD", exchange=exchange, ts_event=ts)
+            for n, ts in enumerate([saturday, monday, opened]))))
+        assert [d.reason or "approved" for d in decided] == ["market_closed", "market_closed", "approved"]
+        assert decided[0].event.details == {"calendar": "XNYS", "ts_event": str(saturday)}
+        # BTC/USDT on the same exchange is not registered: 24/7 (decided once the AAPL order settled).
+        events, fills = execute(decided[2].order, Decimal(100))
+        crypto = await service.on_trading(events=events, fills=fills, signals=pending(signal(
+            account_id, 9, quantity="1", exchange=exchange, ts_event=saturday)))
+        assert crypto[0].approved
+    finally:
+        await calendars.stop()
+
+
+async def test_market_precision_and_minimums_come_from_ccxt_markets_of_the_configured_exchange(harness):
+    from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings
+
+    from tests.fakes.fake_binance import FakeBinance
+
+    fake = FakeBinance()
+    await fake.start()
+    markets = ExchangeMarkets([ExchangeFeedSettings(id="binance", urls={"public": fake.rest_url})], ["binance"])
+    await markets.start()
+    try:
+        await until_ready(markets.ready)
+        account_id = harness.id("precision")
+        service = RiskService(
+            accounts=[account(account_id, exchange="binance")], profiles=Profiles({}, {}),
+            store=RiskStore(harness.database, Outbox(OUTBOX_TABLE)), market=MarketData("1m"), markets=markets,
+            calendars=InstrumentCalendars(None, 60), topics=harness.topics,
+            telemetry=Telemetry("risk-test", CommonSettings()))
+        await service.start()
+        tiny, odd, unknown = (signal(account_id, 0, quantity="0.000001", exchange="binance"),
+                              signal(account_id, 1, quantity="0.123456", exchange="binance"),
+                              signal(account_id, 2, quantity="1", symbol="DOGE/USDT", exchange="binance"))
+        decided = await service.on_trading(signals=pending(tiny, unknown, odd))
+        assert [d.reason or "approved" for d in decided] == ["below_min_quantity", "unknown_symbol", "approved"]
+        assert decided[0].event.details == {"quantity": "0.000001", "step": "0.00001", "min_amount": "0.00001"}
+        assert decided[2].order.quantity == Decimal("0.12345")  # cut down to the lot step
+        limit = await service.manual_order(account_id=account_id, exchange="binance", symbol="ETH/USDT", side="buy",
+                                           order_type="limit", quantity=Decimal(1), limit_price=Decimal("100.005"),
+                                           request_id="p1")
+        assert (limit.reason, limit.event.details["price_step"]) == ("price_precision", "0.01")
+    finally:
+        await markets.stop()
+        await fake.stop()

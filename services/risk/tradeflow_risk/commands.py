@@ -45,9 +45,9 @@ def kill_switch(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(url, json=body, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
-        raise CliError(f"kill-switch: cannot reach risk at {url}: {exc}") from None
+        raise CliError(f"cannot reach risk at {url}: {exc}") from None
     if response.status_code != 200:
-        raise CliError(f"kill-switch: risk answered {response.status_code}: {response.text[:500]}")
+        raise CliError(f"risk answered {response.status_code}: {response.text[:500]}")
     answer = response.json()
     word = "engaged" if answer["engaged"] else "disengaged"
     for account_id in answer["accounts"]:
