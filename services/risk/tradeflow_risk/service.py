@@ -46,7 +46,7 @@ from tradeflow_risk.adapters.store import (
     stored_message,
 )
 from tradeflow_risk.domain import gate, reasons, requests, states
-from tradeflow_risk.domain.account import AccountBook
+from tradeflow_risk.domain.account import NS_PER_DAY, AccountBook
 from tradeflow_risk.domain.limits import RiskLimits
 from tradeflow_risk.domain.market import MarketData
 from tradeflow_risk.domain.market_rules import UNKNOWN_MARKET, MarketRules
@@ -304,7 +304,7 @@ class RiskService:
             except BaseException:
                 self._invalidate(involved)
                 raise
-            self._committed(uow, changed)
+            self._committed(uow)
             for account_id, count in consumed.items():
                 queue, ids = self._pending[account_id], self._pending_ids[account_id]
                 for _ in range(count):
@@ -389,7 +389,10 @@ class RiskService:
                     reasons.UNKNOWN_ACCOUNT, f"account {signal.account_id!r} is not configured (TRADEFLOW_ACCOUNTS)",
                     account_id=signal.account_id)
             else:
+                new_day = signal.ts_event // NS_PER_DAY != book.control.day
                 book.advance_clock(signal.ts_event)
+                if new_day:  # a new UTC day of event time may clear yesterday's daily loss first
+                    self._observe(uow, book)
                 result = self._signal_request(signal, book)
                 if isinstance(result, requests.OrderRequest):
                     result = gate.check(result, book, self._gate_context(result))
@@ -434,12 +437,11 @@ class RiskService:
         uow.publish(trace_context, self._topics.orders, account_id, order)
         return Decision(decision_id, account_id, order=order)
 
-    def _committed(self, uow: UnitOfWork, account_ids: Iterable[str]) -> None:
-        for account_id in account_ids:
-            version = uow.new_version(account_id)
-            if version is not None:
-                self.books[account_id].version = version
-                self._report(self.books[account_id])
+    def _committed(self, uow: UnitOfWork) -> None:
+        """After the commit: the books of the accounts the unit saved are at their rows' new version."""
+        for account_id, version in uow.new_versions().items():
+            self.books[account_id].version = version
+            self._report(self.books[account_id])
 
     def _count(self, decisions: Iterable[Decision]) -> None:
         for decision in decisions:
@@ -561,7 +563,7 @@ class RiskService:
         except BaseException:
             self._invalidate(involved)
             raise
-        self._committed(uow, involved)
+        self._committed(uow)
         self._count(decisions)
         return decisions
 
@@ -657,7 +659,7 @@ class RiskService:
             except BaseException:
                 self._invalidate(involved)
                 raise
-            self._committed(uow, involved)
+            self._committed(uow)
             self._count([decision])
             return decision
 
@@ -689,7 +691,7 @@ class RiskService:
                 severity="info", state=book.state, details={"version": str(version.version), "changed_by": changed_by},
                 ts_event=self._now()))
             uow.save_control(account_id, book.control, book.clock)
-        self._committed(uow, [account_id])
+        self._committed(uow)
         return version
 
     async def limits_history(self, account_id: str) -> list[LimitsVersion]:
@@ -721,7 +723,7 @@ class RiskService:
             except BaseException:
                 self._invalidate(ids)
                 raise
-            self._committed(uow, ids)
+            self._committed(uow)
         return ids
 
     async def resume(self, account_id: str, note: str) -> StateChange | None:
@@ -738,7 +740,7 @@ class RiskService:
             except BaseException:
                 self._invalidate([account_id])
                 raise
-            self._committed(uow, [account_id])
+            self._committed(uow)
             return change
 
     async def refresh(self, account_id: str) -> AccountBook:

@@ -321,11 +321,9 @@ class UnitOfWork:
         if self._messages:
             await self._outbox.put_many(conn, self._messages, contexts=self._contexts)
 
-    def new_version(self, account_id: str) -> int | None:
-        """The version an account's row has after this unit commits (None: not saved here)."""
-        if account_id not in self._controls:
-            return None
-        return self.versions.get(account_id, 0) + 1
+    def new_versions(self) -> dict[str, int]:
+        """The version each account row saved by this unit has once it commits."""
+        return {account_id: self.versions.get(account_id, 0) + 1 for account_id in self._controls}
 
 
 def stored_message(decision: StoredDecision) -> Order | Message:
