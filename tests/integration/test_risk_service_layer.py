@@ -346,3 +346,23 @@ async def test_market_precision_and_minimums_come_from_ccxt_markets_of_the_confi
     finally:
         await markets.stop()
         await fake.stop()
+
+
+async def test_entries_without_quantity_are_sized_per_account_or_strategy_instance(harness):
+    account_id = harness.id("sizing")
+    profiles = {account_id: AccountProfile.model_validate({"sizing": {"method": "fixed_quote", "amount": "250"}})}
+    strategies = {"half": StrategyProfile.model_validate({"sizing": {"method": "fraction_of_cash", "fraction": "0.5"}})}
+    service = RiskService(
+        accounts=[account(account_id, cash="1000")], profiles=Profiles(profiles, strategies),
+        store=RiskStore(harness.database, Outbox(OUTBOX_TABLE)), market=MarketData("1m"),
+        markets=ExchangeMarkets([], []), calendars=InstrumentCalendars(None, 60), topics=harness.topics,
+        telemetry=Telemetry("risk-test", CommonSettings()))
+    assert await service.ready() == (False, "loading accounts, positions and open orders")  # /readyz until loaded
+    await service.start()
+    assert (await service.ready())[0]
+    by_account = await service.on_trading(signals=pending(signal(account_id, 0)))
+    assert (by_account[0].order.quote_quantity, by_account[0].order.quantity) == (Decimal(250), None)
+    events, fills = execute(by_account[0].order, Decimal(125))  # 2 units for the 250
+    by_instance = await service.on_trading(events=events, fills=fills,
+                                           signals=pending(signal(account_id, 1, instance="half", symbol="ETH/USDT")))
+    assert by_instance[0].order.quote_quantity == Decimal(375)  # half of the 750 left
