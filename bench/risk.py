@@ -50,7 +50,7 @@ from tradeflow.settings import CommonSettings  # noqa: E402
 from tradeflow.telemetry import Telemetry  # noqa: E402
 from tradeflow.topics import ALL_TOPICS, EXEC_FILLS, EXEC_ORDERS, RISK_EVENTS, RISK_ORDERS, STRATEGY_SIGNALS  # noqa: E402
 
-from tests.risk_support import EXCHANGE, PaperExecution, signal  # noqa: E402
+from tests.risk_support import EXCHANGE, PaperExecution, reading, signal  # noqa: E402
 
 ACCOUNTS = 100
 TARGET_DECISIONS_PER_S = 5_000
@@ -96,27 +96,23 @@ class Outputs:
         self.first: float | None = None
 
     async def __aenter__(self) -> Outputs:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                          fetch_max_wait_ms=2)
-        await self._consumer.start()
-        await self._consumer.topics()
-        tps = [TopicPartition(t.name, p) for t in (RISK_ORDERS, RISK_EVENTS)
-               for p in sorted(self._consumer.partitions_for_topic(t.name))]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._run())
+        # A short fetch wait: Tansu answers a waiting fetch at its deadline, which would add to the latency.
+        self._readers = [reading(self._bootstrap, topic.name, from_end=True, fetch_max_wait_ms=1)
+                         for topic in (RISK_ORDERS, RISK_EVENTS)]
+        self._consumers = [(await reader.__aenter__())[0] for reader in self._readers]
+        self._tasks = [asyncio.create_task(self._run(consumer)) for consumer in self._consumers]
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for reader in self._readers:
+            await reader.__aexit__(None, None, None)
 
-    async def _run(self) -> None:
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            for tp, batch in (await self._consumer.getmany(timeout_ms=100)).items():
+            for tp, batch in (await consumer.getmany(timeout_ms=100)).items():
                 now = time.perf_counter()
                 self.first = self.first or now
                 for record in batch:

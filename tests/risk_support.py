@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -73,15 +74,33 @@ async def outbox_messages(database_url: str, topic: str, *, delete: bool = True)
             for _, key, schema, payload in rows]
 
 
-async def read_topic(bootstrap: str, topic: str, until, timeout_s: float = 20.0) -> list:
-    """Records of ``topic`` from the beginning until ``until(records)`` holds (raw aiokafka records)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+@asynccontextmanager
+async def reading(bootstrap: str, topic: str, *, from_end: bool = False, wait_s: float = 20.0,
+                  fetch_max_wait_ms: int = 10):
+    """A group-less consumer on every partition of ``topic`` (from its beginning or end), and them."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=fetch_max_wait_ms)
     await consumer.start()
     try:
+        deadline = time.monotonic() + wait_s
         await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        while not (partitions := consumer.partitions_for_topic(topic)):
+            assert time.monotonic() < deadline, f"{topic} was not created"
+            await asyncio.sleep(0.1)
+            await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        await (consumer.seek_to_end(*tps) if from_end else consumer.seek_to_beginning(*tps))
+        for tp in tps:
+            await consumer.position(tp)  # resolved now, not at the first fetch
+        yield consumer, tps
+    finally:
+        await consumer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, until, timeout_s: float = 20.0) -> list:
+    """Records of ``topic`` from the beginning until ``until(records)`` holds (raw aiokafka records)."""
+    async with reading(bootstrap, topic) as (consumer, _):
         records: list = []
         deadline = time.monotonic() + timeout_s
         while not until(records):
@@ -89,27 +108,17 @@ async def read_topic(bootstrap: str, topic: str, until, timeout_s: float = 20.0)
             for batch in (await consumer.getmany(timeout_ms=100)).values():
                 records.extend(batch)
         return records
-    finally:
-        await consumer.stop()
 
 
 async def read_all(bootstrap: str, topic: str) -> list:
     """Every record ``topic`` holds now (up to its end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+    async with reading(bootstrap, topic) as (consumer, tps):
         ends = await consumer.end_offsets(tps)
         records: list = []
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for batch in (await consumer.getmany(timeout_ms=100)).values():
                 records.extend(batch)
         return records
-    finally:
-        await consumer.stop()
 
 
 def decoded(records, message_type: type[Message]) -> list:
@@ -131,24 +140,15 @@ class PaperExecution:
 
     async def __aenter__(self) -> PaperExecution:
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                          fetch_max_wait_ms=10)
-        await self._consumer.start()
-        deadline = time.monotonic() + 20
-        while not (partitions := self._consumer.partitions_for_topic(self._orders_topic)):
-            assert time.monotonic() < deadline, f"{self._orders_topic} was not created"
-            await self._consumer.topics()
-            await asyncio.sleep(0.1)
-        tps = [TopicPartition(self._orders_topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
+        self._reading = reading(self._bootstrap, self._orders_topic)
+        self._consumer, _ = await self._reading.__aenter__()
         self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc_info) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
+        await self._reading.__aexit__(None, None, None)
         await self._producer.stop()
 
     async def _run(self) -> None:
