@@ -116,6 +116,12 @@ class CalendarsView:
     def market_open(self, exchange: str, symbol: str, ts_ns: int) -> tuple[bool | None, str]: ...
 
 
+def _baselines(book: AccountBook) -> tuple:
+    """What observing equity may move without a state change: the day, its starting equity, the peak."""
+    control = book.control
+    return control.day, control.day_start_equity, control.equity_peak
+
+
 def equity_currency(config: AccountConfig, configured: str | None) -> str:
     return configured or next(iter(config.balances), "USDT")
 
@@ -453,11 +459,13 @@ class RiskService:
     # --- states --------------------------------------------------------------------------------------
 
     def _observe(self, uow: UnitOfWork, book: AccountBook) -> None:
-        """Equity after a change: day, peak, broken loss limits (published with the unit)."""
+        """Equity after a change: day, peak, broken loss limits (published and saved with the unit)."""
+        before = _baselines(book)
         equity = book.equity(self._mark_of(book))
         for change in observe_equity(book.control, self.limits(book.account_id), equity, book.clock):
             self._announce(uow, book, change, book.clock)
-        self._dirty_controls.add(book.account_id)
+        if _baselines(book) != before:
+            uow.save_control(book.account_id, book.control, book.clock)
 
     def _announce(self, uow: UnitOfWork, book: AccountBook, change: StateChange, ts_event: int) -> None:
         """The events of a state change: the change (or breach), and the kill switch when it moved."""
@@ -512,8 +520,10 @@ class RiskService:
             changes: dict[str, list[StateChange]] = {}
             for account_id in touched:
                 book = self.books[account_id]
+                before = _baselines(book)
                 found = observe_equity(book.control, self.limits(account_id), book.equity(self._mark_of(book)), book.clock)
-                self._dirty_controls.add(account_id)
+                if _baselines(book) != before:  # stored by the market-state saver (no version bump: facts)
+                    self._dirty_controls.add(account_id)
                 self._report(book)
                 if found:
                     changes[account_id] = found
