@@ -309,6 +309,9 @@ class RiskService:
                         uow.save_control(account_id, book.control, book.clock)
             except BaseException:
                 self._invalidate(involved)
+                for queue in self._pending.values():  # the commit may have happened: look them up again
+                    for pending in queue:
+                        pending.checked, pending.prior = False, None
                 raise
             self._committed(uow)
             for account_id, count in consumed.items():
@@ -395,7 +398,7 @@ class RiskService:
                     reasons.UNKNOWN_ACCOUNT, f"account {signal.account_id!r} is not configured (TRADEFLOW_ACCOUNTS)",
                     account_id=signal.account_id)
             else:
-                new_day = signal.ts_event // NS_PER_DAY != book.control.day
+                new_day = book.control.day is None or signal.ts_event // NS_PER_DAY > book.control.day
                 book.advance_clock(signal.ts_event)
                 if new_day:  # a new UTC day of event time may clear yesterday's daily loss first
                     self._observe(uow, book)
