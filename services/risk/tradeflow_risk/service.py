@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -102,7 +103,7 @@ class Decision:
         return self.event.reason if self.event is not None else ""
 
 
-class MarketsView:
+class MarketsView(Protocol):
     """What the service asks of the exchange markets (adapters.exchange_markets.ExchangeMarkets)."""
 
     def rules(self, exchange: str, symbol: str) -> MarketRules | None: ...
@@ -110,7 +111,7 @@ class MarketsView:
     def symbols(self, exchange: str) -> frozenset[str] | None: ...
 
 
-class CalendarsView:
+class CalendarsView(Protocol):
     """What the service asks of the trading hours (adapters.instrument_calendars.InstrumentCalendars)."""
 
     def market_open(self, exchange: str, symbol: str, ts_ns: int) -> tuple[bool | None, str]: ...
