@@ -53,6 +53,14 @@ async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 40) -> dict:
     return resp.json()
 
 
+async def position_known(client: httpx.AsyncClient, account_id: str, timeout_s: float = 20) -> None:
+    """Until risk has applied the fill of the account's order (execution answers asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while not (await client.get(f"/v1/accounts/{account_id}/risk")).json()["positions"]:
+        assert time.monotonic() < deadline, f"no position of {account_id} after {timeout_s}s"
+        await asyncio.sleep(0.1)
+
+
 class Running:
     """The risk app in this process, its settings, an HTTP client and a producer for its inputs."""
 
@@ -189,6 +197,7 @@ async def test_kill_switch_api_limits_api_and_the_account_view(kafka_bootstrap, 
         (record,) = await read_topic(kafka_bootstrap, settings.risk_orders_topic, lambda rs: len(rs) >= 1)
         assert header_value(record.headers, "traceparent").split("-")[1] == \
             format(span.get_span_context().trace_id, "032x")
+        await position_known(client, first)
 
         called = time.monotonic()
         resp = await client.post("/v1/kill-switch", json={"account_id": "*", "engaged": True, "reason": "drill"})
@@ -229,10 +238,7 @@ async def test_a_stop_triggers_on_a_trade_inside_a_candle_not_at_its_close(kafka
         entry = signal(account_id, 0, quantity="3", exchange=exchange)
         await risk.send_signals([entry])
         await risk.orders(lambda os: len(os) >= 1)
-        deadline = time.monotonic() + 20
-        while (await risk.client.get(f"/v1/accounts/{account_id}/risk")).json()["positions"] == []:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await position_known(risk.client, account_id)
         minute = T0 + 5 * MINUTE
         prices = [99.0, 96.0, 94.5, 97.0, 98.0]  # the 1m candle closes at 98, above the stop at 95
         ticks = [Tick(exchange=exchange, symbol="BTC/USDT", trade_id=f"s{i}", price=p, amount=0.5, side="sell",
