@@ -16,6 +16,9 @@ published; a figure counts a decision when its order or rejection is on the topi
   (enter 1, exit, ... all approved) sent at once: each account's next signal waits for its
   previous market order to be filled and reported back (docs/adr/0018), so this is 100 accounts
   over the round trip risk -> execution -> risk.
+- ``risk_service_layer_decisions_per_s``: the same kind of decisions through the service layer
+  alone (``RiskService.on_trading`` in this process, batches of 500, the database but no broker):
+  what the decisions cost without the topics.
 - ``risk_signal_to_order_p50_ms`` / ``_p99_ms``: then ``--rate`` signals/s for ``--seconds`` s;
   the time from the send of a signal to its order arriving on risk.orders.v1 (consume, decide,
   commit, outbox relay, broker both ways). Target: p99 under 20 ms.
@@ -160,6 +163,42 @@ async def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 90
             await asyncio.sleep(0.3)
 
 
+async def service_layer_rate(database_url: str, signals: int, batch: int = 500) -> float:
+    """Refused signals of 100 accounts through RiskService.on_trading, no broker: decisions/s."""
+    from tradeflow_db import Database
+    from tradeflow_db.outbox import Outbox
+    from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
+    from tradeflow_risk.adapters.instrument_calendars import InstrumentCalendars
+    from tradeflow_risk.adapters.store import OUTBOX_TABLE, RiskStore
+    from tradeflow_risk.domain.limits import RiskLimits
+    from tradeflow_risk.domain.market import MarketData
+    from tradeflow_risk.domain.profiles import AccountProfile, Profiles
+    from tradeflow_risk.service import PendingSignal, RiskService, Topics
+
+    from tests.risk_support import account
+
+    database = Database(database_url, name="bench-risk", max_connections=2)
+    await database.start()
+    try:
+        service = RiskService(
+            accounts=[account(account_id(a, "layer"), cash="1000000000") for a in range(ACCOUNTS)],
+            profiles=Profiles({"*": AccountProfile(limits=RiskLimits(max_order_notional=1))}, {}),
+            store=RiskStore(database, Outbox(OUTBOX_TABLE)), market=MarketData("1h"), markets=ExchangeMarkets([], []),
+            calendars=InstrumentCalendars(None, 60), topics=Topics("bench-orders", "bench-events"),
+            telemetry=Telemetry("bench-risk-layer", CommonSettings()))
+        await service.start()
+        pending = [PendingSignal(s, "signals", 0, n) for n, s in enumerate(burst(signals, kind="layer"))]
+        started = time.perf_counter()
+        for first in range(0, len(pending), batch):
+            await service.on_trading(signals=pending[first:first + batch])
+        rate = len(pending) / (time.perf_counter() - started)
+        async with database.connection() as conn:  # nobody relays these: the next phases start clean
+            await conn.execute("DELETE FROM risk_outbox")
+        return rate
+    finally:
+        await database.stop()
+
+
 async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_path: Path) -> None:
     settings = CommonSettings(kafka_bootstrap=bootstrap)
     await ensure_topics(settings, ALL_TOPICS, with_dlq=True)
@@ -169,6 +208,10 @@ async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_p
     await producer.send_many(STRATEGY_SIGNALS, [(s.account_id, s) for s in refused])
     raw = max([await raw_consume_rate(bootstrap, STRATEGY_SIGNALS.name, len(refused)) for _ in range(2)])
     log(f"raw consume of {len(refused):,} signals: {raw:,.0f}/s")
+
+    layer = await service_layer_rate(database_url, len(refused))
+    emit("risk_service_layer_decisions_per_s", layer, "decisions/s")
+    log(f"the service layer alone (database, no broker): {layer:,.0f} decisions/s")
 
     port = free_port()
     process = start_risk(bootstrap, database_url, port, log_path)
