@@ -16,7 +16,7 @@ from tradeflow_backtest.data import CandleFileError, Market, read_candles_csv, w
 from tradeflow_backtest.engine import Backtest
 from tradeflow_trading.fees import NO_FEES, FeeSchedule
 from tradeflow_trading.fills import FillRule
-from tradeflow_trading.sizing import AllCash, FractionOfEquity
+from tradeflow_trading.sizing import ALL_CASH, FractionOfEquity
 from tradeflow_trading.strategies.bollinger_reversion import BollingerReversion
 from tradeflow_trading.strategies.breakout import Breakout
 from tradeflow_trading.strategies.dca import Dca
@@ -122,8 +122,8 @@ def test_several_markets_share_one_account():
     btc = random_walk(1500, seed=30)
     eth = random_walk(1500, seed=31, start=T0 + 7 * MINUTE)  # starts later: the timelines differ
     markets = [Market("BTC/USDT", btc), Market("ETH/USDT", eth)]
-    all_cash = Backtest(markets, timeframe="1m", sizing=AllCash()).run(SmaCross, {"fast": 5, "slow": 20})
-    halves = Backtest(markets, timeframe="1m", sizing=FractionOfEquity(D("0.5"))).run(SmaCross, {"fast": 5, "slow": 20})
+    all_cash = Backtest(markets, timeframe="1m", sizing=ALL_CASH).run(SmaCross, {"fast": 5, "slow": 20})
+    halves = Backtest(markets, timeframe="1m", sizing=FractionOfEquity(fraction=D("0.5"))).run(SmaCross, {"fast": 5, "slow": 20})
     for result in (all_cash, halves):
         assert {t.symbol for t in result.trades} == {"BTC/USDT", "ETH/USDT"}
         # One cash balance: the final equity is the cash plus what is held at the last closes.
@@ -148,7 +148,7 @@ def test_an_event_strategy_adds_to_its_position_and_is_refused_without_cash():
 
 def test_a_limit_order_fills_at_its_price_once_a_candle_reaches_it():
     broker = SimulatedBroker(account_id="a", exchange="x", quote_currency="USDT", cash=D(1000),
-                             fill_rule=FillRule(FEES), sizing=AllCash())
+                             fill_rule=FillRule(FEES), sizing=ALL_CASH)
     order = Order(client_order_id="c1", account_id="a", exchange="x", symbol="BTC/USDT", side="buy",
                   order_type="limit", quantity=D(2), limit_price=D(95), ts_event=T0)
     state = broker.submit(order)
@@ -203,12 +203,14 @@ def test_a_bad_candle_file_names_the_line(text, message):
         read_candles_csv(io.StringIO(text), timeframe("1m"))
 
 
-def test_sizing_rules_give_the_quote_an_entry_spends():
-    from tradeflow_trading.sizing import FixedQuote
+def test_sizing_rules_give_the_quote_an_entry_spends_as_risk_sizes_it():
+    from pydantic import ValidationError
+    from tradeflow_trading.sizing import FixedQuote, entry_quote
 
-    assert AllCash().entry_quote(cash=D(500), equity=D(900)) == D(500)
-    assert FractionOfEquity(D("0.25")).entry_quote(cash=D(500), equity=D(900)) == D(225)
-    assert FractionOfEquity(D("0.75")).entry_quote(cash=D(500), equity=D(900)) == D(500)  # never more than the cash
-    assert FixedQuote(D(100)).entry_quote(cash=D(60), equity=D(900)) == D(60)
-    with pytest.raises(ValueError, match="fraction must be in"):
-        FractionOfEquity(D("1.5"))
+    assert entry_quote(ALL_CASH, free_cash=D(500), equity=D(900)) == D(500)
+    assert entry_quote(FractionOfEquity(fraction=D("0.25")), free_cash=D(500), equity=D(900)) == D(225)
+    # More than the free cash: risk refuses it (insufficient balance), and so does the backtest.
+    assert entry_quote(FractionOfEquity(fraction=D("0.75")), free_cash=D(500), equity=D(900)) == D(675)
+    assert entry_quote(FixedQuote(amount=D(100)), free_cash=D(60), equity=D(900)) == D(100)
+    with pytest.raises(ValidationError, match="fraction"):
+        FractionOfEquity(fraction=D("1.5"))

@@ -54,19 +54,21 @@ def test_both_services_are_installed_and_name_their_settings():
         assert definition.settings_type.service_name == definition.name
 
 
-def test_a_field_of_two_services_comes_from_one_shared_base():
+def test_a_variable_two_services_read_is_declared_once_outside_the_services():
+    """Two services may each have a field of the same name (``ticks_topic``) as long as each reads
+    it under its own prefix; a variable they both read must be one declaration, in libs."""
     owners: dict[str, set[type]] = defaultdict(set)
-    users: dict[str, set[str]] = defaultdict(set)
+    readers: dict[str, set[str]] = defaultdict(set)
     for definition in definitions():
-        for field in definition.settings_type.model_fields:
-            owners[field].update(declaring_classes(definition.settings_type, field))
-            users[field].add(definition.name)
+        for field, variable in environment_variables(definition.settings_type).items():
+            owners[variable].update(declaring_classes(definition.settings_type, field))
+            readers[variable].add(definition.name)
     packages = service_packages()
-    for field, services in users.items():
+    for variable, services in readers.items():
         if len(services) < 2:
             continue
-        (owner,) = owners[field]  # declared once, overridden nowhere: one meaning
-        assert owner.__module__.split(".")[0] not in packages, f"{field}: declared by a service ({owner.__module__})"
+        (owner,) = owners[variable]  # declared once, overridden nowhere: one meaning
+        assert owner.__module__.split(".")[0] not in packages, f"{variable}: declared by a service ({owner.__module__})"
 
 
 def test_no_environment_variable_is_read_by_two_services_unless_it_is_shared():

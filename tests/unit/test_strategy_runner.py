@@ -13,7 +13,7 @@ from tradeflow_backtest.data import Market
 from tradeflow_backtest.engine import Backtest
 from tradeflow_trading.fees import FeeSchedule
 from tradeflow_trading.fills import FillRule
-from tradeflow_trading.sizing import AllCash
+from tradeflow_trading.sizing import ALL_CASH
 from tradeflow_trading.strategies.bollinger_reversion import BollingerReversion
 from tradeflow_trading.strategies.breakout import Breakout
 from tradeflow_trading.strategies.dca import Dca
@@ -184,7 +184,7 @@ def test_an_event_strategy_live_with_paper_fills_trades_as_in_the_backtest(strat
     rule = FillRule(FeeSchedule(D("0.001"), D("0.001")), slippage_bps=D(3))
     expected = Backtest(Market("BTC/USDT", frame), timeframe="1m", fill_rule=rule).run(strategy_type, params)
     broker = SimulatedBroker(account_id="backtest", exchange="backtest", quote_currency="USDT", cash=D(10_000),
-                             fill_rule=rule, sizing=AllCash())
+                             fill_rule=rule, sizing=ALL_CASH)
     runner = LiveRunner(strategy_type(params), exchange="backtest", symbol="BTC/USDT", timeframe="1m",
                         account_id="backtest")
     candles = frame_candles(frame, "backtest", "BTC/USDT")

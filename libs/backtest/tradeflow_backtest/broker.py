@@ -33,7 +33,7 @@ from tradeflow_trading.ids import NS_PER_MS, client_order_id_for_signal
 from tradeflow_trading.money import ZERO, div, mul, quantize_price, to_decimal
 from tradeflow_trading.orders import OrderState
 from tradeflow_trading.positions import Balances, Position
-from tradeflow_trading.sizing import Sizing
+from tradeflow_trading.sizing import FixedQuote, FractionOfCash, FractionOfEquity, entry_quote
 from tradeflow_trading.strategy.intents import Intent
 
 from tradeflow_backtest.result import Trade, Unfilled
@@ -59,7 +59,7 @@ class SimulatedBroker:
     """One account on one exchange, its cash in one quote currency."""
 
     def __init__(self, *, account_id: str, exchange: str, quote_currency: str, cash: Decimal, fill_rule: FillRule,
-                 sizing: Sizing, instance_id: str = "backtest") -> None:
+                 sizing: FixedQuote | FractionOfCash | FractionOfEquity, instance_id: str = "backtest") -> None:
         self.account_id = account_id
         self.exchange = exchange
         self.quote_currency = quote_currency
@@ -106,8 +106,8 @@ class SimulatedBroker:
             if intent.quantity is not None:
                 quantity = intent.quantity
             else:
-                quote = self.sizing.entry_quote(cash=self.cash, equity=equity)
-                if quote <= 0:
+                quote = entry_quote(self.sizing, free_cash=self.cash, equity=equity)
+                if quote <= 0 or quote > self.cash:  # risk refuses more than the free cash
                     self.unfilled.append(Unfilled(intent, "insufficient_cash"))
                     return None
         elif intent.kind == "exit":

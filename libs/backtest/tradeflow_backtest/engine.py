@@ -51,7 +51,14 @@ from tradeflow_trading.fees import FeeSchedule
 from tradeflow_trading.fills import FillRule
 from tradeflow_trading.money import ZERO, mul, quantize_price, to_decimal
 from tradeflow_trading.positions import Position, split_symbol
-from tradeflow_trading.sizing import AllCash, Sizing
+from tradeflow_trading.sizing import (
+    ALL_CASH,
+    MONEY_METHODS,
+    FixedQuote,
+    FractionOfCash,
+    FractionOfEquity,
+    entry_quote,
+)
 from tradeflow_trading.strategy.base import EventStrategy, Strategy, StrategyDefinitionError, VectorStrategy
 from tradeflow_trading.strategy.candles import CandleFrame, resample, visible_counts
 from tradeflow_trading.strategy.context import StrategyContext
@@ -108,7 +115,8 @@ class Backtest:
     """Prepared candles of one or more markets on one account; :meth:`run` many times."""
 
     def __init__(self, markets: Market | Sequence[Market], *, timeframe: str | Timeframe,
-                 cash: Decimal = DEFAULT_CASH, fill_rule: FillRule | None = None, sizing: Sizing | None = None,
+                 cash: Decimal = DEFAULT_CASH, fill_rule: FillRule | None = None,
+                 sizing: FixedQuote | FractionOfCash | FractionOfEquity | None = None,
                  exchange: str = "backtest", account_id: str = "backtest", instance_id: str = "backtest",
                  memo_size: int = 32) -> None:
         markets = [markets] if isinstance(markets, Market) else list(markets)
@@ -131,7 +139,11 @@ class Backtest:
         if self.cash <= 0:
             raise ValueError(f"cash must be positive, got {self.cash}")
         self.fill_rule = fill_rule or FillRule(fees=DEFAULT_FEES)
-        self.sizing = sizing or AllCash()
+        self.sizing = sizing or ALL_CASH
+        if not isinstance(self.sizing, MONEY_METHODS):
+            # volatility_target and kelly need ATR / closed-trade statistics the engine does not keep yet
+            raise ValueError(f"sizing {self.sizing.method!r} is not supported by the backtest: use fixed_quote, "
+                             "fraction_of_cash or fraction_of_equity")
         self.exchange, self.account_id, self.instance_id = exchange, account_id, instance_id
         self._markets = [_Prepared(m, m.candles, {}, _BoundedMemo(memo_size)) for m in markets]
         self._timeline = _sorted_unique(np.concatenate([m.frame.ts_start for m in self._markets]))
@@ -191,9 +203,9 @@ class Backtest:
                     unfilled.append(Unfilled(intent_on(frame, row, symbol, "enter_long", intent_reason),
                                              "no_next_candle"))
                     continue
-                quote = self.sizing.entry_quote(cash=cash, equity=cash)  # flat: the equity is the cash
-                fill = rule.market_fill("buy", to_decimal(float(opens[row + 1])), quote_quantity=quote) if quote > 0 \
-                    else None
+                quote = entry_quote(self.sizing, free_cash=cash, equity=cash)  # flat: the equity is the cash
+                fill = rule.market_fill("buy", to_decimal(float(opens[row + 1])), quote_quantity=quote) \
+                    if 0 < quote <= cash else None
                 if fill is None:
                     unfilled.append(Unfilled(intent_on(frame, row, symbol, "enter_long", intent_reason),
                                              "insufficient_cash"))  # nothing, or less than one quantity step

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import psycopg
+from opentelemetry import propagate
+from opentelemetry.context import Context
 from psycopg import sql
 from tradeflow.bus.trace_context import current_trace_headers
 from tradeflow.codec import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_SCHEMA, encode
@@ -57,6 +59,12 @@ def outbox_table_ddl(table: str) -> str:
     """
 
 
+def _trace_headers(context: Context) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return carrier
+
+
 def _lock_key(table: str) -> int:
     """A stable advisory-lock key per outbox table (signed 64-bit, as PostgreSQL wants)."""
     return int.from_bytes(hashlib.sha256(f"outbox:{table}".encode()).digest()[:8], "big", signed=True)
@@ -67,8 +75,13 @@ class Outbox:
 
     def __init__(self, table: str) -> None:
         self.table = table
+        # One statement for any number of rows (executemany sends one query per row); ordered by
+        # the arrays' positions so the ids (the publishing order) follow the order of the items.
         self._insert = sql.SQL(
-            "INSERT INTO {} (topic, key, schema, payload, headers) VALUES (%s, %s, %s, %s, %s)"
+            "INSERT INTO {} (topic, key, schema, payload, headers) "
+            "SELECT topic, key, schema, payload, headers FROM unnest("
+            "%b::text[], %b::text[], %b::text[], %b::bytea[], %b::jsonb[]) "
+            "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position"
         ).format(sql.Identifier(table))
         self._notify = sql.SQL("NOTIFY {}").format(sql.Identifier(table))
 
@@ -77,15 +90,24 @@ class Outbox:
         await self.put_many(conn, [(topic, key, message)])
 
     async def put_many(self, conn: psycopg.AsyncConnection,
-                       items: Iterable[tuple[TopicSpec | str, str | None, Message]]) -> None:
-        """Store every (topic, key, message) in order; they are published after the commit."""
-        trace = {name: value.decode() for name, value in current_trace_headers()}
-        rows = [(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
-                 encode(message), psycopg.types.json.Jsonb(trace)) for topic, key, message in items]
-        if not rows:
+                       items: Iterable[tuple[TopicSpec | str, str | None, Message]], *,
+                       contexts: Sequence[Context | None] | None = None) -> None:
+        """Store every (topic, key, message) in order; they are published after the commit.
+
+        Each row carries the trace headers of the current span, or, with ``contexts`` (one per
+        item, None for the current span), of its own context: a batch of decisions written at
+        once still continues each one's trace.
+        """
+        items = list(items)
+        current = {name: value.decode() for name, value in current_trace_headers()}
+        traces = [current if context is None else _trace_headers(context)
+                  for context in (contexts if contexts is not None else [None] * len(items))]
+        if not items:
             return
-        async with conn.cursor() as cursor:
-            await cursor.executemany(self._insert, rows)
+        columns = ([topic.name if isinstance(topic, TopicSpec) else topic for topic, _, _ in items],
+                   [key for _, key, _ in items], [type(message).SCHEMA for _, _, message in items],
+                   [encode(message) for _, _, message in items], [psycopg.types.json.Jsonb(t) for t in traces])
+        await conn.execute(self._insert, columns)
         await conn.execute(self._notify)
 
 
@@ -168,13 +190,16 @@ class OutboxRelay:
             listener = asyncio.create_task(self._listen(lock_conn))
             try:
                 while True:
+                    # Cleared before looking, not after: a NOTIFY that lands while a round runs
+                    # must wake the next one (clearing it after the round lost it until the poll).
+                    self._wakeup.clear()
                     sent = await self._relay_batch()
                     if sent:
                         continue
                     self._empty.set()
                     if self._stopping.is_set():
                         return
-                    await self._sleep(self._poll_interval_s)
+                    await self._wait_for_wakeup(self._poll_interval_s)
             finally:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
@@ -204,6 +229,9 @@ class OutboxRelay:
 
     async def _sleep(self, seconds: float) -> None:
         self._wakeup.clear()
+        await self._wait_for_wakeup(seconds)
+
+    async def _wait_for_wakeup(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._wakeup.wait(), seconds)
         except TimeoutError:

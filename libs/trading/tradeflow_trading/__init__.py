@@ -10,6 +10,8 @@ compute exactly the same orders, fills, positions and P&L.
 - :mod:`.fees`: maker/taker fee schedules
 - :mod:`.fills`: the fill rule of paper trading and backtests (price, slippage, quantity, fee)
 - :mod:`.accounts`: accounts from ``TRADEFLOW_ACCOUNTS``
-- :mod:`.sizing`: how much an entry without a quantity buys (all cash, a fraction of equity, a fixed amount)
+- :mod:`.sizing`: position sizing of entries (fixed amount, fractions of cash or equity,
+  volatility target, capped Kelly)
+- :mod:`.volatility`: ATR, standard deviation of returns, correlation of returns
 - :mod:`.strategy`: the strategy SDK (extra ``strategy``: numpy, numba); :mod:`.strategies` the packaged strategies
 """

@@ -62,6 +62,7 @@ class Consumer:
         on_revoked: PartitionsCallback | None = None,
         auto_offset_reset: str = "earliest",
         client_id: str | None = None,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         if not topics:
             raise ValueError("a consumer needs at least one topic")
@@ -79,6 +80,9 @@ class Consumer:
         self._on_revoked = on_revoked
         self._auto_offset_reset = auto_offset_reset
         self._client_id = client_id or settings.kafka_client_id
+        # How long the broker may hold a fetch that has no data yet: a latency floor on Tansu,
+        # which answers a waiting fetch only at this deadline (risk's signal-to-order path).
+        self._fetch_max_wait_ms = fetch_max_wait_ms
 
         self._kafka: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -184,6 +188,7 @@ class Consumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
         )
         kafka.subscribe(topics=list(self._specs), listener=_RebalanceListener(self))
         return kafka

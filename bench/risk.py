@@ -1,0 +1,295 @@
+"""How fast does risk decide? (issue 13: decisions/s for 100 accounts; p99 signal to order)
+
+One run on a private Tansu and a private PostgreSQL (LocalInfra in a temp dir, free loopback
+ports), risk as its own process (``tradeflow run risk``), and in this process the signal
+producer, a stand-in for execution (tests/risk_support.PaperExecution: every order submitted,
+filled and reported back, so the determinism rule lets the account's next signal through) and
+the readers of the output topics. Every decision is stored with its outbox row before it is
+published; a figure counts a decision when its order or rejection is on the topic.
+
+- ``risk_decisions_per_s_no_wait``: ``--signals`` signals of 100 accounts whose limits refuse
+  them (max_order_notional), on the topic before risk starts: decisions that never wait for an
+  execution round trip, i.e. what consuming, deciding, storing and publishing cost. Baseline: a
+  raw aiokafka consumer reading the same signals in the same run (the most any consumer of the
+  topic can do). Target: at least 5,000 decisions/s.
+- ``risk_decisions_per_s_with_execution``: the same number of signals of 100 other accounts
+  (enter 1, exit, ... all approved) sent at once: each account's next signal waits for its
+  previous market order to be filled and reported back (docs/adr/0018), so this is 100 accounts
+  over the round trip risk -> execution -> risk.
+- ``risk_service_layer_decisions_per_s``: the same kind of decisions through the service layer
+  alone (``RiskService.on_trading`` in this process, batches of 500, the database but no broker):
+  what the decisions cost without the topics.
+- ``risk_signal_to_order_p50_ms`` / ``_p99_ms``: then ``--rate`` signals/s for ``--seconds`` s;
+  the time from the send of a signal to its order arriving on risk.orders.v1 (consume, decide,
+  commit, outbox relay, broker both ways). Target: p99 under 20 ms.
+
+Run: ``.venv/bin/python bench/risk.py [--signals N] [--rate R] [--seconds S]``; prints JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(REPO))
+
+from _common import emit, free_port, log  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from tradeflow.admin import ensure_topics  # noqa: E402
+from tradeflow.bus import Producer  # noqa: E402
+from tradeflow.codec import decode  # noqa: E402
+from tradeflow.messages import Order, RiskEvent  # noqa: E402
+from tradeflow.settings import CommonSettings  # noqa: E402
+from tradeflow.telemetry import Telemetry  # noqa: E402
+from tradeflow.topics import ALL_TOPICS, EXEC_FILLS, EXEC_ORDERS, RISK_EVENTS, RISK_ORDERS, STRATEGY_SIGNALS  # noqa: E402
+
+from tests.risk_support import EXCHANGE, PaperExecution, reading, signal  # noqa: E402
+
+ACCOUNTS = 100
+TARGET_DECISIONS_PER_S = 5_000
+TARGET_P99_MS = 20.0
+BIN = Path(sys.executable).parent
+
+
+def account_id(a: int, kind: str = "bench") -> str:
+    return f"{kind}{a:03d}"
+
+
+def burst(signals: int, first_cycle: int = 0, kind: str = "bench") -> list:
+    """Per account alternating enter 1 / exit, accounts interleaved."""
+    per_account = signals // ACCOUNTS
+    return [signal(account_id(a, kind), first_cycle + n, "enter_long" if n % 2 == 0 else "exit",
+                   quantity="1" if n % 2 == 0 else None)
+            for n in range(per_account) for a in range(ACCOUNTS)]
+
+
+async def raw_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count, started = 0, time.perf_counter()
+        while count < expected:
+            for batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                count += len(batch)
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+class Outputs:
+    """Reads risk.orders.v1 and risk.events.v1 from now on: when each decision arrived."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self.arrivals: dict[str, float] = {}  # signal id -> perf_counter at arrival
+        self.first: float | None = None
+
+    async def __aenter__(self) -> Outputs:
+        # A short fetch wait: Tansu answers a waiting fetch at its deadline, which would add to the latency.
+        self._readers = [reading(self._bootstrap, topic.name, from_end=True, fetch_max_wait_ms=1)
+                         for topic in (RISK_ORDERS, RISK_EVENTS)]
+        self._consumers = [(await reader.__aenter__())[0] for reader in self._readers]
+        self._tasks = [asyncio.create_task(self._run(consumer)) for consumer in self._consumers]
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for reader in self._readers:
+            await reader.__aexit__(None, None, None)
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            for tp, batch in (await consumer.getmany(timeout_ms=100)).items():
+                now = time.perf_counter()
+                self.first = self.first or now
+                for record in batch:
+                    message = decode(Order if tp.topic == RISK_ORDERS.name else RiskEvent, record.value)
+                    if message.signal_id:
+                        self.arrivals.setdefault(message.signal_id, now)
+
+    async def wait_for(self, signal_ids: set[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not signal_ids <= self.arrivals.keys():
+            if time.monotonic() > deadline:
+                missing = len(signal_ids - self.arrivals.keys())
+                raise TimeoutError(f"{missing} of {len(signal_ids)} signals undecided after {timeout_s:.0f}s")
+            await asyncio.sleep(0.05)
+
+
+def start_risk(bootstrap: str, database_url: str, port: int, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "TRADEFLOW_ENVIRONMENT": "test", "TRADEFLOW_KAFKA_BOOTSTRAP": bootstrap,
+           "TRADEFLOW_DATABASE_URL": database_url, "TRADEFLOW_HTTP_PORT": str(port), "TRADEFLOW_LOG_LEVEL": "WARNING",
+           "TRADEFLOW_CONSUMER_SESSION_TIMEOUT_MS": "6000", "TRADEFLOW_PRODUCER_LINGER_MS": "1",
+           "TRADEFLOW_ACCOUNTS": json.dumps([{"id": account_id(a, kind), "exchange": EXCHANGE,
+                                              "balances": {"USDT": "1000000000"}, "fees": {"maker": "0", "taker": "0"}}
+                                             for kind in ("bench", "refused") for a in range(ACCOUNTS)]),
+           "TRADEFLOW_RISK_ACCOUNT_PROFILES": json.dumps({account_id(a, "refused"): {"limits": {"max_order_notional": "1"}}
+                                                          for a in range(ACCOUNTS)})}
+    with log_path.open("w") as out:
+        return subprocess.Popen([str(BIN / "tradeflow"), "run", "risk"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient() as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"risk exited with {process.returncode}")
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("risk not ready")
+            await asyncio.sleep(0.3)
+
+
+async def service_layer_rate(database_url: str, signals: int, batch: int = 500) -> float:
+    """Refused signals of 100 accounts through RiskService.on_trading, no broker: decisions/s."""
+    from tradeflow_db import Database
+    from tradeflow_db.outbox import Outbox
+    from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
+    from tradeflow_risk.adapters.instrument_calendars import InstrumentCalendars
+    from tradeflow_risk.adapters.store import OUTBOX_TABLE, RiskStore
+    from tradeflow_risk.domain.limits import RiskLimits
+    from tradeflow_risk.domain.market import MarketData
+    from tradeflow_risk.domain.profiles import AccountProfile, Profiles
+    from tradeflow_risk.service import PendingSignal, RiskService, Topics
+
+    from tests.risk_support import account
+
+    database = Database(database_url, name="bench-risk", max_connections=2)
+    await database.start()
+    try:
+        service = RiskService(
+            accounts=[account(account_id(a, "layer"), cash="1000000000") for a in range(ACCOUNTS)],
+            profiles=Profiles({"*": AccountProfile(limits=RiskLimits(max_order_notional=1))}, {}),
+            store=RiskStore(database, Outbox(OUTBOX_TABLE)), market=MarketData("1h"), markets=ExchangeMarkets([], []),
+            calendars=InstrumentCalendars(None, 60), topics=Topics("bench-orders", "bench-events"),
+            telemetry=Telemetry("bench-risk-layer", CommonSettings()))
+        await service.start()
+        pending = [PendingSignal(s, "signals", 0, n) for n, s in enumerate(burst(signals, kind="layer"))]
+        started = time.perf_counter()
+        for first in range(0, len(pending), batch):
+            await service.on_trading(signals=pending[first:first + batch])
+        rate = len(pending) / (time.perf_counter() - started)
+        async with database.connection() as conn:  # nobody relays these: the next phases start clean
+            await conn.execute("DELETE FROM risk_outbox")
+        return rate
+    finally:
+        await database.stop()
+
+
+async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_path: Path) -> None:
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    await ensure_topics(settings, ALL_TOPICS, with_dlq=True)
+    producer = Producer(settings, Telemetry("bench-risk", settings), client_id="bench-risk")
+    await producer.start()
+    refused = burst(args.signals, kind="refused")
+    await producer.send_many(STRATEGY_SIGNALS, [(s.account_id, s) for s in refused])
+    raw = max([await raw_consume_rate(bootstrap, STRATEGY_SIGNALS.name, len(refused)) for _ in range(2)])
+    log(f"raw consume of {len(refused):,} signals: {raw:,.0f}/s")
+
+    layer = await service_layer_rate(database_url, len(refused))
+    emit("risk_service_layer_decisions_per_s", layer, "decisions/s")
+    log(f"the service layer alone (database, no broker): {layer:,.0f} decisions/s")
+
+    port = free_port()
+    process = start_risk(bootstrap, database_url, port, log_path)
+    try:
+        async with Outputs(bootstrap) as outputs, PaperExecution(
+                bootstrap, orders_topic=RISK_ORDERS.name, events_topic=EXEC_ORDERS.name,
+                fills_topic=EXEC_FILLS.name):
+            await wait_ready(port, process)
+            await outputs.wait_for({s.signal_id for s in refused}, timeout_s=600)
+            rate = len(refused) / (max(outputs.arrivals.values()) - outputs.first)
+            emit("risk_decisions_per_s_no_wait", rate, "decisions/s", raw)
+            log(f"decisions that wait for nothing: {rate:,.0f}/s over {len(refused):,} signals of {ACCOUNTS} accounts "
+                f"(raw consume {raw:,.0f}/s; target {TARGET_DECISIONS_PER_S:,}/s: "
+                f"{'met' if rate >= TARGET_DECISIONS_PER_S else 'MISSED'})")
+
+            approved = burst(args.signals)
+            started = time.perf_counter()
+            await producer.send_many(STRATEGY_SIGNALS, [(s.account_id, s) for s in approved])
+            await outputs.wait_for({s.signal_id for s in approved}, timeout_s=900)
+            rate = len(approved) / (max(outputs.arrivals[s.signal_id] for s in approved) - started)
+            emit("risk_decisions_per_s_with_execution", rate, "decisions/s")
+            log(f"decisions with an execution round trip before each account's next one: {rate:,.0f}/s over "
+                f"{len(approved):,} signals of {ACCOUNTS} accounts")
+
+            paced = burst(args.rate * args.seconds, first_cycle=args.signals // ACCOUNTS + 2)
+            sent: dict[str, float] = {}
+            interval = 1.0 / args.rate
+            started = time.perf_counter()
+            for n, s in enumerate(paced):
+                delay = started + n * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent[s.signal_id] = time.perf_counter()
+                producer.send(STRATEGY_SIGNALS, s.account_id, s)
+            await outputs.wait_for(set(sent), timeout_s=60)
+            latencies = sorted((outputs.arrivals[i] - t) * 1000 for i, t in sent.items())
+            p50 = statistics.median(latencies)
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            emit("risk_signal_to_order_p50_ms", p50, "ms")
+            emit("risk_signal_to_order_p99_ms", p99, "ms")
+            log(f"signal to order at {args.rate}/s ({len(latencies)} signals): p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+                f"(target p99 < {TARGET_P99_MS:.0f} ms: {'met' if p99 < TARGET_P99_MS else 'MISSED'})")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        await producer.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signals", type=int, default=20_000, help="signals of the throughput phase")
+    parser.add_argument("--rate", type=int, default=100, help="signals/s of the latency phase")
+    parser.add_argument("--seconds", type=int, default=20, help="length of the latency phase")
+    args = parser.parse_args()
+
+    from tradeflow_db.migrate import upgrade
+    from tradeflow_ops.infra import LocalInfra
+
+    with tempfile.TemporaryDirectory(prefix="tradeflow-bench-risk-") as tmp:
+        Path(tmp).chmod(0o755)  # the database runs as the postgres user when we are root
+        infra = LocalInfra(Path(tmp), kafka_port=free_port(), db_port=free_port())
+        try:
+            infra.up()
+            upgrade(infra.database_url)
+            asyncio.run(run(infra.kafka_bootstrap, infra.database_url, args, Path(tmp) / "risk.log"))
+        except Exception:
+            log_file = Path(tmp) / "risk.log"
+            if log_file.exists():
+                log(log_file.read_text()[-3000:])
+            raise
+        finally:
+            infra.down(purge=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

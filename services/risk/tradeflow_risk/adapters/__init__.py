@@ -1,0 +1,1 @@
+"""The risk service's outside world: database, ccxt markets, instrument registry, topics."""

@@ -1,0 +1,332 @@
+"""Risk's tables (migration risk_0001) and the unit of work every decision is stored in.
+
+A :class:`UnitOfWork` is one transaction over a set of accounts: it locks their
+``risk_accounts`` rows (``SELECT ... FOR UPDATE``, in account order so two units never
+deadlock) and reports each row's ``version``; the service reloads an account whose version
+moved (another replica, or a failed transaction, changed it). Everything the decisions change
+(decisions, orders, fills, the accounts' control) and announce (outbox rows) is written in that
+transaction: either all of it is stored and published, or none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import psycopg
+from opentelemetry.context import Context
+from tradeflow.codec import decode, encode
+from tradeflow.messages import Fill, Message, Order, RiskEvent
+from tradeflow.topics import TopicSpec
+from tradeflow_db import Database
+from tradeflow_db.outbox import Outbox
+
+from tradeflow_risk.domain.account import AccountControl, Breach, TrackedOrder, Watermark
+from tradeflow_risk.domain.limits import RiskLimits
+
+OUTBOX_TABLE = "risk_outbox"
+_NO_TRACE = Context()  # an empty context: rows without trace headers
+REQUIRED_REVISION = "risk_0001"
+TERMINAL_SQL = "('filled', 'canceled', 'rejected', 'expired')"
+
+
+@dataclass(slots=True)
+class StoredAccount:
+    """One account as the database has it (the service folds it into an AccountBook)."""
+
+    account_id: str
+    version: int = 0
+    clock: int = 0
+    control: AccountControl = field(default_factory=AccountControl)
+    orders: list[TrackedOrder] = field(default_factory=list)
+    order_times: list[int] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    watermarks: dict[str, Watermark] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsVersion:
+    account_id: str
+    version: int
+    limits: RiskLimits
+    changed_by: str
+    changed_at: str  # ISO 8601, UTC
+
+    def json(self) -> dict:
+        return {"account_id": self.account_id, "version": self.version, "changed_by": self.changed_by,
+                "changed_at": self.changed_at, "limits": self.limits.model_dump(mode="json")}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    decision_id: str
+    outcome: str
+    payload: bytes
+
+
+def _breaches_json(control: AccountControl) -> str:
+    return json.dumps({reason: {"action": b.action, "message": b.message, "ts_event": b.ts_event}
+                       for reason, b in control.breaches.items()})
+
+
+def _control(row: dict) -> AccountControl:
+    breaches = {reason: Breach(reason, b["action"], b["message"], b["ts_event"])
+                for reason, b in (row["breaches"] or {}).items()}
+    return AccountControl(kill_switch=row["kill_switch"], kill_switch_reason=row["kill_switch_reason"],
+                          kill_switch_auto=row["kill_switch_auto"], breaches=breaches, day=row["day"],
+                          day_start_equity=row["day_start_equity"], equity_peak=row["equity_peak"])
+
+
+def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:
+    """Rows as one list per column (the arrays an ``unnest`` takes)."""
+    return tuple([row[i] for row in rows] for i in range(width))
+
+
+def _iso(moment) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+class RiskStore:
+    """Queries of risk's tables on the service's :class:`Database`."""
+
+    def __init__(self, database: Database, outbox: Outbox) -> None:
+        self.database = database
+        self.outbox = outbox
+
+    async def ensure_accounts(self, account_ids: Sequence[str]) -> None:
+        async with self.database.connection() as conn:
+            await conn.execute("INSERT INTO risk_accounts (account_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING",
+                               (list(account_ids),))
+
+    async def load(self, account_ids: Sequence[str], conn: psycopg.AsyncConnection | None = None) -> dict[str, StoredAccount]:
+        """The stored state of ``account_ids`` (on ``conn``: inside a unit of work)."""
+        if conn is None:
+            async with self.database.connection() as own:
+                return await _load(own, list(account_ids))
+        return await _load(conn, list(account_ids))
+
+    async def load_marks(self) -> list[tuple[str, str, Decimal, int]]:
+        async with self.database.connection() as conn:
+            return await (await conn.execute("SELECT exchange, symbol, price, ts_event FROM risk_marks")).fetchall()
+
+    async def latest_limits(self) -> dict[str, LimitsVersion]:
+        async with self.database.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT DISTINCT ON (account_id) account_id, version, limits, changed_by, changed_at FROM risk_limits "
+                "ORDER BY account_id, version DESC")).fetchall()
+        return {r[0]: LimitsVersion(r[0], r[1], RiskLimits.model_validate(r[2]), r[3], _iso(r[4])) for r in rows}
+
+    async def limits_history(self, account_id: str) -> list[LimitsVersion]:
+        async with self.database.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT version, limits, changed_by, changed_at FROM risk_limits WHERE account_id = %s ORDER BY version",
+                (account_id,))).fetchall()
+        return [LimitsVersion(account_id, r[0], RiskLimits.model_validate(r[1]), r[2], _iso(r[3])) for r in rows]
+
+    async def save_market_state(self, marks: Iterable[tuple[str, str, Decimal, int]],
+                                watermarks: Iterable[tuple[str, str, Watermark]],
+                                controls: Iterable[tuple[str, AccountControl]]) -> None:
+        """Marks, trailing-stop watermarks and the accounts' day and peak (no version bump: facts only)."""
+        marks, watermarks, controls = list(marks), list(watermarks), list(controls)
+        async with self.database.transaction() as conn, conn.cursor() as cursor:
+            if marks:
+                await cursor.executemany(
+                    "INSERT INTO risk_marks (exchange, symbol, price, ts_event) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (exchange, symbol) DO UPDATE SET price = excluded.price, ts_event = excluded.ts_event "
+                    "WHERE risk_marks.ts_event <= excluded.ts_event", marks)
+            if watermarks:
+                await cursor.executemany(
+                    "INSERT INTO risk_watermarks (account_id, symbol, opened_at, high, low) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (account_id, symbol) DO UPDATE SET opened_at = excluded.opened_at, "
+                    "high = excluded.high, low = excluded.low",
+                    [(a, s, w.opened_at, w.high, w.low) for a, s, w in watermarks])
+            if controls:
+                await cursor.executemany(
+                    "UPDATE risk_accounts SET day = %s, day_start_equity = %s, equity_peak = %s WHERE account_id = %s",
+                    [(c.day, c.day_start_equity, c.equity_peak, a) for a, c in controls])
+
+    async def version(self, account_id: str) -> int | None:
+        async with self.database.connection() as conn:
+            row = await (await conn.execute("SELECT version FROM risk_accounts WHERE account_id = %s",
+                                            (account_id,))).fetchone()
+        return row[0] if row else None
+
+    async def ping(self) -> tuple[bool, str]:
+        return await self.database.ping()
+
+    @asynccontextmanager
+    async def unit_of_work(self, account_ids: Iterable[str], *, fills: Sequence[Fill] = (),
+                           decision_ids: Sequence[str] = ()):
+        """One transaction in pipeline mode: the lock, the new fills and the stored decisions asked
+        for go out together (one round trip), the unit's writes and the commit together at the end."""
+        async with self.database.connection() as conn, conn.pipeline(), conn.transaction():
+            unit = UnitOfWork(conn, self.outbox)
+            await unit.begin(sorted(set(account_ids)), fills, decision_ids)
+            yield unit
+            await unit.flush()
+
+
+async def _load(conn: psycopg.AsyncConnection, ids: list[str]) -> dict[str, StoredAccount]:
+    accounts = {i: StoredAccount(i) for i in ids}
+    async with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        await cursor.execute("SELECT * FROM risk_accounts WHERE account_id = ANY(%s)", (ids,))
+        for row in await cursor.fetchall():
+            stored = accounts[row["account_id"]]
+            stored.version, stored.clock, stored.control = row["version"], row["clock"], _control(row)
+        await cursor.execute(
+            f"SELECT account_id, payload, status, seq, filled_quantity, applied_quantity, applied_notional "
+            f"FROM risk_orders WHERE account_id = ANY(%s) AND (status NOT IN {TERMINAL_SQL} "
+            f"OR applied_quantity < filled_quantity) ORDER BY created_at, client_order_id", (ids,))
+        for row in await cursor.fetchall():
+            accounts[row["account_id"]].orders.append(TrackedOrder(
+                decode(Order, row["payload"]), row["status"], row["seq"], row["filled_quantity"],
+                row["applied_quantity"], row["applied_notional"]))
+        # The rate window: orders within a minute of each account's newest rate-counted order.
+        await cursor.execute(
+            "SELECT o.account_id, o.ts_event FROM risk_orders o JOIN ("
+            "  SELECT account_id, max(ts_event) AS newest FROM risk_orders"
+            "  WHERE account_id = ANY(%s) AND origin <> 'protective' GROUP BY account_id) n USING (account_id) "
+            "WHERE o.origin <> 'protective' AND o.ts_event > n.newest - 60000000000 ORDER BY o.ts_event", (ids,))
+        for row in await cursor.fetchall():
+            accounts[row["account_id"]].order_times.append(row["ts_event"])
+        await cursor.execute("SELECT account_id, payload FROM risk_fills WHERE account_id = ANY(%s) ORDER BY seq", (ids,))
+        for row in await cursor.fetchall():
+            accounts[row["account_id"]].fills.append(decode(Fill, row["payload"]))
+        await cursor.execute("SELECT * FROM risk_watermarks WHERE account_id = ANY(%s)", (ids,))
+        for row in await cursor.fetchall():
+            accounts[row["account_id"]].watermarks[row["symbol"]] = Watermark(row["opened_at"], row["high"], row["low"])
+    return accounts
+
+
+class UnitOfWork:
+    """One transaction of decisions over locked accounts; rows are buffered and written at the end."""
+
+    def __init__(self, conn: psycopg.AsyncConnection, outbox: Outbox) -> None:
+        self.conn = conn
+        self._outbox = outbox
+        self.versions: dict[str, int] = {}
+        self._decisions: list[tuple] = []
+        self._new_orders: list[tuple] = []
+        self._progress: dict[str, TrackedOrder] = {}
+        self._controls: dict[str, tuple[AccountControl, int]] = {}
+        self._messages: list[tuple[TopicSpec | str, str, Message]] = []
+        self._contexts: list[Context | None] = []
+        self._serial = 0
+        self.new_fills: list[Fill] = []
+        self.stored: dict[str, StoredDecision] = {}
+
+    def next_serial(self) -> int:
+        """1, 2, ... within this unit: tells apart the events one unit publishes for an account version."""
+        self._serial += 1
+        return self._serial
+
+    async def begin(self, account_ids: list[str], fills: Sequence[Fill], decision_ids: Sequence[str]) -> None:
+        """Lock the accounts' rows (their versions), store ``fills`` (:attr:`new_fills`: those not
+        stored before, in order) and look up ``decision_ids`` (:attr:`stored`)."""
+        conn = self.conn
+        locked = await conn.execute(
+            "SELECT account_id, version FROM risk_accounts WHERE account_id = ANY(%s) ORDER BY account_id FOR UPDATE",
+            (account_ids,)) if account_ids else None
+        unique: dict[str, Fill] = {}
+        for fill in fills:
+            unique.setdefault(fill.fill_id, fill)
+        inserted = await conn.execute(
+            "INSERT INTO risk_fills (fill_id, account_id, client_order_id, payload) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[]) "
+            "ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id",
+            ([f.fill_id for f in unique.values()], [f.account_id for f in unique.values()],
+             [f.client_order_id for f in unique.values()], [encode(f) for f in unique.values()])) if unique else None
+        found = await conn.execute(
+            "SELECT decision_id, outcome, payload FROM risk_decisions WHERE decision_id = ANY(%s)",
+            (list(decision_ids),)) if decision_ids else None
+        self.versions = dict(await locked.fetchall()) if locked is not None else {}
+        new = {row[0] for row in await inserted.fetchall()} if inserted is not None else set()
+        self.new_fills = [fill for fill_id, fill in unique.items() if fill_id in new]
+        self.stored = {r[0]: StoredDecision(r[0], r[1], bytes(r[2])) for r in await found.fetchall()} if found else {}
+
+    async def save_limits(self, account_id: str, limits: RiskLimits, changed_by: str) -> LimitsVersion:
+        """The next version of the account's limits (the account's row is locked: versions never collide)."""
+        row = await (await self.conn.execute(
+            "INSERT INTO risk_limits (account_id, version, limits, changed_by) "
+            "SELECT %s, coalesce(max(version), 0) + 1, %s, %s FROM risk_limits WHERE account_id = %s "
+            "RETURNING version, changed_at",
+            (account_id, psycopg.types.json.Jsonb(limits.model_dump(mode="json")), changed_by, account_id))).fetchone()
+        return LimitsVersion(account_id, row[0], limits, changed_by, _iso(row[1]))
+
+    async def stored_decisions(self, decision_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        if not decision_ids:
+            return {}
+        rows = await (await self.conn.execute(
+            "SELECT decision_id, outcome, payload FROM risk_decisions WHERE decision_id = ANY(%s)",
+            (list(decision_ids),))).fetchall()
+        return {r[0]: StoredDecision(r[0], r[1], bytes(r[2])) for r in rows}
+
+    def add_decision(self, decision_id: str, account_id: str, origin: str, message: Order | Message,
+                     reason: str, ts_event: int) -> None:
+        approved = isinstance(message, Order)
+        self._decisions.append((decision_id, account_id, origin, "approved" if approved else "rejected", reason,
+                                message.client_order_id if approved else None, encode(message), ts_event))
+        if approved:
+            self._new_orders.append((message.client_order_id, message.account_id, encode(message), message.order_type,
+                                     message.origin, message.ts_event))
+
+    def order_progress(self, tracked: TrackedOrder) -> None:
+        """Write the order's status, seq and applied fills as they are at the end of the unit."""
+        self._progress[tracked.order.client_order_id] = tracked
+
+    def save_control(self, account_id: str, control: AccountControl, clock: int) -> None:
+        self._controls[account_id] = (control, clock)
+
+    def publish(self, trace_context: Context | None, topic: TopicSpec | str, key: str, message: Message) -> None:
+        """Queue ``message`` for the outbox, with the trace headers of ``trace_context`` (None: no trace)."""
+        self._messages.append((topic, key, message))
+        self._contexts.append(trace_context if trace_context is not None else _NO_TRACE)
+
+    async def flush(self) -> None:
+        """Write what the unit buffered: one statement per table (arrays, not a query per row)."""
+        conn = self.conn
+        if self._decisions:
+            await conn.execute(
+                "INSERT INTO risk_decisions (decision_id, account_id, origin, outcome, reason, client_order_id, "
+                "payload, ts_event) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::text[], %b::bytea[], %b::bigint[]) ON CONFLICT (decision_id) DO NOTHING", _columns(self._decisions, 8))
+        if self._new_orders:
+            await conn.execute(
+                "INSERT INTO risk_orders (client_order_id, account_id, payload, order_type, origin, ts_event) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::bigint[]) "
+                "ON CONFLICT (client_order_id) DO NOTHING", _columns(self._new_orders, 6))
+        if self._progress:
+            rows = [(t.order.client_order_id, t.status, t.seq, t.filled_quantity, t.applied_quantity,
+                     t.applied_notional) for t in self._progress.values()]
+            await conn.execute(
+                "UPDATE risk_orders o SET status = v.status, seq = v.seq, filled_quantity = v.filled, "
+                "applied_quantity = v.applied, applied_notional = v.notional, updated_at = now() "
+                "FROM unnest(%b::text[], %b::text[], %b::int[], %b::numeric[], %b::numeric[], %b::numeric[]) "
+                "AS v(client_order_id, status, seq, filled, applied, notional) "
+                "WHERE o.client_order_id = v.client_order_id", _columns(rows, 6))
+        if self._controls:
+            rows = [(account_id, c.kill_switch, c.kill_switch_reason, c.kill_switch_auto, _breaches_json(c), c.day,
+                     c.day_start_equity, c.equity_peak, clock) for account_id, (c, clock) in self._controls.items()]
+            await conn.execute(
+                "UPDATE risk_accounts a SET version = a.version + 1, kill_switch = v.kill_switch, "
+                "kill_switch_reason = v.reason, kill_switch_auto = v.auto, breaches = v.breaches, day = v.day, "
+                "day_start_equity = v.day_start, equity_peak = v.peak, clock = greatest(a.clock, v.clock), "
+                "updated_at = now() FROM unnest(%b::text[], %b::bool[], %b::text[], %b::bool[], %b::jsonb[], "
+                "%b::int[], %b::numeric[], %b::numeric[], %b::bigint[]) "
+                "AS v(account_id, kill_switch, reason, auto, breaches, day, day_start, peak, clock) "
+                "WHERE a.account_id = v.account_id", _columns(rows, 9))
+        if self._messages:
+            await self._outbox.put_many(conn, self._messages, contexts=self._contexts)
+
+    def new_versions(self) -> dict[str, int]:
+        """The version each account row saved by this unit has once it commits."""
+        return {account_id: self.versions.get(account_id, 0) + 1 for account_id in self._controls}
+
+
+def stored_message(decision: StoredDecision) -> Order | Message:
+    """The message a stored decision published (its Order, or the RiskEvent of its rejection)."""
+    return decode(Order if decision.outcome == "approved" else RiskEvent, decision.payload)
+

@@ -1,0 +1,116 @@
+"""Wiring of the risk service: settings -> components -> FastAPI app (``tradeflow run risk``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+from fastapi import FastAPI
+from tradeflow.admin import TopicsExist
+from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.service import (
+    ReadinessCheck,
+    ServiceDefinition,
+    broker_check,
+    consumer_check,
+    create_service_app,
+)
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import (
+    EXEC_FILLS,
+    EXEC_ORDERS,
+    MD_CANDLES,
+    MD_TICKS,
+    RISK_EVENTS,
+    RISK_ORDERS,
+    STRATEGY_SIGNALS,
+    TopicSpec,
+)
+from tradeflow_db import Database
+from tradeflow_db.outbox import Outbox, OutboxRelay
+
+from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
+from tradeflow_risk.adapters.instrument_calendars import InstrumentCalendars
+from tradeflow_risk.adapters.store import OUTBOX_TABLE, REQUIRED_REVISION, RiskStore
+from tradeflow_risk.adapters.topic_dispatch import MarketDataDispatch, MarketStateSaver, TradingDispatch
+from tradeflow_risk.api import create_risk_router
+from tradeflow_risk.domain.market import MarketData
+from tradeflow_risk.domain.profiles import Profiles
+from tradeflow_risk.service import RiskService, Topics
+from tradeflow_risk.settings import RiskSettings
+
+SERVICE_NAME = "risk"
+DEFAULT_PORT = 8004
+DB_POOL_SIZE = 6  # decisions, the outbox relay, the API
+
+
+def named(spec: TopicSpec, name: str) -> TopicSpec:
+    """The design's topic spec under its configured name (tests use their own topics)."""
+    return dataclasses.replace(spec, name=name)
+
+
+def create_app(settings: RiskSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    signals, exec_orders, exec_fills = (named(STRATEGY_SIGNALS, settings.signals_topic),
+                                        named(EXEC_ORDERS, settings.exec_orders_topic),
+                                        named(EXEC_FILLS, settings.exec_fills_topic))
+    candles, ticks = named(MD_CANDLES, settings.candles_topic), named(MD_TICKS, settings.ticks_topic)
+    orders, events = named(RISK_ORDERS, settings.orders_topic), named(RISK_EVENTS, settings.events_topic)
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+
+    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
+                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    outbox = Outbox(OUTBOX_TABLE)
+    store = RiskStore(database, outbox)
+    producer = Producer(settings, telemetry, client_id=client_id)
+    relay = OutboxRelay(database, outbox, producer, telemetry)
+    dead_letters = DeadLetters(producer, telemetry)
+    markets = ExchangeMarkets(settings.exchanges, {account.exchange for account in settings.accounts})
+    calendars = InstrumentCalendars(settings.instruments_url, settings.instruments_refresh_s)
+    market = MarketData(settings.market_timeframe, settings.volatility_period, settings.correlation_window)
+    service = RiskService(accounts=settings.accounts,
+                          profiles=Profiles(settings.account_profiles, settings.strategy_profiles),
+                          store=store, market=market, markets=markets, calendars=calendars,
+                          topics=Topics(orders=orders.name, events=events.name), telemetry=telemetry)
+    trading = TradingDispatch(service, signals_topic=signals.name, orders_topic=exec_orders.name,
+                              fills_topic=exec_fills.name)
+    market_data = MarketDataDispatch(service, telemetry, candles_topic=candles.name, ticks_topic=ticks.name)
+    saver = MarketStateSaver(service, market_data, settings.market_state_flush_s)
+    trading_consumer = Consumer(
+        settings, telemetry, topics=[signals, exec_orders, exec_fills], group_id=settings.consumer_group,
+        handler=trading.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
+        committable_offsets=trading.committable_offsets, on_revoked=trading.on_revoked, client_id=client_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    # Every replica reads all market data (marks and stops of any account it may decide for);
+    # a new group starts at the newest records: the marks of before are in the database.
+    market_consumer = Consumer(
+        settings, telemetry, topics=[candles, ticks],
+        group_id=settings.market_data_group_of(settings.instance_id or socket.gethostname()),
+        handler=market_data.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
+        committable_offsets=market_data.committable_offsets, on_revoked=market_data.on_revoked,
+        auto_offset_reset="latest", client_id=f"{client_id}-md", fetch_max_wait_ms=settings.fetch_max_wait_ms)
+
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        # Started in order, stopped in reverse: the consumers leave first, the saver stores the
+        # market state, the relay publishes what is committed, then the producer and the pool close.
+        components=[TopicsExist(settings, [signals, exec_orders, exec_fills, candles, ticks, orders, events]),
+                    database, calendars, markets, service, producer, relay, saver, trading_consumer, market_consumer],
+        routers=[create_risk_router(service)],
+        readiness_checks=[
+            broker_check(producer),
+            ReadinessCheck("database", database.ping),
+            ReadinessCheck("state", service.ready),
+            ReadinessCheck("markets", markets.ready),
+            ReadinessCheck("instruments", calendars.ready),
+            consumer_check(trading_consumer),
+            consumer_check(market_consumer),
+        ],
+        description="Every order passes one gate: sizing, limits, states, protective exits and the kill switch.",
+    )
+
+
+SERVICE = ServiceDefinition(name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=RiskSettings,
+                            create_app=create_app)

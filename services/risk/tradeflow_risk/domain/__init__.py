@@ -1,0 +1,1 @@
+"""The risk domain: pure, no I/O (no Kafka, database, HTTP or clock)."""
