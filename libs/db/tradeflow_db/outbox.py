@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -80,8 +80,14 @@ class Outbox:
                        items: Iterable[tuple[TopicSpec | str, str | None, Message]]) -> None:
         """Store every (topic, key, message) in order; they are published after the commit."""
         trace = {name: value.decode() for name, value in current_trace_headers()}
+        await self.put_traced(conn, ((topic, key, message, trace) for topic, key, message in items))
+
+    async def put_traced(self, conn: psycopg.AsyncConnection,
+                         items: Iterable[tuple[TopicSpec | str, str | None, Message, Mapping[str, str]]]) -> None:
+        """Like :meth:`put_many`, each message with its own W3C trace headers (``traceparent``,
+        ``tracestate``): for a batch whose messages continue different traces."""
         rows = [(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
-                 encode(message), psycopg.types.json.Jsonb(trace)) for topic, key, message in items]
+                 encode(message), psycopg.types.json.Jsonb(dict(trace))) for topic, key, message, trace in items]
         if not rows:
             return
         async with conn.cursor() as cursor:

@@ -64,6 +64,7 @@ class OrderState:
     seq: int = 1
     filled_quantity: Decimal = ZERO
     filled_notional: Decimal = ZERO  # sum of quantity x price of the fills
+    filled_fees: Decimal = ZERO  # sum of the fills' fees (the quote currency on paper)
     exchange_order_id: str = ""
     reason: str = ""
 
@@ -95,8 +96,14 @@ class OrderState:
         return replace(self, status=status, seq=self.seq + 1, reason=reason or self.reason,
                        exchange_order_id=exchange_order_id or self.exchange_order_id)
 
-    def fill(self, quantity: Decimal, price: Decimal, *, complete: bool | None = None) -> OrderState:
-        """The next state after a fill of ``quantity`` at ``price``.
+    @property
+    def spent_quote(self) -> Decimal:
+        """What the fills cost in the quote currency, fees included (a quote-sized order's budget)."""
+        return self.filled_notional + self.filled_fees
+
+    def fill(self, quantity: Decimal, price: Decimal, *, fee: Decimal = ZERO,
+             complete: bool | None = None) -> OrderState:
+        """The next state after a fill of ``quantity`` at ``price`` paying ``fee``.
 
         ``complete`` says whether the order is done (a quote-sized order is, after its one fill);
         by default it is when the filled quantity reaches the order's quantity.
@@ -112,7 +119,8 @@ class OrderState:
         if not can_move(self.status, status):
             raise IllegalTransition(self.client_order_id, self.status, status)
         return replace(self, status=status, seq=self.seq + 1, filled_quantity=filled,
-                       filled_notional=self.filled_notional + mul(quantity, price))
+                       filled_notional=self.filled_notional + mul(quantity, price),
+                       filled_fees=self.filled_fees + fee)
 
     def event(self, ts_event: int) -> OrderEvent:
         """The exec.orders.v1 message of the current state."""

@@ -1,4 +1,4 @@
-"""Event times as written in replay files, to integer nanoseconds since the epoch (UTC).
+"""Times as written in files and REST: to integer nanoseconds since the epoch (UTC), and back.
 
 Two forms are accepted (shared/design.md, "Replay file"):
 
@@ -62,3 +62,13 @@ def _parse_iso_ns(text: str) -> int:
     whole_seconds = (moment - _EPOCH) // _ONE_SECOND
     return whole_seconds * NS_PER_S + fraction_ns
 
+
+
+def format_time_ns(ns: int) -> str:
+    """``ns`` since the epoch as ISO 8601 in UTC with a ``Z`` (design.md: times in REST), the
+    fraction of the second to the nanosecond where there is one: ``2023-11-14T22:13:20.123Z``."""
+    seconds, fraction_ns = divmod(ns, NS_PER_S)
+    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    if fraction_ns:
+        text += "." + f"{fraction_ns:09d}".rstrip("0")
+    return text + "Z"
