@@ -36,10 +36,11 @@ from tradeflow.messages import Order, RiskEvent
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import BPS, ZERO, div
 from tradeflow_trading.orders import OPEN, IllegalTransition, OrderState
-from tradeflow_trading.positions import Balances, Position, split_symbol
+from tradeflow_trading.positions import Balances, Position, fill_order, split_symbol
 
 from tradeflow_execution.domain.broker import (
     Broker,
+    BrokerStateChanged,
     BrokerUpdate,
     FillUpdate,
     OpenOrder,
@@ -54,6 +55,7 @@ from tradeflow_execution.order_traces import fill_trace, span_headers, start_ord
 from tradeflow_execution.store import (
     Changes,
     ExecutionStore,
+    FoldMark,
     KillSwitchEvent,
     OutboxMessage,
     PositionKey,
@@ -134,6 +136,7 @@ class ExecutionService:
         self._loaded = False  # False before start and after a failed batch: reload before the next
         self._open: dict[str, TrackedOrder] = {}
         self._positions: dict[PositionKey, Position] = {}
+        self._fold_marks: dict[PositionKey, FoldMark] = {}
         self._balances: dict[str, Balances] = {}
         self._halted: set[str] = set()
         self.name = "execution-service"
@@ -166,7 +169,8 @@ class ExecutionService:
         for warning in await self._store.ensure_accounts(list(self._accounts.values())):
             log.warning(warning)
         loaded = await self._store.load(list(self._accounts))
-        self._positions, self._balances, self._halted = loaded.positions, loaded.balances, loaded.halted
+        self._positions, self._fold_marks = loaded.positions, loaded.fold_marks
+        self._balances, self._halted = loaded.balances, loaded.halted
         self._open = {tracked.client_order_id: tracked for tracked in loaded.open_orders}
         for driven in self._trade_driven:
             driven.reset()
@@ -293,17 +297,20 @@ class ExecutionService:
             fills = await self._store.account_fills(account_id)
             balances = Balances.of(await self._store.initial_balances(account_id))
             positions: dict[PositionKey, Position] = {}
-            for fill in fills:
+            marks: dict[PositionKey, FoldMark] = {}
+            for fill in sorted(fills, key=fill_order):
                 key = (fill.account_id, fill.exchange, fill.symbol)
                 positions[key] = positions.get(key, Position(*key)).apply(fill)
+                marks[key] = fill_order(fill)
                 balances = balances.apply(fill)
             differences = _position_differences(
                 {k: p for k, p in self._positions.items() if k[0] == account_id}, positions)
             differences += _balance_differences(self._balances.get(account_id, Balances()), balances)
             repaired = bool(differences)
             if repaired:
-                await self._store.replace_account_state(account_id, list(positions.values()), balances)
+                await self._store.replace_account_state(account_id, positions, marks, balances)
                 self._positions = {k: p for k, p in self._positions.items() if k[0] != account_id} | positions
+                self._fold_marks = {k: m for k, m in self._fold_marks.items() if k[0] != account_id} | marks
                 self._balances[account_id] = balances
             broker = self._brokers.get(account_id)
             if broker is not None:
@@ -359,6 +366,10 @@ class ExecutionService:
                 self._apply_fill(update, changes)
             elif isinstance(update, OrderUpdate):
                 self._apply_status(update, changes)
+            elif isinstance(update, BrokerStateChanged):
+                tracked = self._open.get(update.client_order_id)
+                if tracked is not None:
+                    changes.orders[tracked.client_order_id] = tracked
             elif isinstance(update, OutcomeUnknown):
                 self._metrics.unknown_outcomes.inc()
                 log.warning("order %s stays in flight: %s", update.client_order_id, update.reason)
@@ -390,6 +401,12 @@ class ExecutionService:
         tracked.state = state
         key = (fill.account_id, fill.exchange, fill.symbol)
         self._positions[key] = changes.positions[key] = self._positions.get(key, Position(*key)).apply(fill)
+        mark = fill_order(fill)
+        newest = self._fold_marks.get(key)
+        if newest is not None and mark < newest:
+            changes.refold.add(key)  # folded again in fill order before it is stored (_save)
+        else:
+            self._fold_marks[key] = changes.fold_marks[key] = mark
         balances = self._balances.get(fill.account_id, Balances()).apply(fill)
         self._balances[fill.account_id] = changes.balances[fill.account_id] = balances
         changes.fills.append(fill)
@@ -448,6 +465,13 @@ class ExecutionService:
             broker = self._brokers.get(tracked.account_id)
             open_with_broker = broker is not None and tracked.state.is_open
             tracked.broker_state = dict(broker.broker_state(client_order_id)) if open_with_broker else {}
+        for key in sorted(changes.refold):
+            # A fill older than the position's newest (an order that met past trades): the
+            # position is the fold of all its fills in fill order, whenever each became known.
+            fills = {f.fill_id: f for f in await tx.position_fills(key)}
+            fills.update((f.fill_id, f) for f in changes.fills if (f.account_id, f.exchange, f.symbol) == key)
+            self._positions[key] = changes.positions[key] = Position.fold(*key, fills.values())
+            changes.fold_marks[key] = self._fold_marks[key]
         await tx.save(changes)
 
     def _after_commit(self, changes: Changes) -> None:

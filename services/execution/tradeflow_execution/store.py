@@ -21,6 +21,7 @@ from tradeflow_trading.orders import OrderState
 from tradeflow_trading.positions import Balances, Position
 
 PositionKey = tuple[str, str, str]  # account, exchange, symbol
+FoldMark = tuple[int, str]  # tradeflow_trading.positions.fill_order of a position's newest fill
 TraceHeaders = Mapping[str, str]
 
 
@@ -69,6 +70,8 @@ class Changes:
     events: list[OrderEvent] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
     positions: dict[PositionKey, Position] = field(default_factory=dict)
+    fold_marks: dict[PositionKey, FoldMark] = field(default_factory=dict)  # stored with the positions
+    refold: set[PositionKey] = field(default_factory=set)  # positions that got a fill older than their newest
     balances: dict[str, Balances] = field(default_factory=dict)
     kill_switch_events: list[KillSwitchEvent] = field(default_factory=list)
     messages: list[OutboxMessage] = field(default_factory=list)
@@ -83,6 +86,7 @@ class LoadedState:
     """The service's state as stored: positions, balances, open orders, engaged kill switches."""
 
     positions: dict[PositionKey, Position]
+    fold_marks: dict[PositionKey, FoldMark]
     balances: dict[str, Balances]
     open_orders: list[TrackedOrder]
     halted: set[str]
@@ -94,6 +98,9 @@ class StoreTransaction(Protocol):
 
     async def new_kill_switch_events(self, events: Sequence[KillSwitchEvent]) -> set[str]:
         """The ids of ``events`` not applied before (they are recorded by :meth:`save`)."""
+
+    async def position_fills(self, key: PositionKey) -> list[Fill]:
+        """The stored fills of one position (to fold it again in fill order)."""
 
     async def save(self, changes: Changes) -> None:
         """Write ``changes``; raises (rolling the transaction back) when a fill was stored before."""
@@ -110,12 +117,13 @@ class ExecutionStore(Protocol):
         """One database transaction (committed on exit, rolled back on error)."""
 
     async def account_fills(self, account_id: str) -> list[Fill]:
-        """Every fill of an account in the order it was applied (reconciliation)."""
+        """Every fill of an account (reconciliation folds them in fill order)."""
 
     async def initial_balances(self, account_id: str) -> dict[str, Decimal]:
         """The balances the account started with."""
 
-    async def replace_account_state(self, account_id: str, positions: Sequence[Position], balances: Balances) -> None:
+    async def replace_account_state(self, account_id: str, positions: Mapping[PositionKey, Position],
+                                    fold_marks: Mapping[PositionKey, FoldMark], balances: Balances) -> None:
         """Overwrite an account's positions and balances (reconciliation repairs)."""
 
     async def order_status(self, client_order_id: str) -> str | None:

@@ -8,7 +8,7 @@ trade twice): the transaction fails and the service reloads its state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from types import MappingProxyType
@@ -24,6 +24,7 @@ from tradeflow_trading.positions import Balances, Position
 
 from tradeflow_execution.store import (
     Changes,
+    FoldMark,
     KillSwitchEvent,
     LoadedState,
     PositionKey,
@@ -55,11 +56,12 @@ INSERT_FILL = """
 """
 UPSERT_POSITION = """
     INSERT INTO execution_positions (account_id, exchange, symbol, quantity, average_price, realized_pnl, fees,
-        opened_at, fills)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        opened_at, fills, last_fill_ts, last_fill_id)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (account_id, exchange, symbol) DO UPDATE SET quantity = excluded.quantity,
         average_price = excluded.average_price, realized_pnl = excluded.realized_pnl, fees = excluded.fees,
-        opened_at = excluded.opened_at, fills = excluded.fills, updated_at = now()
+        opened_at = excluded.opened_at, fills = excluded.fills, last_fill_ts = excluded.last_fill_ts,
+        last_fill_id = excluded.last_fill_id, updated_at = now()
 """
 UPSERT_BALANCE = """
     INSERT INTO execution_balances (account_id, currency, amount) VALUES (%s, %s, %s)
@@ -114,10 +116,10 @@ FILL_COLUMNS = ("fill_id, client_order_id, account_id, exchange, symbol, side, q
                 "liquidity, strategy_id, ts_event")
 
 
-def _position_row(position: Position) -> tuple:
+def _position_row(position: Position, mark: FoldMark) -> tuple:
     return (position.account_id, position.exchange, position.symbol, position.quantity, position.average_price,
             position.realized_pnl, Jsonb({c: str(a) for c, a in position.fees.items()}), position.opened_at,
-            position.fills)
+            position.fills, *mark)
 
 
 def _balance_rows(account_id: str, balances: Balances) -> list[tuple]:
@@ -142,6 +144,12 @@ class PostgresTransaction:
                 if not cursor.nextset():
                     break
         return new
+
+    async def position_fills(self, key: PositionKey) -> list[Fill]:
+        cursor = await self._conn.execute(
+            f"SELECT {FILL_COLUMNS} FROM execution_fills WHERE account_id = %s AND exchange = %s AND symbol = %s",
+            key)
+        return [fill_from_row(row) for row in await cursor.fetchall()]
 
     async def new_kill_switch_events(self, events: Sequence[KillSwitchEvent]) -> set[str]:
         ids = [event.event_id for event in events]
@@ -176,7 +184,8 @@ class PostgresTransaction:
                     raise StoredFillAgain(f"{len(changes.fills) - stored} of {len(changes.fills)} fills were stored "
                                           "before; rolling back")
             if changes.positions:
-                await cursor.executemany(UPSERT_POSITION, [_position_row(p) for p in changes.positions.values()])
+                await cursor.executemany(UPSERT_POSITION, [_position_row(p, changes.fold_marks[key])
+                                                           for key, p in changes.positions.items()])
             if changes.balances:
                 await cursor.executemany(UPSERT_BALANCE, [
                     row for account_id, balances in changes.balances.items()
@@ -225,10 +234,13 @@ class PostgresExecutionStore:
         ids = list(account_ids)
         async with self._database.connection() as conn:
             positions: dict[PositionKey, Position] = {}
+            marks: dict[PositionKey, FoldMark] = {}
             for row in await (await conn.execute(
-                    "SELECT account_id, exchange, symbol, quantity, average_price, realized_pnl, fees, opened_at, fills "
-                    "FROM execution_positions WHERE account_id = ANY(%s)", (ids,))).fetchall():
-                account_id, exchange, symbol, quantity, average, realized, fees, opened_at, fills = row
+                    "SELECT account_id, exchange, symbol, quantity, average_price, realized_pnl, fees, opened_at, fills, "
+                    "last_fill_ts, last_fill_id FROM execution_positions WHERE account_id = ANY(%s)", (ids,))).fetchall():
+                (account_id, exchange, symbol, quantity, average, realized, fees, opened_at, fills, last_ts,
+                 last_id) = row
+                marks[(account_id, exchange, symbol)] = (last_ts, last_id)
                 positions[(account_id, exchange, symbol)] = Position(
                     account_id, exchange, symbol, quantity, average, realized,
                     MappingProxyType({currency: Decimal(amount) for currency, amount in fees.items()}), opened_at, fills)
@@ -249,12 +261,12 @@ class PostgresExecutionStore:
                     halted.add(account_id)
                 else:
                     halted.discard(account_id)
-        return LoadedState(positions, {a: Balances.of(v) for a, v in amounts.items()}, open_orders, halted)
+        return LoadedState(positions, marks, {a: Balances.of(v) for a, v in amounts.items()}, open_orders, halted)
 
     async def account_fills(self, account_id: str) -> list[Fill]:
         async with self._database.connection() as conn:
             rows = await (await conn.execute(
-                f"SELECT {FILL_COLUMNS} FROM execution_fills WHERE account_id = %s ORDER BY applied",
+                f"SELECT {FILL_COLUMNS} FROM execution_fills WHERE account_id = %s ORDER BY ts_event, fill_id",
                 (account_id,))).fetchall()
         return [fill_from_row(row) for row in rows]
 
@@ -264,13 +276,15 @@ class PostgresExecutionStore:
                 "SELECT initial_balances FROM execution_accounts WHERE account_id = %s", (account_id,))).fetchone()
         return {} if row is None else {c: Decimal(a) for c, a in row[0].items()}
 
-    async def replace_account_state(self, account_id: str, positions: Sequence[Position], balances: Balances) -> None:
+    async def replace_account_state(self, account_id: str, positions: Mapping[PositionKey, Position],
+                                    fold_marks: Mapping[PositionKey, FoldMark], balances: Balances) -> None:
         async with self._database.transaction() as conn:
             await conn.execute("DELETE FROM execution_positions WHERE account_id = %s", (account_id,))
             await conn.execute("DELETE FROM execution_balances WHERE account_id = %s", (account_id,))
             async with conn.cursor() as cursor:
                 if positions:
-                    await cursor.executemany(UPSERT_POSITION, [_position_row(p) for p in positions])
+                    await cursor.executemany(UPSERT_POSITION, [_position_row(p, fold_marks[key])
+                                                               for key, p in positions.items()])
                 rows = _balance_rows(account_id, balances)
                 if rows:
                     await cursor.executemany(UPSERT_BALANCE, rows)

@@ -55,7 +55,15 @@ class OutcomeUnknown:
     reason: str
 
 
-BrokerUpdate = OrderUpdate | FillUpdate | OutcomeUnknown
+@dataclass(frozen=True, slots=True)
+class BrokerStateChanged:
+    """No transition, but what the broker must find again after a restart changed (the paper
+    order met its first trade and rests: it fills as a maker from now on): store it."""
+
+    client_order_id: str
+
+
+BrokerUpdate = OrderUpdate | FillUpdate | OutcomeUnknown | BrokerStateChanged
 UpdateSink = Callable[[list[BrokerUpdate]], Awaitable[None]]
 
 

@@ -34,7 +34,13 @@ from tradeflow_trading.fills import FillRule
 from tradeflow_trading.matching import MarketTrade, MatchProgress, match_trade
 from tradeflow_trading.money import ZERO, to_decimal
 
-from tradeflow_execution.domain.broker import AmendRefused, BrokerUpdate, FillUpdate, OrderUpdate
+from tradeflow_execution.domain.broker import (
+    AmendRefused,
+    BrokerStateChanged,
+    BrokerUpdate,
+    FillUpdate,
+    OrderUpdate,
+)
 
 PositionOf = Callable[[str, str, str], Decimal]  # (account, exchange, symbol) -> signed quantity
 NO_CURSOR = -1
@@ -240,7 +246,10 @@ class PaperExchange:
         result = match_trade(order, paper.progress, market_trade, paper.rule, position=position)
         if result is None:
             return False, delta
+        arrived_now = result.progress.arrived and not paper.progress.arrived
         paper.progress = result.progress
+        if arrived_now and result.fill is None and result.end is None:
+            updates.append(BrokerStateChanged(order.client_order_id))  # resting from now on: store it
         if result.fill is not None:
             fill = FillRule.to_fill(order, result.fill, trade_id=trade.tick.trade_id, ts_event=trade.tick.ts_event)
             updates.append(FillUpdate(fill, complete=result.complete))

@@ -8,8 +8,10 @@ events and the outbox of exec.orders.v1 / exec.fills.v1 (docs/adr/0019).
   of the order's span, so fills continue its trace.
 * ``execution_order_transitions``: every transition, numbered by ``seq`` as on exec.orders.v1.
 * ``execution_fills``: one row per ``fill_id``; ``applied`` numbers them in the order they were
-  applied (positions are the fold of the fills in that order).
-* ``execution_positions``, ``execution_balances``: the folds, kept current with every fill.
+  stored.
+* ``execution_positions``, ``execution_balances``: the folds, kept current with every fill; a
+  position remembers its newest fill (``last_fill_ts``, ``last_fill_id``: the fold runs in
+  event time, then fill id, and a fill older than that folds the position again).
 * ``execution_accounts``: the balances each account started with (reconciliation folds the
   fills onto them).
 * ``execution_kill_switch_events``: each kill-switch event of risk.events.v1 applied once.
@@ -124,6 +126,8 @@ UPGRADE = [
         fees jsonb NOT NULL,
         opened_at bigint NOT NULL,
         fills integer NOT NULL,
+        last_fill_ts bigint NOT NULL,
+        last_fill_id text NOT NULL,
         updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (account_id, exchange, symbol)
     )
