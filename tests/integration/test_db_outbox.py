@@ -76,7 +76,7 @@ async def test_migrate_on_start_brings_an_empty_database_to_the_services_revisio
     try:
         async with database.connection() as conn:
             rows = await (await conn.execute("SELECT revision FROM tradeflow_schema_history ORDER BY 1")).fetchall()
-        assert [r[0] for r in rows] == ["0001", "0002", "0003"]
+        assert {"0001", "0002", "0003"} <= {r[0] for r in rows}  # and every other installed service's revisions
     finally:
         await database.stop()
 

@@ -27,8 +27,9 @@ class ExecutionConsumption:
         return (self._orders_topic, self._risk_events_topic, self._ticks_topic)
 
     async def handle(self, records: list[Record]) -> None:
-        """The Consumer's handler. Orders first, then trades, then kill switches; the paper
-        fills do not depend on this order (docs/adr/0019)."""
+        """The Consumer's handler. Trades first (an order of the same batch then finds them in
+        the trade window instead of reading them back), then orders, then kill switches; the
+        paper fills do not depend on this order (docs/adr/0019)."""
         orders, trades, events = [], [], []
         for record in records:
             topic = record.topic
@@ -38,9 +39,9 @@ class ExecutionConsumption:
                 orders.append(IncomingOrder(record.value, record.header(HEADER_TRACEPARENT)))
             elif topic == self._risk_events_topic:
                 events.append(record.value)
-        if orders:
-            await self._service.handle_orders(orders)
         if trades:
             await self._service.handle_trades(trades)
+        if orders:
+            await self._service.handle_orders(orders)
         if events:
             await self._service.handle_risk_events(events)

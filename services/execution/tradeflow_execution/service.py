@@ -158,6 +158,8 @@ class ExecutionService:
                 await self._load()
             try:
                 yield
+            except (OrderNotFound, OrderFinished, UnknownAccount):
+                raise  # refused before anything changed
             except BaseException:
                 self._loaded = False  # memory may be ahead of the database: reload before the next input
                 raise

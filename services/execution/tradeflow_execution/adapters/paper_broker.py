@@ -16,6 +16,7 @@ from decimal import Decimal
 from tradeflow.messages import Order, Tick
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.matching import MatchProgress
+from tradeflow_trading.money import to_decimal
 
 from tradeflow_execution.adapters.tick_history import TickHistory
 from tradeflow_execution.domain.broker import (
@@ -41,6 +42,7 @@ class PaperMarket:
         self.exchange = exchange_factory()
         self._history = history
         self._on_history_read = on_history_read
+        self._marks: dict[tuple[str, str], float] = {}  # the latest trade's price per market (kept on reset)
 
     async def place(self, order: Order, rule) -> list[BrokerUpdate]:
         if self.exchange.covers(order):
@@ -52,10 +54,12 @@ class PaperMarket:
     # --- TradeDriven ------------------------------------------------------------------------------
 
     def on_trade(self, tick: Tick, partition: int, offset: int) -> list[BrokerUpdate]:
+        self._marks[(tick.exchange, tick.symbol)] = tick.price
         return self.exchange.on_trade(tick, partition, offset)
 
     def mark(self, exchange: str, symbol: str) -> Decimal | None:
-        return self.exchange.mark(exchange, symbol)
+        price = self._marks.get((exchange, symbol))
+        return None if price is None else to_decimal(price)
 
     def reset(self) -> None:
         """Forget every order and trade: the service restores its open orders next."""

@@ -83,7 +83,6 @@ class _Tape:
 
     window: deque[LoggedTrade] = field(default_factory=deque)
     orders: list[_PaperOrder] = field(default_factory=list)
-    last_price: float | None = None
 
 
 class PaperExchange:
@@ -151,7 +150,6 @@ class PaperExchange:
             return []
         tape = self._tape(tick.exchange, tick.symbol)
         trade = LoggedTrade(tick, partition, offset)
-        tape.last_price = tick.price
         if self._window_trades:
             window = tape.window
             window.append(trade)
@@ -175,10 +173,6 @@ class PaperExchange:
             if finished:
                 self._remove(tape, paper)
         return updates
-
-    def mark(self, exchange: str, symbol: str) -> Decimal | None:
-        tape = self._tapes.get((exchange, symbol))
-        return None if tape is None or tape.last_price is None else to_decimal(tape.last_price)
 
     # --- requests on resting orders -------------------------------------------------------------
 
