@@ -70,7 +70,8 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     relay = OutboxRelay(database, outbox, producer, telemetry)
     markets = Markets((MarketSteps(m.exchange, m.symbol, m.price_step, m.quantity_step)
                        for m in settings.execution_markets), participation=settings.execution_max_participation)
-    history = TickHistory(settings, topic=settings.execution_ticks_topic, client_id=f"{client_id}-history",
+    history = TickHistory(settings, topic=settings.execution_ticks_topic, group_id=settings.execution_consumer_group,
+                          client_id=f"{client_id}-history",
                           margin_s=settings.execution_history_margin_s)
 
     service: ExecutionService  # the paper exchange asks it for positions (reduce-only orders)

@@ -149,7 +149,7 @@ class LogHistory:
         self.published: list[LoggedTrade] = []
         self.reads = 0
 
-    async def trades_since(self, exchange: str, symbol: str, since_ns: int):
+    async def trades_since(self, exchange: str, symbol: str, since_ns: int, consumed_through):
         self.reads += 1
         partition = next((t.partition for t in self.published if (t.tick.exchange, t.tick.symbol) == (exchange, symbol)),
                          None)

@@ -42,20 +42,29 @@ class PaperMarket:
         self.exchange = exchange_factory()
         self._history = history
         self._on_history_read = on_history_read
-        self._marks: dict[tuple[str, str], float] = {}  # the latest trade's price per market (kept on reset)
+        # Kept when the exchange is reset: the latest price per market, the last offset per partition.
+        self._marks: dict[tuple[str, str], float] = {}
+        self._consumed: dict[int, int] = {}
 
     async def place(self, order: Order, rule) -> list[BrokerUpdate]:
         if self.exchange.covers(order):
             return self.exchange.place(order, rule)
         self._on_history_read()
-        trades, end = await self._history.trades_since(order.exchange, order.symbol, order.ts_event)
+        trades, end = await self._history.trades_since(order.exchange, order.symbol, order.ts_event,
+                                                       self.consumed_through)
         return self.exchange.place(order, rule, history=trades, history_end=end)
 
     # --- TradeDriven ------------------------------------------------------------------------------
 
     def on_trade(self, tick: Tick, partition: int, offset: int) -> list[BrokerUpdate]:
         self._marks[(tick.exchange, tick.symbol)] = tick.price
+        if offset > self._consumed.get(partition, -1):
+            self._consumed[partition] = offset
         return self.exchange.on_trade(tick, partition, offset)
+
+    def consumed_through(self, partition: int) -> int:
+        """The last offset of ``partition`` consumed live in this process (-1: none)."""
+        return self._consumed.get(partition, -1)
 
     def mark(self, exchange: str, symbol: str) -> Decimal | None:
         price = self._marks.get((exchange, symbol))
