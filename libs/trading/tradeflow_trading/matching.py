@@ -26,7 +26,7 @@ the same trades give the same fills whoever replays them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
@@ -55,8 +55,9 @@ class MatchProgress:
     arrived: bool = False  # it met its first eligible trade: a limit order rests from then on (maker)
 
     def after(self, quote: FillQuote) -> MatchProgress:
-        return replace(self, filled_quantity=self.filled_quantity + quote.quantity,
-                       spent_quote=self.spent_quote + mul(quote.quantity, quote.price) + quote.fee)
+        return MatchProgress(filled_quantity=self.filled_quantity + quote.quantity,
+                             spent_quote=self.spent_quote + mul(quote.quantity, quote.price) + quote.fee,
+                             arrived=self.arrived)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,9 @@ def match_trade(order: Order, progress: MatchProgress, trade: MarketTrade, rule:
     if order.expires_at is not None and trade.ts_event >= order.expires_at:
         return MatchResult(progress, end=MatchEnd("expired", "expired: its time in force ended", order.expires_at))
     arrival = not progress.arrived
-    progress = replace(progress, arrived=True) if arrival else progress
+    if arrival:
+        progress = MatchProgress(filled_quantity=progress.filled_quantity, spent_quote=progress.spent_quote,
+                                 arrived=True)
     once = order.time_in_force in ("IOC", "FOK")
 
     remaining = None if order.quantity is None else order.quantity - progress.filled_quantity

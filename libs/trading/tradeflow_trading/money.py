@@ -8,7 +8,7 @@ their step so an order never asks for more than was decided or paid for.
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -31,18 +31,23 @@ def to_decimal(value: float | int | str | Decimal) -> Decimal:
     return Decimal(value)
 
 
+# The arithmetic below calls MONEY_CONTEXT's methods directly: the same results as inside
+# ``localcontext(MONEY_CONTEXT)``, without entering a context on every call (the hot path of
+# every fill and position update).
+_multiply = MONEY_CONTEXT.multiply
+_divide = MONEY_CONTEXT.divide
+
+
 def quantize_down(value: Decimal, step: Decimal) -> Decimal:
     """``value`` cut down (towards zero) to a multiple of ``step``."""
     if step <= 0:
         raise ValueError(f"step must be positive, got {step}")
-    with localcontext(MONEY_CONTEXT):
-        return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+    return _multiply(_divide(value, step).to_integral_value(rounding=ROUND_DOWN), step)
 
 
 def quantize_price(value: Decimal, step: Decimal = DEFAULT_PRICE_STEP) -> Decimal:
     """A computed price (slipped, averaged) rounded half-even to the price step."""
-    with localcontext(MONEY_CONTEXT):
-        return (value / step).to_integral_value(rounding=ROUND_HALF_EVEN) * step
+    return _multiply(_divide(value, step).to_integral_value(rounding=ROUND_HALF_EVEN), step)
 
 
 def from_bps(bps: Decimal | int | str) -> Decimal:
@@ -52,19 +57,17 @@ def from_bps(bps: Decimal | int | str) -> Decimal:
 
 def mul(*factors: Decimal) -> Decimal:
     """An exact product (50 significant digits: no rounding for money-sized values)."""
-    with localcontext(MONEY_CONTEXT):
-        result = ONE
-        for factor in factors:
-            result *= factor
-        return result
+    result = ONE
+    for factor in factors:
+        result = _multiply(result, factor)
+    return result
 
 
 def div(numerator: Decimal, denominator: Decimal) -> Decimal:
-    with localcontext(MONEY_CONTEXT):
-        return numerator / denominator
+    return _divide(numerator, denominator)
 
 
 def is_multiple(value: Decimal, step: Decimal) -> bool:
     """True when ``value`` lies on the ``step`` grid (e.g. a limit price on the tick size)."""
-    with localcontext(MONEY_CONTEXT):
-        return (value / step) == (value / step).to_integral_value()
+    ratio = _divide(value, step)
+    return ratio == ratio.to_integral_value()

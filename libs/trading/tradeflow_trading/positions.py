@@ -18,7 +18,7 @@ currency.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -96,8 +96,9 @@ class Position:
                 average, opened_at = fill.price, fill.ts_event
         fees = dict(self.fees)
         fees[fill.fee_currency] = fees.get(fill.fee_currency, ZERO) + fill.fee
-        return replace(self, quantity=quantity, average_price=average, realized_pnl=realized,
-                       fees=_frozen(fees), opened_at=opened_at, fills=self.fills + 1)
+        return Position(account_id=self.account_id, exchange=self.exchange, symbol=self.symbol, quantity=quantity,
+                        average_price=average, realized_pnl=realized, fees=_frozen(fees), opened_at=opened_at,
+                        fills=self.fills + 1)
 
     @classmethod
     def fold(cls, account_id: str, exchange: str, symbol: str, fills: Iterable[Fill]) -> Position:

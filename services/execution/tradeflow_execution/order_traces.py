@@ -30,15 +30,13 @@ def start_order_span(tracer: Tracer, order: Order, traceparent: str | None) -> S
     """The span of an order's handling, a child of the producer's (risk's) span when it sent one."""
     parent = _context({HEADER_TRACEPARENT: traceparent} if traceparent else {})
     return tracer.start_span("execution order", context=parent, kind=SpanKind.CONSUMER, attributes={
-        "tradeflow.client_order_id": order.client_order_id, "tradeflow.account_id": order.account_id,
-        "tradeflow.symbol": order.symbol, "tradeflow.order_type": order.order_type})
+        "tradeflow.client_order_id": order.client_order_id})
 
 
 def fill_trace(tracer: Tracer, order_trace: Mapping[str, str], fill: Fill) -> dict[str, str]:
     """A span for ``fill`` under the order's span; its headers for the messages it causes."""
-    span = tracer.start_span("execution fill", context=_context(order_trace), attributes={
-        "tradeflow.client_order_id": fill.client_order_id, "tradeflow.fill_id": fill.fill_id,
-        "tradeflow.quantity": str(fill.quantity), "tradeflow.price": str(fill.price)})
+    span = tracer.start_span("execution fill", context=_context(order_trace),
+                             attributes={"tradeflow.fill_id": fill.fill_id})
     try:
         return span_headers(span)
     finally:

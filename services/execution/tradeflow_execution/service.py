@@ -139,6 +139,7 @@ class ExecutionService:
         self._fold_marks: dict[PositionKey, FoldMark] = {}
         self._balances: dict[str, Balances] = {}
         self._halted: set[str] = set()
+        self._placing: set[str] = set()  # orders placed under their own span right now (their fills share it)
         self.name = "execution-service"
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -214,28 +215,38 @@ class ExecutionService:
                 spans.append(span)
                 fresh[order.client_order_id] = TrackedOrder(OrderState(order), span_headers(span), now)
             try:
-                to_place: list[TrackedOrder] = []
+                remote: list[TrackedOrder] = []
                 changes = Changes()
                 async with self._store.transaction() as tx:
-                    new_ids = await tx.insert_orders(list(fresh.values()))
+                    known = await tx.known_orders(list(fresh))
                     for client_order_id, tracked in fresh.items():
-                        if client_order_id not in new_ids:
+                        if client_order_id in known:
                             self._metrics.duplicates.inc()
                             continue
                         self._open[client_order_id] = tracked
-                        self._record(tracked, now, changes, row_changed=False)  # submitted
+                        changes.new_orders.append(tracked)  # stored as it stands when the transaction ends
+                        self._record(tracked, now, changes)  # submitted
                         problem = self._problem(tracked.state.order)
+                        broker = self._brokers.get(tracked.account_id)
                         if problem is not None:
                             self._apply_status(OrderUpdate(client_order_id, "rejected", now, reason=problem), changes)
+                        elif broker.in_process:
+                            # Nothing leaves the process: the order and what its broker did are
+                            # stored together (a crash before the commit undoes both).
+                            self._placing.add(client_order_id)
+                            self._apply(await broker.submit(tracked.state.order), changes)
                         else:
-                            to_place.append(tracked)
+                            remote.append(tracked)  # stored as submitted before the broker hears of it
                     await self._save(tx, changes)
                 self._after_commit(changes)
-                changes = Changes()
-                for tracked in to_place:
-                    self._apply(await self._brokers[tracked.account_id].submit(tracked.state.order), changes)
-                await self._commit(changes)
+                if remote:
+                    changes = Changes()
+                    for tracked in remote:
+                        self._placing.add(tracked.client_order_id)
+                        self._apply(await self._brokers[tracked.account_id].submit(tracked.state.order), changes)
+                    await self._commit(changes)
             finally:
+                self._placing.clear()
                 for span in spans:
                     span.end()
 
@@ -412,19 +423,20 @@ class ExecutionService:
         balances = self._balances.get(fill.account_id, Balances()).apply(fill)
         self._balances[fill.account_id] = changes.balances[fill.account_id] = balances
         changes.fills.append(fill)
-        trace = fill_trace(self._tracer, tracked.trace, fill)
+        # A fill while its order is placed shares the order's span; a later one gets a span of
+        # its own in the order's trace.
+        trace = tracked.trace if fill.client_order_id in self._placing else fill_trace(self._tracer, tracked.trace, fill)
         changes.messages.append(OutboxMessage(self._topics.fills, fill.account_id, fill, trace))
         self._record(tracked, fill.ts_event, changes, trace=trace)
 
-    def _record(self, tracked: TrackedOrder, ts_event: int, changes: Changes, *, row_changed: bool = True,
+    def _record(self, tracked: TrackedOrder, ts_event: int, changes: Changes, *,
                 trace: Mapping[str, str] | None = None) -> None:
         """The order's current state as a transition: stored, published, and its row updated."""
         event = tracked.state.event(ts_event)
         changes.events.append(event)
         changes.messages.append(OutboxMessage(self._topics.order_events, tracked.account_id, event,
                                               tracked.trace if trace is None else trace))
-        if row_changed:
-            changes.orders[tracked.client_order_id] = tracked
+        changes.orders[tracked.client_order_id] = tracked
         if not tracked.state.is_open:
             self._open.pop(tracked.client_order_id, None)
 
@@ -479,15 +491,19 @@ class ExecutionService:
     def _after_commit(self, changes: Changes) -> None:
         """Metrics of what is now stored (never of what a failed transaction rolled back)."""
         metrics = self._metrics
+        statuses: dict[str, int] = {}
         for event in changes.events:
-            metrics.transitions.labels(event.status).inc()
+            statuses[event.status] = statuses.get(event.status, 0) + 1
             if event.status == "rejected":
                 metrics.rejections.labels(event.reason.split(":", 1)[0]).inc()
+        for status, count in statuses.items():
+            metrics.transitions.labels(status).inc(count)
         now = self._clock()
+        notional: dict[tuple[str, str], float] = {}
         for fill in changes.fills:
-            metrics.fills.labels(fill.liquidity).inc()
             _, quote_currency = split_symbol(fill.symbol)
-            metrics.notional.labels(quote_currency).inc(float(fill.quantity * fill.price))
+            key = (fill.liquidity, quote_currency)
+            notional[key] = notional.get(key, 0.0) + float(fill.quantity * fill.price)
             tracked = changes.orders.get(fill.client_order_id)
             if tracked is None:
                 continue
@@ -496,6 +512,10 @@ class ExecutionService:
             if decision:
                 worse = fill.price - decision if fill.side == "buy" else decision - fill.price
                 metrics.slippage.observe(float(div(worse * BPS, decision)))
+        for currency in {currency for _, currency in notional}:
+            metrics.notional.labels(currency).inc(sum(v for (_, c), v in notional.items() if c == currency))
+        for liquidity in {liquidity for liquidity, _ in notional}:
+            metrics.fills.labels(liquidity).inc(sum(1 for f in changes.fills if f.liquidity == liquidity))
 
     def _refresh_gauges(self) -> None:
         counts = dict.fromkeys(OPEN, 0)

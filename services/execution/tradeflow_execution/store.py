@@ -66,7 +66,8 @@ class KillSwitchEvent:
 class Changes:
     """Everything one batch changed, written in one transaction."""
 
-    orders: dict[str, TrackedOrder] = field(default_factory=dict)
+    new_orders: list[TrackedOrder] = field(default_factory=list)  # inserted with their state when saved
+    orders: dict[str, TrackedOrder] = field(default_factory=dict)  # rows to write (new ones are inserted)
     events: list[OrderEvent] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
     positions: dict[PositionKey, Position] = field(default_factory=dict)
@@ -77,7 +78,7 @@ class Changes:
     messages: list[OutboxMessage] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.events or self.fills or self.positions or self.balances
+        return bool(self.new_orders or self.orders or self.events or self.fills or self.positions or self.balances
                     or self.kill_switch_events or self.messages)
 
 
@@ -93,8 +94,8 @@ class LoadedState:
 
 
 class StoreTransaction(Protocol):
-    async def insert_orders(self, orders: Sequence[TrackedOrder]) -> set[str]:
-        """Store new orders; the client order ids that were new (an id is stored at most once)."""
+    async def known_orders(self, client_order_ids: Sequence[str]) -> set[str]:
+        """Which of these client order ids are stored already (an order is created at most once)."""
 
     async def new_kill_switch_events(self, events: Sequence[KillSwitchEvent]) -> set[str]:
         """The ids of ``events`` not applied before (they are recorded by :meth:`save`)."""
@@ -103,7 +104,8 @@ class StoreTransaction(Protocol):
         """The stored fills of one position (to fold it again in fill order)."""
 
     async def save(self, changes: Changes) -> None:
-        """Write ``changes``; raises (rolling the transaction back) when a fill was stored before."""
+        """Write ``changes``; raises (rolling the transaction back) when an order or a fill was
+        stored before (another writer got there first: the service reloads)."""
 
 
 class ExecutionStore(Protocol):

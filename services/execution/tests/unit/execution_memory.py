@@ -52,13 +52,8 @@ class MemoryTransaction:
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
 
-    async def insert_orders(self, orders: Sequence[TrackedOrder]) -> set[str]:
-        new = set()
-        for tracked in orders:
-            if tracked.client_order_id not in self.tables.orders:
-                self.tables.orders[tracked.client_order_id] = _copy(tracked)
-                new.add(tracked.client_order_id)
-        return new
+    async def known_orders(self, client_order_ids: Sequence[str]) -> set[str]:
+        return {cid for cid in client_order_ids if cid in self.tables.orders}
 
     async def position_fills(self, key):
         return [f for f in self.tables.fills if (f.account_id, f.exchange, f.symbol) == key]
@@ -69,6 +64,10 @@ class MemoryTransaction:
 
     async def save(self, changes: Changes) -> None:
         t = self.tables
+        if any(o.client_order_id in t.orders for o in changes.new_orders):
+            raise StoreFailure("an order stored twice")
+        for tracked in changes.new_orders:
+            t.orders[tracked.client_order_id] = _copy(tracked)
         for cid, tracked in changes.orders.items():
             t.orders[cid] = _copy(tracked)
         t.transitions.extend(changes.events)
@@ -88,6 +87,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.tables = Tables()
         self.fail_in: int | None = None  # this many transactions commit, then one fails
+        self.commits = 0
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryTransaction]:
@@ -99,6 +99,7 @@ class MemoryStore:
                 self.fail_in = None
                 raise StoreFailure("the database went away at commit")
         self.tables = draft
+        self.commits += 1
 
     async def ensure_accounts(self, accounts) -> list[str]:
         for account in accounts:

@@ -273,3 +273,21 @@ def test_cancel_and_amend_act_on_resting_orders_only():
     assert [(u.fill.quantity, u.fill.price, u.complete) for u in fills] == [(D("1.5"), D("200"), False)]  # 50% cap
     assert h.exchange.cancel("r1") and not h.exchange.cancel("r1")
     assert h.exchange.on_trade(tick, 0, 1) == []
+
+
+def test_the_window_finds_the_trades_since_a_time_sorted_or_not():
+    from tradeflow_execution.domain.paper_exchange import _Tape
+
+    rng = random.Random(5)
+    for disorder in (0.0, 0.2):
+        tape, ts = _Tape(), T0
+        for offset in range(300):
+            ts += rng.randint(0, 2) * S
+            event = ts - (rng.randint(1, 3) * S if rng.random() < disorder else 0)
+            tick = Tick(exchange="paper", symbol="BTC/USDT", trade_id=str(offset), price=1.0, amount=1.0, side="buy",
+                        ts_event=event, ts_recv=T0 + offset)
+            tape.append(LoggedTrade(tick, 0, offset), max_trades=50, max_span_ns=40 * S)
+            assert (tape.descents == 0) == all(a.tick.ts_event <= b.tick.ts_event
+                                               for a, b in zip(tape.window, list(tape.window)[1:], strict=False))
+            since = tape.window[0].tick.ts_event + rng.randint(0, 45) * S
+            assert tape.since(since) == [t for t in tape.window if t.tick.ts_event >= since]

@@ -78,6 +78,8 @@ class PaperMarket:
 class PaperBroker:
     """The broker of one paper account."""
 
+    in_process = True
+
     def __init__(self, account: AccountConfig, market: PaperMarket, markets: Markets, clock: Clock) -> None:
         self.account_id = account.id
         self._account = account

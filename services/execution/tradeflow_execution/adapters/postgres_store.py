@@ -1,9 +1,10 @@
 """The execution store on PostgreSQL (tables of migration execution_0001).
 
-One :class:`Changes` is one transaction of a few ``executemany`` statements (psycopg runs them
-pipelined): order rows, transitions, fills, positions, balances, kill-switch events and the
-outbox messages. A fill id stored before is an invariant broken (the paper broker never meets a
-trade twice): the transaction fails and the service reloads its state.
+One :class:`Changes` is one transaction: new order rows, transitions and fills by binary COPY,
+changed order rows by one ``unnest`` UPDATE, positions, balances and kill-switch events, and the
+outbox messages. An order or a fill stored twice breaks a primary key: the transaction rolls
+back and the service reloads its state (the paper broker never meets a trade twice, so this
+means another writer or a bug, never a redelivery).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from types import MappingProxyType
 
 import psycopg
 from psycopg.types.json import Jsonb
+from tradeflow.codec import decode, encode
 from tradeflow.messages import Fill, Order
 from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox
@@ -31,29 +33,28 @@ from tradeflow_execution.store import (
     TrackedOrder,
 )
 
-ORDER_COLUMNS = (
-    "client_order_id, account_id, exchange, symbol, side, order_type, time_in_force, quantity, quote_quantity, "
-    "limit_price, expires_at, reduce_only, origin, signal_id, strategy_id, decision_price, ts_event, "
-    "status, seq, filled_quantity, filled_notional, filled_fees, exchange_order_id, reason, broker_state, trace, "
-    "received_ns")
-INSERT_ORDER = (f"INSERT INTO execution_orders ({ORDER_COLUMNS}) VALUES ({', '.join(['%s'] * 27)}) "
-                "ON CONFLICT (client_order_id) DO NOTHING RETURNING client_order_id")
-UPDATE_ORDER = """
-    UPDATE execution_orders SET status = %s, seq = %s, filled_quantity = %s, filled_notional = %s, filled_fees = %s,
-        exchange_order_id = %s, reason = %s, broker_state = %s, quantity = %s, limit_price = %s, updated_at = now()
-    WHERE client_order_id = %s
+# The order as risk sent it is kept whole (its Order/1 MessagePack bytes); the columns are what
+# the queries filter on and what changes.
+ORDER_COLUMNS = ("client_order_id, account_id, exchange, symbol, status, seq, filled_quantity, filled_notional, "
+                 "filled_fees, exchange_order_id, reason, broker_state, trace, received_ns, order_message")
+ORDER_TYPES = ("text", "text", "text", "text", "text", "int4", "numeric", "numeric", "numeric", "text", "text",
+               "jsonb", "jsonb", "int8", "bytea")
+UPDATE_ORDERS = """
+    UPDATE execution_orders AS o SET status = u.status, seq = u.seq, filled_quantity = u.filled_quantity,
+        filled_notional = u.filled_notional, filled_fees = u.filled_fees, exchange_order_id = u.exchange_order_id,
+        reason = u.reason, broker_state = u.broker_state, order_message = u.order_message, updated_at = now()
+    FROM unnest(%b::text[], %b::text[], %b::integer[], %b::numeric[], %b::numeric[], %b::numeric[], %b::text[],
+                %b::text[], %b::jsonb[], %b::bytea[])
+        AS u(client_order_id, status, seq, filled_quantity, filled_notional, filled_fees, exchange_order_id, reason,
+             broker_state, order_message)
+    WHERE o.client_order_id = u.client_order_id
 """
-INSERT_TRANSITION = """
-    INSERT INTO execution_order_transitions
-        (client_order_id, seq, status, filled_quantity, average_price, exchange_order_id, reason, ts_event)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-"""
-INSERT_FILL = """
-    INSERT INTO execution_fills (fill_id, client_order_id, account_id, exchange, symbol, side, quantity, price, fee,
-        fee_currency, liquidity, strategy_id, ts_event)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id
-"""
+TRANSITION_COLUMNS = "client_order_id, seq, status, filled_quantity, average_price, exchange_order_id, reason, ts_event"
+TRANSITION_TYPES = ("text", "int4", "text", "numeric", "numeric", "text", "text", "int8")
+FILL_COLUMNS = ("fill_id, client_order_id, account_id, exchange, symbol, side, quantity, price, fee, fee_currency, "
+                "liquidity, strategy_id, ts_event")
+FILL_TYPES = ("text", "text", "text", "text", "text", "text", "numeric", "numeric", "numeric", "text", "text", "text",
+              "int8")
 UPSERT_POSITION = """
     INSERT INTO execution_positions (account_id, exchange, symbol, quantity, average_price, realized_pnl, fees,
         opened_at, fills, last_fill_ts, last_fill_id)
@@ -74,31 +75,37 @@ INSERT_KILL_SWITCH = """
 OPEN_STATUSES = tuple(sorted(OPEN))
 
 
-class StoredFillAgain(RuntimeError):
-    """A fill id that is stored already was applied again: the in-memory state is not the stored one."""
+def columns(rows: Sequence[tuple]) -> list[list]:
+    """Rows as one list per column (the parameters of an ``unnest`` statement)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def copy_rows(conn: psycopg.AsyncConnection, table: str, column_names: str, types: Sequence[str],
+                    rows: Sequence[tuple]) -> None:
+    """Binary COPY of ``rows``: the cheapest way in for a batch (a row costs no statement)."""
+    async with conn.cursor() as cursor, cursor.copy(
+            f"COPY {table} ({column_names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            await copy.write_row(row)
+
+
+class StoredAgain(RuntimeError):
+    """An order or fill stored already was written again: the in-memory state is not the stored one."""
 
 
 def order_row(tracked: TrackedOrder) -> tuple:
     order, state = tracked.state.order, tracked.state
-    return (order.client_order_id, order.account_id, order.exchange, order.symbol, order.side, order.order_type,
-            order.time_in_force, order.quantity, order.quote_quantity, order.limit_price, order.expires_at,
-            order.reduce_only, order.origin, order.signal_id, order.strategy_id, order.decision_price, order.ts_event,
-            state.status, state.seq, state.filled_quantity, state.filled_notional, state.filled_fees,
-            state.exchange_order_id, state.reason, Jsonb(dict(tracked.broker_state)), Jsonb(dict(tracked.trace)),
-            tracked.received_ns)
+    return (order.client_order_id, order.account_id, order.exchange, order.symbol, state.status, state.seq,
+            state.filled_quantity, state.filled_notional, state.filled_fees, state.exchange_order_id, state.reason,
+            Jsonb(dict(tracked.broker_state)), Jsonb(dict(tracked.trace)), tracked.received_ns, encode(order))
 
 
 def tracked_from_row(row: Sequence) -> TrackedOrder:
     """The inverse of :func:`order_row` (a SELECT of ORDER_COLUMNS)."""
-    (client_order_id, account_id, exchange, symbol, side, order_type, time_in_force, quantity, quote_quantity,
-     limit_price, expires_at, reduce_only, origin, signal_id, strategy_id, decision_price, ts_event, status, seq,
-     filled_quantity, filled_notional, filled_fees, exchange_order_id, reason, broker_state, trace,
-     received_ns) = row
-    order = Order(client_order_id=client_order_id, account_id=account_id, exchange=exchange, symbol=symbol, side=side,
-                  order_type=order_type, quantity=quantity, quote_quantity=quote_quantity, limit_price=limit_price,
-                  time_in_force=time_in_force, expires_at=expires_at, reduce_only=reduce_only, origin=origin,
-                  signal_id=signal_id, strategy_id=strategy_id, decision_price=decision_price, ts_event=ts_event)
-    state = OrderState(order, status=status, seq=seq, filled_quantity=filled_quantity,
+    (_, _, _, _, status, seq, filled_quantity, filled_notional, filled_fees, exchange_order_id, reason, broker_state,
+     trace, received_ns, order_message) = row
+    state = OrderState(decode(Order, bytes(order_message)), status=status, seq=seq, filled_quantity=filled_quantity,
                        filled_notional=filled_notional, filled_fees=filled_fees,
                        exchange_order_id=exchange_order_id, reason=reason)
     return TrackedOrder(state, trace, received_ns, broker_state)
@@ -111,9 +118,6 @@ def fill_from_row(row: Sequence) -> Fill:
                 symbol=symbol, side=side, quantity=quantity, price=price, fee=fee, fee_currency=fee_currency,
                 liquidity=liquidity, strategy_id=strategy_id, ts_event=ts_event)
 
-
-FILL_COLUMNS = ("fill_id, client_order_id, account_id, exchange, symbol, side, quantity, price, fee, fee_currency, "
-                "liquidity, strategy_id, ts_event")
 
 
 def _position_row(position: Position, mark: FoldMark) -> tuple:
@@ -131,19 +135,12 @@ class PostgresTransaction:
         self._conn = conn
         self._outbox = outbox
 
-    async def insert_orders(self, orders: Sequence[TrackedOrder]) -> set[str]:
-        if not orders:
+    async def known_orders(self, client_order_ids: Sequence[str]) -> set[str]:
+        if not client_order_ids:
             return set()
-        new: set[str] = set()
-        async with self._conn.cursor() as cursor:
-            await cursor.executemany(INSERT_ORDER, [order_row(t) for t in orders], returning=True)
-            while True:
-                row = await cursor.fetchone()
-                if row is not None:
-                    new.add(row[0])
-                if not cursor.nextset():
-                    break
-        return new
+        cursor = await self._conn.execute(
+            "SELECT client_order_id FROM execution_orders WHERE client_order_id = ANY(%b)", (list(client_order_ids),))
+        return {row[0] for row in await cursor.fetchall()}
 
     async def position_fills(self, key: PositionKey) -> list[Fill]:
         cursor = await self._conn.execute(
@@ -160,29 +157,27 @@ class PostgresTransaction:
 
     async def save(self, changes: Changes) -> None:
         conn = self._conn
+        if changes.new_orders:
+            # known_orders said they are new; a unique violation here (another writer) rolls back.
+            await copy_rows(conn, "execution_orders", ORDER_COLUMNS, ORDER_TYPES,
+                            [order_row(t) for t in changes.new_orders])
+        new = {t.client_order_id for t in changes.new_orders}
+        updated = [(cid, t) for cid, t in changes.orders.items() if cid not in new]
+        if updated:
+            await conn.execute(UPDATE_ORDERS, columns([
+                (cid, s.status, s.seq, s.filled_quantity, s.filled_notional, s.filled_fees, s.exchange_order_id,
+                 s.reason, Jsonb(dict(t.broker_state)), encode(s.order))
+                for cid, t in updated for s in (t.state,)]))
+        if changes.events:
+            await copy_rows(conn, "execution_order_transitions", TRANSITION_COLUMNS, TRANSITION_TYPES, [
+                (e.client_order_id, e.seq, e.status, e.filled_quantity, e.average_price, e.exchange_order_id,
+                 e.reason, e.ts_event) for e in changes.events])
+        if changes.fills:
+            # A fill id stored before (the primary key) fails the COPY: the transaction rolls back.
+            await copy_rows(conn, "execution_fills", FILL_COLUMNS, FILL_TYPES, [
+                (f.fill_id, f.client_order_id, f.account_id, f.exchange, f.symbol, f.side, f.quantity, f.price,
+                 f.fee, f.fee_currency, f.liquidity, f.strategy_id, f.ts_event) for f in changes.fills])
         async with conn.cursor() as cursor:
-            if changes.orders:
-                await cursor.executemany(UPDATE_ORDER, [
-                    (s.status, s.seq, s.filled_quantity, s.filled_notional, s.filled_fees, s.exchange_order_id,
-                     s.reason, Jsonb(dict(t.broker_state)), s.order.quantity, s.order.limit_price, cid)
-                    for cid, t in changes.orders.items() for s in (t.state,)])
-            if changes.events:
-                await cursor.executemany(INSERT_TRANSITION, [
-                    (e.client_order_id, e.seq, e.status, e.filled_quantity, e.average_price, e.exchange_order_id,
-                     e.reason, e.ts_event) for e in changes.events])
-            if changes.fills:
-                await cursor.executemany(INSERT_FILL, [
-                    (f.fill_id, f.client_order_id, f.account_id, f.exchange, f.symbol, f.side, f.quantity, f.price,
-                     f.fee, f.fee_currency, f.liquidity, f.strategy_id, f.ts_event) for f in changes.fills],
-                    returning=True)
-                stored = 0
-                while True:
-                    stored += (await cursor.fetchone()) is not None
-                    if not cursor.nextset():
-                        break
-                if stored != len(changes.fills):
-                    raise StoredFillAgain(f"{len(changes.fills) - stored} of {len(changes.fills)} fills were stored "
-                                          "before; rolling back")
             if changes.positions:
                 await cursor.executemany(UPSERT_POSITION, [_position_row(p, changes.fold_marks[key])
                                                            for key, p in changes.positions.items()])

@@ -96,6 +96,10 @@ class Broker(Protocol):
     """The broker of one account."""
 
     account_id: str
+    # True when submit and cancel have no effect outside this process (paper): an order and its
+    # broker's answer are then stored in one transaction, since a crash before the commit undoes
+    # both. False (live): the order is stored as submitted before the broker is called.
+    in_process: bool
 
     async def submit(self, order: Order) -> list[BrokerUpdate]:
         """Place ``order`` under its client order id (a retried create cannot duplicate it)."""

@@ -29,6 +29,7 @@ class Markets:
         self._steps = {(m.exchange, m.symbol): m for m in markets}
         self._listed_exchanges = {m.exchange for m in self._steps.values()}
         self._participation = participation
+        self._rules: dict[tuple[str, str, str], FillRule] = {}
 
     def steps(self, exchange: str, symbol: str) -> MarketSteps | None:
         return self._steps.get((exchange, symbol))
@@ -47,8 +48,12 @@ class Markets:
 
     def fill_rule(self, account: AccountConfig, exchange: str, symbol: str) -> FillRule:
         """The account's fees and slippage with the market's steps and the participation cap."""
-        rule = dataclasses.replace(account.fill_rule(), participation=self._participation)
-        steps = self.steps(exchange, symbol)
-        if steps is not None:
-            rule = dataclasses.replace(rule, price_step=steps.price_step, quantity_step=steps.quantity_step)
+        key = (account.id, exchange, symbol)
+        rule = self._rules.get(key)
+        if rule is None:
+            rule = dataclasses.replace(account.fill_rule(), participation=self._participation)
+            steps = self.steps(exchange, symbol)
+            if steps is not None:
+                rule = dataclasses.replace(rule, price_step=steps.price_step, quantity_step=steps.quantity_step)
+            self._rules[key] = rule
         return rule

@@ -83,6 +83,26 @@ class _Tape:
 
     window: deque[LoggedTrade] = field(default_factory=deque)
     orders: list[_PaperOrder] = field(default_factory=list)
+    descents: int = 0  # neighbours in the window whose event time goes down (0: sorted by event time)
+
+    def append(self, trade: LoggedTrade, max_trades: int, max_span_ns: int) -> None:
+        window = self.window
+        ts = trade.tick.ts_event
+        if window and ts < window[-1].tick.ts_event:
+            self.descents += 1
+        window.append(trade)
+        while len(window) > max_trades or ts - window[0].tick.ts_event > max_span_ns:
+            gone = window.popleft()
+            if window and window[0].tick.ts_event < gone.tick.ts_event:
+                self.descents -= 1
+
+    def since(self, ts_event: int) -> list[LoggedTrade]:
+        """The window's trades at or after ``ts_event``, in log order."""
+        window = self.window
+        if self.descents:
+            return [t for t in window if t.tick.ts_event >= ts_event]
+        first = bisect.bisect_left(window, ts_event, key=lambda t: t.tick.ts_event)
+        return [window[i] for i in range(first, len(window))]
 
 
 class PaperExchange:
@@ -119,7 +139,7 @@ class PaperExchange:
             if not self.covers(order):
                 raise ValueError(f"order {order.client_order_id}: the trade window does not reach back to its "
                                  "ts_event; read the history")
-            trades = [t for t in tape.window if t.tick.ts_event >= order.ts_event]
+            trades = tape.since(order.ts_event)
             end = tape.window[-1].offset
         else:
             trades = [t for t in history if is_fillable(t.tick)]
@@ -151,10 +171,7 @@ class PaperExchange:
         tape = self._tape(tick.exchange, tick.symbol)
         trade = LoggedTrade(tick, partition, offset)
         if self._window_trades:
-            window = tape.window
-            window.append(trade)
-            while len(window) > self._window_trades or tick.ts_event - window[0].tick.ts_event > self._window_ns:
-                window.popleft()
+            tape.append(trade, self._window_trades, self._window_ns)
         if not tape.orders:
             return []
         updates: list[BrokerUpdate] = []

@@ -2,7 +2,8 @@
 events and the outbox of exec.orders.v1 / exec.fills.v1 (docs/adr/0019).
 
 * ``execution_orders``: one row per client order id (its primary key: an order is created at
-  most once), the order as risk approved it, its state (status, seq, filled quantity,
+  most once), the order as risk approved it (``order_message``: its Order/1 MessagePack bytes,
+  amended in place), its state (status, seq, filled quantity,
   notional and fees) and what its broker needs to find it again after a restart
   (``broker_state``: the paper broker's cursor in md.ticks.v1). ``trace`` holds the W3C headers
   of the order's span, so fills continue its trace.
@@ -52,19 +53,6 @@ UPGRADE = [
         account_id text NOT NULL,
         exchange text NOT NULL,
         symbol text NOT NULL,
-        side text NOT NULL,
-        order_type text NOT NULL,
-        time_in_force text NOT NULL,
-        quantity numeric,
-        quote_quantity numeric,
-        limit_price numeric,
-        expires_at bigint,
-        reduce_only boolean NOT NULL,
-        origin text NOT NULL,
-        signal_id text NOT NULL,
-        strategy_id text NOT NULL,
-        decision_price numeric,
-        ts_event bigint NOT NULL,
         status text NOT NULL,
         seq integer NOT NULL,
         filled_quantity numeric NOT NULL,
@@ -75,6 +63,7 @@ UPGRADE = [
         broker_state jsonb NOT NULL,
         trace jsonb NOT NULL,
         received_ns bigint NOT NULL,
+        order_message bytea NOT NULL,
         updated_at timestamptz NOT NULL DEFAULT now()
     )
     """,
