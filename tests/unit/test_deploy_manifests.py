@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from tradeflow.settings import ServiceSettings, load_settings
-from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, TopicSpec
+from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, RISK_ORDERS, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "k8s"
@@ -34,10 +34,13 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 KUBERNETES_VERSION = "1.33.0"
 
 # shared/design.md: the default REST port of each service.
-DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002}
+DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "execution": 8005}
 # The topic each service consumes through a consumer group (bounds its replicas).
 # The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
-CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS}
+CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS,
+                                               "execution": RISK_ORDERS}
+# Services with tables: they migrate the database (tools image) before they start.
+WITH_TABLES = ("candle-builder", "execution")
 DATABASE_SECRET = ("tradeflow-db", "database-url")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"
 
@@ -299,12 +302,21 @@ def test_images_and_database_secret_reference(service: str) -> None:
         assert [s["configMapRef"]["name"] for s in container["envFrom"]] == ["tradeflow-config"]
 
 
-def test_candle_builder_migrates_before_it_starts() -> None:
-    spec = pod_spec("candle-builder")
+@pytest.mark.parametrize("service", WITH_TABLES)
+def test_services_with_tables_migrate_before_they_start(service: str) -> None:
+    spec = pod_spec(service)
     (init,) = spec["initContainers"]
     assert init["command"] == ["tradeflow", "db", "upgrade"]
     assert init["image"].rpartition(":")[0] == "tradeflow/tools"
-    assert init["image"].rpartition(":")[2] == main_container("candle-builder")["image"].rpartition(":")[2]
+    assert init["image"].rpartition(":")[2] == main_container(service)["image"].rpartition(":")[2]
+
+
+def test_execution_runs_one_pod_replaced_by_stopping_it_first() -> None:
+    # Its paper broker reads every partition of md.ticks.v1 in the group of its orders (ADR 0019):
+    # a second pod, even for the length of a rolling update, would take trades from the orders.
+    deployment = k8s_object("Deployment", "execution")["spec"]
+    assert deployment["replicas"] == 1
+    assert deployment["strategy"] == {"type": "Recreate"}
 
 
 def test_no_secret_values_are_committed() -> None:
@@ -413,7 +425,7 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
 
 def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None:
     services = compose()["services"]
-    assert {"kafka", "timescaledb", "migrate", "topics", "ingest", "candle-builder"} <= services.keys()
+    assert {"kafka", "timescaledb", "migrate", "topics", *DESIGN_PORTS} <= services.keys()
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
@@ -428,7 +440,8 @@ def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None
             assert condition["condition"] == expected, f"{name} -> {dependency}"
             if expected == "service_healthy":
                 assert "test" in services[dependency]["healthcheck"], dependency
-    assert services["candle-builder"]["depends_on"].keys() >= {"migrate", "topics", "kafka", "timescaledb"}
+    for service in WITH_TABLES:
+        assert services[service]["depends_on"].keys() >= {"migrate", "topics", "kafka", "timescaledb"}
     assert services["ingest"]["depends_on"].keys() >= {"topics", "kafka"}
     assert services["migrate"]["entrypoint"] + services["migrate"]["command"] == ["tradeflow", "db", "upgrade"]
     compile(services["topics"]["command"][0], "compose topics command", "exec")

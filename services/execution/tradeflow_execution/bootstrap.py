@@ -29,6 +29,7 @@ from tradeflow_execution.consumption import ExecutionConsumption
 from tradeflow_execution.domain.markets import Markets, MarketSteps
 from tradeflow_execution.domain.paper_exchange import PaperExchange
 from tradeflow_execution.metrics import ExecutionMetrics
+from tradeflow_execution.order_traces import OrderTracing
 from tradeflow_execution.service import ExecutionService, OutputTopics
 from tradeflow_execution.settings import ExecutionSettings
 
@@ -36,6 +37,7 @@ SERVICE_NAME = "execution"
 DEFAULT_PORT = 8005
 SCHEMA_REVISION = "execution_0001"  # the newest migration this service needs
 OUTBOX_TABLE = "execution_outbox"
+OUTBOX_RELAY_BATCH = 5_000  # a batch of orders is about 4 messages each: fewer, larger relay rounds
 NS_PER_S = 1_000_000_000
 
 
@@ -67,7 +69,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     outbox = Outbox(OUTBOX_TABLE)
     store = PostgresExecutionStore(database, outbox)
     producer = Producer(settings, telemetry, client_id=client_id)
-    relay = OutboxRelay(database, outbox, producer, telemetry)
+    relay = OutboxRelay(database, outbox, producer, telemetry, batch=OUTBOX_RELAY_BATCH)
     markets = Markets((MarketSteps(m.exchange, m.symbol, m.price_step, m.quantity_step)
                        for m in settings.execution_markets), participation=settings.execution_max_participation)
     history = TickHistory(settings, topic=settings.execution_ticks_topic, group_id=settings.execution_consumer_group,
@@ -89,7 +91,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     service = ExecutionService(
         accounts=settings.accounts, brokers=brokers, trade_driven=[paper], markets=markets, store=store,
         topics=OutputTopics(order_events=settings.execution_order_events_topic, fills=settings.execution_fills_topic),
-        metrics=metrics, tracer=telemetry.tracer)
+        metrics=metrics, tracing=OrderTracing(telemetry.tracer if settings.otlp_endpoint else None))
     consumption = ExecutionConsumption(
         service, orders_topic=settings.execution_orders_topic,
         risk_events_topic=settings.execution_risk_events_topic, ticks_topic=settings.execution_ticks_topic)

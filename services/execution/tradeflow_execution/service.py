@@ -31,7 +31,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
-from opentelemetry.trace import Tracer
 from tradeflow.messages import Order, RiskEvent
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import BPS, ZERO, div
@@ -51,7 +50,7 @@ from tradeflow_execution.domain.broker import (
 from tradeflow_execution.domain.markets import Markets
 from tradeflow_execution.domain.paper_exchange import LoggedTrade
 from tradeflow_execution.metrics import ExecutionMetrics
-from tradeflow_execution.order_traces import fill_trace, span_headers, start_order_span
+from tradeflow_execution.order_traces import OrderTracing
 from tradeflow_execution.store import (
     Changes,
     ExecutionStore,
@@ -121,7 +120,7 @@ class ExecutionService:
 
     def __init__(self, *, accounts: Sequence[AccountConfig], brokers: Mapping[str, Broker],
                  trade_driven: Sequence[TradeDriven], markets: Markets, store: ExecutionStore,
-                 topics: OutputTopics, metrics: ExecutionMetrics, tracer: Tracer,
+                 topics: OutputTopics, metrics: ExecutionMetrics, tracing: OrderTracing,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self._accounts = {account.id: account for account in accounts}
         self._brokers = dict(brokers)
@@ -130,7 +129,7 @@ class ExecutionService:
         self._store = store
         self._topics = topics
         self._metrics = metrics
-        self._tracer = tracer
+        self._tracing = tracing
         self._clock = clock
         self._lock = asyncio.Lock()
         self._loaded = False  # False before start and after a failed batch: reload before the next
@@ -211,9 +210,10 @@ class ExecutionService:
                 if order.client_order_id in fresh:
                     self._metrics.duplicates.inc()
                     continue
-                span = start_order_span(self._tracer, order, item.traceparent)
-                spans.append(span)
-                fresh[order.client_order_id] = TrackedOrder(OrderState(order), span_headers(span), now)
+                span, trace = self._tracing.start_order(order, item.traceparent)
+                if span is not None:
+                    spans.append(span)
+                fresh[order.client_order_id] = TrackedOrder(OrderState(order), trace, now)
             try:
                 remote: list[TrackedOrder] = []
                 changes = Changes()
@@ -425,7 +425,7 @@ class ExecutionService:
         changes.fills.append(fill)
         # A fill while its order is placed shares the order's span; a later one gets a span of
         # its own in the order's trace.
-        trace = tracked.trace if fill.client_order_id in self._placing else fill_trace(self._tracer, tracked.trace, fill)
+        trace = tracked.trace if fill.client_order_id in self._placing else self._tracing.fill(tracked.trace, fill)
         changes.messages.append(OutboxMessage(self._topics.fills, fill.account_id, fill, trace))
         self._record(tracked, fill.ts_event, changes, trace=trace)
 

@@ -17,6 +17,7 @@ from tradeflow_execution.adapters.paper_broker import PaperBroker, PaperMarket
 from tradeflow_execution.domain.markets import Markets, MarketSteps
 from tradeflow_execution.domain.paper_exchange import LoggedTrade, PaperExchange
 from tradeflow_execution.metrics import ExecutionMetrics
+from tradeflow_execution.order_traces import OrderTracing
 from tradeflow_execution.service import (
     ExecutionService,
     IncomingOrder,
@@ -71,7 +72,7 @@ class World:
         service = ExecutionService(
             accounts=[PAPER, LIVE], brokers={PAPER.id: PaperBroker(PAPER, market, markets, self.clock)},
             trade_driven=[market], markets=markets, store=self.store, topics=TOPICS, metrics=self.metrics,
-            tracer=self.telemetry.tracer, clock=self.clock)
+            tracing=OrderTracing(self.telemetry.tracer), clock=self.clock)
         return service
 
     async def restart(self) -> None:
@@ -324,3 +325,28 @@ async def test_a_fill_learned_after_a_later_one_gives_the_position_of_the_fills_
     await world.restart()
     assert [v.position for v in world.service.positions("paper-1")] == [view.position]
     assert (await world.service.reconcile("paper-1")).agreed
+
+
+async def test_an_orders_span_continues_risks_trace_and_its_later_fills_continue_the_orders(world):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    world.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    risk_trace, risk_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    await world.trade("BTC/USDT", "t0", 100.0, ts=T0)
+    await world.service.handle_orders([IncomingOrder(order("l", order_type="limit", limit_price=D("99")),
+                                                     traceparent=f"00-{risk_trace}-{risk_span}-01")])
+    await world.trade("BTC/USDT", "t1", 98.0, ts=T0 + S)  # a later batch fills the resting order
+
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    order_span, fill_span = by_name["execution order"], by_name["execution fill"]
+    assert format(order_span.context.trace_id, "032x") == risk_trace
+    assert format(order_span.parent.span_id, "016x") == risk_span
+    assert fill_span.parent.span_id == order_span.context.span_id
+    assert fill_span.context.trace_id == order_span.context.trace_id
+    headers = {type(m.message).__name__ + ":" + getattr(m.message, "status", ""): m.trace["traceparent"]
+               for m in world.store.tables.outbox}
+    assert headers["OrderEvent:accepted"].split("-")[1:3] == [risk_trace, format(order_span.context.span_id, "016x")]
+    assert headers["Fill:"].split("-")[2] == format(fill_span.context.span_id, "016x")
+    assert headers["OrderEvent:filled"] == headers["Fill:"]
