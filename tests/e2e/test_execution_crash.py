@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 from decimal import Decimal as D
 
 import httpx
@@ -28,7 +29,7 @@ from tradeflow.telemetry import Telemetry
 from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_ORDERS, market_key
 from tradeflow_trading.positions import Position
 
-from tests.e2e.service_process import ServiceProcess, free_port
+from tests.e2e.service_process import BIN, ServiceProcess, free_port
 from tests.paper_fill_oracle import expected_fill
 from tests.trading_topics import read_topic
 
@@ -173,6 +174,23 @@ async def test_sigkill_mid_burst_and_restart_gives_the_fill_rules_orders_and_fil
                         (folded.quantity, folded.average_price, folded.realized_pnl), (account, symbol)
                 reconcile = (await client.post(f"{base}/v1/accounts/{account}/reconcile")).json()
                 assert reconcile["agreed"], reconcile
+
+            # The operator commands on the same API.
+            def tradeflow(*args: str) -> subprocess.CompletedProcess:
+                return subprocess.run([str(BIN / "tradeflow"), *args, "--url", base], capture_output=True, text=True,
+                                      timeout=60)
+
+            listed = tradeflow("orders", "list", "--account", accounts[0], "--limit", "1000", "--json")
+            assert {o["client_order_id"]: o["status"] for o in json.loads(listed.stdout)} == \
+                {o.client_order_id: wanted[o.client_order_id] for o in orders if o.account_id == accounts[0]}
+            resting = next(cid for cid, status in sorted(wanted.items()) if status == "accepted")
+            canceled = tradeflow("orders", "cancel", resting)
+            assert (canceled.returncode, canceled.stdout.strip()) == (0, f"order {resting}: canceled (filled 0)")
+            again = tradeflow("orders", "cancel", resting)
+            assert again.returncode == 1 and "409" in again.stderr and "is canceled" in again.stderr
+            table = tradeflow("positions", "--account", accounts[1]).stdout.splitlines()
+            assert table[0].split()[:4] == ["account_id", "exchange", "symbol", "quantity"]
+            assert sorted(line.split()[2] for line in table[1:]) == sorted(SYMBOLS)
     finally:
         await producer.stop()
         code = execution.stop()
