@@ -58,7 +58,8 @@ class ExecutionSettings(ServiceSettings, AccountsSettings):
         description="recent trades kept per symbol, so an order that arrives after its first trade fills "
                     "without reading md.ticks.v1 back")
     execution_trade_window_s: float = Field(
-        default=300.0, ge=0, le=86_400, description="the trade window spans at most this much event time")
+        default=3_600.0, ge=0, le=86_400,
+        description="the trade window spans at most this much event time (the count above bounds its memory)")
     execution_history_margin_s: float = Field(
         default=60.0, ge=0, le=86_400,
         description="an order read back from md.ticks.v1 starts this long before its ts_event (publish-time "

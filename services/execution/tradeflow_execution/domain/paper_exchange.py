@@ -108,7 +108,7 @@ class _Tape:
 class PaperExchange:
     """The open orders of every paper account, and the trades they meet."""
 
-    def __init__(self, *, position_of: PositionOf, window_trades: int = 500, window_ns: int = 300 * 10**9) -> None:
+    def __init__(self, *, position_of: PositionOf, window_trades: int = 500, window_ns: int = 3_600 * 10**9) -> None:
         self._position_of = position_of
         self._window_trades = window_trades
         self._window_ns = window_ns
