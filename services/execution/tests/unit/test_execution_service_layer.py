@@ -350,3 +350,20 @@ async def test_an_orders_span_continues_risks_trace_and_its_later_fills_continue
     assert headers["OrderEvent:accepted"].split("-")[1:3] == [risk_trace, format(order_span.context.span_id, "016x")]
     assert headers["Fill:"].split("-")[2] == format(fill_span.context.span_id, "016x")
     assert headers["OrderEvent:filled"] == headers["Fill:"]
+
+
+async def test_an_order_left_in_flight_is_settled_by_its_broker_at_start(world):
+    """A broker outside the process leaves an order stored as submitted when the answer never came;
+    at the next start the service asks the broker about it (paper: places it, with the same fills)."""
+    from tradeflow_execution.store import TrackedOrder
+    from tradeflow_trading.orders import OrderState
+
+    await world.trade("BTC/USDT", "t0", 100.0, ts=T0)
+    await world.trade("BTC/USDT", "t1", 101.0, ts=T0 + S)
+    in_flight = TrackedOrder(OrderState(order("flying")), {}, T0)
+    world.store.tables.orders["flying"] = in_flight
+    await world.restart()
+    assert world.store.tables.orders["flying"].state.status == "filled"
+    (fill,) = world.published(Fill)
+    assert (fill.fill_id, fill.price) == ("flying:t1", D("101.05"))  # 101 x 1.0005 on the tick
+    assert world.statuses("flying") == [(2, "accepted"), (3, "filled")]

@@ -2,10 +2,10 @@
 
 :class:`PaperMarket` is the paper exchange of every paper account plus the history it may
 need (trades read back from md.ticks.v1). :class:`PaperBroker` is one account's broker on it.
-Paper places and cancels at once, so no call ever ends with an unknown outcome; an order the
-service still has in flight after a crash (stored as submitted, never acknowledged) is placed
-again on :meth:`PaperBroker.resolve`: the paper exchange lost it with the process, and since its
-fills are a function of the log, placing it now gives the fills it would have had.
+Paper places and cancels at once, inside the process (``in_process``: the service stores an
+order together with what paper did with it), so no call ends with an unknown outcome. An order
+stored as submitted all the same is placed on :meth:`PaperBroker.resolve`: since paper fills are a
+function of the log, placing it now gives the fills it would have had.
 """
 
 from __future__ import annotations
