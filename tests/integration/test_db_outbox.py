@@ -181,3 +181,20 @@ async def test_two_relays_on_one_outbox_publish_each_message_once(outbox_setup, 
     for key in ("acct-0", "acct-1", "acct-2"):
         ordered = [int(decode(Alert, r.value).message[1:]) for r in records if r.key.decode() == key]
         assert ordered == sorted(ordered)
+
+
+async def test_a_transaction_in_pipeline_mode_writes_the_same_rows(outbox_setup, kafka_bootstrap):
+    """COPY cannot run in pipeline mode (risk batches its decisions in one): the outbox then inserts."""
+    database, outbox, producer, telemetry, topic = outbox_setup
+    async with database.connection() as conn, conn.transaction(), conn.pipeline():
+        await outbox.put_many(conn, [(topic, "acct-1", alert(n)) for n in range(3)])
+    async with database.transaction() as conn:
+        await outbox.put_many(conn, [(topic, "acct-1", alert(n)) for n in range(3, 5)])
+    relay = OutboxRelay(database, outbox, producer, telemetry)
+    await relay.start()
+    try:
+        assert await relay.drained()
+    finally:
+        await relay.stop()
+    records = await read_topic(kafka_bootstrap, topic.name, 5)
+    assert [decode(Alert, r.value).message for r in records] == [f"m{n}" for n in range(5)]

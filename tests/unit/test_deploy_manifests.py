@@ -25,7 +25,14 @@ import kubernetes_validate
 import pytest
 import yaml
 from tradeflow.settings import ServiceSettings, environment_variables, load_settings
-from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS, STRATEGY_SIGNALS, TopicSpec
+from tradeflow.topics import (
+    INGEST_SUBSCRIPTIONS,
+    MD_TICKS,
+    OPS_ALERTS,
+    RISK_ORDERS,
+    STRATEGY_SIGNALS,
+    TopicSpec,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "k8s"
@@ -34,14 +41,15 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 KUBERNETES_VERSION = "1.33.0"
 
 # shared/design.md: the default REST port of each service.
-DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "risk": 8004, "notifier": 8006}
+DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "risk": 8004, "execution": 8005, "notifier": 8006}
 # The topic each service consumes through a consumer group (bounds its replicas).
 # The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
 # The notifier reads four topics in one group; ops.alerts.v1 has the fewest partitions (3).
 CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS,
-                                               "risk": STRATEGY_SIGNALS, "notifier": OPS_ALERTS}
+                                               "risk": STRATEGY_SIGNALS, "execution": RISK_ORDERS,
+                                               "notifier": OPS_ALERTS}
 # Services with tables: they migrate (initContainer, compose's migrate job) before they start.
-SERVICES_WITH_TABLES = ("candle-builder", "risk", "notifier")
+SERVICES_WITH_TABLES = ("candle-builder", "risk", "execution", "notifier")
 DATABASE_SECRET = ("tradeflow-db", "database-url")
 API_KEYS_SECRET = ("tradeflow-api-keys", "api-keys")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"
@@ -343,6 +351,14 @@ def test_risk_reads_trading_hours_from_the_candle_builder_service() -> None:
     assert compose_env["TRADEFLOW_RISK_INSTRUMENTS_URL"] == "http://candle-builder:8002"
 
 
+def test_execution_runs_one_pod_replaced_by_stopping_it_first() -> None:
+    # Its paper broker reads every partition of md.ticks.v1 in the group of its orders (ADR 0019):
+    # a second pod, even for the length of a rolling update, would take trades from the orders.
+    deployment = k8s_object("Deployment", "execution")["spec"]
+    assert deployment["replicas"] == 1
+    assert deployment["strategy"] == {"type": "Recreate"}
+
+
 def test_no_secret_values_are_committed() -> None:
     assert [d["metadata"]["name"] for d in k8s_docs() if d["kind"] == "Secret"] == []
     config = k8s_object("ConfigMap", "tradeflow-config")["data"]
@@ -470,7 +486,7 @@ def test_the_database_image_is_a_named_pairing_that_runs_background_jobs() -> No
 
 def test_compose_waits_for_healthy_dependencies_and_finished_one_shots() -> None:
     services = compose()["services"]
-    assert {"kafka", "timescaledb", "migrate", "topics", "ingest", "candle-builder", "risk", "notifier"} <= services.keys()
+    assert {"kafka", "timescaledb", "migrate", "topics", *DESIGN_PORTS} <= services.keys()
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])

@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import psycopg
 from opentelemetry import propagate
 from opentelemetry.context import Context
-from psycopg import sql
+from psycopg import pq, sql
 from tradeflow.bus.trace_context import current_trace_headers
 from tradeflow.codec import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_SCHEMA, encode
 from tradeflow.messages import Message
@@ -75,8 +75,11 @@ class Outbox:
 
     def __init__(self, table: str) -> None:
         self.table = table
-        # One statement for any number of rows (executemany sends one query per row); ordered by
-        # the arrays' positions so the ids (the publishing order) follow the order of the items.
+        # A binary COPY: no statement per row; ids are taken in the order the rows are written.
+        self._copy = sql.SQL("COPY {} (topic, key, schema, payload, headers) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(table))
+        # COPY cannot run in pipeline mode: there, one statement for all rows, ordered by the arrays'
+        # positions so the ids (the publishing order) follow the order of the items.
         self._insert = sql.SQL(
             "INSERT INTO {} (topic, key, schema, payload, headers) "
             "SELECT topic, key, schema, payload, headers FROM unnest("
@@ -102,12 +105,24 @@ class Outbox:
         current = {name: value.decode() for name, value in current_trace_headers()}
         traces = [current if context is None else _trace_headers(context)
                   for context in (contexts if contexts is not None else [None] * len(items))]
-        if not items:
+        await self.put_traced(conn, ((topic, key, message, trace)
+                                     for (topic, key, message), trace in zip(items, traces, strict=True)))
+
+    async def put_traced(self, conn: psycopg.AsyncConnection,
+                         items: Iterable[tuple[TopicSpec | str, str | None, Message, Mapping[str, str]]]) -> None:
+        """Like :meth:`put_many`, each message with its own W3C trace headers (``traceparent``,
+        ``tracestate``): for a batch whose messages continue different traces."""
+        rows = [(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
+                 encode(message), psycopg.types.json.Jsonb(dict(trace))) for topic, key, message, trace in items]
+        if not rows:
             return
-        columns = ([topic.name if isinstance(topic, TopicSpec) else topic for topic, _, _ in items],
-                   [key for _, key, _ in items], [type(message).SCHEMA for _, _, message in items],
-                   [encode(message) for _, _, message in items], [psycopg.types.json.Jsonb(t) for t in traces])
-        await conn.execute(self._insert, columns)
+        if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            await conn.execute(self._insert, [list(column) for column in zip(*rows, strict=True)])
+        else:
+            async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
+                copy.set_types(["text", "text", "text", "bytea", "jsonb"])
+                for row in rows:
+                    await copy.write_row(row)
         await conn.execute(self._notify)
 
 

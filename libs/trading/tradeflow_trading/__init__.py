@@ -9,6 +9,9 @@ compute exactly the same orders, fills, positions and P&L.
 - :mod:`.positions`: positions and balances as the fold of fills, realized and unrealized P&L
 - :mod:`.fees`: maker/taker fee schedules
 - :mod:`.fills`: the fill rule of paper trading and backtests (price, slippage, quantity, fee)
+- :mod:`.matching`: one order against one trade as an exchange does it (time in force, expiry,
+  reduce-only, participation cap)
+- :mod:`.order_checks`: whether an order is well formed (a rejection reason otherwise)
 - :mod:`.accounts`: accounts from ``TRADEFLOW_ACCOUNTS``
 - :mod:`.sizing`: position sizing of entries (fixed amount, fractions of cash or equity,
   volatility target, capped Kelly)

@@ -9,6 +9,9 @@
   orders that fill on arrival) rate on the notional, paid in the quote currency.
 - A quote-sized market buy (``quote_quantity``) spends at most that amount including its fee:
   ``quantity = quote / (price x (1 + taker))`` cut down to the quantity step.
+- With a ``participation`` cap an order takes at most that share of one trade's amount; the
+  rest waits for the next trades (partial fills). Off by default: an order then fills whole at
+  its trade, as the backtest's candle rule does.
 
 Paper fills are thereby a pure function of the market data and the order: the execution
 service and ``tradeflow backtest`` call the same :class:`FillRule`.
@@ -60,6 +63,17 @@ class FillRule:
     slippage_bps: Decimal = ZERO
     quantity_step: Decimal = DEFAULT_QUANTITY_STEP
     price_step: Decimal = DEFAULT_PRICE_STEP
+    participation: Decimal | None = None  # at most this share of a trade's amount per order (0 < x <= 1)
+
+    def __post_init__(self) -> None:
+        if self.participation is not None and not ZERO < self.participation <= ONE:
+            raise ValueError(f"participation must be in (0, 1], got {self.participation}")
+
+    def available(self, trade_amount: Decimal) -> Decimal | None:
+        """What one order may take of a trade of ``trade_amount`` (None: no cap)."""
+        if self.participation is None:
+            return None
+        return quantize_down(mul(trade_amount, self.participation), self.quantity_step)
 
     def slipped(self, price: Decimal, side: str) -> Decimal:
         """``price`` moved against an order on ``side`` by the slippage."""
@@ -82,16 +96,19 @@ class FillRule:
         return self._taker(quantity, price)
 
     def market(self, order: Order, trade_price: Decimal, remaining: Decimal | None = None,
-               available: Decimal | None = None) -> FillQuote | None:
+               available: Decimal | None = None, remaining_quote: Decimal | None = None) -> FillQuote | None:
         """The fill of a market order at the first trade at or after its ``ts_event``.
 
         ``remaining`` is the base quantity still open (default: the order's quantity);
-        ``available`` caps it (e.g. a share of the trade's volume for partial fills). None when
-        the order would fill nothing (a quote amount too small for one quantity step).
+        ``available`` caps it (e.g. a share of the trade's volume for partial fills). A
+        quote-sized order spends ``remaining_quote`` (default: its whole ``quote_quantity``;
+        after a partial fill, what its fills have not spent yet, fees included). None when the
+        order would fill nothing (a quote amount too small for one quantity step).
         """
         price = self.slipped(trade_price, order.side)
         if order.quote_quantity is not None:
-            quantity = self.quantity_for_quote(order.quote_quantity, price)
+            quote = order.quote_quantity if remaining_quote is None else remaining_quote
+            quantity = self.quantity_for_quote(quote, price)
         else:
             quantity = remaining if remaining is not None else order.quantity
         if available is not None and quantity is not None:

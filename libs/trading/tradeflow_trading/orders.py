@@ -16,7 +16,7 @@ fill itself moves the order, see :meth:`OrderState.fill`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from tradeflow.messages import Order, OrderEvent, OrderStatus
@@ -64,6 +64,7 @@ class OrderState:
     seq: int = 1
     filled_quantity: Decimal = ZERO
     filled_notional: Decimal = ZERO  # sum of quantity x price of the fills
+    filled_fees: Decimal = ZERO  # sum of the fills' fees (the quote currency on paper)
     exchange_order_id: str = ""
     reason: str = ""
 
@@ -92,11 +93,19 @@ class OrderState:
         """The next state after a transition without a fill (accepted, canceled, ...)."""
         if not can_move(self.status, status):
             raise IllegalTransition(self.client_order_id, self.status, status)
-        return replace(self, status=status, seq=self.seq + 1, reason=reason or self.reason,
-                       exchange_order_id=exchange_order_id or self.exchange_order_id)
+        # The constructor, not dataclasses.replace: this runs for every transition of every order.
+        return OrderState(order=self.order, status=status, seq=self.seq + 1, filled_quantity=self.filled_quantity,
+                          filled_notional=self.filled_notional, filled_fees=self.filled_fees,
+                          exchange_order_id=exchange_order_id or self.exchange_order_id, reason=reason or self.reason)
 
-    def fill(self, quantity: Decimal, price: Decimal, *, complete: bool | None = None) -> OrderState:
-        """The next state after a fill of ``quantity`` at ``price``.
+    @property
+    def spent_quote(self) -> Decimal:
+        """What the fills cost in the quote currency, fees included (a quote-sized order's budget)."""
+        return self.filled_notional + self.filled_fees
+
+    def fill(self, quantity: Decimal, price: Decimal, *, fee: Decimal = ZERO,
+             complete: bool | None = None) -> OrderState:
+        """The next state after a fill of ``quantity`` at ``price`` paying ``fee``.
 
         ``complete`` says whether the order is done (a quote-sized order is, after its one fill);
         by default it is when the filled quantity reaches the order's quantity.
@@ -111,8 +120,10 @@ class OrderState:
         status: OrderStatus = "filled" if complete else "partially_filled"
         if not can_move(self.status, status):
             raise IllegalTransition(self.client_order_id, self.status, status)
-        return replace(self, status=status, seq=self.seq + 1, filled_quantity=filled,
-                       filled_notional=self.filled_notional + mul(quantity, price))
+        return OrderState(order=self.order, status=status, seq=self.seq + 1, filled_quantity=filled,
+                          filled_notional=self.filled_notional + mul(quantity, price),
+                          filled_fees=self.filled_fees + fee, exchange_order_id=self.exchange_order_id,
+                          reason=self.reason)
 
     def event(self, ts_event: int) -> OrderEvent:
         """The exec.orders.v1 message of the current state."""

@@ -1,5 +1,9 @@
 """Positions and balances are the fold of fills (design.md): exact, in the order fills happened.
 
+The fold runs in :func:`fill_order` (event time, then fill id): a total order that does not
+depend on when a fill became known, so a fill learned late (an order that met past trades)
+gives the same position as one learned at once.
+
 A :class:`Position` is signed (long > 0, short < 0) with the volume-weighted average price of
 its open quantity. A fill that reduces it realizes ``(price - average) x reduced`` (negated for
 shorts); one that crosses zero closes the old side and opens the new one at the fill price.
@@ -14,7 +18,7 @@ currency.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -30,6 +34,11 @@ def split_symbol(symbol: str) -> tuple[str, str]:
     if not slash or not base or not quote:
         raise ValueError(f"symbol must be BASE/QUOTE, got {symbol!r}")
     return base, quote
+
+
+def fill_order(fill: Fill) -> tuple[int, str]:
+    """Where ``fill`` stands in its position's fold: event time, then fill id."""
+    return (fill.ts_event, fill.fill_id)
 
 
 def _frozen(mapping: Mapping[str, Decimal]) -> Mapping[str, Decimal]:
@@ -87,13 +96,15 @@ class Position:
                 average, opened_at = fill.price, fill.ts_event
         fees = dict(self.fees)
         fees[fill.fee_currency] = fees.get(fill.fee_currency, ZERO) + fill.fee
-        return replace(self, quantity=quantity, average_price=average, realized_pnl=realized,
-                       fees=_frozen(fees), opened_at=opened_at, fills=self.fills + 1)
+        return Position(account_id=self.account_id, exchange=self.exchange, symbol=self.symbol, quantity=quantity,
+                        average_price=average, realized_pnl=realized, fees=_frozen(fees), opened_at=opened_at,
+                        fills=self.fills + 1)
 
     @classmethod
     def fold(cls, account_id: str, exchange: str, symbol: str, fills: Iterable[Fill]) -> Position:
+        """The position of ``fills`` (applied in :func:`fill_order`)."""
         position = cls(account_id, exchange, symbol)
-        for fill in fills:
+        for fill in sorted(fills, key=fill_order):
             position = position.apply(fill)
         return position
 

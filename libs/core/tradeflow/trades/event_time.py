@@ -1,5 +1,5 @@
-"""Event times as written in replay files and candle files, to integer nanoseconds since the epoch
-(UTC), and back to text (:func:`format_event_time`).
+"""Times as written in files and REST: to integer nanoseconds since the epoch (UTC), and back
+(:func:`format_event_time` to the millisecond, :func:`format_time_ns` to the nanosecond).
 
 Two forms are accepted (shared/design.md, "Replay file"):
 
@@ -70,3 +70,13 @@ def format_event_time(ts_ns: int) -> str:
     whole_ms, _ = divmod(ts_ns, NS_PER_MS)
     moment = _EPOCH + timedelta(milliseconds=whole_ms)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_time_ns(ns: int) -> str:
+    """``ns`` since the epoch as ISO 8601 in UTC with a ``Z`` (design.md: times in REST), the
+    fraction of the second to the nanosecond where there is one: ``2023-11-14T22:13:20.123Z``."""
+    seconds, fraction_ns = divmod(ns, NS_PER_S)
+    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    if fraction_ns:
+        text += "." + f"{fraction_ns:09d}".rstrip("0")
+    return text + "Z"

@@ -1,0 +1,122 @@
+"""Wiring of execution: settings -> components -> FastAPI app (``tradeflow run execution``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from fastapi import FastAPI
+from tradeflow.admin import TopicsExist
+from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.service import (
+    ReadinessCheck,
+    ServiceDefinition,
+    broker_check,
+    consumer_check,
+    create_service_app,
+)
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_EVENTS, RISK_ORDERS, TopicSpec
+from tradeflow_db import Database
+from tradeflow_db.outbox import Outbox, OutboxRelay
+
+from tradeflow_execution.adapters.order_queries import OrderQueries
+from tradeflow_execution.adapters.paper_broker import PaperBroker, PaperMarket
+from tradeflow_execution.adapters.postgres_store import PostgresExecutionStore
+from tradeflow_execution.adapters.tick_history import TickHistory
+from tradeflow_execution.api import create_execution_router
+from tradeflow_execution.consumption import ExecutionConsumption
+from tradeflow_execution.domain.markets import Markets, MarketSteps
+from tradeflow_execution.domain.paper_exchange import PaperExchange
+from tradeflow_execution.metrics import ExecutionMetrics
+from tradeflow_execution.order_traces import OrderTracing
+from tradeflow_execution.service import ExecutionService, OutputTopics
+from tradeflow_execution.settings import ExecutionSettings
+
+SERVICE_NAME = "execution"
+DEFAULT_PORT = 8005
+DB_POOL_SIZE = 4  # the consumer's transactions, the outbox relay, the API, history reads
+SCHEMA_REVISION = "execution_0001"  # the newest migration this service needs
+OUTBOX_TABLE = "execution_outbox"
+OUTBOX_RELAY_BATCH = 5_000  # a batch of orders is about 4 messages each: fewer, larger relay rounds
+NS_PER_S = 1_000_000_000
+
+
+def topic_specs(settings: ExecutionSettings) -> dict[str, TopicSpec]:
+    """The design's topic specs under the configured names (tests use their own)."""
+    return {
+        "orders": dataclasses.replace(RISK_ORDERS, name=settings.orders_topic),
+        "risk_events": dataclasses.replace(RISK_EVENTS, name=settings.risk_events_topic),
+        "ticks": dataclasses.replace(MD_TICKS, name=settings.ticks_topic),
+        "order_events": dataclasses.replace(EXEC_ORDERS, name=settings.order_events_topic),
+        "fills": dataclasses.replace(EXEC_FILLS, name=settings.fills_topic),
+    }
+
+
+def create_app(settings: ExecutionSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    specs = topic_specs(settings)
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+    metrics = ExecutionMetrics(telemetry)
+    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=SCHEMA_REVISION,
+                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    outbox = Outbox(OUTBOX_TABLE)
+    store = PostgresExecutionStore(database, outbox)
+    producer = Producer(settings, telemetry, client_id=client_id)
+    relay = OutboxRelay(database, outbox, producer, telemetry, batch=OUTBOX_RELAY_BATCH)
+    markets = Markets((MarketSteps(m.exchange, m.symbol, m.price_step, m.quantity_step)
+                       for m in settings.markets), participation=settings.max_participation)
+    history = TickHistory(settings, topic=settings.ticks_topic, group_id=settings.consumer_group,
+                          client_id=f"{client_id}-history",
+                          margin_s=settings.history_margin_s)
+
+    service: ExecutionService  # the paper exchange asks it for positions (reduce-only orders)
+
+    def position_of(account_id: str, exchange: str, symbol: str):
+        return service.position_quantity(account_id, exchange, symbol)
+
+    def new_exchange() -> PaperExchange:
+        return PaperExchange(position_of=position_of, window_trades=settings.trade_window,
+                             window_ns=int(settings.trade_window_s * NS_PER_S))
+
+    paper = PaperMarket(new_exchange, history, on_history_read=metrics.history_reads.inc)
+    brokers = {account.id: PaperBroker(account, paper, markets, clock=time.time_ns)
+               for account in settings.accounts if account.mode == "paper"}
+    service = ExecutionService(
+        accounts=settings.accounts, brokers=brokers, trade_driven=[paper], markets=markets, store=store,
+        topics=OutputTopics(order_events=settings.order_events_topic, fills=settings.fills_topic),
+        metrics=metrics, tracing=OrderTracing(telemetry.tracer if settings.otlp_endpoint else None))
+    consumption = ExecutionConsumption(
+        service, orders_topic=settings.orders_topic,
+        risk_events_topic=settings.risk_events_topic, ticks_topic=settings.ticks_topic)
+    consumer = Consumer(
+        settings, telemetry,
+        topics=[specs["orders"], specs["risk_events"], specs["ticks"]],
+        group_id=settings.consumer_group,
+        handler=consumption.handle,
+        dead_letters=DeadLetters(producer, telemetry),
+        max_batch=settings.consumer_max_batch,
+        client_id=client_id,
+    )
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        # Stopped in reverse: the consumer commits and leaves, the service finishes its batch, the
+        # relay publishes what is committed, then the producer flushes and the pool closes.
+        components=[TopicsExist(settings, list(specs.values())), database, producer, history, service, relay,
+                    consumer],
+        routers=[create_execution_router(service, OrderQueries(database))],
+        readiness_checks=[
+            broker_check(producer),
+            ReadinessCheck("database", database.ping),
+            consumer_check(consumer),
+        ],
+        description="Approved orders to each account's broker (paper: filled from md.ticks.v1 by the fill rule); "
+                    "transitions, fills, positions and balances.",
+    )
+
+
+SERVICE = ServiceDefinition(
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=ExecutionSettings, create_app=create_app
+)

@@ -1,0 +1,105 @@
+"""Execution configuration (``TRADEFLOW_*`` environment variables, validated at start).
+
+``TRADEFLOW_ACCOUNTS`` (design.md) says which accounts exist; everything else of this service
+is prefixed ``execution_`` (``TRADEFLOW_EXECUTION_...``): the topics (overridable so tests and
+staging copies use their own), the consumer group, the paper broker's trade window, history
+margin and participation cap, and the markets whose tick and lot sizes are known.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+from tradeflow.settings import ServiceSettings, json_list
+from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_EVENTS, RISK_ORDERS
+from tradeflow_db.settings import DatabasePoolSettings
+from tradeflow_trading.accounts import AccountsSettings
+from tradeflow_trading.money import to_decimal
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TOPIC_FIELDS = ("orders_topic", "risk_events_topic", "ticks_topic",
+                "order_events_topic", "fills_topic")
+
+
+class MarketConfig(BaseModel):
+    """A market whose steps are known: limit prices off ``price_step`` and quantities off
+    ``quantity_step`` are rejected, and fills are cut to them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exchange: str = Field(min_length=1, max_length=64)
+    symbol: str = Field(min_length=3, max_length=64, pattern=r"^[^/\s]+/[^/\s]+$")
+    price_step: Decimal = Field(gt=0)
+    quantity_step: Decimal = Field(gt=0)
+
+    @field_validator("price_step", "quantity_step", mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Any:
+        return to_decimal(value) if isinstance(value, float) else value
+
+
+class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings):
+    """Settings of the execution service; its own are ``TRADEFLOW_EXECUTION_<FIELD>`` (ADR 0014)."""
+
+    service_name: ClassVar[str] = "execution"
+
+    orders_topic: str = RISK_ORDERS.name
+    risk_events_topic: str = RISK_EVENTS.name
+    ticks_topic: str = MD_TICKS.name
+    order_events_topic: str = EXEC_ORDERS.name
+    fills_topic: str = EXEC_FILLS.name
+    consumer_max_batch: int = Field(default=2_000, ge=1, le=50_000, description="records per handled batch")
+    trade_window: int = Field(
+        default=500, ge=0, le=100_000,
+        description="recent trades kept per symbol, so an order that arrives after its first trade fills "
+                    "without reading md.ticks.v1 back")
+    trade_window_s: float = Field(
+        default=3_600.0, ge=0, le=86_400,
+        description="the trade window spans at most this much event time (the count above bounds its memory)")
+    history_margin_s: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="an order read back from md.ticks.v1 starts this long before its ts_event (publish-time "
+                    "jitter and clock skew between the exchange and ingest)")
+    max_participation: Decimal | None = Field(
+        default=None, gt=0, le=1,
+        description="a paper order takes at most this share of one trade's amount (the rest fills on later "
+                    "trades); unset: an order fills whole at its trade, as in the backtest")
+    markets: Annotated[list[MarketConfig], NoDecode] = Field(
+        default_factory=list, max_length=100_000,
+        description="markets with known steps (JSON list of {exchange, symbol, price_step, quantity_step})")
+
+    @field_validator("markets", mode="before")
+    @classmethod
+    def _markets_from_json(cls, value: Any) -> Any:
+        return json_list(value, "markets")
+
+    @field_validator("max_participation", mode="before")
+    @classmethod
+    def _exact_participation(cls, value: Any) -> Any:
+        return to_decimal(value) if isinstance(value, float) else value
+
+    @field_validator(*TOPIC_FIELDS)
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value):
+            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> ExecutionSettings:
+        names = [getattr(self, name) for name in TOPIC_FIELDS]
+        if len(set(names)) != len(names):
+            raise ValueError("TRADEFLOW_EXECUTION_*_TOPIC: the five topics must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_markets(self) -> ExecutionSettings:
+        keys = [(m.exchange, m.symbol) for m in self.markets]
+        repeated = sorted({f"{e}:{s}" for e, s in keys if keys.count((e, s)) > 1})
+        if repeated:
+            raise ValueError(f"TRADEFLOW_EXECUTION_MARKETS: repeated markets: {', '.join(repeated)}")
+        return self
