@@ -9,7 +9,6 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
-from services.execution.tests.unit.execution_memory import LogHistory, MemoryStore, StoreFailure
 from tradeflow.messages import Fill, Order, OrderEvent, RiskEvent, Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
@@ -27,6 +26,8 @@ from tradeflow_execution.service import (
 )
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.positions import Position
+
+from services.execution.tests.unit.execution_memory import LogHistory, MemoryStore, StoreFailure
 
 S = 1_000_000_000
 T0 = 1_772_445_600 * S
