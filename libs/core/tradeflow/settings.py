@@ -136,7 +136,51 @@ class CommonSettings(BaseSettings):
         return re.sub(r"^postgresql\+psycopg://", "postgresql://", self.database_url.get_secret_value())
 
 
-class ServiceSettings(CommonSettings):
+class ApiKeySettings(BaseModel):
+    """``TRADEFLOW_API_KEYS`` and ``TRADEFLOW_API_KEYS_FILE``: the keys a service accepts on
+    state-changing requests, and the key a tool presents to one (its first). Mixed into
+    :class:`ServiceSettings` and into the settings of tools that call the services."""
+
+    api_keys: SecretStr | None = Field(
+        default=None, description="API keys for state-changing requests, comma-separated (Authorization: Bearer)")
+    api_keys_file: Path | None = Field(
+        default=None, description="a mounted file with more API keys, one per line (# starts a comment)")
+
+    @model_validator(mode="after")
+    def _api_keys_are_usable(self) -> ApiKeySettings:
+        self.configured_api_keys()  # raises naming the variable
+        return self
+
+    def configured_api_keys(self) -> tuple[SecretStr, ...]:
+        """The keys of ``TRADEFLOW_API_KEYS`` and of the file ``TRADEFLOW_API_KEYS_FILE``, in that order.
+
+        A key is at least MIN_API_KEY_LENGTH characters without spaces or commas; the errors
+        name the variable and the key's position, never the key."""
+        keys: list[tuple[str, str]] = []
+        if self.api_keys is not None:
+            variable = environment_variable(type(self), "api_keys")
+            keys += [(f"{variable} (key {n})", key.strip())
+                     for n, key in enumerate(self.api_keys.get_secret_value().split(","), 1) if key.strip()]
+        if self.api_keys_file is not None:
+            variable = environment_variable(type(self), "api_keys_file")
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{variable}: cannot read {self.api_keys_file}: {type(exc).__name__}") from None
+            lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
+            file_keys = [(f"{variable} ({self.api_keys_file} line {n})", line)
+                         for n, line in lines if line and not line.startswith("#")]
+            if not file_keys:
+                raise ValueError(f"{variable}: {self.api_keys_file} holds no key")
+            keys += file_keys
+        for where, key in keys:
+            if len(key) < MIN_API_KEY_LENGTH or re.search(r"[\s,]", key):
+                raise ValueError(f"{where}: an API key needs at least {MIN_API_KEY_LENGTH} characters and "
+                                 "no spaces or commas")
+        return tuple(SecretStr(key) for _, key in keys)
+
+
+class ServiceSettings(ApiKeySettings, CommonSettings):
     """Settings every long-running service has.
 
     A service's subclass sets ``service_name`` (its ``ServiceDefinition`` name): the fields it
@@ -160,10 +204,6 @@ class ServiceSettings(CommonSettings):
     producer_linger_ms: int = Field(default=5, ge=0, le=1_000)
     producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
     shutdown_timeout_s: float = Field(default=20.0, gt=0, le=300)
-    api_keys: SecretStr | None = Field(
-        default=None, description="API keys for state-changing requests, comma-separated (Authorization: Bearer)")
-    api_keys_file: Path | None = Field(
-        default=None, description="a mounted file with more API keys, one per line (# starts a comment)")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -200,40 +240,6 @@ class ServiceSettings(CommonSettings):
         if self.consumer_group is None and self.service_name:
             self.consumer_group = self.service_name
         return self
-
-    @model_validator(mode="after")
-    def _api_keys_are_usable(self) -> ServiceSettings:
-        self.configured_api_keys()  # raises naming the variable
-        return self
-
-    def configured_api_keys(self) -> tuple[SecretStr, ...]:
-        """The keys of ``TRADEFLOW_API_KEYS`` and of the file ``TRADEFLOW_API_KEYS_FILE``, in that order.
-
-        A key is at least MIN_API_KEY_LENGTH characters without spaces or commas; the errors
-        name the variable and the key's position, never the key."""
-        keys: list[tuple[str, str]] = []
-        if self.api_keys is not None:
-            variable = environment_variable(type(self), "api_keys")
-            keys += [(f"{variable} (key {n})", key.strip())
-                     for n, key in enumerate(self.api_keys.get_secret_value().split(","), 1) if key.strip()]
-        if self.api_keys_file is not None:
-            variable = environment_variable(type(self), "api_keys_file")
-            try:
-                text = self.api_keys_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{variable}: cannot read {self.api_keys_file}: {type(exc).__name__}") from None
-            lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
-            file_keys = [(f"{variable} ({self.api_keys_file} line {n})", line)
-                         for n, line in lines if line and not line.startswith("#")]
-            if not file_keys:
-                raise ValueError(f"{variable}: {self.api_keys_file} holds no key")
-            keys += file_keys
-        for where, key in keys:
-            if len(key) < MIN_API_KEY_LENGTH or re.search(r"[\s,]", key):
-                raise ValueError(f"{where}: an API key needs at least {MIN_API_KEY_LENGTH} characters and "
-                                 "no spaces or commas")
-        return tuple(SecretStr(key) for _, key in keys)
-
 
 class _VariablesOf(EnvSettingsSource):
     """The environment variables of some fields only, all under one prefix.
