@@ -7,3 +7,5 @@
 
 Walk-forward analysis builds on it (:mod:`tradeflow_backtest.walkforward`). Decisions: docs/adr/0021.
 """
+
+SAMPLERS = ("grid", "random", "tpe", "cmaes", "nsga2", "pso")  # here: `tradeflow --help` lists them without Optuna

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import optuna
 
+from tradeflow_backtest.optimize import SAMPLERS
 from tradeflow_backtest.optimize.pso import ParticleSwarmSampler
 from tradeflow_backtest.optimize.space import SearchSpace
 
-SAMPLERS = ("grid", "random", "tpe", "cmaes", "nsga2", "pso")
 
 
 def make_sampler(name: str, space: SearchSpace, *, seed: int | None, worker: int = 0,

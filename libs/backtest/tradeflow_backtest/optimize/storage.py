@@ -32,6 +32,10 @@ WORKER_ATTR = "worker"
 _POSTGRES = re.compile(r"^postgresql(\+psycopg)?://")
 
 
+class StorageLocationError(ValueError):
+    """A ``--storage`` that is neither a PostgreSQL URL nor a file path."""
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -41,7 +45,7 @@ def open_storage(location: str | None) -> BaseStorage:
     if location and _POSTGRES.match(location):
         return _postgres(_POSTGRES.sub("postgresql+psycopg://", location))
     if location and "://" in location:
-        raise ValueError(f"expected postgresql://... or a file path, got {location.split('://')[0]}://...")
+        raise StorageLocationError(f"expected postgresql://... or a file path, got {location.split('://')[0]}://...")
     path = Path(location) if location else DEFAULT_JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
