@@ -119,6 +119,7 @@ class TrialEvaluator:
         self.backtest = setup.run.backtest(setup.frame, setup.symbol, setup.exchange)
         self.objective = parse_objective(setup.objective)
         self.worker = worker_id()
+        self._known: dict[str, dict[str, Any]] = {}
 
     def warm_up(self) -> None:
         """One run with the declared defaults: compiles (or loads) the engine's numba code."""
@@ -134,7 +135,10 @@ class TrialEvaluator:
             validated = self.strategy_type.validate_params(params)
         except ParameterError as exc:
             return _reject(trial, f"parameters: {exc}")
-        metrics = self.backtest.run(self.strategy_type, validated).metrics.as_dict()
+        key = repr(sorted(validated.items()))
+        metrics = self._known.get(key)
+        if metrics is None:  # a parameter set proposed again is not run again (same candles, same result)
+            metrics = self._known[key] = self.backtest.run(self.strategy_type, validated).metrics.as_dict()
         trial.set_user_attr("metrics", metrics)
         if metrics["trades"] < self.setup.min_trades:
             return _reject(trial, f"trades: {metrics['trades']} trades, fewer than {self.setup.min_trades}")
@@ -232,8 +236,17 @@ def summarise(study: optuna.Study, fixed: Mapping[str, Any], *, rows: int = 20) 
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     reasons = Counter(str(t.user_attrs.get("rejected", "pruned")).split(":", 1)[0] for t in pruned)
-    table = [{"trial": t.number, "value": t.value, "params": dict(fixed) | t.params,
-              "metrics": t.user_attrs.get("metrics", {})} for t in complete[:rows]]
+    table: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for t in complete:  # one row per parameter set (samplers may propose one several times)
+        key = repr(sorted(t.params.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        table.append({"trial": t.number, "value": t.value, "params": dict(fixed) | t.params,
+                      "metrics": t.user_attrs.get("metrics", {})})
+        if len(table) == rows:
+            break
     best = complete[0] if complete else None
     return StudyOutcome(
         study=study.study_name, best_params=dict(fixed) | best.params if best else None,
