@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import warnings
 from pathlib import Path
 
 import optuna
@@ -29,6 +30,7 @@ DEFAULT_JOURNAL = Path(".tradeflow") / "optuna.journal"
 HEARTBEAT_S = 10
 GRACE_S = 30
 WORKER_ATTR = "worker"
+INIT_LOCK_KEY = 0x7466_6F70  # pg_advisory_lock key of the storage set-up ("tfop")
 _POSTGRES = re.compile(r"^postgresql(\+psycopg)?://")
 
 
@@ -56,16 +58,23 @@ def _postgres(url: str) -> RDBStorage:
 
     engine = sqlalchemy.create_engine(url)
     try:
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
-    except sqlalchemy.exc.IntegrityError:
-        pass  # another worker made it at the same moment
+        with engine.connect() as lock:
+            # Workers starting together would race to create Optuna's tables (CREATE TABLE is not
+            # safe to run twice at once): one at a time, under a lock of the whole database.
+            lock.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": INIT_LOCK_KEY})
+            try:
+                with engine.begin() as connection:
+                    connection.execute(sqlalchemy.text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
+                    return RDBStorage(url, engine_kwargs={"connect_args": {"options": f"-c search_path={OPTUNA_SCHEMA}"},
+                                                          "pool_pre_ping": True},
+                                      heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+            finally:
+                lock.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": INIT_LOCK_KEY})
     finally:
         engine.dispose()
-    return RDBStorage(url, engine_kwargs={"connect_args": {"options": f"-c search_path={OPTUNA_SCHEMA}"},
-                                          "pool_pre_ping": True},
-                      heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
 
 
 def close_storage(storage: BaseStorage) -> None:
