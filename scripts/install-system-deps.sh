@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages a fresh Debian 12 machine lacks for `make setup`: Python's venv module, make,
-# PostgreSQL 15 server binaries, the Apache TimescaleDB build, and Chromium (report test). Idempotent: a no-op (no apt
-# call at all) when everything is there.
+# PostgreSQL 15 server binaries, the Apache TimescaleDB build, and Chromium (the report test).
+# Idempotent: a no-op (no apt call at all) when everything is there.
 set -euo pipefail
 SUDO=""; if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 APT_INSTALL=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends)
