@@ -83,11 +83,15 @@ def test_a_study_killed_in_the_middle_continues_where_it_stopped(job, tmp_path):
 
 def test_workers_started_separately_share_one_study_through_postgresql(job, database_url, unique_name):
     argv, env = job
-    argv = [*argv, "--storage", database_url, "--study", unique_name, "--workers", "1"]
+    argv = [*argv, "--study", unique_name, "--workers", "1"]
     with psycopg.connect(database_url) as conn:
         ours = conn.execute("SELECT version_num FROM public.alembic_version").fetchall()
-    workers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    # One worker names the database in --storage, the other takes it from TRADEFLOW_DATABASE_URL
+    # (what the Kubernetes Job does, the URL being a secret): both join the same study.
+    workers = [subprocess.Popen([*argv, "--storage", database_url], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True),
+               subprocess.Popen([*argv, "--storage", "database"], env={**env, "TRADEFLOW_DATABASE_URL": database_url},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     outputs = [w.communicate(timeout=300) for w in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err

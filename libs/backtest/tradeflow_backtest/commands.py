@@ -148,7 +148,8 @@ def add_optimize_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="size of the study: finished trials to reach (default 100; a grid: its size)")
     parser.add_argument("--workers", type=_int_at_least(1), metavar="N",
                         help="worker processes on this machine (default: every core)")
-    parser.add_argument("--storage", metavar="URL|FILE", help="postgresql://... or a journal file path")
+    parser.add_argument("--storage", metavar="URL|FILE", help="postgresql://..., 'database' (the one of "
+                        "TRADEFLOW_DATABASE_URL), or a journal file path (default .tradeflow/optuna.journal)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: derived from the job, so the same "
                         "command resumes the same study)")
     parser.add_argument("--seed", type=_int_at_least(0), metavar="N", help="sampler seed (worker k uses N + k)")

@@ -309,10 +309,13 @@ def optimize_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
-def _plan(args: argparse.Namespace, setup, trials: int, study: str):
+def _plan(prepared: Prepared, trials: int, study: str):
     from tradeflow_backtest.optimize.runner import StudyPlan
 
-    return StudyPlan(study=study, storage=args.storage, sampler=args.sampler, trials=trials,
+    args = prepared.args
+    # "database": the Tradeflow database of TRADEFLOW_DATABASE_URL (a secret: never on a command line).
+    storage = prepared.settings.libpq_url if args.storage == "database" else args.storage
+    return StudyPlan(study=study, storage=storage, sampler=args.sampler, trials=trials,
                      workers=args.workers or os.cpu_count() or 1, seed=args.seed, population=args.population)
 
 
@@ -339,7 +342,7 @@ def _optimize(prepared: Prepared, setup, trials: int) -> int:
 
     args = prepared.args
     name = args.study or study_name(args, setup)
-    plan = _plan(args, setup, trials, name)
+    plan = _plan(prepared, trials, name)
     print(f"tradeflow optimize: study {name} ({args.sampler}, {trials} trials, {plan.workers} workers)",
           file=sys.stderr)
     bar, progress = _study_bar(args, "optimize")
@@ -434,7 +437,7 @@ def _walk_forward(prepared: Prepared, setup, trials: int) -> int:
         if len(train) == 0 or test_stop == test_first:
             reports.append(window_json(window, {}, {}, {}, None) | {"skipped": "no candles in a window"})
             continue
-        plan = _plan(args, setup, trials, f"{base}-wf{window.index}")
+        plan = _plan(prepared, trials, f"{base}-wf{window.index}")
         bar, progress = _study_bar(args, f"walk-forward {window.index + 1}/{len(steps)}")
         with bar:
             outcome = run_study(replace(setup, frame=train), plan, progress=progress)
