@@ -26,6 +26,7 @@ Run: ``make bench`` or ``.venv/bin/python bench/optimize.py [--candles N] [--tri
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -107,10 +108,14 @@ def main() -> None:
     emit("optimize_trial_phase_per_s_2_workers", two_phase, "trials/s", baseline=one_phase)
     emit("optimize_cpu_ms_per_trial_1_worker", one_cpu, "ms")
     emit("optimize_cpu_ms_per_trial_2_workers", two_cpu, "ms", baseline=one_cpu)
-    print('{"name": "optimize_cores_used_1_worker", "value": %.2f, "unit": "cores", "baseline": 1.0}' % one_cores)
-    print('{"name": "optimize_cores_used_2_workers", "value": %.2f, "unit": "cores", "baseline": 2.0}' % two_cores)
-    print('{"name": "optimize_speedup_2_workers", "value": %.2f, "unit": "x", "baseline": 2.0}'
-          % (two_phase / one_phase), flush=True)
+    ratio("optimize_cores_used_1_worker", one_cores, "cores", 1.0)
+    ratio("optimize_cores_used_2_workers", two_cores, "cores", 2.0)
+    ratio("optimize_speedup_2_workers", two_phase / one_phase, "x", 2.0)
+
+
+def ratio(name: str, value: float, unit: str, baseline: float) -> None:
+    """A result line with two decimals (``emit`` keeps one, too coarse for a ratio)."""
+    print(json.dumps({"name": name, "value": round(value, 2), "unit": unit, "baseline": baseline}), flush=True)
 
 
 if __name__ == "__main__":

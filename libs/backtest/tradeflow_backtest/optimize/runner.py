@@ -37,7 +37,13 @@ from tradeflow_trading.strategy.params import ParameterError
 from tradeflow_backtest.objectives import parse_objective
 from tradeflow_backtest.optimize.samplers import make_sampler
 from tradeflow_backtest.optimize.space import SearchSpace
-from tradeflow_backtest.optimize.storage import WORKER_ATTR, close_storage, open_storage, requeue_orphans, worker_id
+from tradeflow_backtest.optimize.storage import (
+    WORKER_ATTR,
+    close_storage,
+    open_storage,
+    requeue_orphans,
+    worker_id,
+)
 from tradeflow_backtest.runs import RunSettings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

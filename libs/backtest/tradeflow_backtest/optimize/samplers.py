@@ -13,7 +13,6 @@ from tradeflow_backtest.optimize.pso import ParticleSwarmSampler
 from tradeflow_backtest.optimize.space import SearchSpace
 
 
-
 def make_sampler(name: str, space: SearchSpace, *, seed: int | None, worker: int = 0,
                  population: int | None = None) -> optuna.samplers.BaseSampler:
     """The sampler called ``name`` over ``space``; ``population`` sizes NSGA-II's generations and
