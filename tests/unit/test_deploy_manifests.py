@@ -399,7 +399,8 @@ def test_service_image_entry_point_runs_the_service(service: str, tmp_path: Path
 def test_tools_image_entry_point_is_the_operator_command(tmp_path: Path) -> None:
     entry = run_entrypoint_writer("tools", tmp_path)
     assert entry.splitlines()[-1] == 'exec tradeflow "$@"'
-    assert 'pip install --find-links /wheels /src/libs/ops /src/services/*' in dockerfile_build_script()
+    # The operator command, every service, and the research commands (ADR 0021).
+    assert "pip install --find-links /wheels /src/libs/ops /src/libs/backtest /src/services/*" in dockerfile_build_script()
 
 
 @pytest.mark.parametrize("service", DESIGN_PORTS)

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from decimal import Decimal
 from typing import Any
 
@@ -321,7 +322,7 @@ def _plan(prepared: Prepared, trials: int, study: str):
 
 def study_name(args: argparse.Namespace, setup) -> str:
     """The study's default name: the job's fingerprint, so the same command resumes the same study."""
-    job = setup.job() | {"sampler": args.sampler, "trials_for": "optimize",
+    job = setup.job() | {"sampler": args.sampler,
                          "walk_forward": list(args.walk_forward) if args.walk_forward else None}
     digest = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{args.strategy}-{args.exchange}-{args.symbol.replace('/', '')}-{args.timeframe}-{args.sampler}-{digest}"
@@ -405,8 +406,6 @@ def _num(value: float | None) -> str:
 
 
 def _walk_forward(prepared: Prepared, setup, trials: int) -> int:
-    from dataclasses import replace
-
     from tradeflow_backtest.optimize.runner import run_study
     from tradeflow_backtest.walkforward import (
         annualised,
@@ -440,7 +439,7 @@ def _walk_forward(prepared: Prepared, setup, trials: int) -> int:
         plan = _plan(prepared, trials, f"{base}-wf{window.index}")
         bar, progress = _study_bar(args, f"walk-forward {window.index + 1}/{len(steps)}")
         with bar:
-            outcome = run_study(replace(setup, frame=train), plan, progress=progress)
+            outcome = run_study(dataclass_replace(setup, frame=train), plan, progress=progress)
         if outcome.best_params is None:
             reports.append(window_json(window, {}, {}, {}, None) | {"skipped": "no trial met the rules in sample"})
             continue
@@ -474,6 +473,7 @@ def _walk_forward(prepared: Prepared, setup, trials: int) -> int:
     computed = metrics_.compute(equity, float(prepared.run.cash), first_start_ns=first_start, ends_ns=ts,
                                 candle_length_ns=_length(args.timeframe), pnls=[t.pnl for t in trades],
                                 exposed=np.zeros(equity.shape[0], dtype=bool))
+    computed = dataclass_replace(computed, exposure=None)  # not known: the windows' positions are not kept
     oos = {name: value for name, value in computed.as_dict().items() if name != "exposure"}
     span = int(ts[-1]) - first_start
     overall = efficiency(annualised(oos["total_return"], span),
@@ -502,7 +502,7 @@ def _walk_forward(prepared: Prepared, setup, trials: int) -> int:
         print(f"walk-forward efficiency (annualised out-of-sample / in-sample return): {_num(overall)}")
     _report(prepared, stitched, f"Walk-forward (out of sample): {args.strategy} on {args.symbol} {args.timeframe}",
             _details(prepared, last_params, walk_forward=f"{_duration(train_ns)}/{_duration(test_ns)}",
-                     efficiency=overall), frame=between(frame, steps[0].test_start, prepared.history.until_ns))
+                     efficiency="n/a" if overall is None else f"{overall:.3f}"), frame=between(frame, steps[0].test_start, prepared.history.until_ns))
     store(prepared, "walk_forward", prepared.run_record(
         "walk_forward", last_params, settings=prepared.run.to_json() | _search_settings(args, trials, base)
         | {"walk_forward": f"{_duration(train_ns)}/{_duration(test_ns)}"},
