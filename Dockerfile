@@ -2,10 +2,11 @@
 # repository root:
 #   docker build --build-arg SERVICE=ingest -t tradeflow/ingest:dev .
 #   docker build --build-arg SERVICE=candle-builder -t tradeflow/candle-builder:dev .
-#   docker build --build-arg SERVICE=tools -t tradeflow/tools:dev .   # `tradeflow` (db upgrade, topics, ...)
+#   docker build --build-arg SERVICE=tools -t tradeflow/tools:dev .   # `tradeflow` (db upgrade, topics, backtest, ...)
 # A service image carries the shared libraries that service depends on and nothing else (no
 # operator CLI, no local broker binary); the tools image carries the operator command and every
-# service, since migrations form one chain across services (docs/adr/0012).
+# service, since migrations form one chain across services (docs/adr/0012), and the research
+# commands of tradeflow-backtest (backtest, optimize, ...; docs/adr/0021).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # --- builder: wheels of the libs, then the service (or the tools) installed into a venv ---
@@ -20,7 +21,7 @@ COPY libs/ /src/libs/
 COPY services/ /src/services/
 # The libs as local wheels: pip takes from them exactly the ones the service depends on.
 RUN pip wheel --no-deps --wheel-dir /wheels /src/libs/* \
- && if [ "${SERVICE}" = "tools" ]; then pip install --find-links /wheels /src/libs/ops /src/services/*; \
+ && if [ "${SERVICE}" = "tools" ]; then pip install --find-links /wheels /src/libs/ops /src/libs/backtest /src/services/*; \
     else pip install --find-links /wheels "/src/services/${SERVICE}"; fi \
  && if [ "${SERVICE}" = "tools" ]; then entry='exec tradeflow "$@"'; \
     else entry="exec tradeflow-service ${SERVICE}"; fi \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages a fresh Debian 12 machine lacks for `make setup`: Python's venv module, make,
-# PostgreSQL 15 server binaries and the Apache TimescaleDB build. Idempotent: a no-op (no apt
-# call at all) when everything is there.
+# PostgreSQL 15 server binaries, the Apache TimescaleDB build, and Chromium (the report test).
+# Idempotent: a no-op (no apt call at all) when everything is there.
 set -euo pipefail
 SUDO=""; if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 APT_INSTALL=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends)
@@ -12,6 +12,8 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v make >/dev/null || need+=(make)
 command -v runuser >/dev/null || need+=(util-linux)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+# The test of `tradeflow backtest --report` opens the HTML report in headless Chromium.
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "system-deps: installing ${need[*]}"

@@ -440,7 +440,8 @@ def test_service_image_entry_point_runs_the_service(service: str, tmp_path: Path
 def test_tools_image_entry_point_is_the_operator_command(tmp_path: Path) -> None:
     entry = run_entrypoint_writer("tools", tmp_path)
     assert entry.splitlines()[-1] == 'exec tradeflow "$@"'
-    assert 'pip install --find-links /wheels /src/libs/ops /src/services/*' in dockerfile_build_script()
+    # The operator command, every service, and the research commands (ADR 0021).
+    assert "pip install --find-links /wheels /src/libs/ops /src/libs/backtest /src/services/*" in dockerfile_build_script()
 
 
 @pytest.mark.parametrize("service", DESIGN_PORTS)
@@ -552,3 +553,19 @@ def test_compose_healthcheck_reports_readiness(service: str) -> None:
     assert paths == ["/readyz"]
     with http_server(503) as (port, _):
         assert run_healthcheck(test[3], port) != 0
+
+
+def test_the_distributed_optimize_job_is_valid_and_its_arguments_parse() -> None:
+    from tradeflow_ops.cli.main import build_parser
+
+    (job,) = [d for d in yaml.safe_load_all((K8S_DIR / "jobs" / "optimize-job.yaml").read_text()) if d]
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    assert job["spec"]["parallelism"] > 1
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["command"][1:] + container["args"])
+    assert args.command == "optimize" and args.storage == "database" and args.study  # one named study, shared
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TRADEFLOW_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == dict(zip(("name", "key"), DATABASE_SECRET,
+                                                                                   strict=True))
+    assert env["TRADEFLOW_API_KEYS"]["valueFrom"]["secretKeyRef"] == dict(zip(("name", "key"), API_KEYS_SECRET,
+                                                                               strict=True))

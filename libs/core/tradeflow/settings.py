@@ -137,8 +137,9 @@ class CommonSettings(BaseSettings):
 
 
 class ApiKeySettings(BaseModel):
-    """``TRADEFLOW_API_KEYS`` / ``TRADEFLOW_API_KEYS_FILE`` (design.md): the keys a service accepts on
-    state-changing requests, and the key an operator command sends (the first one)."""
+    """``TRADEFLOW_API_KEYS`` and ``TRADEFLOW_API_KEYS_FILE``: the keys a service accepts on
+    state-changing requests, and the key a tool presents to one (its first). Mixed into
+    :class:`ServiceSettings` and into the settings of tools that call the services."""
 
     api_keys: SecretStr | None = Field(
         default=None, description="API keys for state-changing requests, comma-separated (Authorization: Bearer)")
@@ -184,7 +185,7 @@ class ApiKeySettings(BaseModel):
         return {"Authorization": f"Bearer {keys[0].get_secret_value()}"} if keys else {}
 
 
-class ServiceSettings(CommonSettings, ApiKeySettings):
+class ServiceSettings(ApiKeySettings, CommonSettings):
     """Settings every long-running service has.
 
     A service's subclass sets ``service_name`` (its ``ServiceDefinition`` name): the fields it
@@ -208,6 +209,7 @@ class ServiceSettings(CommonSettings, ApiKeySettings):
     producer_linger_ms: int = Field(default=5, ge=0, le=1_000)
     producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
     shutdown_timeout_s: float = Field(default=20.0, gt=0, le=300)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.service_name and not _SERVICE_NAME.match(cls.service_name):

@@ -12,16 +12,27 @@ that holds "now" (:func:`closed_before`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+from pydantic import BaseModel, Field
 
 from tradeflow.timeframes import TIMEFRAMES
 
 NS_PER_MS = 1_000_000
 PAGE_LIMIT = 10_000  # the endpoint's maximum
+
+
+DEFAULT_CANDLES_URL = "http://127.0.0.1:8002"
+
+
+class CandleApiSettings(BaseModel):
+    """``TRADEFLOW_CANDLES_URL``: where a tool or service finds the candle-builder (mix into its settings)."""
+
+    candles_url: str = Field(default=DEFAULT_CANDLES_URL, pattern=r"^https?://",
+                             description="base URL of the candle-builder's REST API")
 
 
 class CandleApiError(RuntimeError):
@@ -86,14 +97,18 @@ class CandleClient:
         return [_from_json(item) for item in response.json()]
 
     async def history(self, exchange: str, symbol: str, timeframe: str, start_ns: int,
-                      end_ns: int) -> list[StoredCandle]:
-        """Every candle with a bucket start in [start_ns, end_ns), in order, paging as needed."""
+                      end_ns: int, *, on_page: Callable[[list[StoredCandle]], None] | None = None) -> list[StoredCandle]:
+        """Every candle with a bucket start in [start_ns, end_ns), in order, paging as needed
+        (``on_page`` sees each page's new candles: a progress bar's hook)."""
         result: list[StoredCandle] = []
         cursor = start_ns
         while cursor < end_ns:
             page = await self.page(exchange, symbol, timeframe, start_ns=cursor, end_ns=end_ns)
             # The endpoint also returns the bucket holding ``start`` (a ms value): keep what is new.
-            result.extend(c for c in page if cursor <= c.ts < end_ns)
+            fresh = [c for c in page if cursor <= c.ts < end_ns]
+            result.extend(fresh)
+            if on_page is not None:
+                on_page(fresh)
             if len(page) < PAGE_LIMIT:
                 break
             cursor = page[-1].ts + 1

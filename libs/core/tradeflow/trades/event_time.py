@@ -1,5 +1,6 @@
-"""Times as written in files and REST: to integer nanoseconds since the epoch (UTC), and back
-(:func:`format_event_time` to the millisecond, :func:`format_time_ns` to the nanosecond).
+"""Times as written in files, REST and command options: to integer nanoseconds since the epoch (UTC),
+and back (:func:`format_event_time` to the millisecond, :func:`format_time_ns` to the nanosecond);
+the time options of commands (:func:`parse_time_option`).
 
 Two forms are accepted (shared/design.md, "Replay file"):
 
@@ -23,6 +24,7 @@ NS_PER_S = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_SECOND = timedelta(seconds=1)
 _EPOCH_MS = re.compile(r"(\d+)(?:\.(\d{1,6}))?")
+_OPTION_EPOCH_MS = re.compile(r"\d{1,16}")
 _LOOKS_NUMERIC = re.compile(r"[-+]?[\d.]+(?:[eE][-+]?\d+)?")  # numbers that are not plain epoch ms
 # The seconds fraction is cut out before datetime.fromisoformat, which keeps only microseconds.
 _SECONDS_FRACTION = re.compile(r"(?<=[T ]\d\d:\d\d:\d\d)[.,](\d+)")
@@ -63,6 +65,28 @@ def _parse_iso_ns(text: str) -> int:
     whole_seconds = (moment - _EPOCH) // _ONE_SECOND
     return whole_seconds * NS_PER_S + fraction_ns
 
+
+
+def parse_time_option(text: str, now_ms: int) -> int:
+    """A command's time option (``--since``, ``--until``) as epoch milliseconds: digits (epoch
+    ms), ``now``, or ISO 8601.
+
+    Unlike a file's time, an ISO time without an offset (``2024-03-01`` or ``2024-03-01T12:00``)
+    is UTC, the platform's time zone: the operator typed it for this platform. Any given offset
+    is honoured.
+    """
+    value = text.strip()
+    if value.lower() == "now":
+        return now_ms
+    if _OPTION_EPOCH_MS.fullmatch(value):
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"expected ISO 8601 (e.g. 2024-03-01T12:00Z) or epoch milliseconds, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def format_event_time(ts_ns: int) -> str:

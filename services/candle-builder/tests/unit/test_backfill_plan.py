@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tradeflow.trades.event_time import parse_time_option
 from tradeflow_candle_builder.backfill.plan import (
     OhlcvPageCursor,
     PagingStuck,
@@ -10,7 +11,6 @@ from tradeflow_candle_builder.backfill.plan import (
     TradePageCursor,
     check_range,
     complete_minutes,
-    parse_time_option,
 )
 
 NOW = 1_710_000_000_000  # 2024-03-09T16:00:00Z

@@ -1,6 +1,7 @@
 """What a backfill asks for, page by page (pure: no I/O, no clock of its own).
 
-* :func:`parse_time_option` and :func:`check_range`: ``--since``/``--until`` as epoch ms.
+* :func:`check_range`: ``--since``/``--until`` (epoch ms, read by
+  :func:`tradeflow.trades.event_time.parse_time_option`) in order and not in the future.
 * :class:`TradePageCursor`: pages forward through ``[since, until)`` by time. Each request asks
   for trades from the cursor (inclusive) to the end of its window; a page moves the cursor to
   its newest trade (that millisecond is asked again, its already-seen ids are dropped), and a
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,31 +22,10 @@ from typing import Any
 from tradeflow_exchanges.ccxt_trades import UnusableTrade, trade_fields
 
 MINUTE_MS = 60_000
-_EPOCH_MS = re.compile(r"\d{1,16}")
 
 
 class RangeError(ValueError):
     """A bad ``--since``/``--until``; the text names the option."""
-
-
-def parse_time_option(text: str, now_ms: int) -> int:
-    """``text`` as epoch milliseconds: digits (epoch ms), ``now``, or ISO 8601.
-
-    An ISO time without an offset (``2024-03-01`` or ``2024-03-01T12:00``) is UTC, the
-    platform's time zone; any given offset is honoured.
-    """
-    value = text.strip()
-    if value.lower() == "now":
-        return now_ms
-    if _EPOCH_MS.fullmatch(value):
-        return int(value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"expected ISO 8601 (e.g. 2024-03-01T12:00Z) or epoch milliseconds, got {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def check_range(since_ms: int, until_ms: int, now_ms: int) -> None:
