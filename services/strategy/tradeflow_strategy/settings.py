@@ -1,0 +1,62 @@
+"""Strategy service configuration: its own settings are ``TRADEFLOW_STRATEGY_*`` (ADR 0014).
+
+``TRADEFLOW_STRATEGY_PATHS`` (users' strategy files) and ``TRADEFLOW_ACCOUNTS`` (the accounts an
+instance may trade) come from the shared mixins of libs/trading, with the meaning they have for
+every service and tool.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+from tradeflow.settings import ServiceSettings
+from tradeflow.topics import EXEC_FILLS, MD_CANDLES, STRATEGY_SIGNALS
+from tradeflow_trading.accounts import AccountsSettings
+from tradeflow_trading.strategy.loader import StrategyPathsSettings
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings):
+    """Settings of the strategy service, read from ``TRADEFLOW_STRATEGY_<FIELD>`` (its consumer
+    group too: ``TRADEFLOW_STRATEGY_CONSUMER_GROUP``, default strategy)."""
+
+    service_name: ClassVar[str] = "strategy"
+
+    # The design's topics; overridable so tests (and staging copies) can use their own.
+    candles_topic: str = MD_CANDLES.name
+    fills_topic: str = EXEC_FILLS.name
+    signals_topic: str = STRATEGY_SIGNALS.name
+    candle_builder_url: str = Field(
+        default="http://127.0.0.1:8002",
+        description="the candle-builder's REST API, where instances read their warm-up candles (GET /v1/candles)")
+    candle_builder_timeout_s: float = Field(default=10.0, gt=0, le=300, description="per warm-up request")
+    warm_up_concurrency: int = Field(
+        default=8, ge=1, le=256, description="markets warmed up at once (requests to the candle-builder in flight)")
+    consumer_max_batch: int = Field(default=5_000, ge=1, le=100_000, description="records per handled batch")
+    instance_refresh_s: float = Field(
+        default=2.0, ge=0.05, le=300,
+        description="how often every replica reloads the instances and the new fills from the database")
+    reload_interval_s: float = Field(
+        default=1.0, ge=0.05, le=300, description="how often the strategy files are checked for changes")
+    status_interval_s: float = Field(
+        default=1.0, ge=0.05, le=300,
+        description="how often this replica writes the status of its markets (GET /v1/strategies/{id} reads it)")
+    last_signals: int = Field(default=10, ge=1, le=1_000, description="signals kept per market in the status")
+    db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (API, sync, status)")
+
+    @field_validator("candles_topic", "fills_topic", "signals_topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value):
+            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("candle_builder_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL, e.g. http://candle-builder:8002")
+        return value.rstrip("/")
