@@ -8,10 +8,11 @@ every service and tool.
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator
-from tradeflow.settings import ServiceSettings
+from pydantic_settings import NoDecode
+from tradeflow.settings import ServiceSettings, json_list
 from tradeflow.topics import EXEC_FILLS, MD_CANDLES, STRATEGY_SIGNALS
 from tradeflow_trading.accounts import AccountsSettings
 from tradeflow_trading.strategy.loader import StrategyPathsSettings
@@ -46,6 +47,16 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings)
         description="how often this replica writes the status of its markets (GET /v1/strategies/{id} reads it)")
     last_signals: int = Field(default=10, ge=1, le=1_000, description="signals kept per market in the status")
     db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (API, sync, status)")
+    instances: Annotated[list[dict[str, Any]], NoDecode] = Field(
+        default_factory=list, max_length=10_000,
+        description="instances created at start when no instance has their id (JSON list of POST /v1/strategies "
+                    "bodies); one that exists is left as it is (paused, failed), one deleted comes back at the next "
+                    "start unless removed from this list")
+
+    @field_validator("instances", mode="before")
+    @classmethod
+    def _instances_from_json(cls, value: Any) -> Any:
+        return json_list(value, "instance definitions")
 
     @field_validator("candles_topic", "fills_topic", "signals_topic")
     @classmethod
