@@ -51,11 +51,13 @@ class InstanceService:
         self._sync = sync
 
     def catalog(self) -> list[dict[str, Any]]:
-        """Every strategy with its description and parameter schema, where it comes from, and
-        the error of its file's newest version when that did not load (the previous one runs)."""
+        """Every strategy with its description and parameter schema, where it comes from (a
+        file's version is its content digest), and the error of its file's newest version when
+        that did not load (the previous one runs)."""
         entries = []
         for entry in self._catalog.entries():
-            item = entry.strategy.catalog_entry() | {"name": entry.name, "source": entry.source}
+            item = entry.strategy.catalog_entry() | {"name": entry.name, "source": entry.source,
+                                                     "version": entry.version or None}
             if entry.source in self._catalog.errors:
                 item["load_error"] = self._catalog.errors[entry.source]
             entries.append(item)
