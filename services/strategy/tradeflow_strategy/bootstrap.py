@@ -93,6 +93,7 @@ def create_app(settings: StrategySettings) -> FastAPI:
         handler=record_handler(engine, fills, sync, candles_topic=candles_spec.name, fills_topic=fills_spec.name),
         dead_letters=DeadLetters(producer, telemetry),
         max_batch=settings.consumer_max_batch,
+        commit_interval_s=settings.commit_interval_s,
         on_revoked=revoked_handler(engine, candles_spec.name),
         client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",
     )

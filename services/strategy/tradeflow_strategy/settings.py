@@ -37,6 +37,10 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings)
     warm_up_concurrency: int = Field(
         default=8, ge=1, le=256, description="markets warmed up at once (requests to the candle-builder in flight)")
     consumer_max_batch: int = Field(default=5_000, ge=1, le=100_000, description="records per handled batch")
+    commit_interval_s: float = Field(
+        default=1.0, gt=0, le=300,
+        description="how often handled candles are committed; after a crash the candles since the last commit are "
+                    "decided again (same signal ids), so longer means more repeated signals, never lost ones")
     instance_refresh_s: float = Field(
         default=2.0, ge=0.05, le=300,
         description="how often every replica reloads the instances and the new fills from the database")
