@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from tradeflow_strategy.bootstrap import SERVICE
 from tradeflow_strategy.settings import StrategySettings
+
+from tests.served_app import served
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +174,37 @@ async def test_backtest_runs_are_stored_listed_newest_first_and_read_back_whole(
         missing = await api.post("/v1/backtests", json={k: v for k, v in RUN.items() if k != "strategy"})
         assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "strategy"]
         assert (await api.post("/v1/backtests", json=RUN, headers={"Authorization": ""})).status_code == 401
+
+
+async def test_the_strategies_command_adds_lists_pauses_resumes_and_removes_through_the_api(
+        kafka_bootstrap, database_url, api_key, unique_name):
+    settings = settings_for(kafka_bootstrap, database_url, api_key, unique_name)
+    instance_id = f"cli-{unique_name[-8:]}"
+    async with served(SERVICE.create_app(settings)) as base:
+        env = {**os.environ, "TRADEFLOW_STRATEGY_URL": base, "TRADEFLOW_API_KEY": api_key}
+
+        async def tradeflow(*args: str, key: bool = True) -> tuple[int, str]:
+            process = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "tradeflow"), "strategies", *args,
+                env=env if key else {k: v for k, v in env.items() if k != "TRADEFLOW_API_KEY"},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await process.communicate()
+            return process.returncode, out.decode()
+
+        add = ("add", instance_id, "--strategy", "sma_cross", "--account", "acct-paper", "--exchange", "paper",
+               "--symbols", "BTC/USDT,ETH/USDT", "--params", '{"fast": 4, "slow": 9}')
+        assert await tradeflow(*add) == (0, f"{instance_id}: created (running)\n")
+        assert await tradeflow(*add) == (0, f"{instance_id}: exists already, unchanged (running)\n")
+        code, out = await tradeflow("add", f"{instance_id}-x", "--strategy", "sma_cross", "--account", "acct-paper",
+                                    "--exchange", "paper", "--symbols", "BTC/USDT", "--params", '{"fast": 40}')
+        assert code == 1 and "422: params.fast: must be less than slow (30), got 40" in out
+        code, out = await tradeflow("list")
+        line = next(line for line in out.splitlines() if line.startswith(instance_id))
+        assert line == f'{instance_id}  sma_cross  running  acct-paper  paper  BTC/USDT,ETH/USDT  1m  {{"fast": 4, "slow": 9}}'
+        code, out = await tradeflow("pause", instance_id, key=False)
+        assert code == 1 and "401" in out
+        assert await tradeflow("pause", instance_id) == (0, f"{instance_id}: paused\n")
+        assert await tradeflow("resume", instance_id) == (0, f"{instance_id}: running\n")
+        assert await tradeflow("remove", instance_id) == (0, f"{instance_id}: removed\n")
+        code, out = await tradeflow("remove", instance_id)
+        assert code == 1 and f"404: no strategy instance '{instance_id}'" in out
