@@ -128,7 +128,7 @@ async def run_service(args: dict) -> dict:
 
     settings = StrategySettings(
         environment="test", kafka_bootstrap=args["bootstrap"], database_url=args["database_url"],
-        candles_topic=args["topic"], fills_topic=args["topic"] + ".fills", signals_topic=args["topic"] + ".signals",
+        topic_candles=args["topic"], topic_fills=args["topic"] + ".fills", topic_signals=args["topic"] + ".signals",
         consumer_group=args["topic"] + "-strategy", consumer_session_timeout_ms=6000, log_level="WARNING",
         candle_builder_url=args["candle_api"], accounts=json.dumps([{"id": "bench", "exchange": EXCHANGE}]),
         instances=json.dumps(instance_definitions()))

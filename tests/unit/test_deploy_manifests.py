@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from tradeflow.settings import ServiceSettings, environment_variables, load_settings
-from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, TopicSpec
+from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_CANDLES, MD_TICKS, TopicSpec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "k8s"
@@ -34,10 +34,11 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 KUBERNETES_VERSION = "1.33.0"
 
 # shared/design.md: the default REST port of each service.
-DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002}
+DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "strategy": 8003}
 # The topic each service consumes through a consumer group (bounds its replicas).
 # The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
-CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS}
+CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS,
+                                               "strategy": MD_CANDLES}
 DATABASE_SECRET = ("tradeflow-db", "database-url")
 API_KEYS_SECRET = ("tradeflow-api-keys", "api-keys")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"

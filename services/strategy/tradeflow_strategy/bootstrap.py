@@ -48,9 +48,9 @@ SCHEMA_REVISION = "strategy_0001"  # the newest revision of migrations/versions
 
 def topic_specs(settings: StrategySettings) -> tuple[TopicSpec, TopicSpec, TopicSpec]:
     """The design's topic specs under the configured names (tests use their own topics)."""
-    return (dataclasses.replace(MD_CANDLES, name=settings.candles_topic),
-            dataclasses.replace(EXEC_FILLS, name=settings.fills_topic),
-            dataclasses.replace(STRATEGY_SIGNALS, name=settings.signals_topic))
+    return (dataclasses.replace(MD_CANDLES, name=settings.topic_candles),
+            dataclasses.replace(EXEC_FILLS, name=settings.topic_fills),
+            dataclasses.replace(STRATEGY_SIGNALS, name=settings.topic_signals))
 
 
 class CandleClientComponent:
@@ -73,7 +73,7 @@ def create_app(settings: StrategySettings) -> FastAPI:
     candles_spec, fills_spec, signals_spec = topic_specs(settings)
     replica = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=SCHEMA_REVISION,
-                        max_connections=settings.db_pool_size)
+                        max_connections=settings.database_pool_size)
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
     catalog = load_catalog(settings.strategy_paths)
     candle_client = CandleClient(settings.candle_builder_url, timeout_s=settings.candle_builder_timeout_s)
@@ -92,7 +92,7 @@ def create_app(settings: StrategySettings) -> FastAPI:
         group_id=settings.consumer_group,
         handler=record_handler(engine, fills, sync, candles_topic=candles_spec.name, fills_topic=fills_spec.name),
         dead_letters=DeadLetters(producer, telemetry),
-        max_batch=settings.consumer_max_batch,
+        max_batch=settings.batch_max_records,
         commit_interval_s=settings.commit_interval_s,
         on_revoked=revoked_handler(engine, candles_spec.name),
         client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",

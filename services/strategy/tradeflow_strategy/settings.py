@@ -27,16 +27,16 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings)
     service_name: ClassVar[str] = "strategy"
 
     # The design's topics; overridable so tests (and staging copies) can use their own.
-    candles_topic: str = MD_CANDLES.name
-    fills_topic: str = EXEC_FILLS.name
-    signals_topic: str = STRATEGY_SIGNALS.name
+    topic_candles: str = MD_CANDLES.name
+    topic_fills: str = EXEC_FILLS.name
+    topic_signals: str = STRATEGY_SIGNALS.name
     candle_builder_url: str = Field(
         default="http://127.0.0.1:8002",
         description="the candle-builder's REST API, where instances read their warm-up candles (GET /v1/candles)")
     candle_builder_timeout_s: float = Field(default=10.0, gt=0, le=300, description="per warm-up request")
     warm_up_concurrency: int = Field(
         default=8, ge=1, le=256, description="markets warmed up at once (requests to the candle-builder in flight)")
-    consumer_max_batch: int = Field(default=5_000, ge=1, le=100_000, description="records per handled batch")
+    batch_max_records: int = Field(default=5_000, ge=1, le=100_000, description="records per handled batch")
     commit_interval_s: float = Field(
         default=1.0, gt=0, le=300,
         description="how often handled candles are committed; after a crash the candles since the last commit are "
@@ -50,7 +50,7 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings)
         default=1.0, ge=0.05, le=300,
         description="how often this replica writes the status of its markets (GET /v1/strategies/{id} reads it)")
     last_signals: int = Field(default=10, ge=1, le=1_000, description="signals kept per market in the status")
-    db_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (API, sync, status)")
+    database_pool_size: int = Field(default=4, ge=2, le=64, description="database connections (API, sync, status)")
     instances: Annotated[list[dict[str, Any]], NoDecode] = Field(
         default_factory=list, max_length=10_000,
         description="instances created at start when no instance has their id (JSON list of POST /v1/strategies "
@@ -62,7 +62,7 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings)
     def _instances_from_json(cls, value: Any) -> Any:
         return json_list(value, "instance definitions")
 
-    @field_validator("candles_topic", "fills_topic", "signals_topic")
+    @field_validator("topic_candles", "topic_fills", "topic_signals")
     @classmethod
     def _topic_name(cls, value: str) -> str:
         if not _TOPIC_NAME.match(value):

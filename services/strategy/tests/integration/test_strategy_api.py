@@ -30,7 +30,7 @@ ACCOUNTS = [{"id": "acct-paper", "exchange": "paper", "mode": "paper", "balances
 def settings_for(kafka_bootstrap: str, database_url: str, api_key: str, name: str) -> StrategySettings:
     return StrategySettings(
         environment="test", kafka_bootstrap=kafka_bootstrap, database_url=database_url, api_keys=api_key,
-        candles_topic=f"candles-{name}", fills_topic=f"fills-{name}", signals_topic=f"signals-{name}",
+        topic_candles=f"candles-{name}", topic_fills=f"fills-{name}", topic_signals=f"signals-{name}",
         consumer_group=f"strategy-{name}", consumer_session_timeout_ms=6000, instance_refresh_s=0.2,
         accounts=json.dumps(ACCOUNTS), candle_builder_url="http://127.0.0.1:9")
 

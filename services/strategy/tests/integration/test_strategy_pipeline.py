@@ -56,7 +56,7 @@ def strategy_settings(kafka_bootstrap, database_url, api_key, name, candle_api, 
     accounts = [{"id": "acct-1", "exchange": exchange}, {"id": "acct-2", "exchange": exchange}]
     return StrategySettings(
         environment="test", kafka_bootstrap=kafka_bootstrap, database_url=database_url, api_keys=api_key,
-        candles_topic=f"candles-{name}", fills_topic=f"fills-{name}", signals_topic=f"signals-{name}",
+        topic_candles=f"candles-{name}", topic_fills=f"fills-{name}", topic_signals=f"signals-{name}",
         consumer_group=f"strategy-{name}", consumer_session_timeout_ms=6000, instance_refresh_s=0.2,
         status_interval_s=0.2, reload_interval_s=0.1, candle_builder_url=candle_api, accounts=json.dumps(accounts),
         **extra)
@@ -114,9 +114,9 @@ async def test_two_markets_two_instances_give_exactly_the_expected_signals_also_
     async with strategy_service(settings, api_key) as api:
         for d in definitions:
             assert (await api.post("/v1/strategies", json=d)).status_code == 201
-        await publish_candles(kafka_bootstrap, settings.candles_topic,
+        await publish_candles(kafka_bootstrap, settings.topic_candles,
                               in_time_order(*(m[first:] for m in candles.values())))
-        signals = await read_signals(kafka_bootstrap, settings.signals_topic, lambda got: len(got) >= len(want),
+        signals = await read_signals(kafka_bootstrap, settings.topic_signals, lambda got: len(got) >= len(want),
                                      timeout_s=60)
         assert sorted(s.signal_id for s in signals) == sorted(want)  # each exactly once
         assert all(s == want[s.signal_id] for s in signals)
@@ -132,7 +132,7 @@ async def test_two_markets_two_instances_give_exactly_the_expected_signals_also_
 
     # The service stopped after committing; the group's offsets go back to the middle of each
     # partition, as if it had died before its last commits: it gets those candles again.
-    again = await rewind_group(kafka_bootstrap, settings.consumer_group, settings.candles_topic,
+    again = await rewind_group(kafka_bootstrap, settings.consumer_group, settings.topic_candles,
                                lambda partition, end: end // 2)
     assert again
     from_ts = {s: min(c.ts_start for c in again if c.symbol == s) if any(c.symbol == s for c in again) else 1 << 62
@@ -140,7 +140,7 @@ async def test_two_markets_two_instances_give_exactly_the_expected_signals_also_
     republished = expected(from_ts)
     assert republished
     async with strategy_service(settings, api_key):
-        signals = await read_signals(kafka_bootstrap, settings.signals_topic,
+        signals = await read_signals(kafka_bootstrap, settings.topic_signals,
                                      lambda got: len(got) >= len(want) + len(republished), timeout_s=60)
     repeated = signals[len(want):] if len(signals) == len(want) + len(republished) else signals
     assert len(signals) == len(want) + len(republished), "a redelivered candle decided something new or nothing"
@@ -198,8 +198,8 @@ async def test_a_strategy_reading_hours_never_sees_the_forming_hour_nor_stored_m
             "id": f"hours-{unique_name[-8:]}", "strategy": "hour_watch", "account_id": "acct-1", "exchange": exchange,
             "symbols": ["BTC/USDT"], "timeframe": "1m"})
         assert created.status_code == 201, created.text
-        await publish_candles(kafka_bootstrap, settings.candles_topic, stream)
-        signals = await read_signals(kafka_bootstrap, settings.signals_topic, lambda got: len(got) >= stop - start,
+        await publish_candles(kafka_bootstrap, settings.topic_candles, stream)
+        signals = await read_signals(kafka_bootstrap, settings.topic_signals, lambda got: len(got) >= stop - start,
                                      timeout_s=60)
     assert len(signals) == stop - start
     for signal in signals:
@@ -253,8 +253,8 @@ async def test_user_code_reloads_without_a_restart_and_a_throwing_strategy_stops
             assert created.status_code == 201, created.text
 
         async def publish_and_read(rows: slice, total: int) -> list:
-            await publish_candles(kafka_bootstrap, settings.candles_topic, minutes[rows])
-            return await read_signals(kafka_bootstrap, settings.signals_topic, lambda got: len(got) >= total,
+            await publish_candles(kafka_bootstrap, settings.topic_candles, minutes[rows])
+            return await read_signals(kafka_bootstrap, settings.topic_signals, lambda got: len(got) >= total,
                                       timeout_s=30, idle_s=0.5)
 
         signals = await publish_and_read(slice(10, 20), 10)
