@@ -114,10 +114,14 @@ async def test_two_markets_two_instances_give_exactly_the_expected_signals_also_
     async with strategy_service(settings, api_key) as api:
         for d in definitions:
             assert (await api.post("/v1/strategies", json=d)).status_code == 201
+        await _send_raw(kafka_bootstrap, settings.topic_candles, f"{exchange}:BTC/USDT".encode(), b"\x93not a candle")
         await publish_candles(kafka_bootstrap, settings.topic_candles,
                               in_time_order(*(m[first:] for m in candles.values())))
         signals = await read_signals(kafka_bootstrap, settings.topic_signals, lambda got: len(got) >= len(want),
                                      timeout_s=60)
+        (dead,) = await _records(kafka_bootstrap, settings.topic_candles + ".dlq")
+        assert dead.value == b"\x93not a candle"
+        assert dict(dead.headers)["error-reason"].startswith(b"undecodable:")
         assert sorted(s.signal_id for s in signals) == sorted(want)  # each exactly once
         assert all(s == want[s.signal_id] for s in signals)
         deadline = time.monotonic() + 10
@@ -146,6 +150,36 @@ async def test_two_markets_two_instances_give_exactly_the_expected_signals_also_
     assert len(signals) == len(want) + len(republished), "a redelivered candle decided something new or nothing"
     assert {s.signal_id for s in signals} == set(want)
     assert all(s == want[s.signal_id] for s in repeated)
+
+
+async def _send_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def _records(bootstrap: str, topic: str) -> list:
+    """Every record of ``topic`` (read from its start until nothing more comes)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found = []
+        while batch := await consumer.getmany(timeout_ms=1000):
+            found += [r for records in batch.values() for r in records]
+        return found
+    finally:
+        await consumer.stop()
 
 
 HOUR_WATCH = '''
