@@ -22,7 +22,7 @@ from tradeflow_trading.strategy.parity import frame_candles
 
 from tests.e2e.service_process import ServiceProcess, free_port
 from tests.strategy_candles import random_walk
-from tests.strategy_topics import publish_candles, read_signals, sma_cross_signals
+from tests.strategy_service import publish_candles, read_signals, sma_cross_signals
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 COMMIT_INTERVAL_S = 8  # long enough that the kill lands between handling and committing

@@ -13,17 +13,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradeflow_strategy.api_errors import database_unavailable
 from tradeflow_strategy.domain.instances import InstanceError
 from tradeflow_strategy.instances import InstanceConflict, InstanceService, instance_json
-
-log = logging.getLogger(__name__)
 
 
 class InstanceIn(BaseModel):
@@ -39,11 +37,6 @@ class InstanceIn(BaseModel):
     timeframe: str = Field(description="1m, 5m, 15m, 1h, 4h, 1d or 1w")
     params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters (its schema)")
     enabled: bool = True
-
-
-def _unavailable(exc: Exception) -> HTTPException:
-    log.warning("instance store query failed: %s: %s", type(exc).__name__, exc)
-    return HTTPException(status_code=503, detail="database unavailable, try again")
 
 
 def _not_found(instance_id: str) -> HTTPException:
@@ -73,7 +66,7 @@ def create_strategies_router(service: InstanceService) -> APIRouter:
         except InstanceConflict as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "instance store") from None
         return JSONResponse(instance_json(record), status_code=201 if created else 200)
 
     @router.get("/strategies")
@@ -82,7 +75,7 @@ def create_strategies_router(service: InstanceService) -> APIRouter:
         try:
             return [instance_json(r) for r in await service.list()]
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "instance store") from None
 
     @router.get("/strategies/{instance_id}", responses={404: {"description": "no such instance"}})
     async def detail(instance_id: str) -> dict[str, Any]:
@@ -90,7 +83,7 @@ def create_strategies_router(service: InstanceService) -> APIRouter:
         try:
             found = await service.detail(instance_id)
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "instance store") from None
         if found is None:
             raise _not_found(instance_id)
         return found
@@ -101,7 +94,7 @@ def create_strategies_router(service: InstanceService) -> APIRouter:
         try:
             deleted = await service.delete(instance_id)
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "instance store") from None
         if not deleted:
             raise _not_found(instance_id)
         return Response(status_code=204)
@@ -110,7 +103,7 @@ def create_strategies_router(service: InstanceService) -> APIRouter:
         try:
             record = await service.set_enabled(instance_id, enabled)
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "instance store") from None
         if record is None:
             raise _not_found(instance_id)
         return instance_json(record)

@@ -10,7 +10,6 @@ walk-forward or Monte Carlo: ``{"kind", "strategy", "params", "markets": [{"exch
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -18,8 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from tradeflow.timeframes import TIMEFRAMES
 
 from tradeflow_strategy.adapters.backtest_store import BacktestStore
-
-log = logging.getLogger(__name__)
+from tradeflow_strategy.api_errors import database_unavailable
 
 RunKind = Literal["backtest", "optimize", "walk_forward", "montecarlo"]
 MAX_ROWS = 2_000_000  # trades or equity points of one run
@@ -69,11 +67,6 @@ class BacktestCreated(BaseModel):
     created_at: str
 
 
-def _unavailable(exc: Exception) -> HTTPException:
-    log.warning("backtest store query failed: %s: %s", type(exc).__name__, exc)
-    return HTTPException(status_code=503, detail="database unavailable, try again")
-
-
 def create_backtests_router(store: BacktestStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["backtests"])
 
@@ -86,7 +79,7 @@ def create_backtests_router(store: BacktestStore) -> APIRouter:
         try:
             return await store.add(values)
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "backtest store") from None
 
     @router.get("/backtests")
     async def list_runs(strategy: str | None = Query(default=None, max_length=128), kind: RunKind | None = None,
@@ -95,7 +88,7 @@ def create_backtests_router(store: BacktestStore) -> APIRouter:
         try:
             return await store.list(strategy=strategy, kind=kind, limit=limit)
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "backtest store") from None
 
     @router.get("/backtests/{run_id}", responses={404: {"description": "no run with this id"}})
     async def get_run(run_id: str) -> dict[str, Any]:
@@ -103,7 +96,7 @@ def create_backtests_router(store: BacktestStore) -> APIRouter:
         try:
             run = await store.get(run_id)
         except Exception as exc:
-            raise _unavailable(exc) from None
+            raise database_unavailable(exc, "backtest store") from None
         if run is None:
             raise HTTPException(status_code=404, detail=f"no backtest run {run_id!r}")
         return run

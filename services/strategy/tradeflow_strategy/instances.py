@@ -68,10 +68,11 @@ class InstanceService:
         return validate_definition(body, strategy_type=self._catalog.get, accounts=self._accounts)
 
     async def create(self, definition: InstanceDefinition) -> tuple[InstanceRecord, bool]:
-        """(the instance, created now); an identical repeat is no change, another one a conflict."""
+        """(the instance, created now). A repeat with the same binding is no change (the stored
+        instance is returned as it is, paused or not); another binding is a conflict."""
         record, created = await self._store.create(definition)
         if not created:
-            if not record.definition.same_binding(definition) or record.definition.enabled != definition.enabled:
+            if not record.definition.same_binding(definition):
                 raise InstanceConflict(f"instance {definition.id!r} exists with another definition; "
                                        "delete it first to change it")
             return record, False

@@ -7,7 +7,6 @@ other after its next sync.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -16,10 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tradeflow.settings import ConfigurationError
 from tradeflow_strategy.bootstrap import SERVICE
 from tradeflow_strategy.settings import StrategySettings
 
 from tests.served_app import served
+from tests.strategy_service import service_settings, strategy_app
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +29,11 @@ ACCOUNTS = [{"id": "acct-paper", "exchange": "paper", "mode": "paper", "balances
 
 
 def settings_for(kafka_bootstrap: str, database_url: str, api_key: str, name: str) -> StrategySettings:
-    return StrategySettings(
-        environment="test", kafka_bootstrap=kafka_bootstrap, database_url=database_url, api_keys=api_key,
-        topic_candles=f"candles-{name}", topic_fills=f"fills-{name}", topic_signals=f"signals-{name}",
-        consumer_group=f"strategy-{name}", consumer_session_timeout_ms=6000, instance_refresh_s=0.2,
-        accounts=json.dumps(ACCOUNTS), candle_builder_url="http://127.0.0.1:9")
+    return service_settings(kafka_bootstrap, database_url, api_key, name, accounts=ACCOUNTS)
 
 
-@contextlib.asynccontextmanager
-async def running(settings: StrategySettings, api_key: str):
-    app = SERVICE.create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://strategy",
-                                 headers={"Authorization": f"Bearer {api_key}"}) as client:
-        async with app.router.lifespan_context(app):
-            yield client
+def running(settings: StrategySettings, api_key: str):
+    return strategy_app(settings, api_key)
 
 
 async def test_instances_are_created_checked_listed_paused_resumed_and_deleted(
@@ -133,6 +125,20 @@ def _engine_of(app):
 
     (sync,) = [c for c in app.state.runtime.components if isinstance(c, InstanceSync)]
     return sync._engine  # noqa: SLF001
+
+
+async def test_a_bad_instance_in_the_configuration_stops_the_start_naming_the_variable_and_the_entry(
+        kafka_bootstrap, database_url, api_key, unique_name):
+    bad = [{"id": f"ok-{unique_name[-8:]}", "strategy": "rsi", "account_id": "acct-paper", "exchange": "paper",
+            "symbols": ["BTC/USDT"], "timeframe": "1m"},
+           {"id": "nope", "strategy": "sma_cross", "account_id": "acct-paper", "exchange": "paper",
+            "symbols": ["BTC/USDT"], "timeframe": "1m", "params": {"fast": 50}}]
+    settings = settings_for(kafka_bootstrap, database_url, api_key, unique_name).model_copy(
+        update={"instances": bad})
+    with pytest.raises(ConfigurationError, match=r"TRADEFLOW_STRATEGY_INSTANCES \(entry 2\): params.fast: must be "
+                                                 r"less than slow \(30\), got 50"):
+        async with running(settings, api_key):
+            pass
 
 
 RUN = {"kind": "backtest", "strategy": "sma_cross", "params": {"fast": 10, "slow": 30},

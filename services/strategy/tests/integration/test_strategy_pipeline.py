@@ -9,25 +9,33 @@ the group's offsets are rewound (a restart between handling and committing).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import re
 import time
+from decimal import Decimal
 
 import httpx
 import pytest
-from tradeflow.messages import Candle
+from tradeflow.bus import Producer
+from tradeflow.messages import Candle, Fill
+from tradeflow.settings import CommonSettings
+from tradeflow.telemetry import Telemetry
 from tradeflow.timeframes import HOUR_NS
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.bootstrap import SERVICE as CANDLE_BUILDER
 from tradeflow_candle_builder.settings import CandleBuilderSettings
-from tradeflow_strategy.bootstrap import SERVICE
 from tradeflow_strategy.settings import StrategySettings
 from tradeflow_trading.strategy.parity import frame_candles
 
 from tests.served_app import served
 from tests.strategy_candles import random_walk
-from tests.strategy_topics import publish_candles, read_signals, rewind_group, sma_cross_signals
+from tests.strategy_service import (
+    publish_candles,
+    read_signals,
+    rewind_group,
+    service_settings,
+    sma_cross_signals,
+    strategy_app,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,32 +62,12 @@ async def store(database_url: str, candles: list[Candle]) -> None:
 
 def strategy_settings(kafka_bootstrap, database_url, api_key, name, candle_api, exchange, **extra) -> StrategySettings:
     accounts = [{"id": "acct-1", "exchange": exchange}, {"id": "acct-2", "exchange": exchange}]
-    return StrategySettings(
-        environment="test", kafka_bootstrap=kafka_bootstrap, database_url=database_url, api_keys=api_key,
-        topic_candles=f"candles-{name}", topic_fills=f"fills-{name}", topic_signals=f"signals-{name}",
-        consumer_group=f"strategy-{name}", consumer_session_timeout_ms=6000, instance_refresh_s=0.2,
-        status_interval_s=0.2, reload_interval_s=0.1, candle_builder_url=candle_api, accounts=json.dumps(accounts),
-        **extra)
+    return service_settings(kafka_bootstrap, database_url, api_key, name, accounts=accounts, candle_api=candle_api,
+                            **extra)
 
 
-@contextlib.asynccontextmanager
-async def strategy_service(settings: StrategySettings, api_key: str):
-    app = SERVICE.create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://strategy",
-                                 headers={"Authorization": f"Bearer {api_key}"}) as client:
-        async with app.router.lifespan_context(app):
-            deadline = time.monotonic() + 30
-            while (await client.get("/readyz")).status_code != 200:
-                assert time.monotonic() < deadline, (await client.get("/readyz")).text
-                await asyncio.sleep(0.2)
-            yield client
-
-
-async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
-    text = (await client.get("/metrics")).text
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    found = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+def strategy_service(settings: StrategySettings, api_key: str):
+    return strategy_app(settings, api_key, ready=True)
 
 
 def in_time_order(*markets: list[Candle]) -> list[Candle]:
@@ -134,6 +122,18 @@ async def test_two_markets_two_instances_give_exactly_the_expected_signals_also_
         assert btc["candles"] == 200 and btc["last_signals"][-1]["signal_id"] == max(
             (s for s in signals if s.strategy_id == one and s.symbol == "BTC/USDT"), key=lambda s: s.ts_event).signal_id
 
+        # A fill of the instance's order, consumed by the group and stored, moves its position.
+        fill = Fill(fill_id=f"f-{one}", client_order_id="c1", account_id="acct-1", exchange=exchange,
+                    symbol="BTC/USDT", side="buy", quantity=Decimal("0.5"), price=Decimal("101.25"),
+                    fee=Decimal("0.05"), fee_currency="USDT", strategy_id=one, ts_event=candles["BTC/USDT"][-1].ts_end)
+        await _send_messages(kafka_bootstrap, settings.topic_fills, [("acct-1", fill), ("acct-1", fill)])
+        deadline = time.monotonic() + 10
+        while (position := (await api.get(f"/v1/strategies/{one}")).json()["markets"][0]["position"])["fills"] == 0:
+            assert time.monotonic() < deadline, position
+            await asyncio.sleep(0.1)
+        assert position == {"quantity": "0.5", "average_price": "101.25", "realized_pnl": "0",
+                            "fees": {"USDT": "0.05"}, "fills": 1}  # the repeated fill counted once
+
     # The service stopped after committing; the group's offsets go back to the middle of each
     # partition, as if it had died before its last commits: it gets those candles again.
     again = await rewind_group(kafka_bootstrap, settings.consumer_group, settings.topic_candles,
@@ -150,6 +150,16 @@ async def test_two_markets_two_instances_give_exactly_the_expected_signals_also_
     assert len(signals) == len(want) + len(republished), "a redelivered candle decided something new or nothing"
     assert {s.signal_id for s in signals} == set(want)
     assert all(s == want[s.signal_id] for s in repeated)
+
+
+async def _send_messages(bootstrap: str, topic: str, items: list) -> None:
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    producer = Producer(settings, Telemetry("test-fills", settings), client_id="test-fills")
+    await producer.start()
+    try:
+        await producer.send_many(topic, items)
+    finally:
+        await producer.stop()
 
 
 async def _send_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:

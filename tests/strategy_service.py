@@ -1,10 +1,16 @@
-"""Candles in and signals out of the strategy service, for its integration and end-to-end tests."""
+"""The strategy service in its tests: its settings, the app in the test process, candles in and
+signals out through the broker (integration and end-to-end tests)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tradeflow.bus import Producer
 from tradeflow.codec import decode
@@ -12,9 +18,40 @@ from tradeflow.messages import Candle, Signal
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
+from tradeflow_strategy.bootstrap import SERVICE
+from tradeflow_strategy.settings import StrategySettings
 from tradeflow_trading.strategies.sma_cross import SmaCross
 from tradeflow_trading.strategy import CandleFrame
 from tradeflow_trading.strategy.parity import history_intents
+
+
+def service_settings(kafka_bootstrap: str, database_url: str, api_key: str, name: str, *,
+                     accounts: list[dict[str, Any]], candle_api: str = "http://127.0.0.1:9",
+                     **extra: Any) -> StrategySettings:
+    """Settings of a strategy service with topics and a consumer group of its own (``name``),
+    syncing, writing its status and reloading files quickly (tests wait for them)."""
+    return StrategySettings(
+        environment="test", kafka_bootstrap=kafka_bootstrap, database_url=database_url, api_keys=api_key,
+        topic_candles=f"candles-{name}", topic_fills=f"fills-{name}", topic_signals=f"signals-{name}",
+        consumer_group=f"strategy-{name}", consumer_session_timeout_ms=6000, instance_refresh_s=0.2,
+        status_interval_s=0.2, reload_interval_s=0.1, candle_builder_url=candle_api, accounts=json.dumps(accounts),
+        **extra)
+
+
+@contextlib.asynccontextmanager
+async def strategy_app(settings: StrategySettings, api_key: str, *, ready: bool = False,
+                       ) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's app running in the test process (lifespan), and a client sending the API
+    key; with ``ready``, once /readyz says 200 (its consumer joined)."""
+    app = SERVICE.create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://strategy",
+                                 headers={"Authorization": f"Bearer {api_key}"}) as client:
+        async with app.router.lifespan_context(app):
+            deadline = time.monotonic() + 30
+            while ready and (answer := await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, answer.text
+                await asyncio.sleep(0.2)
+            yield client
 
 
 async def publish_candles(bootstrap: str, topic: str, candles: Sequence[Candle]) -> None:
