@@ -112,8 +112,13 @@ class StoredFill:
     fill: Fill
 
 
+MarketOfInstance = tuple[str, str, str]  # (instance id, exchange, symbol)
+
+
 class FillHistory(Protocol):
-    async def fills_of(self, instance_id: str, exchange: str, symbol: str) -> list[StoredFill]: ...
+    async def fills_of(self, markets: Sequence[MarketOfInstance]) -> dict[MarketOfInstance, list[StoredFill]]:
+        """The stored fills of each (instance, exchange, symbol), in store order (one query)."""
+        ...
 
 
 class Outbound(Protocol):
@@ -246,7 +251,7 @@ class StrategyEngine:
 
     def __init__(self, *, strategy_type: Callable[[str], type[Strategy]], history: CandleHistory,
                  fills: FillHistory, outbound: Outbound, failures: FailureLog, telemetry: Telemetry,
-                 replica: str, signals_topic: str, last_signals: int = 10, warm_up_concurrency: int = 8,
+                 replica: str, signals_topic: str, last_signals: int = 10, warm_up_concurrency: int = 32,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self._strategy_type = strategy_type
         self._history = history
@@ -447,13 +452,18 @@ class StrategyEngine:
 
     async def _warm_up_all(self, items: list[tuple[InstanceRuntime, MarketSlot, int]]) -> None:
         gate = asyncio.Semaphore(self._warm_up_concurrency)
+        try:
+            fills = await self._fills.fills_of([(r.id, r.definition.exchange, s.symbol) for r, s, _ in items])
+        except Exception as exc:  # noqa: BLE001 - the same as a store that cannot answer, below
+            fills, problems = {}, [exc]
+        else:
+            async def one(runtime: InstanceRuntime, slot: MarketSlot, cut: int) -> None:
+                async with gate:
+                    await self._warm_up(runtime, slot, cut, fills.get((runtime.id, runtime.definition.exchange,
+                                                                       slot.symbol), []))
 
-        async def one(runtime: InstanceRuntime, slot: MarketSlot, cut: int) -> None:
-            async with gate:
-                await self._warm_up(runtime, slot, cut)
-
-        results = await asyncio.gather(*(one(*item) for item in items), return_exceptions=True)
-        problems = [r for r in results if isinstance(r, BaseException)]
+            results = await asyncio.gather(*(one(*item) for item in items), return_exceptions=True)
+            problems = [r for r in results if isinstance(r, BaseException)]
         if not problems:
             return
         if any(not isinstance(p, Exception) for p in problems):
@@ -467,7 +477,7 @@ class StrategyEngine:
                                  {"replica": self.replica})
         raise WarmUpError(message) from problems[0]
 
-    async def _warm_up(self, runtime: InstanceRuntime, slot: MarketSlot, cut: int) -> None:
+    async def _warm_up(self, runtime: InstanceRuntime, slot: MarketSlot, cut: int, fills: list[StoredFill]) -> None:
         definition = runtime.definition
         strategy_type = runtime.strategy_type
         replacing = slot.runner is not None  # new code for a running market
@@ -484,7 +494,6 @@ class StrategyEngine:
         try:
             stored = await self._history.load(definition.exchange, slot.symbol, definition.timeframe, runner.window,
                                               higher, before_ns=cut)
-            fills = await self._fills.fills_of(definition.id, definition.exchange, slot.symbol)
         except Exception as exc:
             runtime.metrics.error("warm_up")
             slot.error = f"warm-up failed: {type(exc).__name__}: {exc}"

@@ -35,7 +35,7 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings)
         description="the candle-builder's REST API, where instances read their warm-up candles (GET /v1/candles)")
     candle_builder_timeout_s: float = Field(default=10.0, gt=0, le=300, description="per warm-up request")
     warm_up_concurrency: int = Field(
-        default=8, ge=1, le=256, description="markets warmed up at once (requests to the candle-builder in flight)")
+        default=32, ge=1, le=256, description="markets warmed up at once (requests to the candle-builder in flight)")
     batch_max_records: int = Field(default=5_000, ge=1, le=100_000, description="records per handled batch")
     commit_interval_s: float = Field(
         default=1.0, gt=0, le=300,

@@ -106,9 +106,9 @@ class Failures:
 class Fills:
     stored: list[StoredFill] = field(default_factory=list)
 
-    async def fills_of(self, instance_id, exchange, symbol):
-        return [f for f in self.stored if (f.fill.strategy_id, f.fill.exchange, f.fill.symbol) ==
-                (instance_id, exchange, symbol)]
+    async def fills_of(self, markets):
+        return {m: [f for f in self.stored if (f.fill.strategy_id, f.fill.exchange, f.fill.symbol) == m]
+                for m in markets}
 
 
 @dataclass

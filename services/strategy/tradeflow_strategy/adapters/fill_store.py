@@ -16,7 +16,7 @@ from tradeflow.codec import decode, encode
 from tradeflow.messages import Fill
 from tradeflow_db import Database
 
-from tradeflow_strategy.engine import StoredFill
+from tradeflow_strategy.engine import MarketOfInstance, StoredFill
 
 _LOCK = "LOCK TABLE strategy_fills IN SHARE ROW EXCLUSIVE MODE"
 _INSERT = """
@@ -24,7 +24,12 @@ INSERT INTO strategy_fills (fill_id, strategy_id, exchange, symbol, payload) VAL
 ON CONFLICT (fill_id) DO NOTHING
 """
 _AFTER = "SELECT seq, payload FROM strategy_fills WHERE seq > %s ORDER BY seq LIMIT %s"
-_OF_MARKET = "SELECT seq, payload FROM strategy_fills WHERE strategy_id = %s AND exchange = %s AND symbol = %s ORDER BY seq"
+_OF_MARKETS = """
+SELECT f.seq, f.payload, f.strategy_id, f.exchange, f.symbol FROM strategy_fills f
+JOIN unnest(%s::text[], %s::text[], %s::text[]) AS m (strategy_id, exchange, symbol)
+  ON (f.strategy_id, f.exchange, f.symbol) = (m.strategy_id, m.exchange, m.symbol)
+ORDER BY f.seq
+"""
 _NEWEST = "SELECT coalesce(max(seq), 0) FROM strategy_fills"
 PAGE = 5_000
 
@@ -53,7 +58,14 @@ class FillStore:
         async with self._database.connection() as conn:
             return (await (await conn.execute(_NEWEST)).fetchone())[0]
 
-    async def fills_of(self, instance_id: str, exchange: str, symbol: str) -> list[StoredFill]:
+    async def fills_of(self, markets: Sequence[MarketOfInstance]) -> dict[MarketOfInstance, list[StoredFill]]:
+        """The stored fills of each (instance, exchange, symbol), in store order, in one query."""
+        found: dict[MarketOfInstance, list[StoredFill]] = {market: [] for market in markets}
+        if not markets:
+            return found
+        columns = [list(column) for column in zip(*markets, strict=True)]
         async with self._database.connection() as conn:
-            rows = await (await conn.execute(_OF_MARKET, (instance_id, exchange, symbol))).fetchall()
-        return [StoredFill(s, decode(Fill, bytes(payload))) for s, payload in rows]
+            rows = await (await conn.execute(_OF_MARKETS, columns)).fetchall()
+        for seq, payload, instance_id, exchange, symbol in rows:
+            found[(instance_id, exchange, symbol)].append(StoredFill(seq, decode(Fill, bytes(payload))))
+        return found
