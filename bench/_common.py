@@ -131,3 +131,24 @@ class PrivateTansu:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+async def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
+    """Messages per second of a bare aiokafka consumer reading ``n`` messages of ``topic`` from its
+    start (getmany, no decode): the baseline of the end-to-end benchmarks."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if batch and started is None:
+                started = time.perf_counter()
+            seen += sum(len(records) for records in batch.values())
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, free_port, log, peak_rss_mb  # noqa: E402
+from _common import emit, free_port, log, peak_rss_mb, raw_consume_rate  # noqa: E402
 
 SECOND_NS = 1_000_000_000
 T0_NS = 1_772_445_600 * SECOND_NS  # 2026-03-02 10:00 UTC: in the past, so no tick is "in the future"
@@ -68,25 +68,6 @@ async def fill_topic(bootstrap: str, topic: str, n: int, symbols: int, trades_pe
     elapsed = time.perf_counter() - started
     await producer.stop()
     return n / elapsed
-
-
-async def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024)
-    await consumer.start()
-    try:
-        seen = 0
-        started = None
-        while seen < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            if batch and started is None:
-                started = time.perf_counter()
-            seen += sum(len(records) for records in batch.values())
-        return n / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
 
 
 async def run_service(args: dict) -> dict:

@@ -62,7 +62,7 @@ async def test_a_backtest_on_stored_candles_equals_the_same_candles_from_a_file(
                     pass
                 assert time.monotonic() < deadline, "candle-builder not ready in 30 s"
                 await asyncio.sleep(0.2)
-        monkeypatch.setenv("TRADEFLOW_CANDLES_URL", url)
+        monkeypatch.setenv("TRADEFLOW_CANDLE_BUILDER_URL", url)
         argv = ["backtest", "--strategy", "sma_cross", "--params", '{"fast": 10, "slow": 30}', "--exchange", exchange,
                 "--symbol", "BTC/USDT", "--timeframe", "1m", "--since", "2026-01-05T00:00Z", "--until",
                 "2026-01-15T00:00Z", "--json", "--no-store", "--no-progress", "--slippage-bps", "2"]

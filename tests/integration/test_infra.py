@@ -223,15 +223,17 @@ def test_up_on_another_port_refuses_to_orphan_the_running_broker(state_dir):
 @pytest.mark.e2e
 def test_demo_runs_the_pipeline_and_stops_its_children_but_not_infra_it_did_not_start(service_env, unique_name,
                                                                                     state_dir):
-    ingest_port, candles_port = free_port(), free_port()
+    ingest_port, candles_port, strategy_port = free_port(), free_port(), free_port()
     env = {
         **service_env,
         "TRADEFLOW_INFRA_DIR": str(state_dir),
         "TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP": f"candle-builder-{unique_name}",  # not the group of other tests
+        "TRADEFLOW_STRATEGY_CONSUMER_GROUP": f"strategy-{unique_name}",
+        "TRADEFLOW_CANDLE_BUILDER_URL": f"http://127.0.0.1:{candles_port}",
         "TRADEFLOW_INGEST_SYNTHETIC_EXCHANGE": f"demo-{unique_name}",
     }
-    demo = _cli("demo", "--symbols", "3", "--rate", "100", "--duration", "8",
-                "--ingest-port", str(ingest_port), "--port", f"candle-builder={candles_port}", env=env, timeout=150)
+    demo = _cli("demo", "--symbols", "3", "--rate", "100", "--duration", "8", "--ingest-port", str(ingest_port),
+                "--port", f"candle-builder={candles_port}", "--port", f"strategy={strategy_port}", env=env, timeout=150)
     out = demo.stdout
     assert demo.returncode == 0, out + demo.stderr
     assert "kafka: using TRADEFLOW_KAFKA_BOOTSTRAP" in out and "postgres: using TRADEFLOW_DATABASE_URL" in out
@@ -245,7 +247,7 @@ def test_demo_runs_the_pipeline_and_stops_its_children_but_not_infra_it_did_not_
     assert f"curl -X POST http://127.0.0.1:{candles_port}/v1/instruments -H 'Authorization: Bearer {key}'" in out
     assert "leaving the broker and database running" in out
     child_pids = [int(pid) for pid in re.findall(r"demo: started \S+ \(pid (\d+)\)", out)]
-    assert len(child_pids) == 2
+    assert len(child_pids) == 3  # ingest, candle-builder, strategy
     assert all(process_start_ticks(pid) is None for pid in child_pids)
     assert not port_accepts_connections("127.0.0.1", ingest_port)
     assert kafka_metadata_error(service_env["TRADEFLOW_KAFKA_BOOTSTRAP"]) is None

@@ -16,19 +16,21 @@ def demo_args(*flags: str):
 
 
 def test_the_demo_runs_every_service_with_a_demo_part_in_pipeline_order_on_its_usual_port():
-    assert [(d.name, port) for d, port in plan_services(demo_args())] == [("ingest", 8001), ("candle-builder", 8002)]
+    assert [(d.name, port) for d, port in plan_services(demo_args())] == [("ingest", 8001), ("candle-builder", 8002),
+                                                                          ("strategy", 8003)]
 
 
 def test_ports_are_chosen_per_service_and_the_old_flags_still_work():
     planned = plan_services(demo_args("--port", "candle-builder=18002", "--ingest-port", "18001"))
-    assert [(d.name, port) for d, port in planned] == [("ingest", 18001), ("candle-builder", 18002)]
-    planned = plan_services(demo_args("--candles-port", "18012", "--port", "ingest=18011"))
-    assert [(d.name, port) for d, port in planned] == [("ingest", 18011), ("candle-builder", 18012)]
+    assert [(d.name, port) for d, port in planned] == [("ingest", 18001), ("candle-builder", 18002), ("strategy", 8003)]
+    planned = plan_services(demo_args("--candles-port", "18012", "--port", "ingest=18011", "--port", "strategy=18013"))
+    assert [(d.name, port) for d, port in planned] == [("ingest", 18011), ("candle-builder", 18012), ("strategy", 18013)]
 
 
 def test_a_port_for_no_demo_service_or_one_port_for_two_is_refused():
-    with pytest.raises(CliError, match="--port: no service 'strategy' in the demo \\(it runs: ingest, candle-builder\\)"):
-        plan_services(demo_args("--port", "strategy=8003"))
+    with pytest.raises(CliError, match="--port: no service 'nosuch' in the demo \\(it runs: ingest, candle-builder, "
+                                       "strategy\\)"):
+        plan_services(demo_args("--port", "nosuch=8009"))
     with pytest.raises(CliError, match="port 9000 is given to both ingest and candle-builder"):
         plan_services(demo_args("--port", "ingest=9000", "--port", "candle-builder=9000"))
 

@@ -27,6 +27,7 @@ import yaml
 from tradeflow.settings import ServiceSettings, environment_variables, load_settings
 from tradeflow.topics import (
     INGEST_SUBSCRIPTIONS,
+    MD_CANDLES,
     MD_TICKS,
     OPS_ALERTS,
     RISK_ORDERS,
@@ -41,15 +42,16 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 KUBERNETES_VERSION = "1.33.0"
 
 # shared/design.md: the default REST port of each service.
-DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "risk": 8004, "execution": 8005, "notifier": 8006}
+DESIGN_PORTS = {"ingest": 8001, "candle-builder": 8002, "strategy": 8003, "risk": 8004, "execution": 8005, "notifier": 8006}
 # The topic each service consumes through a consumer group (bounds its replicas).
 # The topic whose consumer group divides the work of a service (ingest: its subscriptions, ADR 0009).
 # The notifier reads four topics in one group; ops.alerts.v1 has the fewest partitions (3).
 CONSUMED_TOPIC: dict[str, TopicSpec | None] = {"ingest": INGEST_SUBSCRIPTIONS, "candle-builder": MD_TICKS,
+                                               "strategy": MD_CANDLES,
                                                "risk": STRATEGY_SIGNALS, "execution": RISK_ORDERS,
                                                "notifier": OPS_ALERTS}
 # Services with tables: they migrate (initContainer, compose's migrate job) before they start.
-SERVICES_WITH_TABLES = ("candle-builder", "risk", "execution", "notifier")
+SERVICES_WITH_TABLES = ("candle-builder", "strategy", "risk", "execution", "notifier")
 DATABASE_SECRET = ("tradeflow-db", "database-url")
 API_KEYS_SECRET = ("tradeflow-api-keys", "api-keys")
 A_DATABASE_URL = "postgresql://tradeflow:pw@db.example.internal:5432/tradeflow"

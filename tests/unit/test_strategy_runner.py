@@ -62,6 +62,49 @@ def test_live_window_decisions_are_the_full_history_decisions(strategy_type, par
 
 
 @pytest.mark.parametrize(("strategy_type", "params"), VECTOR_CASES, ids=CASE_IDS)
+def test_candles_handed_over_in_batches_decide_as_one_at_a_time(strategy_type, params):
+    """on_candles over batches of every size (one, a few, more than a run, more than the
+    window) decides exactly what the whole history decides, after a warm-up and over gaps."""
+    frame = random_walk(2500, seed=11)
+    sizes = [int(n) for n in np.random.default_rng(1).integers(1, 150, 40)] + [1, 64, 65, 300]
+    assert compare_live(strategy_type, params, frame, batches=sizes) == []
+    assert compare_live(strategy_type, params, frame, warm_up=700, batches=sizes[::-1]) == []
+    assert compare_live(strategy_type, params, with_gaps(frame, 3), batches=sizes) == []
+
+
+@pytest.mark.parametrize(("strategy_type", "params"), [VECTOR_CASES[0], VECTOR_CASES[-1]],
+                         ids=["sma_cross", "sma_cross_trend"])
+def test_batches_with_corrections_and_stream_hours_in_them_decide_as_one_at_a_time(strategy_type, params):
+    """A stream as the service sees it (corrections of recent minutes, the candle-builder's
+    hours after the minute that closes them) through on_candles in batches gives the intents
+    of on_candle one by one: a correction inside a batch changes only the later decisions."""
+    rng = np.random.default_rng(7)
+    minutes = frame_candles(random_walk(900, seed=3), "paper", "BTC/USDT")
+    stream: list[Candle] = []
+    for i, candle in enumerate(minutes):
+        stream.append(candle)
+        if i > 5 and rng.random() < 0.1:  # a late trade moves a recent close
+            late = minutes[i - int(rng.integers(0, 5))]
+            stream.append(replace(late, close=late.close * 1.004, high=max(late.high, late.close * 1.004), revision=1))
+        if (candle.ts_end - T0) % (60 * MINUTE) == 0:
+            hour = minutes[i - 59:i + 1]
+            stream.append(Candle(exchange="paper", symbol="BTC/USDT", timeframe="1h", ts_start=hour[0].ts_start,
+                                 ts_end=candle.ts_end, open=hour[0].open, high=max(c.high for c in hour),
+                                 low=min(c.low for c in hour), close=candle.close * 1.001,
+                                 volume=sum(c.volume for c in hour), trades=60))
+    one_by_one = LiveRunner(strategy_type(params), exchange="paper", symbol="BTC/USDT", timeframe="1m")
+    expected = [i for candle in stream for i in one_by_one.on_candle(candle)]
+    assert len(expected) > 5
+    batched = LiveRunner(strategy_type(params), exchange="paper", symbol="BTC/USDT", timeframe="1m")
+    got, start = [], 0
+    while start < len(stream):
+        size = int(rng.integers(1, 120))
+        got += batched.on_candles(stream[start:start + size])
+        start += size
+    assert got == expected
+
+
+@pytest.mark.parametrize(("strategy_type", "params"), VECTOR_CASES, ids=CASE_IDS)
 def test_removing_future_candles_never_changes_a_past_decision(strategy_type, params):
     frame = random_walk(1500, seed=5)
     assert truncation_changes(strategy_type, params, frame, cuts=[200, 777, 1201, 1499]) == []
@@ -146,6 +189,42 @@ def _engine_strategies(backtest):
 
     backtest.run(Recording)
     yield recorded[-1]
+
+
+class SeesWholeHours(SeesHours):
+    """Records each visible hour's open, high, low, close and volume too."""
+
+    name = "sees_whole_hours"
+
+    def on_candle(self, ctx: StrategyContext) -> None:
+        hours = ctx.higher("1h")
+        self.seen.append((ctx.ts_end, hours.ts_end.tolist(), [hours.open.tolist(), hours.high.tolist(),
+                                                              hours.low.tolist(), hours.close.tolist(),
+                                                              hours.volume.tolist()]))
+
+
+def test_warm_up_from_closed_hours_builds_the_forming_hour_from_its_minutes():
+    """What the strategy service does at start: the closed hours as stored, and the minutes
+    from the start of the forming hour. The minutes after the warm-up see exactly the hours a
+    runner that saw everything from the start sees."""
+    minutes = frame_candles(random_walk(300, seed=9), "paper", "BTC/USDT")
+    everything = SeesWholeHours()
+    from_start = LiveRunner(everything, exchange="paper", symbol="BTC/USDT", timeframe="1m")
+    for candle in minutes:
+        from_start.on_candle(candle)
+    cut = 150  # 02:30: hours 0 and 1 closed, hour 2 forming
+    hours = [Candle(exchange="paper", symbol="BTC/USDT", timeframe="1h", ts_start=T0 + h * 60 * MINUTE,
+                    ts_end=T0 + (h + 1) * 60 * MINUTE, open=minutes[h * 60].open,
+                    high=max(c.high for c in minutes[h * 60:h * 60 + 60]),
+                    low=min(c.low for c in minutes[h * 60:h * 60 + 60]), close=minutes[h * 60 + 59].close,
+                    volume=sum(c.volume for c in minutes[h * 60:h * 60 + 60]), trades=60) for h in range(2)]
+    warmed = SeesWholeHours()
+    runner = LiveRunner(warmed, exchange="paper", symbol="BTC/USDT", timeframe="1m")
+    runner.warm_up(minutes[120:cut], higher={"1h": hours})
+    warmed.seen.clear()
+    for candle in minutes[cut:]:
+        runner.on_candle(candle)
+    assert warmed.seen == everything.seen[cut:]
 
 
 def test_stream_higher_candles_correct_the_built_ones_and_a_forming_one_is_ignored():

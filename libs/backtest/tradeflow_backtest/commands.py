@@ -20,7 +20,7 @@ from typing import Any
 from tradeflow.timeframes import TIMEFRAMES
 
 EXIT_STATUS = "Exit status: 0 done, 1 failed (e.g. no candles in the range), 2 a bad option or input."
-RUN_DESCRIPTION = ("Candles come from the database through the candle-builder's API (TRADEFLOW_CANDLES_URL, "
+RUN_DESCRIPTION = ("Candles come from the database through the candle-builder's API (TRADEFLOW_CANDLE_BUILDER_URL, "
                    "default http://127.0.0.1:8002) or from --candles FILE, a CSV with the header "
                    "ts,open,high,low,close,volume (ts: epoch ms or ISO 8601). Times: ISO 8601 (UTC unless an offset "
                    "is given), epoch milliseconds, or 'now'. The run is stored on the strategy service "

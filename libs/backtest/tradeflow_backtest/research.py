@@ -80,7 +80,7 @@ def prepare(args: argparse.Namespace, command: str) -> Prepared:
     expected = max(1, (history.until_ns - history.since_ns) // _length(args.timeframe))
     with _bar(args, f"{command}: candles", total=None if args.candles else expected, unit="candle") as bar:
         try:
-            frame = load_history(history, settings.candles_url, progress=bar.update)
+            frame = load_history(history, settings.candle_builder_url, progress=bar.update)
         except CandleFileError as exc:
             raise CliError(f"--candles {args.candles}: {exc}", exit_code=USAGE) from None
         except (CandleApiError, NoCandles) as exc:

@@ -3,7 +3,7 @@
 - :class:`RunSettings`: ``--cash``, ``--fee-bps`` (maker and taker), ``--slippage-bps``, turned
   into the engine's :class:`~tradeflow_trading.fills.FillRule` (design.md, "Fills").
 - :func:`load_history`: the candles of ``[since, until)`` from a candle file (``--candles``) or
-  from the database through the candle-builder's ``GET /v1/candles`` (``TRADEFLOW_CANDLES_URL``);
+  from the database through the candle-builder's ``GET /v1/candles`` (``TRADEFLOW_CANDLE_BUILDER_URL``);
   only closed candles (a bucket that has not ended yet is left out).
 """
 
@@ -65,7 +65,7 @@ class HistoryRequest:
         return {"exchange": self.exchange, "symbol": self.symbol, "timeframe": self.timeframe}
 
 
-def load_history(request: HistoryRequest, candles_url: str, *,
+def load_history(request: HistoryRequest, candle_builder_url: str, *,
                  progress: Callable[[int], None] | None = None) -> CandleFrame:
     """The closed candles of the request (see the module docstring); :class:`NoCandles` when none.
     ``progress`` is told how many candles each page from the candle-builder brought."""
@@ -74,8 +74,8 @@ def load_history(request: HistoryRequest, candles_url: str, *,
         frame = read_candles_csv(request.candles_file, tf)
         where = str(request.candles_file)
     else:
-        frame = asyncio.run(_from_api(request, candles_url, progress))
-        where = f"the candle-builder at {candles_url}"
+        frame = asyncio.run(_from_api(request, candle_builder_url, progress))
+        where = f"the candle-builder at {candle_builder_url}"
     frame = between(frame, request.since_ns, request.until_ns)
     if len(frame) == 0:
         raise NoCandles(f"no {request.timeframe} candles of {request.exchange} {request.symbol} in the range "
@@ -89,8 +89,8 @@ def between(frame: CandleFrame, start_ns: int, end_ns: int) -> CandleFrame:
     return frame.rows(int(first), int(stop))
 
 
-async def _from_api(request: HistoryRequest, candles_url: str, progress: Callable[[int], None] | None) -> CandleFrame:
-    client = CandleClient(candles_url)
+async def _from_api(request: HistoryRequest, candle_builder_url: str, progress: Callable[[int], None] | None) -> CandleFrame:
+    client = CandleClient(candle_builder_url)
     try:
         candles = await client.history(request.exchange, request.symbol, request.timeframe, request.since_ns,
                                        request.until_ns, on_page=progress and (lambda page: progress(len(page))))

@@ -8,5 +8,5 @@ from tradeflow_trading.strategy.loader import StrategyPathsSettings
 
 
 class ResearchSettings(ClientSettings, StrategyPathsSettings):
-    """``TRADEFLOW_CANDLES_URL``, ``TRADEFLOW_STRATEGY_URL``, ``TRADEFLOW_API_KEYS`` (or ``_FILE``),
+    """``TRADEFLOW_CANDLE_BUILDER_URL``, ``TRADEFLOW_STRATEGY_URL``, ``TRADEFLOW_API_KEYS`` (or ``_FILE``),
     ``TRADEFLOW_STRATEGY_PATHS``."""

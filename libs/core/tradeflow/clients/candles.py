@@ -29,9 +29,9 @@ DEFAULT_CANDLES_URL = "http://127.0.0.1:8002"
 
 
 class CandleApiSettings(BaseModel):
-    """``TRADEFLOW_CANDLES_URL``: where a tool or service finds the candle-builder (mix into its settings)."""
+    """``TRADEFLOW_CANDLE_BUILDER_URL``: where a tool or service finds the candle-builder (mix into its settings)."""
 
-    candles_url: str = Field(default=DEFAULT_CANDLES_URL, pattern=r"^https?://",
+    candle_builder_url: str = Field(default=DEFAULT_CANDLES_URL, pattern=r"^https?://",
                              description="base URL of the candle-builder's REST API")
 
 

@@ -113,6 +113,11 @@ def plan_services(args: argparse.Namespace) -> list[tuple[ServiceDefinition, int
     return planned
 
 
+def service_url_variable(service: str) -> str:
+    """``TRADEFLOW_<SERVICE>_URL``: where clients find a service's API (tradeflow.clients.settings)."""
+    return f"TRADEFLOW_{service.upper().replace('-', '_')}_URL"
+
+
 def service_environment(definition: ServiceDefinition, args: argparse.Namespace, api_key: str) -> dict[str, str]:
     """The variables the demo sets for one service: text logs, the demo's API key and the
     service's own demo settings under its variable names (ADR 0014)."""
@@ -209,11 +214,14 @@ class Demo:
 
     def _start_children(self, services: list[tuple[ServiceDefinition, int]], infra_env: dict[str, str]) -> None:
         logs = self.infra.state_dir / "demo"
+        # Where every service of the demo listens, for the ones that call another (the strategy
+        # service reads the candle-builder's API): TRADEFLOW_<SERVICE>_URL, tradeflow.clients.settings.
+        addresses = {service_url_variable(definition.name): f"http://127.0.0.1:{port}" for definition, port in services}
         for definition, port in services:
             name = definition.name
             if port_accepts_connections("127.0.0.1", port):
                 raise CliError(f"port {port} for {name} is already in use (another `tradeflow run {name}`?)")
-            env = {**infra_env, **service_environment(definition, self.args, self.api_key)}
+            env = {**infra_env, **addresses, **service_environment(definition, self.args, self.api_key)}
             child = ChildService(name, port, env, logs / f"{name}.log")
             child.start()
             self.children.append(child)

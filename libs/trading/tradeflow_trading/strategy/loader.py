@@ -66,6 +66,7 @@ class CatalogEntry:
     name: str
     strategy: type[Strategy]
     source: str  # "entry point <value>" or the file's path
+    version: str = ""  # a file's content digest (12 hex digits): changes with every reload that loads
 
 
 @dataclass(slots=True)
@@ -199,7 +200,7 @@ class StrategyCatalog:
             self._entries.pop(name, None)
             report.removed.append(name)
         for name, strategy in found.items():
-            self._entries[name] = CatalogEntry(name, strategy, source)
+            self._entries[name] = CatalogEntry(name, strategy, source, digest[:12])
             report.loaded.append(name)
         self._files[path] = _File(digest, sorted(found))
         self.errors.pop(source, None)

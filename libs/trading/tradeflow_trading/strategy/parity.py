@@ -58,25 +58,34 @@ def frame_candles(frame: CandleFrame, exchange: str, symbol: str) -> list[Candle
 
 
 def live_intents(strategy: Strategy, frame: CandleFrame, symbol: str, *, warm_up: int = 0,
-                 exchange: str = "parity") -> list[Intent]:
-    """Intents of ``frame``'s candles fed one at a time to a live runner; the first ``warm_up``
-    candles go through :meth:`LiveRunner.warm_up` (and decide nothing)."""
+                 exchange: str = "parity", batches: Sequence[int] = ()) -> list[Intent]:
+    """Intents of ``frame``'s candles fed to a live runner, one at a time (:meth:`LiveRunner.on_candle`)
+    or, with ``batches``, in batches of those sizes in turn (:meth:`LiveRunner.on_candles`); the
+    first ``warm_up`` candles go through :meth:`LiveRunner.warm_up` (and decide nothing)."""
     runner = LiveRunner(strategy, exchange=exchange, symbol=symbol, timeframe=frame.timeframe)
     candles = frame_candles(frame, exchange, symbol)
     runner.warm_up(candles[:warm_up])
     intents: list[Intent] = []
-    for candle in candles[warm_up:]:
-        intents.extend(runner.on_candle(candle))
+    if not batches:
+        for candle in candles[warm_up:]:
+            intents.extend(runner.on_candle(candle))
+        return intents
+    start, turn = warm_up, 0
+    while start < len(candles):
+        size = batches[turn % len(batches)]
+        intents.extend(runner.on_candles(candles[start:start + size]))
+        start, turn = start + size, turn + 1
     return intents
 
 
 def compare_live(strategy_type: type[VectorStrategy], params: dict[str, Any] | None, frame: CandleFrame,
-                 symbol: str = "BTC/USDT", *, warm_up: int = 0) -> list[str]:
+                 symbol: str = "BTC/USDT", *, warm_up: int = 0, batches: Sequence[int] = ()) -> list[str]:
     """Differences between the live runner's intents and the whole-history ones, from row
-    ``warm_up`` on (each strategy gets a fresh instance); empty when they agree."""
+    ``warm_up`` on (each strategy gets a fresh instance); empty when they agree. ``batches``:
+    see :func:`live_intents`."""
     history = [i for i in history_intents(strategy_type(params), frame, symbol)
                if warm_up == 0 or i.ts_start > int(frame.ts_start[warm_up - 1])]
-    live = live_intents(strategy_type(params), frame, symbol, warm_up=warm_up)
+    live = live_intents(strategy_type(params), frame, symbol, warm_up=warm_up, batches=batches)
     return _differences(history, live, "history", "live")
 
 

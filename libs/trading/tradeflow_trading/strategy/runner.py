@@ -21,6 +21,13 @@ decisions equal the backtest's:
   correction with revision > 0, or a redelivery) updates the window and decides nothing: no
   signal is ever emitted again, or anew, for an earlier candle. Later decisions use the
   corrected values.
+- **Batches.** :meth:`LiveRunner.on_candles` takes the candles of this market that arrived
+  together (one consumer batch) and answers what :meth:`on_candle` one by one would. A
+  vectorised strategy decides a run of consecutive new base candles with one ``decide`` over
+  the window extended by the run: its decisions are window-exact, so each row equals the
+  decision on that row's own window, and the per-call overhead (numpy, numba dispatch) is paid
+  once per run instead of once per candle. Anything else (a correction, a higher-timeframe
+  candle from the stream) first decides the run so far, so it changes only later decisions.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ from tradeflow_trading.strategy.context import StrategyContext
 from tradeflow_trading.strategy.intents import Intent, intent_on
 
 MIN_BUFFER = 64
+# Longest run of new candles one batched decide() covers: windows keep this many rows beyond
+# warmup(), higher timeframes as many closed candles beyond what the strategy declared.
+MAX_RUN = 64
 
 
 def _bar(candle: Candle) -> Bar:
@@ -53,29 +63,40 @@ def _bar(candle: Candle) -> Bar:
 
 
 class CandleWindow:
-    """The newest ``size`` candles of one timeframe in preallocated columns (O(1) amortised append)."""
+    """The newest ``size`` candles of one timeframe in preallocated columns (O(1) amortised append).
+
+    The buffer holds up to ``size + MAX_RUN`` rows, so the rows of a run appended since the
+    last decision can be read together with the ``size - 1`` rows before them (:meth:`frame`).
+    """
 
     def __init__(self, timeframe: str, size: int) -> None:
         self.timeframe = timeframe
         self.size = size
-        capacity = max(2 * size, MIN_BUFFER)
+        capacity = max(2 * size, size + MAX_RUN, MIN_BUFFER)
         self._columns = {c: np.empty(capacity, dtype=np.int64 if c.startswith("ts") else np.float64) for c in COLUMNS}
+        self._column_list = [self._columns[c] for c in COLUMNS]
         self._stop = 0  # rows [max(0, stop - size), stop) are the window
 
     def __len__(self) -> int:
         return min(self._stop, self.size)
 
+    @property
+    def full(self) -> bool:
+        """The next append moves rows (only the newest ``size - 1`` are kept then)."""
+        return self._stop == self._columns["ts_start"].shape[0]
+
     def append(self, bar: Bar) -> None:
-        columns = self._columns
-        capacity = columns["ts_start"].shape[0]
-        if self._stop == capacity:  # move the newest size - 1 rows to the front
+        columns = self._column_list
+        stop = self._stop
+        capacity = columns[0].shape[0]
+        if stop == capacity:  # move the newest size - 1 rows to the front
             keep = self.size - 1
-            for column in columns.values():
+            for column in columns:
                 column[:keep] = column[capacity - keep:capacity]
-            self._stop = keep
-        for name, value in zip(COLUMNS, bar, strict=True):
-            columns[name][self._stop] = value
-        self._stop += 1
+            stop = keep
+        for column, value in zip(columns, bar):  # noqa: B905 - a Bar has exactly the 7 columns
+            column[stop] = value
+        self._stop = stop + 1
 
     def find(self, ts_start: int) -> int:
         """Row (in the frame) of the candle starting at ``ts_start``, or -1."""
@@ -89,9 +110,11 @@ class CandleWindow:
         for name, value in zip(COLUMNS, bar, strict=True):
             self._columns[name][index] = value
 
-    def frame(self) -> CandleFrame:
-        first = self._stop - len(self)
-        return CandleFrame(self.timeframe, *(self._columns[c][first:self._stop] for c in COLUMNS))
+    def frame(self, rows: int | None = None) -> CandleFrame:
+        """The window (or its newest ``rows`` rows, as many as the buffer holds) as views."""
+        stop = self._stop
+        first = max(0, stop - (self.size if rows is None else rows))
+        return CandleFrame(self.timeframe, *(column[first:stop] for column in self._column_list))
 
 
 class LiveRunner:
@@ -107,7 +130,9 @@ class LiveRunner:
         self.timeframe = timeframe_named(timeframe)
         self.window = max(1, int(strategy.warmup()))
         self._window = CandleWindow(timeframe, self.window)
-        self._builders = {tf.name: HigherTimeframeBuilder(tf, count)
+        # Closed higher candles beyond the declared count: the first row of a batched run must
+        # still see its own newest ``count`` after the run closed more (at most one per candle).
+        self._builders = {tf.name: HigherTimeframeBuilder(tf, count + MAX_RUN)
                           for tf, count in strategy.higher_timeframes(timeframe).items()}
         self._needed = {tf.name: count for tf, count in strategy.higher_timeframes(timeframe).items()}
         self.position = Position(account_id, exchange, symbol)
@@ -133,14 +158,21 @@ class LiveRunner:
 
     def warm_up(self, candles: Sequence[Candle], higher: Mapping[str, Sequence[Candle]] | None = None) -> None:
         """Stored candles of the instance's timeframe (oldest first), and optionally of its higher
-        timeframes up to the newest of them, the forming one included (the database serves it
-        from its 1m rows). A higher timeframe given here is not rebuilt from ``candles``; one not
-        given is built from them. Nothing is emitted."""
+        timeframes (oldest first). Nothing is emitted.
+
+        A higher timeframe not given is built from ``candles``. A given one is taken as it is,
+        and base candles in buckets after the last given candle build the next ones: give the
+        closed higher candles and the base candles from the start of the newest (forming) higher
+        bucket, and the forming candle is built from exactly those base candles, never from
+        anything stored later (the database's forming candle may hold minutes the stream has not
+        delivered yet). A given candle that ends after the newest base candle is taken as the
+        forming one."""
         higher = {name: [_bar(c) for c in bars] for name, bars in (higher or {}).items()}
         unknown = set(higher) - set(self._builders)
         if unknown:
             raise ValueError(f"warm-up candles for undeclared timeframes: {', '.join(sorted(unknown))}")
         taken = dict.fromkeys(higher, 0)  # given higher candles already handed to their builder
+        given_end = {name: bars[-1].ts_end if bars else None for name, bars in higher.items()}
         for candle in candles:
             if candle.timeframe != self.timeframe.name:
                 raise ValueError(f"warm-up candle of {candle.timeframe}, expected {self.timeframe.name}")
@@ -160,6 +192,9 @@ class LiveRunner:
                     last += 1
                 builder.seed(bars[first:last], bar.ts_end)
                 taken[name] = last
+                end = given_end[name]
+                if end is None or builder.timeframe.bucket_start(bar.ts_start) >= end:
+                    builder.add(bar)  # a bucket after the given candles: built from the base ones
             if self._ctx is not None:
                 self._run_handler(warming_up=True)
         newest_end = self.timeframe.bucket_end(self.newest_ts_start) if self.newest_ts_start is not None else 0
@@ -168,9 +203,7 @@ class LiveRunner:
 
     def on_candle(self, candle: Candle) -> list[Intent]:
         """A candle of this market from the stream: the intents it causes (often none)."""
-        if candle.symbol != self.symbol or candle.exchange != self.exchange:
-            raise ValueError(f"candle of {candle.exchange}:{candle.symbol} given to the runner of "
-                             f"{self.exchange}:{self.symbol}")
+        self._check_market(candle)
         bar = _bar(candle)
         if candle.timeframe != self.timeframe.name:
             builder = self._builders.get(candle.timeframe)
@@ -189,6 +222,45 @@ class LiveRunner:
             return self._run_handler(warming_up=False)
         return self._decide_vector()
 
+    def on_candles(self, candles: Sequence[Candle]) -> list[Intent]:
+        """Candles of this market in arrival order (e.g. one consumer batch): the intents that
+        :meth:`on_candle` one by one would give, in order. A vectorised strategy decides each
+        run of consecutive new candles of its timeframe with one ``decide`` (module docstring)."""
+        if self._ctx is not None:  # an event strategy's handler runs once per candle anyway
+            intents: list[Intent] = []
+            for candle in candles:
+                intents += self.on_candle(candle)
+            return intents
+        intents = []
+        run = 0  # new base candles appended and not decided yet
+        base = self.timeframe.name
+        window = self._window
+        builders = self._builders
+        for candle in candles:
+            self._check_market(candle)
+            if candle.timeframe == base and (self.newest_ts_start is None or candle.ts_start > self.newest_ts_start):
+                if run and window.full:  # appending would drop rows the run is decided with
+                    intents += self._decide_run(run)
+                    run = 0
+                bar = _bar(candle)
+                window.append(bar)
+                self.newest_ts_start = bar.ts_start
+                for builder in builders.values():
+                    builder.add(bar)
+                self.candles_decided += 1
+                run += 1
+                if run == MAX_RUN:
+                    intents += self._decide_run(run)
+                    run = 0
+                continue
+            if run:  # a correction or a stream higher candle changes what later candles see only
+                intents += self._decide_run(run)
+                run = 0
+            self.on_candle(candle)  # decides nothing: a correction, a redelivery or a higher candle
+        if run:
+            intents += self._decide_run(run)
+        return intents
+
     def on_fill(self, fill: Fill) -> None:
         """A fill of this instance on this market: the position moves; an event strategy hears of it."""
         self.position = self.position.apply(fill)
@@ -202,21 +274,37 @@ class LiveRunner:
         builder = self._builders.get(name)
         if builder is None:
             raise StrategyDefinitionError(f"higher timeframe {name!r} was not declared in informative()")
-        return builder.frame()
+        frame = builder.frame()  # an event strategy sees the newest closed candles it declared
+        return frame.rows(max(0, len(frame) - self._needed[name]), len(frame))
+
+    def _check_market(self, candle: Candle) -> None:
+        if candle.symbol != self.symbol or candle.exchange != self.exchange:
+            raise ValueError(f"candle of {candle.exchange}:{candle.symbol} given to the runner of "
+                             f"{self.exchange}:{self.symbol}")
 
     def _decide_vector(self) -> list[Intent]:
-        frame = self._window.frame()
+        return self._decide_run(1)
+
+    def _decide_run(self, run: int) -> list[Intent]:
+        """Decide the newest ``run`` rows with one call over their windows (``window + run - 1`` rows)."""
+        frame = self._window.frame(self.window + run - 1)
         data = StrategyData(frame, {name: b.frame() for name, b in self._builders.items()})
         decisions = self.strategy.decide(data)  # type: ignore[union-attr]
-        check_decisions(decisions, len(frame), self.strategy)
-        row = len(frame) - 1
-        if decisions.exit[row]:
-            kind, reason = "exit", decisions.exit_reason
-        elif decisions.enter_long[row]:
-            kind, reason = "enter_long", decisions.enter_reason
-        else:
+        rows = len(frame)
+        check_decisions(decisions, rows, self.strategy)
+        first = rows - run
+        exits = decisions.exit[first:]
+        entries = decisions.enter_long[first:]
+        if not (exits.any() or entries.any()):
             return []
-        return [intent_on(frame, row, self.symbol, kind, reason)]
+        intents = []
+        for offset in np.flatnonzero(exits | entries):
+            row = first + int(offset)
+            if exits[offset]:
+                intents.append(intent_on(frame, row, self.symbol, "exit", decisions.exit_reason))
+            else:
+                intents.append(intent_on(frame, row, self.symbol, "enter_long", decisions.enter_reason))
+        return intents
 
     def _run_handler(self, *, warming_up: bool) -> list[Intent]:
         ctx = self._ctx

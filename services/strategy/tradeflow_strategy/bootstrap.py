@@ -1,0 +1,143 @@
+"""Wiring of the strategy service: settings -> components -> FastAPI app (``tradeflow run strategy``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+
+from fastapi import FastAPI
+from tradeflow.admin import TopicsExist
+from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.clients.candles import CandleClient
+from tradeflow.service import (
+    DemoContext,
+    DemoOptions,
+    ReadinessCheck,
+    ServiceDefinition,
+    ServiceDemo,
+    broker_check,
+    consumer_check,
+    create_service_app,
+)
+from tradeflow.telemetry import Telemetry
+from tradeflow.topics import EXEC_FILLS, MD_CANDLES, OPS_ALERTS, STRATEGY_SIGNALS, TopicSpec
+from tradeflow_db import Database
+from tradeflow_trading.strategy.loader import load_catalog
+
+from tradeflow_strategy.adapters.backtest_store import BacktestStore
+from tradeflow_strategy.adapters.candle_history import CandleBuilderHistory
+from tradeflow_strategy.adapters.fill_store import FillStore
+from tradeflow_strategy.adapters.instance_store import InstanceStore
+from tradeflow_strategy.api import create_strategies_router
+from tradeflow_strategy.backtests_api import create_backtests_router
+from tradeflow_strategy.bus_dispatch import ProducerOutbound, record_handler, revoked_handler
+from tradeflow_strategy.code_reload import CodeReloader
+from tradeflow_strategy.engine import StrategyEngine
+from tradeflow_strategy.instance_sync import InstanceSync
+from tradeflow_strategy.instances import InstanceService
+from tradeflow_strategy.seed_instances import SeedInstances
+from tradeflow_strategy.settings import StrategySettings
+from tradeflow_strategy.status_writer import StatusWriter
+
+SERVICE_NAME = "strategy"
+DEFAULT_PORT = 8003
+DB_POOL_SIZE = 4  # the API, the instance sync, the status writer
+SCHEMA_REVISION = "strategy_0001"  # the newest revision of migrations/versions
+
+
+def topic_specs(settings: StrategySettings) -> tuple[TopicSpec, TopicSpec, TopicSpec]:
+    """The design's topic specs under the configured names (tests use their own topics)."""
+    return (dataclasses.replace(MD_CANDLES, name=settings.topic_candles),
+            dataclasses.replace(EXEC_FILLS, name=settings.topic_fills),
+            dataclasses.replace(STRATEGY_SIGNALS, name=settings.topic_signals))
+
+
+class CandleClientComponent:
+    """Closes the candle-builder client's connections at stop."""
+
+    name = "candle-client"
+
+    def __init__(self, client: CandleClient) -> None:
+        self.client = client
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+
+
+def create_app(settings: StrategySettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    candles_spec, fills_spec, signals_spec = topic_specs(settings)
+    replica = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=SCHEMA_REVISION,
+                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
+    catalog = load_catalog(settings.strategy_paths)
+    candle_client = CandleClient(settings.candle_builder_url, timeout_s=settings.candle_builder_timeout_s)
+    instances = InstanceStore(database)
+    fills = FillStore(database)
+    engine = StrategyEngine(
+        strategy_type=catalog.get, history=CandleBuilderHistory(candle_client), fills=fills,
+        outbound=ProducerOutbound(producer, signals_spec.name, SERVICE_NAME), failures=instances,
+        telemetry=telemetry, replica=replica, signals_topic=signals_spec.name, last_signals=settings.last_signals,
+        warm_up_concurrency=settings.warm_up_concurrency)
+    sync = InstanceSync(engine, instances, fills, interval_s=settings.instance_refresh_s)
+    service = InstanceService(instances, catalog, settings.accounts, engine, sync)
+    consumer = Consumer(
+        settings, telemetry,
+        topics=[candles_spec, fills_spec],
+        group_id=settings.consumer_group,
+        handler=record_handler(engine, fills, sync, candles_topic=candles_spec.name, fills_topic=fills_spec.name),
+        dead_letters=DeadLetters(producer, telemetry),
+        max_batch=settings.batch_max_records,
+        commit_interval_s=settings.commit_interval_s,
+        on_revoked=revoked_handler(engine, candles_spec.name),
+        client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",
+    )
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        # Stopped in reverse: the consumer finishes its batch and commits, the last status is
+        # written, then the producer flushes and the database pool closes.
+        components=[TopicsExist(settings, [candles_spec, fills_spec, signals_spec, OPS_ALERTS]), database, producer,
+                    CandleClientComponent(candle_client), SeedInstances(settings, service), sync,
+                    CodeReloader(catalog, engine, interval_s=settings.reload_interval_s),
+                    StatusWriter(engine, instances, interval_s=settings.status_interval_s), consumer],
+        routers=[create_strategies_router(service), create_backtests_router(BacktestStore(database))],
+        readiness_checks=[broker_check(producer), ReadinessCheck("database", database.ping), consumer_check(consumer)],
+        description="Strategy instances run live on md.candles.v1; their signals go to strategy.signals.v1.",
+    )
+
+
+DEMO_ACCOUNT = "paper-demo"
+DEMO_MARKETS = 5
+
+
+def demo_settings(options: DemoOptions) -> dict[str, object]:
+    """In `tradeflow demo`: a paper account on the synthetic market and two sma_cross instances
+    on its first symbols (ingest names them SYM00/USD, SYM01/USD, ...; README, "The demo")."""
+    width = max(2, len(str(options.symbols - 1)))
+    symbols = [f"SYM{i:0{width}d}/USD" for i in range(min(options.symbols, DEMO_MARKETS))]
+    account = {"id": DEMO_ACCOUNT, "exchange": "synthetic", "mode": "paper", "balances": {"USD": "10000"}}
+    instances = [{"id": f"demo-sma-{fast}-{slow}", "strategy": "sma_cross", "account_id": DEMO_ACCOUNT,
+                  "exchange": "synthetic", "symbols": symbols, "timeframe": "1m", "params": {"fast": fast, "slow": slow}}
+                 for fast, slow in ((3, 8), (5, 20))]
+    return {"accounts": json.dumps([account]), "instances": json.dumps(instances)}
+
+
+def demo_examples(context: DemoContext) -> list[str]:
+    auth = f"-H 'Authorization: Bearer {context.api_key}'"
+    return [f"curl {context.base_url}/v1/strategies/demo-sma-3-8",
+            f"curl -X POST {context.base_url}/v1/strategies/demo-sma-3-8/pause {auth}"]
+
+
+SERVICE = ServiceDefinition(
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=StrategySettings, create_app=create_app,
+    # Downstream of the candle-builder: started after it, stopped after it (it takes the last candles).
+    demo=ServiceDemo(stage=30, settings=demo_settings, examples=demo_examples),
+)

@@ -1,0 +1,1 @@
+"""The strategy service's pure logic: instance definitions and what a market's status shows."""

@@ -1,0 +1,71 @@
+"""Every replica applies the stored instances and fills: polled, and at once after a local change.
+
+Instances live in ``strategy_instances``; each replica reloads the list every
+``TRADEFLOW_STRATEGY_INSTANCE_REFRESH_S`` (2 s by default) and right after a change it served
+itself (API, a strategy that failed here), and hands it to the engine, which starts, pauses,
+resumes and stops instances by their revision. The same pass reads the fills stored since the
+last one (``strategy_fills``, in commit order) and moves the positions of the markets that run
+here. Polling rather than LISTEN/NOTIFY: instances change rarely, a poll of a few hundred rows
+costs nothing, and it needs no connection held per replica (docs/adr/0020).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tradeflow.service import BackgroundTask
+
+from tradeflow_strategy.adapters.fill_store import FillStore
+from tradeflow_strategy.adapters.instance_store import InstanceStore
+from tradeflow_strategy.engine import StrategyEngine
+
+log = logging.getLogger(__name__)
+
+
+class InstanceSync(BackgroundTask):
+    """A service Component: the first pass at start (before the consumer), then every interval."""
+
+    name = "instance-sync"
+
+    def __init__(self, engine: StrategyEngine, instances: InstanceStore, fills: FillStore, *,
+                 interval_s: float) -> None:
+        super().__init__()
+        self._engine = engine
+        self._instances = instances
+        self._fills = fills
+        self._interval_s = interval_s
+        self._fills_seen = 0
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        # Fills stored before start reach each market through its warm-up (its stored fills).
+        self._fills_seen = await self._fills.newest()
+        await self.refresh()
+        await super().start()
+
+    def wake(self) -> None:
+        """Run a pass now (new fills were stored here)."""
+        self._wakeup.set()
+
+    async def refresh(self) -> None:
+        """One pass: the instances, then the fills stored since the last pass."""
+        async with self._lock:
+            self._engine.apply_instances(await self._instances.list())
+            while batch := await self._fills.after(self._fills_seen):
+                self._engine.apply_fills(batch)
+                self._fills_seen = batch[-1].seq
+            await self._engine.record_failures()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self._interval_s)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - the database may be away: keep what is known, retry
+                log.exception("instance sync failed; retrying in %.1fs", self._interval_s)

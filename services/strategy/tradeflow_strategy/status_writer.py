@@ -1,0 +1,46 @@
+"""Writes the status of this replica's markets (``strategy_market_status``) every few seconds.
+
+The markets of an instance may run on several replicas; each writes what it knows of its own
+markets every ``TRADEFLOW_STRATEGY_STATUS_INTERVAL_S``, so ``GET /v1/strategies/{id}`` on any
+replica shows all of them. Only what changed is written; the last state is written on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tradeflow.service import BackgroundTask
+
+from tradeflow_strategy.adapters.instance_store import InstanceStore
+from tradeflow_strategy.engine import StrategyEngine
+
+log = logging.getLogger(__name__)
+
+
+class StatusWriter(BackgroundTask):
+    name = "strategy-status-writer"
+
+    def __init__(self, engine: StrategyEngine, store: InstanceStore, *, interval_s: float) -> None:
+        super().__init__()
+        self._engine = engine
+        self._store = store
+        self._interval_s = interval_s
+
+    async def flush(self) -> None:
+        await self._store.put_market_status(self._engine.take_dirty_statuses())
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - the next change writes the market again
+                log.exception("writing the market status failed")
+
+    async def stop(self) -> None:
+        await super().stop()
+        try:
+            await self.flush()
+        except Exception:  # noqa: BLE001 - stopping must not fail the shutdown
+            log.exception("writing the last market status failed")
