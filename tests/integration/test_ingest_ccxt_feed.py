@@ -21,10 +21,11 @@ from tests.integration.test_ingest_service import read_topic
 pytestmark = pytest.mark.integration
 
 
-async def wait_until(condition, timeout_s: float, what: str) -> None:
+async def wait_until(condition, timeout_s: float, what) -> None:
+    """Until ``condition()``; ``what`` (text, or a callable giving it) says what was awaited and how far it got."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
         await asyncio.sleep(0.05)
 
 

@@ -137,7 +137,9 @@ async def test_an_okx_outage_longer_than_the_catch_up_bound_publishes_the_newest
     feed = await okx_feed_of(catch_up_max_pages=2)  # the newest 500 + 2 older pages of 100
     await _outage_with_trades(fake_okx, feed, before=3, during=1_200)
     await fake_okx.make_trade("BTC-USDT", 30_010, 0.1)
-    await wait_until(lambda: feed.status().published == 3 + 700 + 1 + 1, 30, "the newest 700 and the rest")
+    # 60 s: the catch-up pages through the fake's REST under ccxt's own rate limit, slow on a loaded box.
+    await wait_until(lambda: feed.status().published == 3 + 700 + 1 + 1, 60,
+                     lambda: f"the newest 700 and the rest (published {feed.status().published})")
     await asyncio.sleep(0.5)
 
     ticks = await published(kafka_bootstrap, feed.status().exchange)
