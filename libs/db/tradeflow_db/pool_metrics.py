@@ -1,13 +1,16 @@
 """Prometheus figures of a psycopg connection pool, read from ``pool.get_stats()`` at scrape time.
 
 A component that owns a pool (:class:`tradeflow_db.Database`, a service's own store) exposes them
-through ``register_metrics(registry)``, which the service app factory calls for every component.
+through ``register_metrics(registry)``, which the service app factory calls for every component;
+it calls :func:`register_pool`, which keeps one collector per registry for all of its pools.
 The families are described even before the pool opens (no samples then), so the names a service
 exports can be listed without a database (the dashboards' test does).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -28,24 +31,50 @@ POOL_FIGURES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-class PoolMetrics(Collector):
-    """The figures of the pool ``get_pool()`` returns (None while closed), labelled ``pool=<name>``."""
+PoolGetter = Callable[[], AsyncConnectionPool | None]
 
-    def __init__(self, name: str, get_pool: Callable[[], AsyncConnectionPool | None]) -> None:
-        self._name = name
-        self._get_pool = get_pool
+
+class PoolMetrics(Collector):
+    """The figures of each registered pool (``get_pool()`` is None while closed), labelled ``pool=<name>``."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, PoolGetter] = {}
+
+    def add(self, name: str, get_pool: PoolGetter) -> None:
+        if name in self._pools:
+            raise ValueError(f"a database pool named {name!r} is already measured on this registry")
+        self._pools[name] = get_pool
 
     def describe(self) -> list[Metric]:
         return list(self._families({}))
 
     def collect(self) -> Iterator[Metric]:
-        pool = self._get_pool()
-        yield from self._families(pool.get_stats() if pool is not None else {})
+        stats = {}
+        for name, get_pool in self._pools.items():
+            pool = get_pool()
+            if pool is not None:
+                stats[name] = pool.get_stats()
+        yield from self._families(stats)
 
-    def _families(self, stats: dict[str, int]) -> Iterator[Metric]:
+    @staticmethod
+    def _families(stats_by_pool: dict[str, dict[str, int]]) -> Iterator[Metric]:
         for name, kind, documentation, key in POOL_FIGURES:
             family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             family = family_type(name, documentation, labels=("pool",))
-            if stats:
-                family.add_metric((self._name,), float(stats.get(key, 0)))
+            for pool, stats in stats_by_pool.items():
+                family.add_metric((pool,), float(stats.get(key, 0)))
             yield family
+
+
+_collectors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_collectors_lock = threading.Lock()
+
+
+def register_pool(registry, name: str, get_pool: PoolGetter) -> None:
+    """Measure the pool ``get_pool()`` returns on ``registry`` as ``pool=<name>``."""
+    with _collectors_lock:
+        collector = _collectors.get(registry)
+        if collector is None:
+            collector = _collectors[registry] = PoolMetrics()
+            registry.register(collector)
+        collector.add(name, get_pool)

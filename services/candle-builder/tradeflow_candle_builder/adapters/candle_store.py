@@ -33,7 +33,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from tradeflow.messages import Candle, Tick
 from tradeflow_db.engine import libpq_url
-from tradeflow_db.pool_metrics import PoolMetrics
+from tradeflow_db.pool_metrics import register_pool
 
 from tradeflow_candle_builder.adapters.continuous_aggregates import ContinuousAggregateRefresher
 from tradeflow_candle_builder.adapters.higher_timeframes import (
@@ -181,7 +181,7 @@ class CandleStore:
 
     def register_metrics(self, registry) -> None:
         """The pool's figures (tradeflow_db_pool_*, pool="candle-store") on ``registry``."""
-        registry.register(PoolMetrics("candle-store", lambda: self._pool))
+        register_pool(registry, "candle-store", lambda: self._pool)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
