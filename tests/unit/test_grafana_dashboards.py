@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.observability import metric_names, promtool, unknown_metrics
+from tests.observability import metric_names, promtool, unknown_labels, unknown_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"
@@ -145,6 +145,7 @@ def test_every_metric_a_dashboard_reads_is_exported_by_a_service(name: str) -> N
     board = dashboard(name)
     for where, expr in expressions(board):
         assert unknown_metrics(concrete(expr, board)) == set(), f"{name}: {where}: {expr}"
+        assert unknown_labels(concrete(expr, board)) == set(), f"{name}: {where}: {expr}"
     for metric in variable_metrics(board):
         assert unknown_metrics(metric) == set(), f"{name}: variable over {metric}"
 
@@ -159,3 +160,12 @@ def test_dashboard_shows_what_it_is_for(name: str) -> None:
 def test_an_unknown_metric_is_reported() -> None:
     assert unknown_metrics("sum(rate(tradeflow_ticks_published_total[5m]))") == {"tradeflow_ticks_published_total"}
     assert unknown_metrics("sum(rate(tradeflow_ingest_ticks_published_total[5m])) or up") == set()
+
+
+def test_an_unknown_or_shadowed_label_is_reported() -> None:
+    assert unknown_labels('sum by (exchanges) (rate(tradeflow_ingest_ticks_published_total{job="ingest"}[5m]))') == {
+        "tradeflow_ingest_ticks_published_total:exchanges"}
+    assert unknown_labels('tradeflow_risk_equity{acount="a"}') == {"tradeflow_risk_equity:acount"}
+    # The strategy's own `instance` label arrives as exported_instance; `instance` is the scrape target.
+    assert unknown_labels("sum by (instance) (tradeflow_strategy_errors_total)") == {"tradeflow_strategy_errors_total:instance"}
+    assert unknown_labels("sum by (exported_instance, le) (rate(tradeflow_strategy_handling_seconds_bucket[5m]))") == set()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.observability import promtool, unknown_metrics
+from tests.observability import promtool, unknown_labels, unknown_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
@@ -97,5 +97,6 @@ def test_the_issues_alerts_exist() -> None:
 @pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])
 def test_rule_reads_exported_metrics_and_says_what_is_wrong(rule: dict) -> None:
     assert unknown_metrics(rule["expr"]) == set(), rule["expr"]
+    assert unknown_labels(rule["expr"]) == set(), rule["expr"]
     assert rule["labels"]["severity"] in ("critical", "warning")
     assert rule["annotations"]["summary"]
