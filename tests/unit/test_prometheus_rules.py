@@ -7,6 +7,7 @@ prometheus package (`make setup`); without it these tests fail, they never skip.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -86,6 +87,18 @@ def test_every_alert_is_tested_firing_and_every_rule_file_is_tested() -> None:
     assert tested_files == {p.name for p in RULE_FILES}
     alerts = {rule["alert"] for rule in rules()}
     assert alerts - fired == set(), "alerts no test sees firing"
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_the_tests_feed_series_as_prometheus_would_scrape_them(path: Path) -> None:
+    """Input series name exported metrics with the labels they have once scraped (so the
+    annotations the tests expect are the ones real alerts would carry)."""
+    for case in yaml.safe_load(path.read_text())["tests"]:
+        for series in case["input_series"]:
+            selector = series["series"]
+            assert unknown_metrics(selector) == set(), selector
+            assert unknown_labels(selector) == set(), selector
+            assert {"job", "instance"} <= set(re.findall(r"(\w+)=", selector)), f"{selector}: a scraped series has job and instance"
 
 
 def test_the_issues_alerts_exist() -> None:
