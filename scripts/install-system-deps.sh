@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages a fresh Debian 12 machine lacks for `make setup`: Python's venv module, make,
-# PostgreSQL 15 server binaries, the Apache TimescaleDB build, and Chromium (the report test).
+# PostgreSQL 15 server binaries, the Apache TimescaleDB build, Chromium (the report test) and
+# promtool (Debian's prometheus package: the dashboards' PromQL and the alert rules' unit tests).
 # Idempotent: a no-op (no apt call at all) when everything is there.
 set -euo pipefail
 SUDO=""; if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
@@ -14,6 +15,8 @@ command -v runuser >/dev/null || need+=(util-linux)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 # The test of `tradeflow backtest --report` opens the HTML report in headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
+# promtool checks the dashboards' expressions and runs deploy/prometheus/tests (promtool test rules).
+command -v promtool >/dev/null || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "system-deps: installing ${need[*]}"
@@ -25,6 +28,10 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO sed -i 's/^#\?\s*create_main_cluster\s*=.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf
   fi
   $SUDO "${APT_INSTALL[@]}" "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    # Only promtool is wanted: not a Prometheus server running on this machine's port 9090.
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 bash "$(dirname "$0")/install-timescaledb.sh" \

@@ -215,11 +215,18 @@ async def test_kill_switch_api_limits_api_and_the_account_view(kafka_bootstrap, 
         view = (await client.get(f"/v1/accounts/{first}/risk")).json()
         assert (view["state"], view["kill_switch"]["engaged"]) == ("halted", True)
         assert view["positions"][0]["quantity"] == "2" and view["exposure"] == {"BTC/USDT": "200"}
+        metrics = (await client.get("/metrics")).text  # what the alert rules read (deploy/prometheus/rules)
+        assert f'tradeflow_risk_kill_switch_engaged{{account="{first}"}} 1.0' in metrics
+        assert f'tradeflow_risk_account_state{{account="{first}",state="halted"}} 1.0' in metrics
+        assert f'tradeflow_risk_daily_pnl{{account="{first}"}} ' in metrics
         resp = await client.post("/v1/orders", json={"account_id": first, "exchange": exchange, "symbol": "BTC/USDT",
                                                      "side": "buy", "quantity": "1"})
         assert resp.status_code == 422 and resp.json()["detail"]["reason"] == "kill_switch"
         resp = await client.post("/v1/kill-switch", json={"account_id": first, "engaged": False})
         assert resp.json()["states"] == {first: "active"}
+        metrics = (await client.get("/metrics")).text
+        assert f'tradeflow_risk_kill_switch_engaged{{account="{first}"}} 0.0' in metrics
+        assert f'tradeflow_risk_kill_switch_engaged{{account="{second}"}} 1.0' in metrics
         # No trade of the symbol seen yet: a market order has no price to be valued at.
         resp = await client.post("/v1/orders", json={"account_id": first, "exchange": exchange, "symbol": "BTC/USDT",
                                                      "side": "buy", "quantity": "1"})

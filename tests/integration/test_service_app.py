@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from tradeflow.admin import ensure_topics
 from tradeflow.bus import Consumer, DeadLetters, Producer, Record
 from tradeflow.messages import Tick
 from tradeflow.service import (
+    ReadinessCheck,
     ServiceDefinition,
     ServiceRuntime,
     broker_check,
@@ -36,6 +38,7 @@ from tradeflow.service import (
 from tradeflow.settings import ConfigurationError, ServiceSettings
 from tradeflow.telemetry import Telemetry, correlation_id_var
 from tradeflow.topics import TopicSpec
+from tradeflow_db import Database
 from tradeflow_ops.infra.processes import free_port
 
 
@@ -135,7 +138,11 @@ async def test_service_with_broker_is_healthy_ready_and_exports_metrics(kafka_bo
         assert metrics.headers["content-type"].startswith("text/plain")
         assert f'tradeflow_messages_produced_total{{topic="{spec.name}"}} 1.0' in metrics.text
         assert f'tradeflow_messages_consumed_total{{topic="{spec.name}"}} 1.0' in metrics.text
-        assert "tradeflow_consumer_lag{" in metrics.text
+        assert re.search(rf'tradeflow_consumer_lag{{group="{unique_name}",partition="\d",topic="{re.escape(spec.name)}"}} 0.0',
+                         metrics.text)
+        # The last /readyz run of each check, for the alert rules (deploy/prometheus/rules).
+        assert 'tradeflow_readiness_check{check="broker"} 1.0' in metrics.text
+        assert f'tradeflow_readiness_check{{check="consumer:{unique_name}"}} 1.0' in metrics.text
         assert 'tradeflow_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in metrics.text
 
         echoed = await client.get("/v1/echo", params={"count": 3}, headers={"X-Correlation-ID": "req-42"})
@@ -178,6 +185,35 @@ async def test_readyz_is_503_naming_the_failed_checks_when_the_broker_is_unreach
         assert body["status"] == "not ready"
         assert "not connected" in body["checks"]["broker"] or "unreachable" in body["checks"]["broker"]
         assert body["checks"]["database"].startswith("unreachable: ConnectionRefusedError")
+        metrics = (await client.get("/metrics")).text
+        assert 'tradeflow_readiness_check{check="database"} 0.0' in metrics
+        assert 'tradeflow_readiness_check{check="broker"} 0.0' in metrics
+
+
+@pytest.mark.integration
+async def test_a_database_components_pool_is_measured_while_requests_wait(database_url):
+    """tradeflow_db_pool_* (the alert rules' "pool saturated"): a pool of 2, both held, a third waits."""
+    settings = ServiceSettings(environment="test", shutdown_timeout_s=10)
+    telemetry = Telemetry("svc-pool", settings)
+    database = Database(database_url, name="svc-pool", min_connections=1, max_connections=2)
+    app = create_service_app("svc-pool", settings, telemetry, components=[database],
+                             readiness_checks=[ReadinessCheck("database", database.ping)])
+    async with serve(app) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        async with database.connection() as first, database.connection() as second:
+            assert first is not second
+            waiting = asyncio.create_task(database.ping(timeout_s=5.0))
+            await asyncio.sleep(0.3)
+            metrics = (await client.get("/metrics")).text
+            assert 'tradeflow_db_pool_max_connections{pool="svc-pool"} 2.0' in metrics
+            assert 'tradeflow_db_pool_connections{pool="svc-pool"} 2.0' in metrics
+            assert 'tradeflow_db_pool_available_connections{pool="svc-pool"} 0.0' in metrics
+            assert 'tradeflow_db_pool_requests_waiting{pool="svc-pool"} 1.0' in metrics
+        assert await waiting == (True, "reachable")  # served once a connection came back
+        metrics = (await client.get("/metrics")).text
+        assert 'tradeflow_db_pool_requests_waiting{pool="svc-pool"} 0.0' in metrics
+        assert 'tradeflow_db_pool_request_errors_total{pool="svc-pool"} 0.0' in metrics
+        assert 'tradeflow_readiness_check{check="database"} 1.0' in metrics
 
 
 class Recorder:

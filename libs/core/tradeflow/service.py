@@ -349,6 +349,16 @@ def create_service_app(
     http_requests = telemetry.counter(
         "tradeflow_http_requests_total", "HTTP requests served", ("method", "route", "status")
     )
+    # The outcome of each /readyz check at its last run (probes run it every few seconds): what
+    # the alert rules read for "database unreachable" and "broker unreachable".
+    readiness = telemetry.gauge(
+        "tradeflow_readiness_check", "1 when the readiness check passed at its last /readyz run, else 0", ("check",)
+    )
+    # Components that keep their own figures (a database pool) expose them on this registry.
+    for component in components:
+        register_metrics = getattr(component, "register_metrics", None)
+        if callable(register_metrics):
+            register_metrics(telemetry.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -404,6 +414,8 @@ def create_service_app(
     async def readyz() -> JSONResponse:
         results = await asyncio.gather(*(_run_check(check) for check in checks_by_name.values()))
         checks = {check: detail for check, (_, detail) in zip(checks_by_name, results, strict=True)}
+        for check, (ok, _) in zip(checks_by_name, results, strict=True):
+            readiness.labels(check).set(1 if ok else 0)
         ready = all(ok for ok, _ in results)
         body = {"status": "ready" if ready else "not ready", "service": name, "checks": checks}
         return JSONResponse(status_code=200 if ready else 503, content=body)

@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from tradeflow.settings import redact_url
 
 from tradeflow_db.engine import libpq_url
+from tradeflow_db.pool_metrics import register_pool
 from tradeflow_db.schema_history import HISTORY_TABLE
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class Database:
     @property
     def url(self) -> str:
         return self._url
+
+    def register_metrics(self, registry) -> None:
+        """The pool's figures (tradeflow_db_pool_*) on ``registry`` (the service app factory calls it)."""
+        register_pool(registry, self.name, lambda: self._pool)
 
     async def start(self) -> None:
         """Open the pool; fails when the database is unreachable or lacks the needed revision."""

@@ -168,6 +168,10 @@ class RiskService:
         self._equity = telemetry.gauge("tradeflow_risk_equity", "Equity marked to market", ("account",))
         self._drawdown = telemetry.gauge("tradeflow_risk_drawdown_pct", "Fall of equity from its peak", ("account",))
         self._exposure = telemetry.gauge("tradeflow_risk_gross_exposure", "Positions plus open orders", ("account",))
+        self._daily_pnl = telemetry.gauge("tradeflow_risk_daily_pnl", "Equity minus the equity at the day's start",
+                                          ("account",))
+        self._kill_switch = telemetry.gauge("tradeflow_risk_kill_switch_engaged",
+                                            "1 while the account's kill switch is engaged", ("account",))
         self._state = telemetry.gauge("tradeflow_risk_account_state", "1 for the account's current state",
                                       ("account", "state"))
         self._protective = telemetry.counter("tradeflow_risk_protective_exits_total", "Protective exits approved",
@@ -807,6 +811,8 @@ class RiskService:
         self._equity.labels(book.account_id).set(float(equity))
         self._drawdown.labels(book.account_id).set(float(drawdown_pct(book.control, equity)))
         self._exposure.labels(book.account_id).set(float(book.gross_exposure(mark_of)))
+        self._daily_pnl.labels(book.account_id).set(float(daily_pnl(book.control, equity)))
+        self._kill_switch.labels(book.account_id).set(1 if book.control.kill_switch else 0)
         for state in ("active", "reducing", "halted"):
             self._state.labels(book.account_id, state).set(1 if book.state == state else 0)
 

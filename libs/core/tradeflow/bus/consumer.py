@@ -99,7 +99,8 @@ class Consumer:
             "tradeflow_messages_consumed_total", "Messages fetched from the broker", ("topic",)
         )
         self._lag = telemetry.gauge(
-            "tradeflow_consumer_lag", "High watermark minus the next offset to handle", ("topic", "partition")
+            "tradeflow_consumer_lag", "High watermark minus the next offset to handle, per consumer group",
+            ("group", "topic", "partition")
         )
         self._handler_errors = telemetry.counter(
             "tradeflow_handler_errors_total", "Batches whose handler raised (redelivered)", ("topic",)
@@ -230,7 +231,8 @@ class Consumer:
                 self._consumed.labels(tp.topic).inc(len(raws))
                 highwater = self._kafka.highwater(tp)
                 if highwater is not None:
-                    self._lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - next_offsets[tp]))
+                    lag = max(0, highwater - next_offsets[tp])
+                    self._lag.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
                     self._lag_series.add(tp)
             try:
                 if records:
@@ -359,7 +361,7 @@ class Consumer:
                 self._processed.pop(tp, None)
                 self._committed.pop(tp, None)
                 if tp in self._lag_series:  # another member reports this partition's lag now
-                    self._lag.remove(tp.topic, str(tp.partition))
+                    self._lag.remove(self.group_id, tp.topic, str(tp.partition))
                     self._lag_series.discard(tp)
 
     async def _partitions_assigned(self, assigned: set[TopicPartition]) -> None:

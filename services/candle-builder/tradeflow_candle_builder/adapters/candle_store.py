@@ -33,6 +33,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from tradeflow.messages import Candle, Tick
 from tradeflow_db.engine import libpq_url
+from tradeflow_db.pool_metrics import register_pool
 
 from tradeflow_candle_builder.adapters.continuous_aggregates import ContinuousAggregateRefresher
 from tradeflow_candle_builder.adapters.higher_timeframes import (
@@ -177,6 +178,10 @@ class CandleStore:
         self._pool: AsyncConnectionPool | None = None
         self._mode: str | None = None  # storage mode recorded by the migrations, read once
         self._aggregates = ContinuousAggregateRefresher()  # used in mode timescaledb only
+
+    def register_metrics(self, registry) -> None:
+        """The pool's figures (tradeflow_db_pool_*, pool="candle-store") on ``registry``."""
+        register_pool(registry, "candle-store", lambda: self._pool)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
