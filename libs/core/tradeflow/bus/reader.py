@@ -305,10 +305,12 @@ class TopicReader:
         if by_time:
             found = await consumer.offsets_for_times(by_time)
             for tp in by_time:
-                if found.get(tp) is not None:
-                    consumer.seek(tp, found[tp].offset)
+                # Nothing written since then: Kafka answers None, Tansu offset 0 with timestamp -1.
+                hit = found.get(tp)
+                if hit is not None and hit.timestamp >= 0:
+                    consumer.seek(tp, hit.offset)
                 else:
-                    to_end.append(tp)  # nothing written since then
+                    to_end.append(tp)
         if to_beginning:
             await consumer.seek_to_beginning(*to_beginning)
         if to_end:
