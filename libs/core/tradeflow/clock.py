@@ -31,16 +31,14 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock. ``now_ns`` and ``monotonic`` are the ``time`` functions themselves, so a
+    hot path handed ``clock.now_ns`` pays no extra call."""
 
-    def now_ns(self) -> int:
-        return time.time_ns()
+    now_ns = staticmethod(time.time_ns)
+    monotonic = staticmethod(time.monotonic)
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
