@@ -42,7 +42,9 @@ def serve(bootstrap: str, topic: str, port: int, client_queue: int) -> None:
 
     settings = CandleBuilderSettings(kafka_bootstrap=bootstrap, candles_topic=topic, stream_client_queue=client_queue)
     telemetry = Telemetry("candle-stream-bench", settings)
-    broadcaster, feed = create_stream(settings, telemetry)
+    from tradeflow.bus import KafkaBus
+
+    broadcaster, feed = create_stream(settings, KafkaBus(settings, telemetry))
 
     async def positioned() -> tuple[bool, str]:
         return feed.is_positioned(), "feed"

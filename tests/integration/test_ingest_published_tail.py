@@ -6,7 +6,7 @@ import time
 
 import pytest
 from tradeflow.admin import ensure_topics
-from tradeflow.bus import Producer
+from tradeflow.bus import KafkaBus, Producer
 from tradeflow.messages import Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
@@ -36,7 +36,7 @@ async def test_resume_points_are_the_newest_published_trade_and_the_recent_ids(k
     finally:
         await producer.stop()
 
-    tail = PublishedTail(settings, client_id="test-tail", lookback_s=120)
+    tail = PublishedTail(KafkaBus(settings, Telemetry("test", settings)), client_id="test-tail", lookback_s=120)
     points = await tail.resume_points(exchange, ["BTC/USDT", "ETH/USDT", "SOL/USDT"])
 
     assert points["BTC/USDT"].since_ms == now_ms - 60_000 + 300 * 100

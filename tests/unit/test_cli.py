@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from aiokafka.structs import ConsumerRecord
+from tradeflow.bus import Record
 from tradeflow.codec import encode
 from tradeflow.messages import Candle, Tick
 from tradeflow.settings import redact_url
@@ -111,10 +111,9 @@ def test_urls_are_shown_without_their_password():
     assert redact_url("postgresql://tradeflow@127.0.0.1:55432/tradeflow") == "postgresql://tradeflow@127.0.0.1:55432/tradeflow"
 
 
-def _record(topic: str, value: bytes, headers=()) -> ConsumerRecord:
-    return ConsumerRecord(topic=topic, partition=3, offset=42, timestamp=1_700_000_000_000, timestamp_type=0,
-                          key=b"binance:BTC/USDT", value=value, checksum=None, serialized_key_size=16,
-                          serialized_value_size=len(value), headers=list(headers))
+def _record(topic: str, value: bytes, headers=()) -> Record:
+    return Record(topic, 3, 42, "binance:BTC/USDT", value, tuple(headers), 1_700_000_000_000, b"binance:BTC/USDT",
+                  value)
 
 
 def test_tail_shows_a_decoded_message_as_json():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI
-from tradeflow.admin import TopicsExist
-from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.bus import Bus, KafkaBus
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.service import (
     DemoContext,
     ReadinessCheck,
@@ -57,33 +59,49 @@ def _stream_check(feed: CandleFeed) -> ReadinessCheck:
     return ReadinessCheck("candle-stream", reading)
 
 
-def create_stream(settings: CandleBuilderSettings, telemetry: Telemetry) -> tuple[CandleBroadcaster, CandleFeed]:
+def create_stream(settings: CandleBuilderSettings, bus: Bus) -> tuple[CandleBroadcaster, CandleFeed]:
     """The live stream's fan-out and the group-less reader of the candles topic that feeds it."""
-    broadcaster = CandleBroadcaster(telemetry, client_queue=settings.stream_client_queue)
-    feed = CandleFeed(settings, telemetry, broadcaster, topic=settings.candles_topic,
+    broadcaster = CandleBroadcaster(bus.telemetry, client_queue=settings.stream_client_queue)
+    feed = CandleFeed(bus, broadcaster, topic=topic_specs(settings)[1],
                       fetch_max_wait_ms=settings.stream_fetch_max_wait_ms,
                       client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}-stream")
     return broadcaster, feed
 
 
-def create_app(settings: CandleBuilderSettings) -> FastAPI:
-    telemetry = Telemetry(SERVICE_NAME, settings)
+@dataclass
+class CandleBuilder:
+    """The wired service: what the app runs and the parts a test drives directly."""
+
+    components: list[Any]
+    routers: list[Any]
+    readiness_checks: list[ReadinessCheck]
+    producer: Any
+    pipeline: CandlePipeline
+    consumer: Any
+    broadcaster: CandleBroadcaster
+    feed: CandleFeed
+
+
+def build(settings: CandleBuilderSettings, bus: Bus, store: CandleStore, clock: Clock = SYSTEM_CLOCK) -> CandleBuilder:
+    """Wire the service from its settings, a bus, its database (the :class:`CandleStore` pool)
+    and a clock. Pure: nothing starts or connects here. ``create_app`` passes the Kafka bus,
+    the real store and the system clock."""
+    telemetry = bus.telemetry
     ticks_spec, candles_spec = topic_specs(settings)
-    store = CandleStore(settings.libpq_url, max_connections=settings.pool_size(DB_POOL_SIZE))
-    producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
-    dead_letters = DeadLetters(producer, telemetry)
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+    producer = bus.producer(client_id=client_id)
+    dead_letters = bus.dead_letters(producer)
     instruments = InstrumentStore(store)
     registry = InstrumentRegistry(instruments, refresh_s=settings.instrument_refresh_s)
-    pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters, registry)
+    pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters, registry, clock=clock)
     retention = TickRetentionJob(settings.libpq_url, telemetry, days=settings.tick_retention_days,
                                  interval_s=settings.retention_interval_s)
     compression = TickCompressionSetup(settings.libpq_url, days=settings.tick_compress_after_days)
     catch_up = AggregateCatchUp(store, days=settings.tick_retention_days)
     database_jobs = TimescaleJobMonitor(settings.libpq_url, telemetry, producer, service_name=SERVICE_NAME,
                                         interval_s=settings.timescaledb_job_check_interval_s)
-    broadcaster, feed = create_stream(settings, telemetry)
-    consumer = Consumer(
-        settings, telemetry,
+    broadcaster, feed = create_stream(settings, bus)
+    consumer = bus.consumer(
         topics=[ticks_spec],
         group_id=settings.consumer_group,
         handler=pipeline.handle,
@@ -92,15 +110,12 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         committable_offsets=pipeline.committable_offsets,
         on_assigned=pipeline.on_assigned,
         on_revoked=pipeline.on_revoked,
-        client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",
+        client_id=client_id,
     )
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
+    return CandleBuilder(
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
-        components=[TopicsExist(settings, [ticks_spec, candles_spec, OPS_ALERTS]), store, catch_up, registry,
+        components=[bus.topics_exist([ticks_spec, candles_spec, OPS_ALERTS]), store, catch_up, registry,
                     producer, pipeline, consumer, retention, compression, database_jobs, feed],
         routers=[create_candles_router(store, SessionCandleStore(store), registry),
                  create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
@@ -110,6 +125,21 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
             consumer_check(consumer),
             _stream_check(feed),
         ],
+        producer=producer, pipeline=pipeline, consumer=consumer, broadcaster=broadcaster, feed=feed,
+    )
+
+
+def create_app(settings: CandleBuilderSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    store = CandleStore(settings.libpq_url, max_connections=settings.pool_size(DB_POOL_SIZE))
+    service = build(settings, KafkaBus(settings, telemetry), store, SYSTEM_CLOCK)
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        components=service.components,
+        routers=service.routers,
+        readiness_checks=service.readiness_checks,
         description="Trades from the ticks topic to candles of every timeframe: stored, streamed and served.",
     )
 

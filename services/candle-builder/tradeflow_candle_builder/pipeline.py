@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
-from aiokafka import TopicPartition
-from tradeflow.bus import DeadLetters, Producer, Record, reason_code
+from tradeflow.bus import DeadLetters, Producer, Record, TopicPartition, reason_code
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.messages import Candle, Tick
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
@@ -57,8 +56,10 @@ class CandlePipeline:
     """Aggregation, storage and emission of candles; a service Component (start/stop)."""
 
     def __init__(self, settings: CandleBuilderSettings, telemetry: Telemetry, store: CandleStore,
-                 producer: Producer, dead_letters: DeadLetters, registry: InstrumentRegistry) -> None:
+                 producer: Producer, dead_letters: DeadLetters, registry: InstrumentRegistry, *,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._settings = settings
+        self._clock = clock
         self._marks = EmissionMarks(store)
         self._registry = registry
         self._applied_registry_version = registry.version
@@ -114,7 +115,7 @@ class CandlePipeline:
 
     async def handle(self, records: list[Record]) -> None:
         """Handle one consumed batch (the Consumer's handler)."""
-        now_ns = time.time_ns()
+        now_ns = self._clock.now_ns()
         valid = []
         next_offsets: dict[int, int] = {}
         dead_letter_acks = []
@@ -149,7 +150,7 @@ class CandlePipeline:
         async with self._lock:
             if self._registry.version != self._applied_registry_version:
                 self._apply_registry()
-            wall = time.monotonic()
+            wall = self._clock.monotonic()
             outcome = self.aggregator.add_batch(counted, wall)
             for partition, _offset, tick in outside:
                 self.aggregator.observe_time(partition, tick.ts_event, wall)
@@ -239,10 +240,10 @@ class CandlePipeline:
     async def _close_idle_partitions(self) -> None:
         interval = self._settings.close_check_interval_ms / 1000
         while True:
-            await asyncio.sleep(interval)
+            await self._clock.sleep(interval)
             try:
                 async with self._lock:
-                    closings = self.aggregator.advance(time.monotonic())
+                    closings = self.aggregator.advance(self._clock.monotonic())
                     if closings:
                         await self.writer.submit(self._job(closings))
             except Exception:  # noqa: BLE001 - keep the timer alive; the next pass retries

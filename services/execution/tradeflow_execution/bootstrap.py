@@ -7,7 +7,7 @@ import time
 
 from fastapi import FastAPI
 from tradeflow.admin import TopicsExist
-from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.bus import Consumer, DeadLetters, KafkaBus, Producer
 from tradeflow.service import (
     ReadinessCheck,
     ServiceDefinition,
@@ -66,7 +66,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     relay = OutboxRelay(database, outbox, producer, telemetry, batch=OUTBOX_RELAY_BATCH)
     markets = Markets((MarketSteps(m.exchange, m.symbol, m.price_step, m.quantity_step)
                        for m in settings.markets), participation=settings.max_participation)
-    history = TickHistory(settings, topic=settings.ticks_topic, group_id=settings.consumer_group,
+    history = TickHistory(KafkaBus(settings, telemetry), topic=settings.ticks_topic, group_id=settings.consumer_group,
                           client_id=f"{client_id}-history",
                           margin_s=settings.history_margin_s)
 

@@ -18,16 +18,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless
-from tradeflow.bus.dead_letters import DeadLetters
+from tradeflow.bus.dead_letters import DeadLetters, RawRecord
+from tradeflow.bus.handlers import Handlers
 from tradeflow.bus.record import Record
 from tradeflow.bus.trace_context import batch_trace_context
+from tradeflow.bus.types import Offsets, TopicPartition
 from tradeflow.codec import HEADER_SCHEMA, HEADER_TRACEPARENT, decoder_for
 from tradeflow.settings import CommonSettings, ServiceSettings
 from tradeflow.telemetry import Telemetry
@@ -37,14 +40,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Record]], Awaitable[None]]
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
-Offsets = dict[TopicPartition, int]
 
 FETCH_TIMEOUT_MS = 250  # also bounds how long stop() waits for an idle fetch
 MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024  # a full max_batch of ticks fits in one fetch
 
 
 class Consumer:
-    """A consumer-group member that hands decoded batches to ``handler``."""
+    """A consumer-group member that hands decoded batches to ``handler``: one batch function
+    (the fast path: one call per fetched batch) or :class:`Handlers` registered per topic or
+    message type."""
 
     def __init__(
         self,
@@ -53,7 +57,7 @@ class Consumer:
         *,
         topics: Sequence[TopicSpec],
         group_id: str,
-        handler: Handler,
+        handler: Handler | Handlers,
         dead_letters: DeadLetters,
         max_batch: int = 5000,
         commit_interval_s: float = 1.0,
@@ -66,6 +70,8 @@ class Consumer:
     ) -> None:
         if not topics:
             raise ValueError("a consumer needs at least one topic")
+        if isinstance(handler, Handlers):
+            handler.check_covers(topics)
         self._settings = settings
         self._telemetry = telemetry
         self._specs = {spec.name: spec for spec in topics}
@@ -134,7 +140,9 @@ class Consumer:
         self._joined = False
 
     def assignment(self) -> set[TopicPartition]:
-        return set(self._kafka.assignment()) if self._kafka is not None else set()
+        if self._kafka is None:
+            return set()
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._kafka.assignment()}
 
     def is_ready(self) -> bool:
         """Joined the group. Zero partitions while joined is ready: replicas may outnumber them."""
@@ -215,7 +223,7 @@ class Consumer:
                 await self._commit()
                 next_commit = time.monotonic() + self._commit_interval_s
 
-    async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
+    async def _dispatch(self, batch: dict[KafkaTopicPartition, list[ConsumerRecord]]) -> bool:
         """Decode and hand over one batch; False when the handler failed (batch re-seeked)."""
         async with self._dispatch_lock:
             assignment = self._kafka.assignment()
@@ -223,13 +231,14 @@ class Consumer:
             dead_letter_acks: list[asyncio.Future] = []
             traceparents: set[bytes] = set()
             next_offsets: Offsets = {}
-            for tp, raws in batch.items():
-                if tp not in assignment:
+            for kafka_tp, raws in batch.items():
+                if kafka_tp not in assignment:
                     continue  # revoked while this batch waited; the new owner reads it
+                tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)
                 self._decode_into(tp.topic, raws, records, dead_letter_acks, traceparents)
                 next_offsets[tp] = raws[-1].offset + 1
                 self._consumed.labels(tp.topic).inc(len(raws))
-                highwater = self._kafka.highwater(tp)
+                highwater = self._kafka.highwater(kafka_tp)
                 if highwater is not None:
                     lag = max(0, highwater - next_offsets[tp])
                     self._lag.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
@@ -248,7 +257,8 @@ class Consumer:
                     self.group_id, len(records), extra={"group_id": self.group_id},
                 )
                 for tp in next_offsets:
-                    self._kafka.seek(tp, batch[tp][0].offset)
+                    kafka_tp = KafkaTopicPartition(*tp)
+                    self._kafka.seek(kafka_tp, batch[kafka_tp][0].offset)
                 return False
             self._processed.update(next_offsets)
             return True
@@ -261,44 +271,8 @@ class Consumer:
         dead_letter_acks: list[asyncio.Future],
         traceparents: set[bytes],
     ) -> None:
-        # The codec's cached decoder, bound once per batch: this loop runs for every message.
-        decode_value = decoder_for(self._specs[topic].value_type).decode
-        expected_schema = self._expected_schema[topic]
-        append = records.append
-        for raw in raws:
-            schema = None
-            for name, header in raw.headers:
-                if name == HEADER_SCHEMA:
-                    schema = header
-                elif name == HEADER_TRACEPARENT and header:
-                    traceparents.add(header)
-            if schema is not None and schema != expected_schema:
-                reason = (
-                    f"schema_mismatch: {topic} carries {expected_schema.decode()}, "
-                    f"the message says {schema.decode('utf-8', 'replace')}"
-                )
-                dead_letter_acks.append(self._dead_letters.send(raw, reason))
-                continue
-            raw_value = raw.value
-            try:
-                value = decode_value(raw_value if raw_value is not None else b"")
-            except msgspec.DecodeError as exc:  # ValidationError included
-                dead_letter_acks.append(self._dead_letters.send(raw, f"undecodable: {exc}"))
-                continue
-            raw_key = raw.key
-            append(
-                Record(
-                    topic,
-                    raw.partition,
-                    raw.offset,
-                    raw_key.decode("utf-8", "replace") if raw_key is not None else None,
-                    value,
-                    raw.headers,
-                    raw.timestamp,
-                    raw_key,
-                    raw_value,
-                )
-            )
+        decode_records(self._specs[topic], self._expected_schema[topic], raws, self._dead_letters,
+                       records, dead_letter_acks, traceparents)
 
     async def _call_handler(self, records: list[Record], traceparents: set[bytes]) -> None:
         # One span per batch (not per record: this is the hot path), linked to the producers.
@@ -340,11 +314,11 @@ class Consumer:
     async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
         if self._kafka is None:
             return
-        offsets = self._offsets_to_commit(partitions if partitions is not None else self._kafka.assignment())
+        offsets = self._offsets_to_commit(partitions if partitions is not None else self.assignment())
         if not offsets:
             return
         try:
-            await self._kafka.commit(offsets)
+            await self._kafka.commit({KafkaTopicPartition(*tp): offset for tp, offset in offsets.items()})
         except KafkaError as exc:
             # The next commit carries these offsets again; a rebalance redelivers at worst.
             log.warning("commit for group %s failed: %s", self.group_id, exc, extra={"group_id": self.group_id})
@@ -374,12 +348,64 @@ class Consumer:
         )
 
 
+def decode_records(
+    spec: TopicSpec,
+    expected_schema: bytes,
+    raws: Sequence[RawRecord],
+    dead_letters: DeadLetters,
+    records: list[Record],
+    dead_letter_acks: list[asyncio.Future],
+    traceparents: set[bytes],
+) -> None:
+    """Decode fetched records of one topic into ``records``; a record whose schema header names
+    another type, or whose value does not decode, goes to the DLQ with the reason instead (its
+    ack future is added to ``dead_letter_acks``). Shared by the Kafka and the in-memory consumer."""
+    topic = spec.name
+    # The codec's cached decoder, bound once per batch: this loop runs for every message.
+    decode_value = decoder_for(spec.value_type).decode
+    append = records.append
+    for raw in raws:
+        schema = None
+        for name, header in raw.headers:
+            if name == HEADER_SCHEMA:
+                schema = header
+            elif name == HEADER_TRACEPARENT and header:
+                traceparents.add(header)
+        if schema is not None and schema != expected_schema:
+            reason = (
+                f"schema_mismatch: {topic} carries {expected_schema.decode()}, "
+                f"the message says {schema.decode('utf-8', 'replace')}"
+            )
+            dead_letter_acks.append(dead_letters.send(raw, reason))
+            continue
+        raw_value = raw.value
+        try:
+            value = decode_value(raw_value if raw_value is not None else b"")
+        except msgspec.DecodeError as exc:  # ValidationError included
+            dead_letter_acks.append(dead_letters.send(raw, f"undecodable: {exc}"))
+            continue
+        raw_key = raw.key
+        append(
+            Record(
+                topic,
+                raw.partition,
+                raw.offset,
+                raw_key.decode("utf-8", "replace") if raw_key is not None else None,
+                value,
+                raw.headers,
+                raw.timestamp,
+                raw_key,
+                raw_value,
+            )
+        )
+
+
 class _RebalanceListener(ConsumerRebalanceListener):
     def __init__(self, consumer: Consumer) -> None:
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked) -> None:
-        await self._consumer._partitions_revoked(set(revoked))
+        await self._consumer._partitions_revoked({TopicPartition(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned) -> None:
-        await self._consumer._partitions_assigned(set(assigned))
+        await self._consumer._partitions_assigned({TopicPartition(tp.topic, tp.partition) for tp in assigned})

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-
-from aiokafka.structs import ConsumerRecord, RecordMetadata
+from typing import Protocol
 
 from tradeflow.bus.producer import Producer
 from tradeflow.bus.record import Record
+from tradeflow.bus.types import Delivery
 from tradeflow.codec import (
     HEADER_ERROR_REASON,
     HEADER_SOURCE_OFFSET,
@@ -24,6 +24,18 @@ from tradeflow.topics import DLQ_SUFFIX
 
 _DLQ_HEADERS = frozenset({HEADER_ERROR_REASON, HEADER_SOURCE_TOPIC, HEADER_SOURCE_PARTITION, HEADER_SOURCE_OFFSET})
 MAX_REASON_BYTES = 2048
+
+
+class RawRecord(Protocol):
+    """A record as fetched, before decoding (a Kafka client's, or the in-memory broker's)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp: int
 
 
 def reason_code(reason: str) -> str:
@@ -40,8 +52,8 @@ class DeadLetters:
             "tradeflow_dead_letters_total", "Messages sent to a dead-letter topic", ("topic", "reason")
         )
 
-    def send(self, record_or_raw: Record | ConsumerRecord, reason: str) -> asyncio.Future[RecordMetadata]:
-        """DLQ a consumed message (decoded Record or aiokafka's raw record).
+    def send(self, record_or_raw: Record | RawRecord, reason: str) -> asyncio.Future[Delivery]:
+        """DLQ a consumed message (decoded Record or a raw fetched record).
 
         ``reason`` is ``code: details``, e.g. ``undecodable: Expected `object`, got `int```.
         Returns the ack future (the consumer awaits it before committing past the record).
@@ -70,7 +82,7 @@ class DeadLetters:
         headers: Sequence[tuple[str, bytes]] = (),
         partition: int | None = None,
         offset: int | None = None,
-    ) -> asyncio.Future[RecordMetadata]:
+    ) -> asyncio.Future[Delivery]:
         """DLQ bytes that did not come from a consumed record (e.g. a bad tick from a feed)."""
         dlq_headers = [(k, v) for k, v in headers if k not in _DLQ_HEADERS]
         dlq_headers.append((HEADER_ERROR_REASON, reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]))

@@ -18,10 +18,10 @@ from functools import cache, partial
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import RecordMetadata
 
 from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless
 from tradeflow.bus.trace_context import TraceHeaders
+from tradeflow.bus.types import Delivery
 from tradeflow.codec import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_SCHEMA, encode
 from tradeflow.messages import Message
 from tradeflow.settings import CommonSettings, ServiceSettings
@@ -72,7 +72,7 @@ class _GroupMember:
     def done(self) -> bool:  # the caller cancelled the whole group, or this message is settled
         return self.group.future.done() or self.group.results[self.index] is not _PENDING
 
-    def set_result(self, result: RecordMetadata) -> None:
+    def set_result(self, result: Delivery) -> None:
         self.group.settle(self.index, result)
 
     def set_exception(self, exc: BaseException) -> None:
@@ -227,7 +227,7 @@ class Producer:
 
     def send(
         self, topic: TopicSpec | str, key: str | None, message: Message, headers: Headers | None = None
-    ) -> asyncio.Future[RecordMetadata]:
+    ) -> asyncio.Future[Delivery]:
         """Enqueue ``message``; the returned future resolves with the broker's ack."""
         name = topic.name if isinstance(topic, TopicSpec) else topic
         all_headers = [_CONTENT_TYPE_HEADER, _schema_header(type(message))]
@@ -238,7 +238,7 @@ class Producer:
 
     def send_all(
         self, topic: TopicSpec | str, items: Iterable[tuple[str | None, Message]]
-    ) -> asyncio.Future[list[RecordMetadata | BaseException]]:
+    ) -> asyncio.Future[list[Delivery | BaseException]]:
         """:meth:`send` of every (key, message) as one future: it resolves once each message is
         acknowledged or failed, with each one's ack or error in order. Cheaper than one future
         per message for large batches; the headers are computed once (one span for the batch)."""
@@ -265,7 +265,7 @@ class Producer:
 
     def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
-    ) -> asyncio.Future[RecordMetadata]:
+    ) -> asyncio.Future[Delivery]:
         """Enqueue bytes as they are (DLQ, replays of raw records; None is a tombstone)."""
         if self._state != "running":
             raise ProducerStoppedError(f"producer is {self._state}; cannot send to {topic}")
@@ -278,7 +278,7 @@ class Producer:
 
     async def send_many(
         self, topic: TopicSpec | str, items: Iterable[tuple[str | None, Message]]
-    ) -> list[RecordMetadata]:
+    ) -> list[Delivery]:
         """Enqueue all, then wait for all acks (raises the first failure)."""
         futures = [self.send(topic, key, message) for key, message in items]
         return list(await asyncio.gather(*futures))
@@ -424,13 +424,14 @@ class Producer:
             return
         self._reachable = True
         batch_meta = ack.result()
+        partition, base_offset, timestamp = batch_meta.partition, batch_meta.offset, batch_meta.timestamp
         delivered = 0
         for future, relative_offset in messages:
             self._settled()
             if future.done():
                 continue
             delivered += 1
-            future.set_result(batch_meta._replace(offset=batch_meta.offset + relative_offset))
+            future.set_result(Delivery(topic, partition, base_offset + relative_offset, timestamp))
         counter = self._produced_by_topic.get(topic)
         if counter is None:
             counter = self._produced_by_topic[topic] = self._produced.labels(topic)

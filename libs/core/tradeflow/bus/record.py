@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from aiokafka import TopicPartition
+
+from tradeflow.bus.types import TopicPartition
 
 
 class Record(msgspec.Struct, frozen=True):
@@ -23,7 +24,7 @@ class Record(msgspec.Struct, frozen=True):
     headers: tuple[tuple[str, bytes], ...] = ()
     timestamp_ms: int = 0
     raw_key: bytes | None = None
-    raw_value: bytes = b""
+    raw_value: bytes | None = b""  # None: a tombstone (compacted topics delete a key with it)
 
     @property
     def topic_partition(self) -> TopicPartition:

@@ -256,37 +256,23 @@ class Demo:
                 await consumer_task
 
     async def _consume(self, view: MarketView) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from tradeflow.bus.connection import kafka_client_options
-        from tradeflow.codec import DecodeError, decode
-        from tradeflow.messages import Candle
+        from tradeflow.bus import FROM_BEGINNING, FROM_END, TopicReader
         from tradeflow.topics import MD_CANDLES, MD_TICKS
 
         # No consumer group: the demo only watches, it must not take partitions from a service.
-        consumer = AIOKafkaConsumer(**kafka_client_options(self.settings), client_id="tradeflow-demo",
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            await consumer.topics()
-            candles = [TopicPartition(MD_CANDLES.name, p) for p in consumer.partitions_for_topic(MD_CANDLES.name)]
-            ticks = [TopicPartition(MD_TICKS.name, p) for p in consumer.partitions_for_topic(MD_TICKS.name)]
-            consumer.assign(candles + ticks)
-            await consumer.seek_to_beginning(*candles)  # the latest candles, also from before the demo
-            # Ticks: count what this demo produces. The producer's timestamp decides, because a
-            # broker's end offset can be off by one (Tansu reports the last offset, not the next).
-            await consumer.seek_to_end(*ticks)
-            while True:
-                for tp, records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).items():
-                    if tp.topic == MD_TICKS.name:
-                        for record in records:
-                            if record.timestamp >= self.started_at_ms:
-                                view.add_tick(record.key.decode("utf-8", "replace") if record.key else "")
-                        continue
-                    for record in records:
-                        with contextlib.suppress(DecodeError):  # the candle-builder's DLQ handles bad data
-                            view.add_candle(decode(Candle, record.value))
-        finally:
-            await consumer.stop()
+        # Candles from the beginning (the latest candles, also from before the demo; undecodable
+        # ones are skipped: the candle-builder's DLQ handles bad data). Ticks from the end,
+        # undecoded: the demo only counts what it produces, by the producer's timestamp.
+        reader = TopicReader(self.settings, [MD_CANDLES, MD_TICKS.name], client_id="tradeflow-demo",
+                             start={MD_CANDLES.name: FROM_BEGINNING, MD_TICKS.name: FROM_END},
+                             on_undecodable=lambda record, error: None)
+        async for batch in reader.follow():
+            for record in batch.records:
+                if record.topic == MD_TICKS.name:
+                    if record.timestamp_ms >= self.started_at_ms:
+                        view.add_tick(record.key or "")
+                elif record.value is not None:
+                    view.add_candle(record.value)
 
     def _screen(self, view: MarketView) -> str:
         from tradeflow.service import DemoContext

@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 from tradeflow.settings import CommonSettings, load_settings
 from tradeflow.topics import DLQ_SUFFIX, TopicSpec, topic_by_name
 
 from tradeflow_ops.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from tradeflow.bus import Record
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -100,38 +104,29 @@ def topics_tail(args: argparse.Namespace) -> int:
 
 async def tail(settings: CommonSettings, topic: str, spec: TopicSpec, *, from_beginning: bool, limit: int | None) -> None:
     """Print each message of ``topic`` as one JSON line; no consumer group (nothing is committed)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from tradeflow.bus.connection import kafka_client_options
+    from tradeflow.bus import FROM_BEGINNING, FROM_END, TopicReader
+    from tradeflow.bus.admin import list_topics
 
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings), client_id="tradeflow-tail", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        if topic not in await consumer.topics():  # fetches fresh metadata from the broker
-            raise CliError(f"topic {topic} does not exist on {settings.kafka_bootstrap} yet")
-        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(assigned)
-        if from_beginning:
-            await consumer.seek_to_beginning(*assigned)
-        else:
-            await consumer.seek_to_end(*assigned)
-        printed = 0
-        while limit is None or printed < limit:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-            for records in batches.values():
-                for record in records:
-                    print(json.dumps(message_as_json(record, spec), ensure_ascii=False), flush=True)
-                    printed += 1
-                    if limit is not None and printed >= limit:
-                        return
-    finally:
-        await consumer.stop()
+    if topic not in await list_topics(settings):
+        raise CliError(f"topic {topic} does not exist on {settings.kafka_bootstrap} yet")
+    # The topic's name, not its spec: the reader hands over the bytes and each line decodes them
+    # itself, so an undecodable message (typical on a .dlq) is shown too.
+    reader = TopicReader(settings, topic, client_id="tradeflow-tail", max_records=500,
+                         start=FROM_BEGINNING if from_beginning else FROM_END)
+    printed = 0
+    async for batch in reader.follow():
+        for record in batch.records:
+            print(json.dumps(message_as_json(record, spec), ensure_ascii=False), flush=True)
+            printed += 1
+            if limit is not None and printed >= limit:
+                return
 
 
 def _headers(raw: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     return {key: (value or b"").decode("utf-8", "replace") for key, value in raw or ()}
 
 
-def message_as_json(record, spec: TopicSpec) -> dict:
+def message_as_json(record: Record, spec: TopicSpec) -> dict:
     """One message for humans: partition, offset, key, headers and the decoded value.
 
     A value that does not decode (typical on a .dlq topic) is shown as hex with the decode error.
@@ -143,16 +138,16 @@ def message_as_json(record, spec: TopicSpec) -> dict:
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "timestamp_ms": record.timestamp,
-        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+        "timestamp_ms": record.timestamp_ms,
+        "key": record.key,
         "headers": headers,
     }
     if record.topic.endswith(DLQ_SUFFIX):
         line["error_reason"] = headers.get(HEADER_ERROR_REASON)
     try:
-        line["value"] = msgspec.to_builtins(decode(spec.value_type, record.value or b""))
+        line["value"] = msgspec.to_builtins(decode(spec.value_type, record.raw_value or b""))
     except DecodeError as exc:
         line["value"] = None
-        line["value_hex"] = (record.value or b"").hex()
+        line["value_hex"] = (record.raw_value or b"").hex()
         line["decode_error"] = str(exc)
     return line

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import logging
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,30 +115,9 @@ def kafka_metadata_error(bootstrap: str, timeout_s: float = 5.0) -> str | None:
 
 
 async def _metadata_error(bootstrap: str, timeout_s: float) -> str | None:
-    from aiokafka import AIOKafkaClient  # imported lazily: the CLI's `--help` stays fast
+    from tradeflow.bus.admin import broker_metadata_error  # imported lazily: the CLI's `--help` stays fast
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        with _quiet_logger("aiokafka"):  # a refused probe is expected while the broker starts
-            await asyncio.wait_for(client.bootstrap(), timeout_s)
-            await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
-        return None
-    except Exception as exc:  # any failure means "not ready yet"; the caller reports the last one
-        text = str(exc)
-        return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
-    finally:
-        await client.close()
-
-
-@contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return await broker_metadata_error(bootstrap, timeout_s)
 
 
 def _run_blocking(coro):

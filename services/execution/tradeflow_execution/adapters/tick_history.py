@@ -9,60 +9,46 @@ where the live consumer takes over (it delivers the rest). The margin covers clo
 old trades every record was published after ``ts_event``, so the read starts at the beginning
 of the retained log.
 
-This is the one module that knows how to read the topic from a time; the bus's own "reader
-from a time" will replace its Kafka code.
+The reading is the bus's :class:`~tradeflow.bus.TopicReader` (from a time, up to given offsets).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
-from tradeflow.bus.connection import kafka_client_options, topic_partitions
-from tradeflow.codec import DecodeError, decode
+from tradeflow.bus import Bus, TopicPartition, from_time, partition_for_key
 from tradeflow.messages import Tick
-from tradeflow.settings import CommonSettings
-from tradeflow.topics import market_key
+from tradeflow.topics import MD_TICKS, market_key
 
 from tradeflow_execution.domain.paper_exchange import LoggedTrade
 
 log = logging.getLogger(__name__)
 
 NS_PER_MS = 1_000_000
-FETCH_TIMEOUT_MS = 100
 READ_TIMEOUT_S = 60.0
 
 
 class TickHistory:
-    """A service Component: one group-less consumer that reads partitions back on request."""
+    """A service Component: one group-less reader that reads partitions back on request."""
 
-    def __init__(self, settings: CommonSettings, *, topic: str, group_id: str, client_id: str, margin_s: float,
+    def __init__(self, bus: Bus, *, topic: str, group_id: str, client_id: str, margin_s: float,
                  read_timeout_s: float = READ_TIMEOUT_S) -> None:
-        self._settings = settings
         self._topic = topic
-        self._group_id = group_id  # the live consumer's group: where it resumes after a restart
-        self._client_id = client_id
+        # The group id only to ask for the live consumer's committed offsets (where it resumes
+        # after a restart): the reader assigns partitions itself, never joins, never commits.
+        self._reader = bus.reader(dataclasses.replace(MD_TICKS, name=topic), client_id=client_id, group_id=group_id,
+                                  fetch_max_wait_ms=100)
         self._margin_ms = int(margin_s * 1000)
         self._read_timeout_s = read_timeout_s
-        self._partitioner = DefaultPartitioner()  # the producers' (tradeflow.bus.Producer) choice of partition
-        self._consumer: AIOKafkaConsumer | None = None
         self.name = "tick-history"
 
     async def start(self) -> None:
-        # The group id only to ask for the live consumer's committed offsets: this consumer is
-        # assigned partitions by hand, so it never joins the group, and it never commits.
-        consumer = AIOKafkaConsumer(**kafka_client_options(self._settings), group_id=self._group_id,
-                                    enable_auto_commit=False, client_id=self._client_id)
-        await consumer.start()
-        self._consumer = consumer
+        await self._reader.start()
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+        await self._reader.stop()
 
     async def trades_since(self, exchange: str, symbol: str, since_ns: int,
                            consumed_through: Callable[[int], int]) -> tuple[list[LoggedTrade], int]:
@@ -73,36 +59,16 @@ class TickHistory:
         process (-1: none yet). Every record below the live consumer's next offset (that, or
         the group's committed offset) is read; the rest it will deliver.
         """
-        consumer = self._consumer
-        if consumer is None:
-            raise RuntimeError("tick history is not started")
-        key = market_key(exchange, symbol).encode()
-        partitions = [tp.partition for tp in await topic_partitions(consumer, self._topic)]
-        tp = TopicPartition(self._topic, self._partitioner(key, partitions, partitions))
-        consumer.assign([tp])
-        found = (await consumer.offsets_for_times({tp: max(0, since_ns // NS_PER_MS - self._margin_ms)}))[tp]
-        committed = await consumer.committed(tp)
+        key = market_key(exchange, symbol)
+        tp = TopicPartition(self._topic, partition_for_key(key, await self._reader.partitions()))
+        committed = await self._reader.committed(tp)
         live_next = max(consumed_through(tp.partition) + 1, committed or 0)
-        if found is None or found.offset >= live_next:
-            return [], live_next - 1  # nothing published since then, or the live consumer delivers it all
-        consumer.seek(tp, found.offset)
-        trades: list[LoggedTrade] = []
-        last = found.offset - 1
-        deadline = time.monotonic() + self._read_timeout_s
-        while last < live_next - 1:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {self._topic}[{tp.partition}] back for {exchange}:{symbol} took over "
-                                   f"{self._read_timeout_s:.0f}s")
-            for record in (await consumer.getmany(tp, timeout_ms=FETCH_TIMEOUT_MS)).get(tp, []):
-                last = record.offset
-                if record.key != key or record.value is None:
-                    continue
-                try:
-                    tick = decode(Tick, record.value)
-                except DecodeError:
-                    continue  # the candle-builder dead-letters it; it is no trade
-                if tick.ts_event >= since_ns:
-                    trades.append(LoggedTrade(tick, tp.partition, record.offset))
-        log.info("read %d trades of %s:%s back from %s[%d] (offsets %d..%d)", len(trades), exchange, symbol,
-                 self._topic, tp.partition, found.offset, last)
-        return trades, last
+        records = await self._reader.read(
+            start=from_time(max(0, since_ns // NS_PER_MS - self._margin_ms)), partitions={self._topic: [tp.partition]}, keys=[key],
+            until_offsets={tp: live_next}, timeout_s=self._read_timeout_s)
+        trades = [LoggedTrade(r.value, tp.partition, r.offset) for r in records
+                  if isinstance(r.value, Tick) and r.value.ts_event >= since_ns]
+        if records:
+            log.info("read %d trades of %s:%s back from %s[%d] (offsets %d..%d)", len(trades), exchange, symbol,
+                     self._topic, tp.partition, records[0].offset, records[-1].offset)
+        return trades, live_next - 1

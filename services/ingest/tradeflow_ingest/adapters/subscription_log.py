@@ -14,23 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from tradeflow.bus import Producer
-from tradeflow.bus.connection import Backoff, kafka_client_options, sleep_unless, topic_partitions
-from tradeflow.codec import DecodeError, decode
+from tradeflow.bus import Bus, Producer, Record
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.messages import Subscription
-from tradeflow.settings import CommonSettings
-from tradeflow.telemetry import Telemetry
 from tradeflow.topics import INGEST_SUBSCRIPTIONS, market_key
 
 from tradeflow_ingest.domain.subscriptions import SubscriptionBook, parse_key
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT_MS = 200
 READ_BACK_TIMEOUT_S = 10.0
 
 
@@ -41,18 +35,17 @@ class SubscriptionLogUnavailable(RuntimeError):
 class SubscriptionLog:
     """A service Component: the book of all subscriptions, and writes to it."""
 
-    def __init__(self, settings: CommonSettings, producer: Producer, telemetry: Telemetry, *,
-                 client_id: str) -> None:
-        self._settings = settings
+    def __init__(self, bus: Bus, producer: Producer, *, client_id: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self._producer = producer
-        self._client_id = client_id
+        self._clock = clock
+        self._reader = bus.reader(INGEST_SUBSCRIPTIONS, client_id=client_id, on_undecodable=self._undecodable_record)
         self._on_change: Callable[[], None] = lambda: None
         self.book = SubscriptionBook()
-        self._next_offsets: dict[int, int] = {}  # partition -> next offset to read
+        self._next_offsets: dict[int, int] = {}  # partition -> next offset read
         self._caught_up = asyncio.Event()
         self._progress = asyncio.Condition()
-        self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
+        telemetry = bus.telemetry
         self._undecodable = telemetry.counter(
             "tradeflow_ingest_subscription_records_undecodable_total",
             "Records of ingest.subscriptions.v1 that could not be decoded (skipped)")
@@ -61,11 +54,9 @@ class SubscriptionLog:
 
     async def start(self) -> None:
         if self._task is None:
-            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="subscription-log")
 
     async def stop(self) -> None:
-        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -105,13 +96,13 @@ class SubscriptionLog:
 
     async def _write_and_read_back(self, ack: asyncio.Future) -> None:
         try:
-            metadata = await asyncio.wait_for(ack, READ_BACK_TIMEOUT_S)
+            delivery = await asyncio.wait_for(ack, READ_BACK_TIMEOUT_S)
         except Exception as exc:
             raise SubscriptionLogUnavailable(f"the broker did not take the change: {exc}") from exc
-        deadline = time.monotonic() + READ_BACK_TIMEOUT_S
+        deadline = self._clock.monotonic() + READ_BACK_TIMEOUT_S
         async with self._progress:
-            while self._next_offsets.get(metadata.partition, 0) <= metadata.offset:
-                remaining = deadline - time.monotonic()
+            while self._next_offsets.get(delivery.partition, 0) <= delivery.offset:
+                remaining = deadline - self._clock.monotonic()
                 if remaining <= 0:
                     raise SubscriptionLogUnavailable("the change was stored but not read back in time")
                 try:
@@ -122,71 +113,34 @@ class SubscriptionLog:
     # --- reading ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = Backoff(initial_s=0.5, maximum_s=10.0)
-        topic = INGEST_SUBSCRIPTIONS.name
-        while not self._stopping.is_set():
-            delay = 0.0
-            consumer = AIOKafkaConsumer(
-                **kafka_client_options(self._settings), group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", client_id=self._client_id)
-            try:
-                await consumer.start()
-                partitions = await self._position(consumer, topic)
-                ends = await consumer.end_offsets(partitions)
-                backoff.reset()
-                while True:
-                    batches = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
-                    changed = False
-                    for tp, records in batches.items():
-                        changed |= self._apply(tp.partition, records)
-                    for tp in partitions:  # the position moves past compacted gaps too
-                        self._next_offsets[tp.partition] = await consumer.position(tp)
-                    # Caught up: past the end offsets seen at start, and a fetch found nothing more
-                    # (end_offsets alone is a lower bound on Tansu: the last batch's base offset + 1).
-                    if not self._caught_up.is_set() and not batches and all(
-                            self._next_offsets[tp.partition] >= ends[tp] for tp in partitions):
-                        log.info("subscriptions read: %d", len(self.book))
-                        self._caught_up.set()
-                        changed = True
-                    async with self._progress:
-                        self._progress.notify_all()
-                    if changed and self._caught_up.is_set():
-                        self._on_change()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - broker away or topic missing: retry
-                delay = backoff.next_delay()
-                log.warning("reading %s failed (%s: %s); retrying in %.1fs", topic, type(exc).__name__, exc, delay)
-            finally:
-                await consumer.stop()
-            await sleep_unless(self._stopping, delay)
+        # The bus's reader follows every partition from the beginning and resumes where it was
+        # after a lost connection; "caught up" is its rule (past the end offsets seen at start,
+        # and a fetch found nothing more).
+        async for batch in self._reader.follow():
+            changed = self._apply(batch.records)
+            for tp, position in batch.positions.items():  # positions move past compacted gaps too
+                self._next_offsets[tp.partition] = position
+            if batch.caught_up:
+                log.info("subscriptions read: %d", len(self.book))
+                self._caught_up.set()
+                changed = True
+            async with self._progress:
+                self._progress.notify_all()
+            if changed and self._caught_up.is_set():
+                self._on_change()
 
-    async def _position(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-        tps = await topic_partitions(consumer, topic)
-        consumer.assign(tps)
-        for tp in tps:  # resume after a reconnect; from the beginning the first time
-            if tp.partition in self._next_offsets:
-                consumer.seek(tp, self._next_offsets[tp.partition])
-            else:
-                await consumer.seek_to_beginning(tp)
-        return tps
+    def _undecodable_record(self, record: Record, error: Exception) -> None:
+        self._undecodable.inc()
+        log.warning("skipping undecodable subscription at %d@%d: %s", record.partition, record.offset, error)
 
-    def _apply(self, partition: int, records) -> bool:
+    def _apply(self, records: list[Record]) -> bool:
         changed = False
         for record in records:
-            key = parse_key(record.key)
+            key = parse_key(record.raw_key)
             if key is None:
                 self._undecodable.inc()
                 log.warning("skipping subscription record without exchange:symbol key at %d@%d",
-                            partition, record.offset)
+                            record.partition, record.offset)
                 continue
-            subscription = None
-            if record.value is not None:
-                try:
-                    subscription = decode(Subscription, record.value)
-                except DecodeError as exc:
-                    self._undecodable.inc()
-                    log.warning("skipping undecodable subscription at %d@%d: %s", partition, record.offset, exc)
-                    continue
-            changed |= self.book.apply(partition, subscription, key)
+            changed |= self.book.apply(record.partition, record.value, key)
         return changed

@@ -21,9 +21,8 @@ import asyncio
 import logging
 import math
 
-from aiokafka import TopicPartition
 from opentelemetry import propagate
-from tradeflow.bus import Record
+from tradeflow.bus import Record, TopicPartition
 from tradeflow.codec import HEADER_TRACEPARENT
 from tradeflow.marketdata import reason_code, tick_rejection_reason
 from tradeflow.messages import Candle, Tick

@@ -163,33 +163,20 @@ async def _send_messages(bootstrap: str, topic: str, items: list) -> None:
 
 
 async def _send_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    settings = CommonSettings(kafka_bootstrap=bootstrap)
+    producer = Producer(settings, Telemetry("test", settings))
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value, key=key)
+        await producer.send_raw(topic, key, value)
     finally:
         await producer.stop()
 
 
 async def _records(bootstrap: str, topic: str) -> list:
-    """Every record of ``topic`` (read from its start until nothing more comes)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """Every record of ``topic`` (read from its start until caught up)."""
+    from tradeflow.bus import TopicReader
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        found = []
-        while batch := await consumer.getmany(timeout_ms=1000):
-            found += [r for records in batch.values() for r in records]
-        return found
-    finally:
-        await consumer.stop()
+    return await TopicReader(CommonSettings(kafka_bootstrap=bootstrap), topic, client_id="test-records").read()
 
 
 HOUR_WATCH = '''
@@ -338,26 +325,15 @@ async def _version(api: httpx.AsyncClient, name: str) -> str:
 
 
 async def _alert_about(bootstrap: str, instance_id: str, since_ns: int):
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from tradeflow.codec import decode
-    from tradeflow.messages import Alert
+    from tradeflow.bus import TopicReader
     from tradeflow.topics import OPS_ALERTS
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(OPS_ALERTS.name, p) for p in consumer.partitions_for_topic(OPS_ALERTS.name)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                for record in records:
-                    alert = decode(Alert, record.value)
-                    if alert.labels.get("instance") == instance_id and alert.ts_event >= since_ns:
-                        return alert
-        raise AssertionError(f"no alert about {instance_id}")
-    finally:
-        await consumer.stop()
-
+    reader = TopicReader(CommonSettings(kafka_bootstrap=bootstrap), OPS_ALERTS, client_id="test-alerts")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for record in await reader.read():
+            alert = record.value
+            if alert.labels.get("instance") == instance_id and alert.ts_event >= since_ns:
+                return alert
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no alert about {instance_id}")
