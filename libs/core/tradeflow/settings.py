@@ -84,6 +84,15 @@ class CommonSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; off when empty")
+    trace_sampler: Literal[
+        "parentbased_traceidratio", "parentbased_always_on", "parentbased_always_off",
+        "traceidratio", "always_on", "always_off",
+    ] = Field(default="parentbased_traceidratio",
+              description="which traces are recorded (OpenTelemetry's sampler names); parentbased_* follow the "
+                          "sampling decision carried in the incoming traceparent")
+    trace_sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="fraction of new traces recorded by the traceidratio samplers (1.0: all)")
 
     @field_validator("kafka_bootstrap")
     @classmethod

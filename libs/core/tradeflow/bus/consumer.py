@@ -264,11 +264,12 @@ class Consumer:
         expected_schema = self._expected_schema[topic]
         append = records.append
         for raw in raws:
-            schema = None
+            schema = traceparent = None
             for name, header in raw.headers:
                 if name == HEADER_SCHEMA:
                     schema = header
                 elif name == HEADER_TRACEPARENT and header:
+                    traceparent = header
                     traceparents.add(header)
             if schema is not None and schema != expected_schema:
                 reason = (
@@ -295,6 +296,7 @@ class Consumer:
                     raw.timestamp,
                     raw_key,
                     raw_value,
+                    traceparent,
                 )
             )
 

@@ -9,7 +9,8 @@ from aiokafka import TopicPartition
 
 
 class Record(msgspec.Struct, frozen=True):
-    """One decoded message. ``raw_key``/``raw_value`` are the bytes as read (for the DLQ).
+    """One decoded message. ``raw_key``/``raw_value`` are the bytes as read (for the DLQ);
+    ``traceparent`` the producer's trace context (the consumer finds it while reading headers).
 
     A msgspec Struct rather than a dataclass: the consumer builds one per message on the hot
     path (positionally, in field order) and a Struct is several times cheaper to construct.
@@ -24,6 +25,7 @@ class Record(msgspec.Struct, frozen=True):
     timestamp_ms: int = 0
     raw_key: bytes | None = None
     raw_value: bytes = b""
+    traceparent: bytes | None = None  # the W3C traceparent header it came with, if any
 
     @property
     def topic_partition(self) -> TopicPartition:
