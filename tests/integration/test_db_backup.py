@@ -152,6 +152,8 @@ def test_restore_refuses_a_database_that_holds_a_schema_and_a_missing_file(sourc
     assert "restore into an empty database" in again.stderr
     missing = tradeflow("db", "restore", str(tmp_path / "nope.dump"), database_url=source_url)
     assert missing.returncode != 0 and "no such file" in missing.stderr
+    bad_target = tradeflow("db", "restore", str(archive), "--database-url", "mysql://x", database_url=source_url)
+    assert bad_target.returncode != 0 and "--database-url: must be a postgresql:// URL" in bad_target.stderr
 
 
 def test_backup_of_an_unreachable_database_says_so_without_the_password(tmp_path):

@@ -74,7 +74,12 @@ def db_restore(args: argparse.Namespace) -> int:
     from tradeflow_ops.backup import BackupError, restore
 
     if args.database_url is not None:
-        target = CommonSettings(database_url=args.database_url).libpq_url
+        from pydantic import ValidationError
+
+        try:
+            target = CommonSettings(database_url=args.database_url).libpq_url
+        except ValidationError:
+            raise CliError("--database-url: must be a postgresql:// URL") from None
     else:
         target = load_settings(CommonSettings).libpq_url
     try:
