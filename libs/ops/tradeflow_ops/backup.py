@@ -39,13 +39,18 @@ class BackupReport:
     timescaledb: bool
 
 
-def pg_program(name: str) -> str:
-    """pg_dump/pg_restore: ``TRADEFLOW_PG_BINDIR`` if set, Debian's PostgreSQL 15, else the PATH.
+def pg_program(name: str, bindir: Path | None = None) -> str:
+    """pg_dump/pg_restore: from ``bindir`` (``TRADEFLOW_PG_BINDIR``) if given, Debian's PostgreSQL 15,
+    else the PATH.
 
     pg_dump must be at least the server's major version; point ``TRADEFLOW_PG_BINDIR`` at a newer
     client for a newer server (the timescaledb-ha image carries its own)."""
-    candidates = [Path(os.environ["TRADEFLOW_PG_BINDIR"])] if os.environ.get("TRADEFLOW_PG_BINDIR") else []
-    for directory in (*candidates, *PG_BINDIRS):
+    if bindir is not None:
+        program = Path(bindir) / name
+        if not os.access(program, os.X_OK):
+            raise BackupError(f"TRADEFLOW_PG_BINDIR: no {name} in {bindir}")
+        return str(program)
+    for directory in PG_BINDIRS:
         program = directory / name
         if os.access(program, os.X_OK):
             return str(program)
@@ -75,36 +80,36 @@ def _run(command: list[str], env: dict[str, str], what: str) -> subprocess.Compl
     return result
 
 
-def _archive_entries(path: Path) -> list[str]:
-    listing = _run([pg_program("pg_restore"), "--list", str(path)], dict(os.environ), f"reading {path}")
+def _archive_entries(path: Path, bindir: Path | None) -> list[str]:
+    listing = _run([pg_program("pg_restore", bindir), "--list", str(path)], dict(os.environ), f"reading {path}")
     return [line for line in listing.stdout.splitlines() if line and not line.startswith(";")]
 
 
-def backup(url: str, path: Path) -> BackupReport:
+def backup(url: str, path: Path, bindir: Path | None = None) -> BackupReport:
     """Dump the database of ``url`` to ``path`` (custom format), atomically (a temporary file
     renamed once pg_dump succeeded)."""
     conninfo, env = _libpq(url)
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
-        _run([pg_program("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
+        _run([pg_program("pg_dump", bindir), "--format=custom", "--no-owner", "--no-privileges",
               f"--file={partial}", f"--dbname={conninfo}"], env, f"pg_dump of {redact_url(url)}")
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
-    entries = _archive_entries(path)
+    entries = _archive_entries(path, bindir)
     return BackupReport(path, path.stat().st_size, sum(" TABLE DATA " in e for e in entries),
                         any(" EXTENSION " in e and e.rstrip().endswith("timescaledb") for e in entries))
 
 
-def restore(path: Path, url: str) -> BackupReport:
+def restore(path: Path, url: str, bindir: Path | None = None) -> BackupReport:
     """Restore the archive ``path`` into the (empty) database of ``url``."""
     import psycopg
 
     path = Path(path)
     if not path.is_file():
         raise BackupError(f"{path}: no such file")
-    entries = _archive_entries(path)
+    entries = _archive_entries(path, bindir)
     timescaledb = any(" EXTENSION " in e and e.rstrip().endswith("timescaledb") for e in entries)
     conninfo, env = _libpq(url)
     try:
@@ -123,7 +128,7 @@ def restore(path: Path, url: str) -> BackupReport:
     except psycopg.OperationalError as exc:
         raise BackupError(f"cannot connect to {redact_url(url)}: {redact_url(str(exc).strip())}") from None
     try:
-        _run([pg_program("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+        _run([pg_program("pg_restore", bindir), "--no-owner", "--no-privileges", "--exit-on-error",
               f"--dbname={conninfo}", str(path)], env, f"pg_restore into {redact_url(url)}")
     finally:
         if timescaledb:

@@ -60,10 +60,11 @@ def _describe(report) -> str:
 
 def db_backup(args: argparse.Namespace) -> int:
     from tradeflow_ops.backup import BackupError, backup
+    from tradeflow_ops.settings import BackupSettings
 
-    settings = load_settings(CommonSettings)
+    settings = load_settings(BackupSettings)
     try:
-        report = backup(settings.libpq_url, args.file)
+        report = backup(settings.libpq_url, args.file, settings.pg_bindir)
     except BackupError as exc:
         raise CliError(str(exc)) from None
     print(f"backed up {redact_url(settings.libpq_url)} to {_describe(report)}")
@@ -71,19 +72,20 @@ def db_backup(args: argparse.Namespace) -> int:
 
 
 def db_restore(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from tradeflow_ops.backup import BackupError, restore
+    from tradeflow_ops.settings import BackupSettings
 
+    settings = load_settings(BackupSettings)
+    target = settings.libpq_url
     if args.database_url is not None:
-        from pydantic import ValidationError
-
         try:
             target = CommonSettings(database_url=args.database_url).libpq_url
         except ValidationError:
             raise CliError("--database-url: must be a postgresql:// URL") from None
-    else:
-        target = load_settings(CommonSettings).libpq_url
     try:
-        report = restore(args.file, target)
+        report = restore(args.file, target, settings.pg_bindir)
     except BackupError as exc:
         raise CliError(str(exc)) from None
     print(f"restored {_describe(report)} into {redact_url(target)}")
