@@ -9,7 +9,8 @@ must lead, parent by parent, back to the replay's publishing span:
 ingest publish (replay) -> candle-builder candle -> strategy signal -> risk decide ->
 execution order -> execution fill -> notifier deliver webhook
 
-with the decisions on the spans (risk's decision, the fill price, the delivery outcome).
+with the decisions on the spans (risk's decision, the fill price, the delivery outcome); the
+strategy's call to the candle-builder's API and its JSON log lines are in the same trace.
 """
 
 from __future__ import annotations
@@ -176,6 +177,20 @@ async def test_one_trace_runs_from_the_trade_to_the_notification(service_env, ap
             assert filled.attributes["tradeflow.fill.fee"] == str(fill.fee)
             assert deliver.attributes["tradeflow.delivery.outcome"] == "delivered"
             assert deliver.attributes["tradeflow.event.kind"] == "fill"
+
+            # The strategy's warm-up call to the candle-builder carries the trace too: the
+            # candle-builder's request span is in the same trace, under a strategy span.
+            trace_id = publish.trace_id
+            spans = otlp.by_id()
+            [warm_up] = [s for s in otlp.spans if s.service == "candle-builder" and s.name == "GET /v1/candles"
+                         and s.trace_id == trace_id]
+            assert spans[warm_up.parent_span_id].service == "strategy"
+            # ... and the services' JSON log lines written inside the trace carry its id
+            lines = [json.loads(line) for line in services["strategy"].log.read_text().splitlines()
+                     if line.startswith("{")]
+            in_trace = [line for line in lines if line.get("trace_id") == trace_id]
+            assert any("warmed up" in line["message"] for line in in_trace), lines[-20:]
+            assert all(line["service"] == "strategy" and len(line["span_id"]) == 16 for line in in_trace)
     finally:
         for service in services.values():
             if service.proc is not None:

@@ -82,3 +82,11 @@ def context_of(traceparent: bytes | str | None) -> Context | None:
     value = traceparent.decode("ascii", "replace") if isinstance(traceparent, bytes) else traceparent
     context = propagate.extract({HEADER_TRACEPARENT: value})
     return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+async def propagate_to_request(request) -> None:
+    """An httpx request hook (``event_hooks={"request": [propagate_to_request]}``): the current
+    span's ``traceparent`` on a call to another service, whose request span then joins the trace."""
+    for key, value in current_trace_headers():
+        if key not in request.headers:
+            request.headers[key] = value.decode()
