@@ -23,6 +23,9 @@ Instruments with trading sessions (docs/adr/0008, the :class:`InstrumentRegistry
 trades outside a session are stored in ``ticks`` but dropped before the aggregator (they only
 move stream time); their higher timeframes are session-aligned and stored in
 ``session_candles`` before they are emitted.
+
+Traces (docs/adr/0023): every consumed record's traceparent goes into a :class:`TraceIndex`; a
+candle is emitted continuing the trace of its close trade (looked up when its bucket closes).
 """
 
 from __future__ import annotations
