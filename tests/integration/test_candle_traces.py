@@ -26,12 +26,15 @@ S = 1_000_000_000
 T0 = int(datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()) * S
 
 
-def traceparent(n: int) -> str:
-    return f"00-{n:032x}-{n:016x}-01"
+def traceparent(n: int, sampled: bool = True) -> str:
+    return f"00-{n:032x}-{n:016x}-{'01' if sampled else '00'}"
 
 
-@pytest.mark.parametrize("tracing", [False, True], ids=["passed-on", "own-span"])
-async def test_a_candle_continues_the_trace_of_its_close_trade(kafka_bootstrap, database_url, unique_name, tracing):
+@pytest.mark.parametrize(("tracing", "sampled"), [(False, True), (True, True), (True, False)],
+                         ids=["passed-on", "own-span", "not-sampled-upstream"])
+async def test_a_candle_continues_the_trace_of_its_close_trade(kafka_bootstrap, database_url, unique_name, tracing,
+                                                               sampled, monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # spans leave 0.1 s after they end
     receiver = await OtlpReceiver().start() if tracing else None
     exchange = f"ct{unique_name[-8:]}"
     settings = CandleBuilderSettings(
@@ -56,22 +59,33 @@ async def test_a_candle_continues_the_trace_of_its_close_trade(kafka_bootstrap, 
     try:
         for n, trades in batches:
             await asyncio.gather(*(producer.send(settings.ticks_topic, market_key(t.exchange, t.symbol), t,
-                                                 headers=[("traceparent", traceparent(n).encode())]) for t in trades))
+                                                 headers=[("traceparent", traceparent(n, sampled).encode())])
+                                   for t in trades))
     finally:
         await producer.stop()
     try:
-        async with running_candle_builder(settings) as (_, pipeline):
+        async with running_candle_builder(settings) as (client, pipeline):
             await written_through(pipeline, 4)
             records = await consume(kafka_bootstrap, settings.candles_topic, lambda rs: any(
                 decode(Candle, r.value).timeframe == "1m" for r in rs), 30)
+            answer = await client.get("/v1/candles", params={"exchange": exchange, "symbol": "BTC/USDT",
+                                                             "timeframe": "1m"})
+            assert answer.status_code == 200 and answer.json()[0]["close"] == 103.0
         [minute] = [r for r in records if decode(Candle, r.value).timeframe == "1m"]
         assert decode(Candle, minute.value).close == 103.0
         carried = header_value(minute.headers, "traceparent")
         if not tracing:
             assert carried == traceparent(2)  # passed on as it came: the close trade's
             return
-        _, trace_id, span_id, _ = carried.split("-")
+        _, trace_id, span_id, flags = carried.split("-")
         assert trace_id == f"{2:032x}"
+        if not sampled:
+            # parentbased_traceidratio follows the trade's decision: the trace goes on, unrecorded
+            assert int(flags, 16) & 1 == 0
+            # nothing of this trace is recorded, while a new trace (the API request, ratio 1.0) is
+            await receiver.wait_for(lambda r: any(s.name == "GET /v1/candles" for s in r.spans), 15, "the request")
+            assert not [s for s in receiver.spans if s.trace_id == trace_id]
+            return
         await receiver.wait_for(lambda r: any(s.span_id == span_id for s in r.spans), 15, "the candle's span")
         [span] = [s for s in receiver.spans if s.span_id == span_id]
         assert (span.service, span.name) == ("candle-builder", "candle-builder candle")
