@@ -157,3 +157,41 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped():
         assert ceiling / 2 <= delay <= ceiling
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+def test_the_sampler_follows_the_incoming_traceparent_and_samples_new_traces_by_ratio():
+    from opentelemetry import propagate, trace
+    from tradeflow.bus.trace_context import context_of
+
+    telemetry = Telemetry("risk", CommonSettings(trace_sampler="parentbased_traceidratio", trace_sample_ratio=0.0))
+    with telemetry.tracer.start_as_current_span("new trace") as root:
+        assert not root.get_span_context().trace_flags.sampled  # ratio 0: no new trace is recorded
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    assert int(carrier["traceparent"].rsplit("-", 1)[1], 16) & 1 == 0  # the decision travels with the context
+    sampled_upstream = context_of(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    with telemetry.tracer.start_as_current_span("continued", context=sampled_upstream) as child:
+        assert child.get_span_context().trace_flags.sampled  # a sampled parent is followed
+        assert child.get_span_context().trace_id == 0x4bf92f3577b34da6a3ce929d0e0e4736
+    assert trace.get_current_span() is not child
+
+    everything = Telemetry("risk", CommonSettings(trace_sampler="always_on", trace_sample_ratio=0.0))
+    with everything.tracer.start_as_current_span("new trace") as root:
+        assert root.get_span_context().trace_flags.sampled
+    nothing = Telemetry("risk", CommonSettings(trace_sampler="parentbased_always_off"))
+    with nothing.tracer.start_as_current_span("new trace") as root:
+        assert not root.get_span_context().trace_flags.sampled
+
+
+def test_sampler_settings_are_checked_at_start_naming_the_variable(monkeypatch):
+    from tradeflow.settings import ConfigurationError, load_settings
+
+    monkeypatch.setenv("TRADEFLOW_TRACE_SAMPLE_RATIO", "1.5")
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_TRACE_SAMPLE_RATIO"):
+        load_settings(CommonSettings)
+    monkeypatch.setenv("TRADEFLOW_TRACE_SAMPLE_RATIO", "0.25")
+    monkeypatch.setenv("TRADEFLOW_TRACE_SAMPLER", "sometimes")
+    with pytest.raises(ConfigurationError, match="TRADEFLOW_TRACE_SAMPLER"):
+        load_settings(CommonSettings)
+    monkeypatch.setenv("TRADEFLOW_TRACE_SAMPLER", "traceidratio")
+    assert load_settings(CommonSettings).trace_sample_ratio == 0.25

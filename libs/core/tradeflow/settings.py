@@ -70,20 +70,38 @@ class CommonSettings(BaseSettings):
         secrets_dir=None,
     )
 
-    environment: Literal["local", "test", "staging", "production"] = "local"
-    kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
-    kafka_client_id: str = "tradeflow"
+    environment: Literal["local", "test", "staging", "production"] = Field(
+        default="local", description="production refuses the local defaults and needs API keys and the "
+                                     "idempotent producer; local and test allow a service without API keys")
+    kafka_bootstrap: str = Field(default=DEFAULT_KAFKA_BOOTSTRAP, description="Kafka brokers, host:port,...")
+    kafka_client_id: str = Field(default="tradeflow", description="client id prefix in the broker's logs and quotas")
     # Tansu (the local broker) refuses idempotent/transactional producers; production
     # Kafka must have them on (enforced below).
-    kafka_idempotent_producer: bool = False
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    kafka_idempotent_producer: bool = Field(
+        default=False, description="idempotent producers (required in production; the local broker refuses them)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how clients talk to the brokers")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism with the SASL_* protocols")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password (environment or a mounted file)")
+    database_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="postgresql:// URL of the database (default: the local one of `tradeflow infra up`)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="lowest level logged")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object per line with trace_id, span_id and correlation_id; "
+                                    "text: for a terminal")
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; off when empty")
+    trace_sampler: Literal[
+        "parentbased_traceidratio", "parentbased_always_on", "parentbased_always_off",
+        "traceidratio", "always_on", "always_off",
+    ] = Field(default="parentbased_traceidratio",
+              description="which traces are recorded (OpenTelemetry's sampler names); parentbased_* follow the "
+                          "sampling decision carried in the incoming traceparent")
+    trace_sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="fraction of new traces recorded by the traceidratio samplers (1.0: all)")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -197,18 +215,23 @@ class ServiceSettings(ApiKeySettings, CommonSettings):
     # Declared here for every service, but each service's own: read under the service's prefix.
     per_service_fields: ClassVar[frozenset[str]] = frozenset({"consumer_group"})
 
-    http_host: str = "0.0.0.0"
+    http_host: str = Field(default="0.0.0.0", description="address the REST API listens on")
     http_port: int = Field(default=0, ge=0, le=65535, description="0 means the service's default port")
-    instance_id: str | None = None
+    instance_id: str | None = Field(default=None, description="this replica's name (risk's market-data group, the "
+                                                              "strategy's replica); default: from the host name")
     consumer_group: str | None = Field(
         default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$",
         description="consumer group of the service's consumers (TRADEFLOW_<SERVICE>_CONSUMER_GROUP); "
                     "default: the service name")
-    consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
-    consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
-    producer_linger_ms: int = Field(default=5, ge=0, le=1_000)
-    producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
-    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    consumer_session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, le=300_000, description="a consumer silent this long leaves its group")
+    consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000,
+                                                description="consumer heartbeats to the group coordinator")
+    producer_linger_ms: int = Field(default=5, ge=0, le=1_000, description="how long a producer batch waits to fill")
+    producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=16 * 1024 * 1024,
+                                          description="largest producer record batch per partition")
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=300,
+                                      description="graceful stop budget after SIGTERM (finish batches, commit, flush)")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -21,6 +21,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tradeflow.settings import CommonSettings
@@ -90,6 +97,22 @@ def _trace_fields() -> dict[str, str]:
     return {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
 
 
+def make_sampler(name: str, ratio: float) -> Sampler:
+    """The sampler of ``TRADEFLOW_TRACE_SAMPLER`` (OpenTelemetry's names, as OTEL_TRACES_SAMPLER)
+    with ``TRADEFLOW_TRACE_SAMPLE_RATIO`` for the ratio-based ones.
+
+    ``parentbased_*`` keep the decision of the incoming ``traceparent`` (its sampled flag), so a
+    trace started (and sampled, or not) by ingest is recorded, or not, all the way to the
+    notifier: one ratio set at the root decides for the whole trade-to-notification trace.
+    """
+    roots = {"traceidratio": TraceIdRatioBased(ratio), "always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}
+    if name.startswith("parentbased_"):
+        return ParentBased(roots[name.removeprefix("parentbased_")])
+    if name not in roots:
+        raise ValueError(f"unknown trace sampler {name!r}")
+    return roots[name]
+
+
 def _otlp_traces_url(endpoint: str) -> str:
     """Accept a collector base URL (http://otel:4318) or the full traces URL."""
     return endpoint if urlsplit(endpoint).path not in ("", "/") else endpoint.rstrip("/") + "/v1/traces"
@@ -104,7 +127,13 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         self._metrics_lock = threading.Lock()
-        self.tracer_provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        self.tracer_provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}),
+            sampler=make_sampler(getattr(settings, "trace_sampler", "parentbased_traceidratio"),
+                                 getattr(settings, "trace_sample_ratio", 1.0)))
+        # Spans only cost where they go somewhere: hot paths (ingest's publishing, candle
+        # emission) make theirs only when this is true.
+        self.tracing = bool(settings.otlp_endpoint)
         if settings.otlp_endpoint:
             # Imported here: the exporter pulls in protobuf/requests, not needed when tracing is off.
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -23,6 +23,9 @@ Instruments with trading sessions (docs/adr/0008, the :class:`InstrumentRegistry
 trades outside a session are stored in ``ticks`` but dropped before the aggregator (they only
 move stream time); their higher timeframes are session-aligned and stored in
 ``session_candles`` before they are emitted.
+
+Traces (docs/adr/0023): every consumed record's traceparent goes into a :class:`TraceIndex`; a
+candle is emitted continuing the trace of its close trade (looked up when its bucket closes).
 """
 
 from __future__ import annotations
@@ -31,13 +34,18 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 from tradeflow.bus import DeadLetters, Producer, Record, TopicPartition, reason_code
+from tradeflow.bus.trace_context import context_of
 from tradeflow.clock import SYSTEM_CLOCK, Clock
+from tradeflow.codec import HEADER_TRACEPARENT
 from tradeflow.messages import Candle, Tick
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.candle_traces import TraceIndex
 from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.adapters.store_writer import StoreWriter, WriteJob, WriterMetrics
@@ -70,6 +78,8 @@ class CandlePipeline:
         self.aggregator = CandleAggregator(
             grace_ns=settings.candle_grace_ms * 1_000_000, idle_close_ns=settings.idle_close_ms * 1_000_000)
         self._lock = asyncio.Lock()  # aggregator changes + queueing their job happen as one step
+        self._traces = TraceIndex()  # which trace each consumed trade came with (docs/adr/0023)
+        self._tracer = telemetry.tracer if telemetry.tracing else None
         self._timer: asyncio.Task | None = None
 
         self._ticks_processed = telemetry.counter(
@@ -119,9 +129,11 @@ class CandlePipeline:
         valid = []
         next_offsets: dict[int, int] = {}
         dead_letter_acks = []
+        note_trace = self._traces.note
         for record in records:
             partition = record.partition
             next_offsets[partition] = record.offset + 1
+            note_trace(partition, record.offset, record.traceparent)
             tick = record.value
             reason = consumed_tick_rejection_reason(record.key, tick, now_ns)
             if reason is not None:
@@ -205,9 +217,14 @@ class CandlePipeline:
             await self.writer.drain()
             self.aggregator.revoke(mine)
             self.writer.forget_partitions(mine)
+            self._traces.forget_partitions(mine)
 
     def committable_offsets(self) -> dict[TopicPartition, int]:
         open_first = self.aggregator.committable_offsets()
+        for p, first in open_first.items():
+            # Close trades of open buckets are at or after their first offsets; closed buckets'
+            # traces were looked up when they closed (_job).
+            self._traces.forget_below(p, first)
         held = self.writer.held_offsets()
         result: dict[TopicPartition, int] = {}
         for p, written in self.writer.written_offsets.items():
@@ -231,11 +248,17 @@ class CandlePipeline:
         self._applied_registry_version = self._registry.version
 
     def _job(self, closings: Closings) -> WriteJob:
+        lookup = self._traces.lookup
+        traces = {}
+        for key, (partition, offset) in closings.close_trades.items():
+            traceparent = lookup(partition, offset)
+            if traceparent is not None:
+                traces[key] = traceparent
         return WriteJob(emit=closings.candles, session_candles=closings.session_candles,
                         recompute=set(closings.recompute_minutes),
                         refresh_higher={(r.exchange, r.symbol, r.timeframe.name, r.start): r
                                         for r in closings.refresh_higher},
-                        holds=dict(closings.first_offsets))
+                        holds=dict(closings.first_offsets), traces=traces)
 
     async def _close_idle_partitions(self) -> None:
         interval = self._settings.close_check_interval_ms / 1000
@@ -261,15 +284,19 @@ class CandlePipeline:
                                                 None if rule is None else rule.timeframes,
                                                 emitted_through=point.emitted_through)
 
-    async def _emit(self, candles: Sequence[Candle]) -> None:
-        """Send candles (all enqueued, then the acks awaited together); resend what failed."""
-        pending = list(candles)
+    async def _emit(self, candles: Sequence[Candle], traces: Sequence[bytes | None]) -> None:
+        """Send candles (all enqueued, then the acks awaited together); resend what failed.
+
+        Each candle continues the trace of its close trade (``traces``): under a span of that
+        trace when tracing is on, else with the trade's traceparent passed on as it came.
+        """
+        pending = list(zip(candles, traces, strict=True))
         delay = 0.2
         while pending:
-            acks = [self._producer.send(self._candles_topic, market_key(c.exchange, c.symbol), c) for c in pending]
+            acks = self._send_traced(pending)
             results = await asyncio.gather(*acks, return_exceptions=True)
-            failed = [c for c, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-            for c, r in zip(pending, results, strict=True):
+            failed = [item for item, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+            for (c, _), r in zip(pending, results, strict=True):
                 if not isinstance(r, BaseException):
                     counter = self._emitted_by_tf.get(c.timeframe)
                     if counter is None:
@@ -280,3 +307,33 @@ class CandlePipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             pending = failed
+
+    def _send_traced(self, items: Sequence[tuple[Candle, bytes | None]]) -> list[asyncio.Future]:
+        """Enqueue the candles, grouped by the trace they continue; the acks in ``items`` order."""
+        groups: dict[bytes | None, list[int]] = {}
+        for index, (_, traceparent) in enumerate(items):
+            groups.setdefault(traceparent, []).append(index)
+        acks: list[asyncio.Future | None] = [None] * len(items)
+        send = self._producer.send
+        topic = self._candles_topic
+        for traceparent, indexes in groups.items():
+            if self._tracer is None:
+                headers = [(HEADER_TRACEPARENT, traceparent)] if traceparent else None
+                for i in indexes:
+                    c = items[i][0]
+                    acks[i] = send(topic, market_key(c.exchange, c.symbol), c, headers)
+                continue
+            first = items[indexes[0]][0]
+            with self._tracer.start_as_current_span(
+                    "candle-builder candle", context=context_of(traceparent) or Context(), kind=SpanKind.PRODUCER,
+                    attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                                "messaging.batch.message_count": len(indexes),
+                                "tradeflow.market": market_key(first.exchange, first.symbol),
+                                "tradeflow.candle.timeframes": sorted({items[i][0].timeframe for i in indexes}),
+                                "tradeflow.candle.ts_start_ms": first.ts_start // 1_000_000,
+                                "tradeflow.candle.close": first.close,
+                                "tradeflow.candle.close_trade_traced": traceparent is not None}):
+                for i in indexes:
+                    c = items[i][0]
+                    acks[i] = send(topic, market_key(c.exchange, c.symbol), c)
+        return acks  # type: ignore[return-value]

@@ -138,7 +138,6 @@ class ExecutionService:
         self._fold_marks: dict[PositionKey, FoldMark] = {}
         self._balances: dict[str, Balances] = {}
         self._halted: set[str] = set()
-        self._placing: set[str] = set()  # orders placed under their own span right now (their fills share it)
         self.name = "execution-service"
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -233,7 +232,6 @@ class ExecutionService:
                         elif broker.in_process:
                             # Nothing leaves the process: the order and what its broker did are
                             # stored together (a crash before the commit undoes both).
-                            self._placing.add(client_order_id)
                             self._apply(await broker.submit(tracked.state.order), changes)
                         else:
                             remote.append(tracked)  # stored as submitted before the broker hears of it
@@ -242,11 +240,9 @@ class ExecutionService:
                 if remote:
                     changes = Changes()
                     for tracked in remote:
-                        self._placing.add(tracked.client_order_id)
                         self._apply(await self._brokers[tracked.account_id].submit(tracked.state.order), changes)
                     await self._commit(changes)
             finally:
-                self._placing.clear()
                 for span in spans:
                     span.end()
 
@@ -423,9 +419,8 @@ class ExecutionService:
         balances = self._balances.get(fill.account_id, Balances()).apply(fill)
         self._balances[fill.account_id] = changes.balances[fill.account_id] = balances
         changes.fills.append(fill)
-        # A fill while its order is placed shares the order's span; a later one gets a span of
-        # its own in the order's trace.
-        trace = tracked.trace if fill.client_order_id in self._placing else self._tracing.fill(tracked.trace, fill)
+        # Every fill gets a span of its own in the order's trace, with its price (docs/adr/0023).
+        trace = self._tracing.fill(tracked.trace, fill)
         changes.messages.append(OutboxMessage(self._topics.fills, fill.account_id, fill, trace))
         self._record(tracked, fill.ts_event, changes, trace=trace)
 

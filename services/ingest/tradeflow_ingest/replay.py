@@ -10,6 +10,7 @@ replay gets the report directly. Ticks keep file order per ``exchange:symbol`` k
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterable
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from opentelemetry.trace import SpanKind, Tracer
 from tradeflow.admin import ensure_topics
 from tradeflow.bus import Producer
+from tradeflow.bus.trace_context import span_headers
 from tradeflow.messages import Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
@@ -37,6 +40,7 @@ class ReplayReport:
     published: int
     skipped: list[tuple[int, str]]  # (1-based line number, reason), the first MAX_REPORTED_SKIPS
     skipped_not_listed: int = 0  # skipped lines past MAX_REPORTED_SKIPS (bounded memory)
+    topic: str = MD_TICKS.name
 
     @property
     def skipped_total(self) -> int:
@@ -44,7 +48,7 @@ class ReplayReport:
 
     def summary(self) -> str:
         """Human-readable result: the counts, then one line per skipped line."""
-        lines = [f"published {self.published} ticks to {MD_TICKS.name}; skipped {self.skipped_total} lines"]
+        lines = [f"published {self.published} ticks to {self.topic}; skipped {self.skipped_total} lines"]
         lines += [f"  line {line_no}: {reason}" for line_no, reason in self.skipped]
         if self.skipped_not_listed:
             lines.append(f"  ... and {self.skipped_not_listed} more skipped lines")
@@ -57,6 +61,7 @@ async def publish_replay_file(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     telemetry: Telemetry | None = None,
+    topic: str = MD_TICKS.name,
 ) -> ReplayReport:
     """Publish every valid line of ``path``; return when the broker has acknowledged all of them.
 
@@ -72,12 +77,13 @@ async def publish_replay_file(
         with _open_replay_file(path) as lines:
             items = parse_replay_lines(lines, ReceiveClock())
             first = next(items, None)  # reads and checks the header before connecting
-            await ensure_topics(settings, [MD_TICKS])
+            await ensure_topics(settings, [dataclasses.replace(MD_TICKS, name=topic)])
             producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-replay")
             await producer.start()
             try:
                 all_items = itertools.chain([] if first is None else [first], items)
-                return await _publish(producer, all_items, batch_size)
+                tracer = telemetry.tracer if telemetry.tracing else None
+                return await _publish(producer, all_items, batch_size, tracer, topic)
             finally:
                 await producer.stop()
     finally:
@@ -91,16 +97,27 @@ def _open_replay_file(path: str | Path) -> TextIO:
     return open(path, newline="", encoding="utf-8")  # newline="": the csv module handles line ends
 
 
-async def _publish(producer: Producer, items: Iterable[Tick | RejectedLine], batch_size: int) -> ReplayReport:
+async def _publish(producer: Producer, items: Iterable[Tick | RejectedLine], batch_size: int,
+                   tracer: Tracer | None = None, topic: str = MD_TICKS.name) -> ReplayReport:
+    """Send in batches; with a ``tracer``, each batch's ticks carry the traceparent of a span of
+    their own (one per batch, as ingest's feeds do): where their trades' traces begin."""
     published = 0
+    span = None
+    headers: list[tuple[str, bytes]] | None = None
     skipped: list[tuple[int, str]] = []
     skipped_not_listed = 0
     acks: list[asyncio.Future] = []
     in_flight: asyncio.Future | None = None  # the previous batch's acks, awaited together
     for item in items:
         if type(item) is Tick:
-            acks.append(producer.send(MD_TICKS, market_key(item.exchange, item.symbol), item))
+            if tracer is not None and span is None:
+                span = tracer.start_span("ingest publish", kind=SpanKind.PRODUCER, attributes={
+                    "messaging.system": "kafka", "messaging.destination.name": topic,
+                    "tradeflow.exchange": item.exchange, "tradeflow.first_trade_id": item.trade_id})
+                headers = span_headers(span)
+            acks.append(producer.send(topic, market_key(item.exchange, item.symbol), item, headers))
             if len(acks) >= batch_size:
+                span = _end_batch_span(span, len(acks))
                 # Two batches in flight: the broker acknowledges one while the next is parsed.
                 if in_flight is not None:
                     published += len(await in_flight)
@@ -112,9 +129,17 @@ async def _publish(producer: Producer, items: Iterable[Tick | RejectedLine], bat
             log.warning("replay: skipped line %d: %s", item.line_no, item.reason)
         else:
             skipped_not_listed += 1
+    span = _end_batch_span(span, len(acks))
     if in_flight is not None:
         published += len(await in_flight)
     published += len(await asyncio.gather(*acks))
-    report = ReplayReport(published, skipped, skipped_not_listed)
+    report = ReplayReport(published, skipped, skipped_not_listed, topic)
     log.info("replay: published %d ticks, skipped %d lines", published, report.skipped_total)
     return report
+
+
+def _end_batch_span(span, count: int) -> None:
+    if span is not None:
+        span.set_attribute("messaging.batch.message_count", count)
+        span.end()
+    return None

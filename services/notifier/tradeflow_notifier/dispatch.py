@@ -222,6 +222,10 @@ class Dispatcher:
                                               title=delivery.title, body=delivery.body)
             self._send_time.labels(channel.id).observe(time.perf_counter() - started)
             span.set_attribute("tradeflow.delivery.outcome", result.outcome)
+            if result.error:
+                span.set_attribute("tradeflow.delivery.error", result.error)
+            if result.retry_after_s is not None:
+                span.set_attribute("tradeflow.delivery.retry_after_s", result.retry_after_s)
             if result.outcome != "delivered":
                 span.set_status(Status(StatusCode.ERROR, result.error))
         return result

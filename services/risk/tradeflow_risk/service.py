@@ -103,6 +103,30 @@ class Decision:
         return self.event.reason if self.event is not None else ""
 
 
+def annotate_decision(span, decision: Decision) -> None:
+    """The decision on its span (docs/adr/0023): approved or rejected, the stable reason code and
+    message, and the order it made; ``tradeflow.outcome`` is kept for dashboards that read it."""
+    span.set_attribute("tradeflow.outcome", "approved" if decision.approved else decision.reason)
+    span.set_attribute("tradeflow.risk.decision", "approved" if decision.approved else "rejected")
+    span.set_attribute("tradeflow.risk.decision_id", decision.decision_id)
+    if decision.event is not None:
+        span.set_attribute("tradeflow.risk.reason", decision.event.reason)
+        if decision.event.message:
+            span.set_attribute("tradeflow.risk.message", decision.event.message)
+    order = decision.order
+    if order is not None:
+        span.set_attribute("tradeflow.client_order_id", order.client_order_id)
+        span.set_attribute("tradeflow.order.side", order.side)
+        span.set_attribute("tradeflow.order.type", order.order_type)
+        span.set_attribute("tradeflow.market", f"{order.exchange}:{order.symbol}")
+        if order.quantity is not None:
+            span.set_attribute("tradeflow.order.quantity", str(order.quantity))
+        if order.quote_quantity is not None:
+            span.set_attribute("tradeflow.order.quote_quantity", str(order.quote_quantity))
+        if order.limit_price is not None:
+            span.set_attribute("tradeflow.order.limit_price", str(order.limit_price))
+
+
 class MarketsView(Protocol):
     """What the service asks of the exchange markets (adapters.exchange_markets.ExchangeMarkets)."""
 
@@ -414,7 +438,7 @@ class RiskService:
                                     signal_id=signal.signal_id, client_order_id=client_order_id_for_signal(signal.signal_id),
                                     trace_context=trace.set_span_in_context(span))
             self._decision_seconds.observe(time.perf_counter() - started)
-            span.set_attribute("tradeflow.outcome", "approved" if decision.approved else decision.reason)
+            annotate_decision(span, decision)
             return decision
 
     def _signal_request(self, signal: Signal, book: AccountBook) -> requests.OrderRequest | Rejection:
@@ -608,9 +632,12 @@ class RiskService:
                                   state=book.state, client_order_id=request.client_order_id,
                                   details={**result.details, "trigger": trigger}, ts_event=ts_event)
                 uow.publish(trace.set_span_in_context(span), self._topics.events, book.account_id, event)
-                return Decision(request.decision_id, book.account_id, event=event)
+                refused = Decision(request.decision_id, book.account_id, event=event)
+                annotate_decision(span, refused)
+                return refused
             decision = self._record(uow, request.decision_id, book.account_id, "protective", result, book, ts_event,
                                     client_order_id=request.client_order_id, trace_context=trace.set_span_in_context(span))
+            annotate_decision(span, decision)
             self._exits_done.add(request.decision_id)
             self._protective.labels(trigger).inc()
             uow.publish(None, self._topics.events, book.account_id, RiskEvent(
@@ -672,6 +699,7 @@ class RiskService:
                                                 client_order_id=client_order_id,
                                                 trace_context=trace.set_span_in_context(span))
                         self._decision_seconds.observe(time.perf_counter() - started)
+                        annotate_decision(span, decision)
                     if decision.approved:
                         uow.save_control(account_id, book.control, book.clock)
             except BaseException:

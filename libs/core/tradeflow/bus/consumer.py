@@ -365,11 +365,12 @@ def decode_records(
     decode_value = decoder_for(spec.value_type).decode
     append = records.append
     for raw in raws:
-        schema = None
+        schema = traceparent = None
         for name, header in raw.headers:
             if name == HEADER_SCHEMA:
                 schema = header
             elif name == HEADER_TRACEPARENT and header:
+                traceparent = header
                 traceparents.add(header)
         if schema is not None and schema != expected_schema:
             reason = (
@@ -396,6 +397,7 @@ def decode_records(
                 raw.timestamp,
                 raw_key,
                 raw_value,
+                traceparent,
             )
         )
 

@@ -10,7 +10,8 @@ from tradeflow.bus.types import TopicPartition
 
 
 class Record(msgspec.Struct, frozen=True):
-    """One decoded message. ``raw_key``/``raw_value`` are the bytes as read (for the DLQ).
+    """One decoded message. ``raw_key``/``raw_value`` are the bytes as read (for the DLQ);
+    ``traceparent`` the producer's trace context (the consumer finds it while reading headers).
 
     A msgspec Struct rather than a dataclass: the consumer builds one per message on the hot
     path (positionally, in field order) and a Struct is several times cheaper to construct.
@@ -25,6 +26,7 @@ class Record(msgspec.Struct, frozen=True):
     timestamp_ms: int = 0
     raw_key: bytes | None = None
     raw_value: bytes | None = b""  # None: a tombstone (compacted topics delete a key with it)
+    traceparent: bytes | None = None  # the W3C traceparent header it came with, if any
 
     @property
     def topic_partition(self) -> TopicPartition:

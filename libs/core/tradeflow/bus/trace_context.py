@@ -66,3 +66,27 @@ def batch_trace_context(traceparents: Iterable[bytes]) -> tuple[Context | None, 
         links.append(Link(span_context))
     parent = first_context if len(trace_ids) == 1 else None
     return parent, links
+
+
+def span_headers(span: trace.Span) -> list[tuple[str, bytes]]:
+    """The W3C headers of ``span`` (not necessarily the current one): for messages sent on its behalf."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return [(key, value.encode()) for key, value in carrier.items()]
+
+
+def context_of(traceparent: bytes | str | None) -> Context | None:
+    """The trace context a ``traceparent`` header value carries (None without a valid one)."""
+    if not traceparent:
+        return None
+    value = traceparent.decode("ascii", "replace") if isinstance(traceparent, bytes) else traceparent
+    context = propagate.extract({HEADER_TRACEPARENT: value})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+async def propagate_to_request(request) -> None:
+    """An httpx request hook (``event_hooks={"request": [propagate_to_request]}``): the current
+    span's ``traceparent`` on a call to another service, whose request span then joins the trace."""
+    for key, value in current_trace_headers():
+        if key not in request.headers:
+            request.headers[key] = value.decode()

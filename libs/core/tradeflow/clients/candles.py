@@ -19,6 +19,7 @@ from datetime import datetime
 import httpx
 from pydantic import BaseModel, Field
 
+from tradeflow.bus.trace_context import propagate_to_request
 from tradeflow.timeframes import TIMEFRAMES
 
 NS_PER_MS = 1_000_000
@@ -70,7 +71,8 @@ class CandleClient:
 
     def __init__(self, base_url: str, *, timeout_s: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
         self._base_url = base_url.rstrip("/")
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        self._client = client or httpx.AsyncClient(timeout=timeout_s,
+                                                   event_hooks={"request": [propagate_to_request]})
         self._owns_client = client is None
 
     async def aclose(self) -> None:

@@ -22,8 +22,10 @@ class InfraSettings(CommonSettings):
     )
     # Ports of the local broker and database; change them (together with TRADEFLOW_KAFKA_BOOTSTRAP /
     # TRADEFLOW_DATABASE_URL) to run a second local setup next to the default one.
-    infra_kafka_port: int = Field(default=DEFAULT_KAFKA_PORT, ge=1024, le=65535)
-    infra_db_port: int = Field(default=DEFAULT_DB_PORT, ge=1024, le=65535)
+    infra_kafka_port: int = Field(default=DEFAULT_KAFKA_PORT, ge=1024, le=65535,
+                                  description="port of the local broker (`tradeflow infra up`)")
+    infra_db_port: int = Field(default=DEFAULT_DB_PORT, ge=1024, le=65535,
+                               description="port of the local PostgreSQL cluster (`tradeflow infra up`)")
 
     @field_validator("infra_dir")
     @classmethod

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 # much of them, which only means candles emitted again after the restart (at-least-once).
 MARKS_EVERY_S = 1.0
 
-Emit = Callable[[Sequence[Candle]], Awaitable[None]]
+# candles, and the traceparent each continues (None: none known)
+Emit = Callable[[Sequence[Candle], Sequence[bytes | None]], Awaitable[None]]
+CandleKey = tuple[str, str, str, int]  # (exchange, symbol, timeframe, ts_start)
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class WriteJob:
     refresh_higher: dict[tuple[str, str, str, int], HigherRefresh] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> after the batch's last record
     holds: dict[int, int] = field(default_factory=dict)  # partition -> first offset of a closed bucket
+    traces: dict[CandleKey, bytes] = field(default_factory=dict)  # the close trade's traceparent per candle
 
     def merge(self, later: WriteJob) -> None:
         self.ticks.extend(later.ticks)
@@ -81,6 +84,7 @@ class WriteJob:
             self.next_offsets[p] = max(self.next_offsets.get(p, offset), offset)
         for p, offset in later.holds.items():
             self.holds[p] = min(self.holds.get(p, offset), offset)
+        self.traces.update(later.traces)
 
 
 @dataclass(slots=True)
@@ -250,7 +254,9 @@ class StoreWriter:
         rebuilt = await self._sessions.rebuild(session_refresh) if session_refresh else []
         candles = job.emit + recomputed + refreshed + saved + rebuilt
         if candles:
-            await self._emit(candles)
+            traces = job.traces
+            await self._emit(candles, [traces.get((c.exchange, c.symbol, c.timeframe, c.ts_start)) for c in candles]
+                             if traces else [None] * len(candles))
             raise_marks(self._unsaved_marks, candles)
 
     async def _save_marks(self) -> None:

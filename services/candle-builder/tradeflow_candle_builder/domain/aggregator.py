@@ -107,6 +107,9 @@ class Closings:
     recompute_minutes: list[MinuteKey] = field(default_factory=list)  # recovered 1m: final state from DB
     refresh_higher: list[HigherRefresh] = field(default_factory=list)  # dirty higher: values from DB
     first_offsets: dict[int, int] = field(default_factory=dict)  # per partition, of the closed 1m buckets
+    # (partition, offset) of each closed candle's close trade, by (exchange, symbol, timeframe,
+    # ts_start): the trade whose trace the candle continues (adapters/candle_traces.py)
+    close_trades: dict[tuple[str, str, str, int], tuple[int, int]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.candles or self.session_candles or self.recompute_minutes or self.refresh_higher)
@@ -300,6 +303,7 @@ class CandleAggregator:
                 b.close = price
                 b.close_ts = ts
                 b.close_recv = recv
+                b.close_offset = offset
         return outcome
 
     def _late(self, st: InstrumentState, partition: int, offset: int, tick: Tick, start: int,
@@ -381,6 +385,7 @@ class CandleAggregator:
         p = minute.partition
         if p not in out.first_offsets or minute.first_offset < out.first_offsets[p]:
             out.first_offsets[p] = minute.first_offset
+        out.close_trades[(minute.exchange, minute.symbol, "1m", minute.start)] = (p, minute.close_offset)
         if minute.recovered:
             out.recompute_minutes.append((minute.exchange, minute.symbol, minute.start))
         else:
@@ -405,6 +410,8 @@ class CandleAggregator:
             out.refresh_higher.append(
                 HigherRefresh(higher.exchange, higher.symbol, higher.timeframe, higher.start, higher.end, 0))
         elif higher.trades:
+            out.close_trades[(higher.exchange, higher.symbol, higher.timeframe.name, higher.start)] = (
+                higher.partition, higher.close_offset)
             if higher.timeframe.session_aligned:
                 out.session_candles.append(higher.to_candle())
             else:

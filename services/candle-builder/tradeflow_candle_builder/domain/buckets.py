@@ -25,7 +25,7 @@ class MinuteBucket:
         "exchange", "symbol", "partition", "start", "end",
         "open", "high", "low", "close", "volume", "trades",
         "open_ts", "open_recv", "close_ts", "close_recv",
-        "first_offset", "batch_mark", "recovered",
+        "first_offset", "close_offset", "batch_mark", "recovered",
     )
 
     def __init__(self, tick: Tick, partition: int, offset: int, start: int, recovered: bool) -> None:
@@ -43,6 +43,8 @@ class MinuteBucket:
         # The committed offset never passes the first record of an open bucket, so a restart
         # re-reads every trade of it (see CandleAggregator.committable_offsets).
         self.first_offset = offset
+        # The record of the close trade: the candle continues its trace (adapters/candle_traces.py).
+        self.close_offset = offset
         self.batch_mark = 0
         # Recovered: the database may hold trades of this bucket consumed before a restart
         # or rebalance, so its final state comes from the database, not from memory.
@@ -68,7 +70,7 @@ class HigherBucket:
 
     __slots__ = (
         "exchange", "symbol", "partition", "timeframe", "start", "end",
-        "open", "high", "low", "close", "volume", "trades", "dirty",
+        "open", "high", "low", "close", "volume", "trades", "dirty", "close_offset",
     )
 
     def __init__(self, exchange: str, symbol: str, partition: int, timeframe: Timeframe, start: int,
@@ -83,6 +85,7 @@ class HigherBucket:
         self.volume = 0.0
         self.trades = 0
         self.dirty = dirty
+        self.close_offset = -1  # of the close trade of its last 1m candle
 
     def add(self, minute: MinuteBucket) -> None:
         """Fold in a closed 1m bucket; minutes arrive in time order."""
@@ -96,6 +99,7 @@ class HigherBucket:
             if minute.low < self.low:
                 self.low = minute.low
         self.close = minute.close
+        self.close_offset = minute.close_offset
         self.volume += minute.volume
         self.trades += minute.trades
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from opentelemetry.trace import SpanKind
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.bus.alerts import send_alert
 from tradeflow.codec import encode, message_headers
@@ -58,6 +60,9 @@ class TickPublisher:
         self._dead_letters = dead_letters
         self._price_guard = price_guard
         self._service_name = service_name
+        # One span per published batch (not per trade: this is the hot path), only where spans go
+        # somewhere. Its traceparent is on every tick of the batch: where a trade's trace begins.
+        self._tracer = telemetry.tracer if telemetry.tracing else None
         self._published_total = telemetry.counter(
             "tradeflow_ingest_ticks_published_total",
             "Ticks published to md.ticks.v1 (acknowledged by the broker)",
@@ -70,6 +75,19 @@ class TickPublisher:
         )
 
     async def publish(self, ticks: Sequence[Tick]) -> PublishOutcome:
+        if self._tracer is None or not ticks:
+            span = contextlib.nullcontext()
+        else:
+            span = self._tracer.start_as_current_span(
+                "ingest publish", kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.destination.name": MD_TICKS.name,
+                            "messaging.batch.message_count": len(ticks), "tradeflow.exchange": ticks[0].exchange,
+                            "tradeflow.first_trade_id": ticks[0].trade_id,
+                            "tradeflow.last_trade_id": ticks[-1].trade_id})
+        with span:
+            return await self._publish(ticks)
+
+    async def _publish(self, ticks: Sequence[Tick]) -> PublishOutcome:
         rejection_reasons: list[str | None] = []
         valid: list[tuple[str, Tick]] = []
         dead: list[asyncio.Future] = []

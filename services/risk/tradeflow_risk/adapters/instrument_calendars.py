@@ -22,6 +22,7 @@ import warnings
 from datetime import date, timedelta
 
 import httpx
+from tradeflow.bus.trace_context import propagate_to_request
 
 from tradeflow_risk.domain.hours import SessionCalendar
 
@@ -103,7 +104,8 @@ class InstrumentCalendars:
         return calendar.is_open(ts_ns), code
 
     async def reload(self) -> None:
-        async with httpx.AsyncClient(timeout=self._timeout_s) as client:
+        async with httpx.AsyncClient(timeout=self._timeout_s,
+                                     event_hooks={"request": [propagate_to_request]}) as client:
             response = await client.get(self._url)
             response.raise_for_status()
             entries = response.json()
