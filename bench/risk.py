@@ -49,7 +49,7 @@ from tradeflow.admin import ensure_topics  # noqa: E402
 from tradeflow.bus import Producer  # noqa: E402
 from tradeflow.codec import decode  # noqa: E402
 from tradeflow.messages import Order, RiskEvent  # noqa: E402
-from tradeflow.settings import CommonSettings  # noqa: E402
+from tradeflow.settings import CommonSettings, ServiceSettings  # noqa: E402
 from tradeflow.telemetry import Telemetry  # noqa: E402
 from tradeflow.topics import ALL_TOPICS, EXEC_FILLS, EXEC_ORDERS, RISK_EVENTS, RISK_ORDERS, STRATEGY_SIGNALS  # noqa: E402
 
@@ -202,7 +202,10 @@ async def service_layer_rate(database_url: str, signals: int, batch: int = 500) 
 async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_path: Path) -> None:
     settings = CommonSettings(kafka_bootstrap=bootstrap)
     await ensure_topics(settings, ALL_TOPICS, with_dlq=True)
-    producer = Producer(settings, Telemetry("bench-risk", settings), client_id="bench-risk")
+    # The signals' producer lingers 1 ms, as risk's own does here (TRADEFLOW_PRODUCER_LINGER_MS): a
+    # strategy service set for latency. The tools' default (5 ms) would be the sender's wait, not risk's.
+    producer = Producer(ServiceSettings(environment="test", kafka_bootstrap=bootstrap, producer_linger_ms=1),
+                        Telemetry("bench-risk", settings), client_id="bench-risk")
     await producer.start()
     refused = burst(args.signals, kind="refused")
     await producer.send_many(STRATEGY_SIGNALS, [(s.account_id, s) for s in refused])

@@ -61,9 +61,10 @@ def create_app(settings: RiskSettings) -> FastAPI:
     database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
                         max_connections=settings.pool_size(DB_POOL_SIZE))
     outbox = Outbox(OUTBOX_TABLE)
-    store = RiskStore(database, outbox)
     producer = Producer(settings, telemetry, client_id=client_id)
     relay = OutboxRelay(database, outbox, producer, telemetry)
+    # A commit wakes the relay at once (the NOTIFY, a hop through the database, wakes it too).
+    store = RiskStore(database, outbox, on_commit=relay.wake)
     dead_letters = DeadLetters(producer, telemetry)
     markets = ExchangeMarkets(settings.exchanges, {account.exchange for account in settings.accounts})
     calendars = InstrumentCalendars(settings.instruments_url, settings.instruments_refresh_s)
