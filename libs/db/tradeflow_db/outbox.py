@@ -65,6 +65,15 @@ def _trace_headers(context: Context) -> dict[str, str]:
     return carrier
 
 
+def _quoted(identifier: str) -> str:
+    """An SQL identifier quoted as PostgreSQL quotes it (what ``sql.Identifier`` renders).
+
+    The statements are composed once, as text: a ``sql.Composed`` is rendered again on every
+    execution, a cost paid per decision batch and per relay round on the trading path.
+    """
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def _lock_key(table: str) -> int:
     """A stable advisory-lock key per outbox table (signed 64-bit, as PostgreSQL wants)."""
     return int.from_bytes(hashlib.sha256(f"outbox:{table}".encode()).digest()[:8], "big", signed=True)
@@ -76,17 +85,16 @@ class Outbox:
     def __init__(self, table: str) -> None:
         self.table = table
         # A binary COPY: no statement per row; ids are taken in the order the rows are written.
-        self._copy = sql.SQL("COPY {} (topic, key, schema, payload, headers) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(table))
+        name = _quoted(table)
+        self._copy = f"COPY {name} (topic, key, schema, payload, headers) FROM STDIN (FORMAT BINARY)"
         # COPY cannot run in pipeline mode: there, one statement for all rows, ordered by the arrays'
         # positions so the ids (the publishing order) follow the order of the items.
-        self._insert = sql.SQL(
-            "INSERT INTO {} (topic, key, schema, payload, headers) "
+        self._insert = (
+            f"INSERT INTO {name} (topic, key, schema, payload, headers) "
             "SELECT topic, key, schema, payload, headers FROM unnest("
             "%b::text[], %b::text[], %b::text[], %b::bytea[], %b::jsonb[]) "
-            "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position"
-        ).format(sql.Identifier(table))
-        self._notify = sql.SQL("NOTIFY {}").format(sql.Identifier(table))
+            "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position")
+        self._notify = f"NOTIFY {name}"
 
     async def put(self, conn: psycopg.AsyncConnection, topic: TopicSpec | str, key: str | None,
                   message: Message) -> None:
@@ -140,18 +148,18 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._empty = asyncio.Event()
         self._wakeup = asyncio.Event()
-        table = sql.Identifier(outbox.table)
+        name = _quoted(outbox.table)
         # One statement, one round trip: delete the rows the broker acknowledged in the previous round
         # (exactly those ids: a row with a smaller id may commit between a SELECT and its DELETE) and
         # read the next rows. The SELECT sees the table as it was before the DELETE of the same
         # statement, hence the filter.
-        self._delete_and_select = sql.SQL(
-            "WITH sent AS (DELETE FROM {} WHERE id = ANY(%(sent)s)) "
-            "SELECT id, topic, key, schema, payload, headers FROM {} WHERE NOT (id = ANY(%(sent)s)) "
-            "ORDER BY id LIMIT %(limit)s").format(table, table)
-        self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(table)
+        self._delete_and_select = (
+            f"WITH sent AS (DELETE FROM {name} WHERE id = ANY(%(sent)s)) "
+            f"SELECT id, topic, key, schema, payload, headers FROM {name} WHERE NOT (id = ANY(%(sent)s)) "
+            "ORDER BY id LIMIT %(limit)s")
+        self._delete = f"DELETE FROM {name} WHERE id = ANY(%s)"
         self._sent: list[int] = []  # acknowledged by the broker, deleted by the next round
-        self._is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)
+        self._is_empty = f"SELECT NOT EXISTS (SELECT 1 FROM {name})"
         self._published = telemetry.counter(
             "tradeflow_outbox_published_total", "Outbox messages published and removed", ("outbox",)
         ).labels(outbox.table)

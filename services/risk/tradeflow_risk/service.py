@@ -409,9 +409,10 @@ class RiskService:
                 result = self._signal_request(signal, book)
                 if isinstance(result, requests.OrderRequest):
                     result = gate.check(result, book, self._gate_context(result))
+            client_order_id = (result.client_order_id if isinstance(result, requests.OrderRequest)
+                               else client_order_id_for_signal(signal.signal_id))
             decision = self._record(uow, decision_id, signal.account_id, "signal", result, book, signal.ts_event,
-                                    signal_id=signal.signal_id, client_order_id=client_order_id_for_signal(signal.signal_id),
-                                    trace_context=span)
+                                    signal_id=signal.signal_id, client_order_id=client_order_id, trace_context=span)
             self._decision_seconds.observe(time.perf_counter() - started)
             span.set_attribute("tradeflow.outcome", "approved" if decision.approved else decision.reason)
             return decision
