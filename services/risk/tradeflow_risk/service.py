@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -465,11 +465,15 @@ class RiskService:
             self._report(self.books[account_id])
 
     def _count(self, decisions: Iterable[Decision]) -> None:
+        # Counted per label set, then one increment each: a batch's decisions share a few labels.
+        counts: Counter[tuple[str, str, str]] = Counter()
         for decision in decisions:
             if decision.replayed:
                 continue
             origin = decision.order.origin if decision.order is not None else decision.decision_id.split(":", 1)[0]
-            self._decisions.labels(origin, "approved" if decision.approved else "rejected", decision.reason).inc()
+            counts[(origin, "approved" if decision.approved else "rejected", decision.reason)] += 1
+        for labels, count in counts.items():
+            self._decisions.labels(*labels).inc(count)
 
     # --- states --------------------------------------------------------------------------------------
 
