@@ -65,6 +65,15 @@ def _trace_headers(context: Context) -> dict[str, str]:
     return carrier
 
 
+def _quoted(identifier: str) -> str:
+    """An SQL identifier quoted as PostgreSQL quotes it (what ``sql.Identifier`` renders).
+
+    The statements are composed once, as text: a ``sql.Composed`` is rendered again on every
+    execution, a cost paid per decision batch and per relay round on the trading path.
+    """
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def _lock_key(table: str) -> int:
     """A stable advisory-lock key per outbox table (signed 64-bit, as PostgreSQL wants)."""
     return int.from_bytes(hashlib.sha256(f"outbox:{table}".encode()).digest()[:8], "big", signed=True)
@@ -76,17 +85,16 @@ class Outbox:
     def __init__(self, table: str) -> None:
         self.table = table
         # A binary COPY: no statement per row; ids are taken in the order the rows are written.
-        self._copy = sql.SQL("COPY {} (topic, key, schema, payload, headers) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(table))
+        name = _quoted(table)
+        self._copy = f"COPY {name} (topic, key, schema, payload, headers) FROM STDIN (FORMAT BINARY)"
         # COPY cannot run in pipeline mode: there, one statement for all rows, ordered by the arrays'
         # positions so the ids (the publishing order) follow the order of the items.
-        self._insert = sql.SQL(
-            "INSERT INTO {} (topic, key, schema, payload, headers) "
+        self._insert = (
+            f"INSERT INTO {name} (topic, key, schema, payload, headers) "
             "SELECT topic, key, schema, payload, headers FROM unnest("
             "%b::text[], %b::text[], %b::text[], %b::bytea[], %b::jsonb[]) "
-            "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position"
-        ).format(sql.Identifier(table))
-        self._notify = sql.SQL("NOTIFY {}").format(sql.Identifier(table))
+            "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position")
+        self._notify = f"NOTIFY {name}"
 
     async def put(self, conn: psycopg.AsyncConnection, topic: TopicSpec | str, key: str | None,
                   message: Message) -> None:
@@ -140,12 +148,18 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._empty = asyncio.Event()
         self._wakeup = asyncio.Event()
-        table = sql.Identifier(outbox.table)
-        self._select = sql.SQL(
-            "SELECT id, topic, key, schema, payload, headers FROM {} ORDER BY id LIMIT %s").format(table)
-        # Exactly the ids sent: a row with a smaller id may commit between the SELECT and the DELETE.
-        self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(table)
-        self._is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)
+        name = _quoted(outbox.table)
+        # One statement, one round trip: delete the rows the broker acknowledged in the previous round
+        # (exactly those ids: a row with a smaller id may commit between a SELECT and its DELETE) and
+        # read the next rows. The SELECT sees the table as it was before the DELETE of the same
+        # statement, hence the filter.
+        self._delete_and_select = (
+            f"WITH sent AS (DELETE FROM {name} WHERE id = ANY(%(sent)s)) "
+            f"SELECT id, topic, key, schema, payload, headers FROM {name} WHERE NOT (id = ANY(%(sent)s)) "
+            "ORDER BY id LIMIT %(limit)s")
+        self._delete = f"DELETE FROM {name} WHERE id = ANY(%s)"
+        self._sent: list[int] = []  # acknowledged by the broker, deleted by the next round
+        self._is_empty = f"SELECT NOT EXISTS (SELECT 1 FROM {name})"
         self._published = telemetry.counter(
             "tradeflow_outbox_published_total", "Outbox messages published and removed", ("outbox",)
         ).labels(outbox.table)
@@ -219,6 +233,13 @@ class OutboxRelay:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
         finally:
+            if self._sent:  # before another relay may take over: what was acknowledged is not sent twice
+                try:
+                    await lock_conn.execute(self._delete, (self._sent,))
+                    self._sent = []
+                except psycopg.Error:
+                    log.warning("%s: deleting %d published rows failed; the next round deletes them",
+                                self.name, len(self._sent))
             await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
             await lock_conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(self._outbox.table)))
 
@@ -227,18 +248,26 @@ class OutboxRelay:
             self._wakeup.set()
 
     async def _relay_batch(self) -> int:
+        """Delete what the previous round published, read the next rows, publish them; how many.
+
+        The delete of a round's rows is deferred to the next round's statement (a round that
+        published something is always followed by another, and the lock's release deletes what
+        is left), so publishing costs one round trip to the database instead of two.
+        """
         async with self._database.connection() as conn:
-            rows = await (await conn.execute(self._select, (self._batch,))).fetchall()
-            if not rows:
-                return 0
-            acks = [
-                self._producer.send_raw(topic, key.encode() if key is not None else None, bytes(payload),
-                                        [(HEADER_CONTENT_TYPE, CONTENT_TYPE.encode()), (HEADER_SCHEMA, schema.encode()),
-                                         *((name, value.encode()) for name, value in headers.items())])
-                for _, topic, key, schema, payload, headers in rows
-            ]
-            await asyncio.gather(*acks)  # a failure leaves every row of the batch stored: sent again
-            await conn.execute(self._delete, ([row[0] for row in rows],))
+            rows = await (await conn.execute(
+                self._delete_and_select, {"sent": self._sent, "limit": self._batch})).fetchall()
+        self._sent = []
+        if not rows:
+            return 0
+        acks = [
+            self._producer.send_raw(topic, key.encode() if key is not None else None, bytes(payload),
+                                    [(HEADER_CONTENT_TYPE, CONTENT_TYPE.encode()), (HEADER_SCHEMA, schema.encode()),
+                                     *((name, value.encode()) for name, value in headers.items())])
+            for _, topic, key, schema, payload, headers in rows
+        ]
+        await asyncio.gather(*acks)  # a failure leaves every row of the batch stored: sent again
+        self._sent = [row[0] for row in rows]
         self._published.inc(len(rows))
         return len(rows)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import socket
 
 from fastapi import FastAPI
@@ -44,6 +45,25 @@ DEFAULT_PORT = 8004
 DB_POOL_SIZE = 6  # decisions, the outbox relay, the API
 
 
+class FreezeStartupObjects:
+    """A service Component, started last: moves everything allocated so far (modules, the app, the
+    loaded books) out of the garbage collector's reach (``gc.freeze``).
+
+    Without it every full collection walked those few hundred thousand long-lived objects: a
+    pause of 0.2 s and more in the middle of the decisions (the p99 of signal to order), and
+    about 5% of the decisions' time. Objects made later are collected as before.
+    """
+
+    name = "gc-freeze"
+
+    async def start(self) -> None:
+        gc.collect()  # what start-up left behind goes now, not into the permanent generation
+        gc.freeze()
+
+    async def stop(self) -> None:
+        gc.unfreeze()
+
+
 def named(spec: TopicSpec, name: str) -> TopicSpec:
     """The design's topic spec under its configured name (tests use their own topics)."""
     return dataclasses.replace(spec, name=name)
@@ -61,9 +81,10 @@ def create_app(settings: RiskSettings) -> FastAPI:
     database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
                         max_connections=settings.pool_size(DB_POOL_SIZE))
     outbox = Outbox(OUTBOX_TABLE)
-    store = RiskStore(database, outbox)
     producer = Producer(settings, telemetry, client_id=client_id)
     relay = OutboxRelay(database, outbox, producer, telemetry)
+    # A commit wakes the relay at once (the NOTIFY, a hop through the database, wakes it too).
+    store = RiskStore(database, outbox, on_commit=relay.wake)
     dead_letters = DeadLetters(producer, telemetry)
     markets = ExchangeMarkets(settings.exchanges, {account.exchange for account in settings.accounts})
     calendars = InstrumentCalendars(settings.instruments_url, settings.instruments_refresh_s)
@@ -97,7 +118,8 @@ def create_app(settings: RiskSettings) -> FastAPI:
         # Started in order, stopped in reverse: the consumers leave first, the saver stores the
         # market state, the relay publishes what is committed, then the producer and the pool close.
         components=[TopicsExist(settings, [signals, exec_orders, exec_fills, candles, ticks, orders, events]),
-                    database, calendars, markets, service, producer, relay, saver, trading_consumer, market_consumer],
+                    database, calendars, markets, service, producer, relay, saver, trading_consumer, market_consumer,
+                    FreezeStartupObjects()],
         routers=[create_risk_router(service)],
         readiness_checks=[
             broker_check(producer),

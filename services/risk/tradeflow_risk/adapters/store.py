@@ -11,13 +11,15 @@ transaction: either all of it is stored and published, or none.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import psycopg
+from opentelemetry import propagate
 from opentelemetry.context import Context
+from opentelemetry.trace import Span
 from tradeflow.codec import decode, encode
 from tradeflow.messages import Fill, Message, Order, RiskEvent
 from tradeflow.topics import TopicSpec
@@ -28,7 +30,7 @@ from tradeflow_risk.domain.account import AccountControl, Breach, TrackedOrder, 
 from tradeflow_risk.domain.limits import RiskLimits
 
 OUTBOX_TABLE = "risk_outbox"
-_NO_TRACE = Context()  # an empty context: rows without trace headers
+_NO_TRACE: Mapping[str, str] = {}  # rows without trace headers
 REQUIRED_REVISION = "risk_0001"
 TERMINAL_SQL = "('filled', 'canceled', 'rejected', 'expired')"
 
@@ -92,9 +94,11 @@ def _iso(moment) -> str:
 class RiskStore:
     """Queries of risk's tables on the service's :class:`Database`."""
 
-    def __init__(self, database: Database, outbox: Outbox) -> None:
+    def __init__(self, database: Database, outbox: Outbox, *, on_commit: Callable[[], None] | None = None) -> None:
         self.database = database
         self.outbox = outbox
+        # Called after a unit of work committed (the outbox relay's wake: no wait for the NOTIFY).
+        self.on_commit = on_commit
 
     async def ensure_accounts(self, account_ids: Sequence[str]) -> None:
         async with self.database.connection() as conn:
@@ -167,6 +171,8 @@ class RiskStore:
             await unit.begin(sorted(set(account_ids)), fills, decision_ids)
             yield unit
             await unit.flush()
+        if unit.has_messages and self.on_commit is not None:
+            self.on_commit()
 
 
 async def _load(conn: psycopg.AsyncConnection, ids: list[str]) -> dict[str, StoredAccount]:
@@ -212,8 +218,7 @@ class UnitOfWork:
         self._new_orders: list[tuple] = []
         self._progress: dict[str, TrackedOrder] = {}
         self._controls: dict[str, tuple[AccountControl, int]] = {}
-        self._messages: list[tuple[TopicSpec | str, str, Message]] = []
-        self._contexts: list[Context | None] = []
+        self._messages: list[tuple[TopicSpec | str, str, Message, Mapping[str, str]]] = []
         self._serial = 0
         self.new_fills: list[Fill] = []
         self.stored: dict[str, StoredDecision] = {}
@@ -280,10 +285,14 @@ class UnitOfWork:
     def save_control(self, account_id: str, control: AccountControl, clock: int) -> None:
         self._controls[account_id] = (control, clock)
 
-    def publish(self, trace_context: Context | None, topic: TopicSpec | str, key: str, message: Message) -> None:
-        """Queue ``message`` for the outbox, with the trace headers of ``trace_context`` (None: no trace)."""
-        self._messages.append((topic, key, message))
-        self._contexts.append(trace_context if trace_context is not None else _NO_TRACE)
+    def publish(self, trace_context: Span | Context | None, topic: TopicSpec | str, key: str, message: Message) -> None:
+        """Queue ``message`` for the outbox with the trace headers of ``trace_context``: a span (the
+        decision's: its W3C ``traceparent`` written directly, the hot path), a context, or None (no trace)."""
+        self._messages.append((topic, key, message, trace_headers(trace_context)))
+
+    @property
+    def has_messages(self) -> bool:
+        return bool(self._messages)
 
     async def flush(self) -> None:
         """Write what the unit buffered: one statement per table (arrays, not a query per row)."""
@@ -319,11 +328,34 @@ class UnitOfWork:
                 "AS v(account_id, kill_switch, reason, auto, breaches, day, day_start, peak, clock) "
                 "WHERE a.account_id = v.account_id", _columns(rows, 9))
         if self._messages:
-            await self._outbox.put_many(conn, self._messages, contexts=self._contexts)
+            await self._outbox.put_traced(conn, self._messages)
 
     def new_versions(self) -> dict[str, int]:
         """The version each account row saved by this unit has once it commits."""
         return {account_id: self.versions.get(account_id, 0) + 1 for account_id in self._controls}
+
+
+def trace_headers(trace_context: Span | Context | None) -> Mapping[str, str]:
+    """The W3C trace headers an outbox row carries for ``trace_context``.
+
+    For a span this is what the TraceContext propagator writes (``traceparent``, and
+    ``tracestate`` when there is one), formatted here: the propagator's round through a
+    Context cost about as much as the decision itself.
+    """
+    if trace_context is None:
+        return _NO_TRACE
+    if isinstance(trace_context, Span):
+        span_context = trace_context.get_span_context()
+        if not span_context.is_valid:
+            return _NO_TRACE
+        headers = {"traceparent": f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
+                                  f"{span_context.trace_flags:02x}"}
+        if span_context.trace_state:
+            headers["tracestate"] = span_context.trace_state.to_header()
+        return headers
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace_context)
+    return carrier
 
 
 def stored_message(decision: StoredDecision) -> Order | Message:

@@ -126,12 +126,7 @@ def symbol_problem(exchange: str, symbol: str, book: AccountBook, known_symbols:
 def from_signal(signal: Signal, book: AccountBook, mark: Decimal | None, rules: MarketRules,
                 sizing: SizingContext | None) -> OrderRequest | Rejection:
     """The order a signal asks for (market, at the signal's event time), or why there is none."""
-    decision_id = signal_decision_id(signal.signal_id)
     price = signal.price if signal.price is not None else mark
-    base = OrderRequest(decision_id=decision_id, client_order_id=client_order_id_for_signal(signal.signal_id),
-                        account_id=signal.account_id, exchange=signal.exchange, symbol=signal.symbol, side="buy",
-                        order_type="market", ts_event=signal.ts_event, origin="signal", signal_id=signal.signal_id,
-                        strategy_id=signal.strategy_id, decision_price=price)
     if signal.quantity is not None and signal.quantity <= 0:
         return Rejection.of(reasons.INVALID_QUANTITY, f"quantity must be positive, got {text(signal.quantity)}",
                             quantity=signal.quantity)
@@ -140,19 +135,27 @@ def from_signal(signal: Signal, book: AccountBook, mark: Decimal | None, rules: 
     if price is None:
         return Rejection.of(reasons.NO_PRICE, f"no price for {signal.symbol}: the signal has none and no trade or "
                                               "candle of it was seen yet", symbol=signal.symbol)
-    position = book.position(signal.symbol)
+
+    def order(side: str, quantity: Decimal | None = None, **changes) -> OrderRequest:
+        # Built once with its final fields (dataclasses.replace of a request was a tenth of a decision).
+        return OrderRequest(decision_id=signal_decision_id(signal.signal_id),
+                            client_order_id=client_order_id_for_signal(signal.signal_id), account_id=signal.account_id,
+                            exchange=signal.exchange, symbol=signal.symbol, side=side, order_type="market",
+                            ts_event=signal.ts_event, quantity=quantity, origin="signal", signal_id=signal.signal_id,
+                            strategy_id=signal.strategy_id, decision_price=price, **changes)
+
     if signal.intent == "exit":
-        return _closing(base, position, book)
+        position = book.position(signal.symbol)
+        return _closing(order("buy"), position, book)
     if signal.intent == "target":
         if signal.target_quantity is None:
             return Rejection.of(reasons.INVALID_ORDER, "intent target needs target_quantity")
-        return _towards(base, position, book, signal.target_quantity)
+        return _towards(order("buy"), book.position(signal.symbol), book, signal.target_quantity)
     side = "buy" if signal.intent == "enter_long" else "sell"
-    request = replace(base, side=side)
     if signal.quantity is not None:
-        return request.with_quantity(signal.quantity)
+        return order(side, signal.quantity)
     assert sizing is not None, "entries without quantity need a sizing context"
-    free_cash = book.free_quote(request.quote, lambda s: price if s == signal.symbol else None)
+    free_cash = book.free_quote(split_symbol(signal.symbol)[1], lambda s: price if s == signal.symbol else None)
     stats = book.stats.get(signal.strategy_id)
     inputs = SizingInputs(price=price, equity=sizing.equity, free_cash=max(ZERO, free_cash), atr=sizing.atr,
                           returns_stdev=sizing.returns_stdev,
@@ -163,7 +166,7 @@ def from_signal(signal: Signal, book: AccountBook, mark: Decimal | None, rules: 
     except SizingError as exc:
         return Rejection.of(reasons.SIZING_FAILED, str(exc), method=sizing.method.method, equity=sizing.equity,
                             free_cash=inputs.free_cash)
-    return replace(request, quantity=size.quantity, quote_quantity=size.quote)
+    return order(side, size.quantity, quote_quantity=size.quote)
 
 
 def _open_quantity(position: Position, book: AccountBook) -> Decimal:
