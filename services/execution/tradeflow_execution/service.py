@@ -549,8 +549,9 @@ class ExecutionService:
     async def _save(self, tx: StoreTransaction, changes: Changes) -> None:
         for client_order_id, tracked in changes.orders.items():
             broker = self._brokers.get(tracked.account_id)
-            open_with_broker = broker is not None and tracked.state.is_open
-            tracked.broker_state = dict(broker.broker_state(client_order_id)) if open_with_broker else {}
+            # A remote broker's state (the mid at submission) is kept after the order ends: its slippage.
+            keep = broker is not None and (tracked.state.is_open or not broker.in_process)
+            tracked.broker_state = dict(broker.broker_state(client_order_id)) if keep else {}
         for key in sorted(changes.refold):
             # A fill older than the position's newest (an order that met past trades): the
             # position is the fold of all its fills in fill order, whenever each became known.

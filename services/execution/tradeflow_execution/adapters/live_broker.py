@@ -193,6 +193,9 @@ class LiveBroker:
         if order.quote_quantity is not None:
             return [OrderUpdate(cid, "rejected", self._clock(),
                                 reason="invalid_quantity: quote-sized orders are not sent to live exchanges")]
+        problem = await self._precision_problem(order)
+        if problem is not None:
+            return [OrderUpdate(cid, "rejected", self._clock(), reason=problem)]
         await self._note_mid(order)
         params: dict[str, Any] = {"clientOrderId": cid}
         if order.order_type == "limit" and order.time_in_force in ("IOC", "FOK"):
@@ -322,6 +325,28 @@ class LiveBroker:
     def _track_in_flight(self, order: Order) -> None:
         self._in_flight.setdefault(order.client_order_id, InFlight(order, time.monotonic()))
         self._metrics.in_flight.labels(self.account_id).set(len(self._in_flight))
+
+    async def _precision_problem(self, order: Order) -> str | None:
+        """ccxt rounds prices and truncates amounts to the market's steps before sending: an order
+        off those steps is refused here instead of being changed silently."""
+        try:
+            await self._exchange.load_markets()
+            price_ok = order.limit_price is None or Decimal(self._exchange.price_to_precision(
+                order.symbol, str(order.limit_price))) == order.limit_price
+            amount_ok = Decimal(self._exchange.amount_to_precision(order.symbol, str(order.quantity))) == order.quantity
+        except Exception as exc:  # noqa: BLE001 - the exchange will judge it (the markets could not be read)
+            name = type(exc).__name__
+            if name == "BadSymbol":
+                return f"unknown_market: {order.symbol} is not a market of {self._account.exchange}"
+            if name in ("InvalidOrder", "ArgumentsRequired"):  # below the minimum amount
+                return f"invalid_quantity: {_short(exc)}"
+            log.info("market steps of %s unknown (%s): sent as it is", order.symbol, _short(exc))
+            return None
+        if not price_ok:
+            return f"invalid_price: {order.limit_price} is off the tick size of {order.symbol}"
+        if not amount_ok:
+            return f"invalid_quantity: {order.quantity} is off the lot size of {order.symbol}"
+        return None
 
     async def _note_mid(self, order: Order) -> None:
         try:

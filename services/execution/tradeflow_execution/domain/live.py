@@ -131,3 +131,15 @@ def slippage_bps(side: str, price: Decimal, reference: Decimal | None) -> Decima
         return None
     worse = price - reference if side == "buy" else reference - price
     return (worse * BPS / reference).quantize(Decimal("0.01"))
+
+
+def order_slippage(side: str, average_price: Decimal | None, decision_price: Decimal | None,
+                   mid_at_submission: Decimal | None) -> dict[str, str | None]:
+    """An order's slippage as ``GET /v1/orders/{id}`` shows it (exact decimals as strings, None: unknown)."""
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else format(value, "f")
+
+    vs_decision = slippage_bps(side, average_price, decision_price) if average_price is not None else None
+    vs_mid = slippage_bps(side, average_price, mid_at_submission) if average_price is not None else None
+    return {"decision_price": text(decision_price), "mid_at_submission": text(mid_at_submission),
+            "vs_decision_bps": text(vs_decision), "vs_mid_bps": text(vs_mid)}
