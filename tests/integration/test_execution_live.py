@@ -57,7 +57,7 @@ def settings(kafka_bootstrap, database_url, unique_name, fake) -> ExecutionSetti
         exchanges=[{"id": "binance", "symbols": ["BTC/USDT"], "api_key": EXCHANGE_KEY, "secret": EXCHANGE_SECRET,
                     "urls": {"public": fake.rest_url, "private": fake.rest_url}}],
         live_poll_interval_s=0.2, in_flight_interval_s=0.2, in_flight_threshold_s=1.0, in_flight_retries=2,
-        live_request_timeout_s=1.0, balance_checks=2)
+        live_request_timeout_s=1.0, balance_checks=2, reconcile_interval_s=1.0)
 
 
 @contextlib.asynccontextmanager
@@ -84,8 +84,13 @@ async def risk_producer(settings: ExecutionSettings) -> AsyncIterator[Producer]:
         await producer.stop()
 
 
-def order(settings: ExecutionSettings, cid: str, **fields) -> Order:
-    base = dict(client_order_id=cid, account_id=settings.accounts[0].id, exchange="binance", symbol="BTC/USDT",
+def tag(settings: ExecutionSettings) -> str:
+    """Client order ids are unique in the database: each test's carry its account's suffix."""
+    return settings.accounts[0].id[-8:]
+
+
+def order(settings: ExecutionSettings, name: str, **fields) -> Order:
+    base = dict(client_order_id=f"{name}-{tag(settings)}", account_id=settings.accounts[0].id, exchange="binance", symbol="BTC/USDT",
                 side="buy", order_type="limit", quantity=D("0.5"), limit_price=D("90"), ts_event=time.time_ns(),
                 strategy_id="s1", decision_price=D("90.5"))
     return Order(**{**base, **fields})
@@ -121,7 +126,8 @@ async def assert_books_agree(settings: ExecutionSettings, client: httpx.AsyncCli
     at_exchange = {o.client_order_id: renamed.get(o.client_order_id, STATUS[o.status]) if renamed else
                    STATUS[o.status] for o in fake.orders.values()}
     wanted = {**at_exchange, **local}
-    wanted_fills = {f"binance:BTC/USDT:{t.trade_id}": (D(t.qty), D(t.price), D(t.commission)) for t in fake.trades}
+    wanted_fills = {f"{account}:binance:BTC/USDT:{t.trade_id}": (D(t.qty), D(t.price), D(t.commission))
+                    for t in fake.trades}
 
     events = await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
                               lambda es: {c: e.status for c, e in latest(es).items()} == wanted)
@@ -151,21 +157,22 @@ async def assert_books_agree(settings: ExecutionSettings, client: httpx.AsyncCli
 
 
 async def test_live_orders_fill_partially_cancel_race_and_refusals_match_the_exchange_books(settings, fake):
-    o = lambda cid, **kw: order(settings, cid, **kw)  # noqa: E731
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
     async with running(settings) as client, risk_producer(settings) as producer:
         health = (await client.get("/readyz")).json()
         assert "live-accounts" in str(health)
         send = lambda *orders: asyncio.gather(*(producer.send(settings.orders_topic, x.account_id, x)  # noqa: E731
                                                 for x in orders))
         await send(o("p1"), o("c1"), o("race1"), o("m1", order_type="market", limit_price=None, quantity=D("0.2")))
-        await wait_for(client, "p1", "accepted")
-        await wait_for(client, "m1", "filled")
+        await wait_for(client, C("p1"), "accepted")
+        await wait_for(client, C("m1"), "filled")
 
         # Partial fills, then the rest: one transition and one fill each.
-        fake.fill("p1", "0.2", "90")
-        await wait_for(client, "p1", "partially_filled")
-        fake.fill("p1", "0.3", "89.5")
-        detail = await wait_for(client, "p1", "filled")
+        fake.fill(C("p1"), "0.2", "90")
+        await wait_for(client, C("p1"), "partially_filled")
+        fake.fill(C("p1"), "0.3", "89.5")
+        detail = await wait_for(client, C("p1"), "filled")
         assert [t["status"] for t in detail["transitions"]] == ["submitted", "accepted", "partially_filled", "filled"]
         assert D(detail["average_price"]) == (D("0.2") * 90 + D("0.3") * D("89.5")) / D("0.5")
         # Slippage: against the decision price (90.5) and the book's mid when it was sent (100).
@@ -173,48 +180,48 @@ async def test_live_orders_fill_partially_cancel_race_and_refusals_match_the_exc
         assert D(detail["slippage"]["vs_decision_bps"]) < 0 and D(detail["slippage"]["vs_mid_bps"]) < 0
 
         # Cancel: canceled at the exchange; cancel racing a fill ends filled, as the exchange says.
-        canceled = await client.delete("/v1/orders/c1")
+        canceled = await client.delete(f"/v1/orders/{C('c1')}")
         assert (canceled.status_code, canceled.json()["status"]) == (200, "canceled"), canceled.text
-        await wait_for(client, "race1", "accepted")
+        await wait_for(client, C("race1"), "accepted")
         fake.fill_on_next_cancel()
-        raced = await client.delete("/v1/orders/race1")
+        raced = await client.delete(f"/v1/orders/{C('race1')}")
         assert (raced.status_code, raced.json()["status"]) == (200, "filled"), raced.text
 
         # Refusals map to stable reasons; nothing is left in flight.
         fake.reject_next_create(-2010, "Account has insufficient balance for requested action.")
         await send(o("poor", quantity=D("1000")))
-        poor = await wait_for(client, "poor", "rejected")
+        poor = await wait_for(client, C("poor"), "rejected")
         fake.reject_next_create(-1013, "Market is closed.")
         await send(o("closed"))
-        closed = await wait_for(client, "closed", "rejected")
+        closed = await wait_for(client, C("closed"), "rejected")
         await send(o("offtick", limit_price=D("90.001")))
-        offtick = await wait_for(client, "offtick", "rejected")
+        offtick = await wait_for(client, C("offtick"), "rejected")
         await send(o("offlot", quantity=D("0.000001")))
-        offlot = await wait_for(client, "offlot", "rejected")
+        offlot = await wait_for(client, C("offlot"), "rejected")
         fake.reject_next_create(-1013, "Filter failure: PRICE_FILTER")
         await send(o("filter"))
-        filtered = await wait_for(client, "filter", "rejected")
+        filtered = await wait_for(client, C("filter"), "rejected")
         reasons = [r["reason"].split(":")[0] for r in (poor, closed, offtick, offlot, filtered)]
         assert reasons == ["insufficient_funds", "market_closed", "invalid_price", "invalid_quantity", "invalid_price"]
 
         # Time in force: an order past expires_at is canceled by execution (expired here).
         await send(o("gtd", time_in_force="GTD", expires_at=time.time_ns() + 1_500_000_000))
-        await wait_for(client, "gtd", "expired", timeout_s=15)
-        assert fake.order_by_client_id("gtd").status == "CANCELED"
+        await wait_for(client, C("gtd"), "expired", timeout_s=15)
+        assert fake.order_by_client_id(C("gtd")).status == "CANCELED"
 
         # Every create reached the exchange once.
         creates = [r for r in fake.requests if r.startswith("POST /api/v3/order")]
         assert len(creates) == 8, creates  # p1 c1 race1 m1 poor closed filter gtd (off-step ones are not sent)
-        await assert_books_agree(settings, client, fake, local={"poor": "rejected", "closed": "rejected", "filter": "rejected",
-                                                                "offtick": "rejected", "offlot": "rejected"},
-                                 renamed={"gtd": "expired"})
+        local = {C(n): "rejected" for n in ("poor", "closed", "filter", "offtick", "offlot")}
+        await assert_books_agree(settings, client, fake, local=local, renamed={C("gtd"): "expired"})
         metrics = (await client.get("/metrics")).text
         assert 'tradeflow_execution_live_slippage_vs_mid_bps_count{strategy="s1",symbol="BTC/USDT"}' in metrics
         assert fake.bad_signatures == 0
 
 
 async def test_unknown_outcomes_stay_in_flight_until_the_exchange_answers_and_are_never_resent(settings, fake):
-    o = lambda cid, **kw: order(settings, cid, **kw)  # noqa: E731
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
     async with running(settings) as client, risk_producer(settings) as producer:
         # A create that timed out but was placed, one that timed out and was not, and the same
         # with the connection dropped mid-order.
@@ -222,57 +229,60 @@ async def test_unknown_outcomes_stay_in_flight_until_the_exchange_answers_and_ar
                                    ("drop-placed", "drop", True), ("drop-lost", "drop", False)):
             getattr(fake, f"{'time_out' if fault == 'timeout' else 'drop'}_next_create")(placed=placed)
             await producer.send(settings.orders_topic, settings.accounts[0].id, o(cid))
-            await wait_for(client, cid, "submitted")
-        placed = await wait_for(client, "to-placed", "accepted")
-        await wait_for(client, "drop-placed", "accepted")
-        lost = await wait_for(client, "to-lost", "rejected")
-        await wait_for(client, "drop-lost", "rejected")
+            await wait_for(client, C(cid), "submitted")
+        placed = await wait_for(client, C("to-placed"), "accepted")
+        await wait_for(client, C("drop-placed"), "accepted")
+        lost = await wait_for(client, C("to-lost"), "rejected")
+        await wait_for(client, C("drop-lost"), "rejected")
         assert lost["reason"].startswith("not_found_at_exchange")
         assert [t["status"] for t in placed["transitions"]] == ["submitted", "accepted"]
         creates = [r for r in fake.requests if r.startswith("POST /api/v3/order")]
         assert len(creates) == 4, creates  # never re-sent
         # A fill of a resolved order arrives through the polling like any other.
-        fake.fill("to-placed", "0.5", "90")
-        await wait_for(client, "to-placed", "filled")
-        await assert_books_agree(settings, client, fake, local={"to-lost": "rejected", "drop-lost": "rejected"})
+        fake.fill(C("to-placed"), "0.5", "90")
+        await wait_for(client, C("to-placed"), "filled")
+        local = {C("to-lost"): "rejected", C("drop-lost"): "rejected"}
+        await assert_books_agree(settings, client, fake, local=local)
         metrics = (await client.get("/metrics")).text
         assert "tradeflow_execution_unknown_outcomes_total 4.0" in metrics
 
 
 async def test_restart_reconciles_missed_fills_and_adopts_external_orders(settings, fake):
-    o = lambda cid, **kw: order(settings, cid, **kw)  # noqa: E731
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
     async with running(settings) as client, risk_producer(settings) as producer:
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("r1"))
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("r2", quantity=D("0.3")))
-        await wait_for(client, "r1", "accepted")
-        await wait_for(client, "r2", "accepted")
+        await wait_for(client, C("r1"), "accepted")
+        await wait_for(client, C("r2"), "accepted")
     # Execution is down: r1 fills partly, r2 fully, an order is placed on the exchange's website
     # (one resting, one already filled).
-    fake.fill("r1", "0.1", "90")
-    fake.fill("r2")
-    fake.place_external("BTCUSDT", "buy", "0.4", "80", "web_resting")
-    fake.place_external("BTCUSDT", "buy", "0.2", "85", "web_filled")
-    fake.fill("web_filled")
+    fake.fill(C("r1"), "0.1", "90")
+    fake.fill(C("r2"))
+    fake.place_external("BTCUSDT", "buy", "0.4", "80", C("web_resting"))
+    fake.place_external("BTCUSDT", "buy", "0.2", "85", C("web_filled"))
+    fake.fill(C("web_filled"))
     async with running(settings) as client:  # ready only once reconciled
         for cid, status in (("r1", "partially_filled"), ("r2", "filled"), ("web_resting", "accepted"),
                             ("web_filled", "filled")):
-            await wait_for(client, cid, status, timeout_s=2)
-        adopted = (await client.get("/v1/orders/web_resting")).json()
+            await wait_for(client, C(cid), status, timeout_s=2)
+        adopted = (await client.get(f"/v1/orders/{C('web_resting')}")).json()
         assert adopted["signal_id"].startswith("external:") and adopted["origin"] == "manual"
-        fake.fill("web_resting", "0.4", "80")
-        await wait_for(client, "web_resting", "filled")
+        fake.fill(C("web_resting"), "0.4", "80")
+        await wait_for(client, C("web_resting"), "filled")
         reconcile = (await client.post(f"/v1/accounts/{settings.accounts[0].id}/reconcile")).json()
         assert reconcile["agreed"], reconcile
         await assert_books_agree(settings, client, fake, local={})
         alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert, lambda a: len(a) >= 2)
         assert sorted(a.labels["client_order_id"] for a in alerts if a.kind == "external_order_adopted") == \
-            ["web_filled", "web_resting"]
+            [C("web_filled"), C("web_resting")]
         metrics = (await client.get("/metrics")).text
         assert "tradeflow_execution_illegal_updates_total 0.0" in metrics
 
 
 async def test_a_balance_difference_that_fills_cannot_explain_halts_the_account(settings, fake):
-    o = lambda cid, **kw: order(settings, cid, **kw)  # noqa: E731
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
     async with running(settings) as client, risk_producer(settings) as producer:
         fake.free["USDT"] += D("5")  # a deposit, or a fill execution cannot see
         alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert,
@@ -280,11 +290,11 @@ async def test_a_balance_difference_that_fills_cannot_explain_halts_the_account(
         (alert,) = [a for a in alerts if a.kind == "position_mismatch"]
         assert alert.severity == "critical" and "USDT" in alert.message
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("after-halt"))
-        refused = await wait_for(client, "after-halt", "rejected")
+        refused = await wait_for(client, C("after-halt"), "rejected")
         assert refused["reason"].startswith("reconcile_halt")
         await producer.send(settings.orders_topic, settings.accounts[0].id,
                             o("exit", side="sell", reduce_only=True, quantity=D("0.1"), limit_price=D("120")))
-        exit_order = await wait_for(client, "exit", "rejected")  # reduce-only passes the halt; the exchange
+        exit_order = await wait_for(client, C("exit"), "rejected")  # reduce-only passes the halt; the exchange
         assert exit_order["reason"].startswith("insufficient_funds")  # has no BTC to sell
         ready = (await client.get("/readyz")).json()
         assert "halted" in str(ready)

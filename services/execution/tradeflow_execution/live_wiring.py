@@ -27,7 +27,7 @@ def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry) -> di
         poll_interval_s=settings.live_poll_interval_s, in_flight_interval_s=settings.in_flight_interval_s,
         in_flight_threshold_s=settings.in_flight_threshold_s, in_flight_retries=settings.in_flight_retries,
         request_timeout_s=settings.live_request_timeout_s, fills_lookback_s=settings.fills_lookback_s,
-        balance_checks=settings.balance_checks)
+        balance_checks=settings.balance_checks, reconcile_interval_s=settings.reconcile_interval_s)
     brokers: dict[str, LiveBroker] = {}
     for account in settings.accounts:
         if account.mode != "live":

@@ -90,6 +90,9 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     fills_lookback_s: float = Field(
         default=86_400.0, gt=0, le=30 * 86_400,
         description="a live account without known fills is reconciled with the trades of this long back")
+    reconcile_interval_s: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="live accounts: a full reconciliation (orders, fills, balances) at least this often")
     balance_checks: int = Field(
         default=3, ge=1, le=100,
         description="reconciliation rounds in a row a balance difference must persist before the account halts")

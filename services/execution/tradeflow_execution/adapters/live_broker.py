@@ -79,6 +79,7 @@ class LiveTimings:
     request_timeout_s: float = 10.0
     fills_lookback_s: float = 86_400.0
     balance_checks: int = 3  # a balance difference must persist this many rounds in a row to halt
+    reconcile_interval_s: float = 60.0  # a full reconciliation (balances included) at least this often
 
 
 class LiveHost(Protocol):
@@ -374,11 +375,13 @@ class LiveBroker:
 
     def _fill(self, order: Order, trade: dict) -> Fill:
         try:
+            if trade.get("id") is None or trade.get("timestamp") is None:
+                raise KeyError("id and timestamp")
             fee = trade.get("fee") or {}
             info = trade.get("info") or {}
             maker = trade.get("takerOrMaker")
             return Fill(
-                fill_id=f"{self._account.exchange}:{order.symbol}:{trade['id']}",
+                fill_id=self._fill_key(order.symbol, trade),
                 client_order_id=order.client_order_id, account_id=self.account_id, exchange=order.exchange,
                 symbol=order.symbol, side=order.side,
                 quantity=to_decimal(info.get("qty", trade["amount"])),
@@ -435,12 +438,14 @@ class LiveBroker:
     # --- the background task ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        last_in_flight = 0.0
+        last_in_flight = last_full = 0.0
         failed = False
         while True:
             try:
-                if self._need_full or failed or self._full_requested.is_set():
+                due = time.monotonic() - last_full >= self._timings.reconcile_interval_s
+                if self._need_full or failed or due or self._full_requested.is_set():
                     self._full_requested.clear()
+                    last_full = time.monotonic()
                     await self._full_round()
                 else:
                     await self._round(full=False)
@@ -480,6 +485,10 @@ class LiveBroker:
             self._need_full = False
             await self._round(full=True)
             differences = await self._balance_differences()
+            if differences is None:  # trades meanwhile: compared again next round
+                self._need_full = True
+                self._metrics.reconciliations.labels(self.account_id, "retry").inc()
+                return
             if differences:
                 self._mismatch_rounds += 1
                 if self._mismatch_rounds >= self._timings.balance_checks:
@@ -520,16 +529,47 @@ class LiveBroker:
         totals = balance.get("total") or {}
         return {currency: to_decimal(amount) for currency, amount in totals.items() if amount is not None}
 
-    async def _balance_differences(self) -> list[str]:
+    def _fill_key(self, symbol: str, trade: dict) -> str:
+        """The fill id of one of the account's trades: the exchange's trade id, qualified by the
+        account (two accounts can be the two sides of one trade) and the symbol (ids are per symbol)."""
+        return f"{self.account_id}:{self._account.exchange}:{symbol}:{trade.get('id')}"
+
+    async def _trade_keys(self) -> set[str]:
+        keys: set[str] = set()
+        for symbol in sorted(self._symbols):
+            since = self._since_ms.get(symbol, int(time.time() * 1000) - 60_000)
+            keys |= {self._fill_key(symbol, t) for t in await self._call(self._exchange.fetch_my_trades, symbol,
+                                                                          since, 1000)}
+        return keys
+
+    async def _balance_differences(self) -> list[str] | None:
+        """The exchange's balances against the fold of the applied fills; None when a trade happened
+        meanwhile (the balances are then compared again in the next round).
+
+        The balances are read between two reads of the account's trades: when both reads list the
+        same trades, the balances contain exactly those, and they are compared under the service's
+        lock once all of them are applied (a fill being applied by a create call is then done).
+        """
+        before = await self._trade_keys()
         theirs = await self._fetch_balances()
-        ours = self._host.balances(self.account_id)
-        differences = []
-        for currency in sorted(set(theirs) | set(ours.amounts)):
-            exchange_amount, held = theirs.get(currency, Decimal(0)), ours.get(currency)
-            if exchange_amount != held:
-                differences.append(f"balance {currency}: the exchange has {exchange_amount}, "
-                                   f"the fills give {held}")
-        return differences
+        after = await self._trade_keys()
+        if before != after:
+            return None
+        result: list[str] | None = None
+
+        def compare(_open: Mapping[str, TrackedOrder]) -> list[BrokerUpdate]:
+            nonlocal result
+            if any(key not in self._seen_fills for key in after):
+                return []  # a trade not applied yet: the next round applies it first
+            ours = self._host.balances(self.account_id)
+            result = [f"balance {currency}: the exchange has {theirs.get(currency, Decimal(0))}, "
+                      f"the fills give {ours.get(currency)}"
+                      for currency in sorted(set(theirs) | set(ours.amounts))
+                      if theirs.get(currency, Decimal(0)) != ours.get(currency)]
+            return []
+
+        await self._host.apply_from_broker(self.account_id, compare)
+        return result
 
     async def _round(self, *, full: bool) -> None:
         """One poll: open orders, new trades, the orders that ended; applied against the current view."""
@@ -541,7 +581,7 @@ class LiveBroker:
         for symbol in sorted(self._symbols):
             since = self._since_ms.setdefault(symbol, int(time.time() * 1000) - 60_000)
             for trade in await self._call(self._exchange.fetch_my_trades, symbol, since, 1000):
-                fill_key = f"{self._account.exchange}:{symbol}:{trade.get('id')}"
+                fill_key = self._fill_key(symbol, trade)
                 if fill_key in self._seen_fills:
                     continue
                 trade["_symbol"] = symbol
