@@ -25,7 +25,8 @@ back in time), :meth:`drop_next_create` (the connection is closed without an ans
 order was placed or not), :meth:`fill_on_next_cancel` (the order fills while the cancel is on its
 way: the cancel is answered -2011 "Unknown order sent."), :meth:`fail_requests` (429 with
 Retry-After on the next N private requests). :meth:`place_external` places an order as another
-client (the exchange's website) would. The books are kept across :meth:`stop`/:meth:`start`.
+client (the exchange's website) would; ``garbage_trades``/``garbage_orders`` are served after the real
+entries of myTrades/openOrders (malformed messages). The books are kept across :meth:`stop`/:meth:`start`.
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ class FakeBinanceAccount(LoopbackExchange):
         self._create_faults: list[tuple[str, object]] = []  # ("reject", (code, msg)) / ("timeout"|"drop", placed)
         self._cancel_fills: list[Decimal | None] = []
         self._throttled = 0
+        self.garbage_trades: list[dict] = []  # served by myTrades after the real ones (malformed messages)
+        self.garbage_orders: list[dict] = []  # served by openOrders after the real ones
         self.spread = Decimal("0.02")
         self.answer_delay_s = 60.0  # how long a timed-out answer is held back
 
@@ -388,7 +391,7 @@ class FakeBinanceAccount(LoopbackExchange):
             return params
         symbol = params.get("symbol")
         return web.json_response([o.json() for o in self.orders.values()
-                                  if o.open and (symbol is None or o.symbol == symbol)])
+                                  if o.open and (symbol is None or o.symbol == symbol)] + self.garbage_orders)
 
     async def _my_trades(self, request: web.Request) -> web.Response:
         params = await self._signed(request)
@@ -405,7 +408,7 @@ class FakeBinanceAccount(LoopbackExchange):
         if "startTime" in params:
             selected = [t for t in selected if t.ts_ms >= int(params["startTime"])]
         limit = min(int(params.get("limit", 500)), 1000)
-        return web.json_response([t.json() for t in selected[:limit]])
+        return web.json_response([t.json() for t in selected[:limit]] + self.garbage_trades)
 
     async def _account(self, request: web.Request) -> web.Response:
         params = await self._signed(request)

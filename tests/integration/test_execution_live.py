@@ -238,9 +238,21 @@ async def test_unknown_outcomes_stay_in_flight_until_the_exchange_answers_and_ar
         assert [t["status"] for t in placed["transitions"]] == ["submitted", "accepted"]
         creates = [r for r in fake.requests if r.startswith("POST /api/v3/order")]
         assert len(creates) == 4, creates  # never re-sent
-        # A fill of a resolved order arrives through the polling like any other.
+        # Malformed exchange messages are logged, counted and skipped; a fill of a resolved order
+        # still arrives through the polling like any other.
+        placed_id = fake.order_by_client_id(C("to-placed")).order_id
+        fake.garbage_trades.append({"symbol": "BTCUSDT", "id": 999_999, "orderId": placed_id, "price": "90",
+                                    "qty": "0.1", "commission": "0", "commissionAsset": "USDT", "isBuyer": True,
+                                    "isMaker": True})  # no time
+        fake.garbage_orders.append({"symbol": "BTCUSDT", "status": "NEW", "side": "BUY", "type": "LIMIT"})  # no ids
+        deadline = time.monotonic() + 10
+        while "tradeflow_execution_malformed_exchange_messages_total{" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
         fake.fill(C("to-placed"), "0.5", "90")
         await wait_for(client, C("to-placed"), "filled")
+        fake.garbage_trades.clear()
+        fake.garbage_orders.clear()
         local = {C("to-lost"): "rejected", C("drop-lost"): "rejected"}
         await assert_books_agree(settings, client, fake, local=local)
         metrics = (await client.get("/metrics")).text

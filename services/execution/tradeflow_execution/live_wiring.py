@@ -39,6 +39,7 @@ def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry) -> di
         feed = feed.model_copy(update={"options": {**LIVE_OPTIONS.get(feed.id, {}), **feed.options}})
         exchange = create_ccxt_exchange(feed)
         exchange.timeout = int(settings.live_request_timeout_s * 1000)
+        exchange.enableLastJsonResponse = True  # an answer ccxt cannot parse is read entry by entry
         symbols = {m.symbol for m in settings.markets if m.exchange == account.exchange} | set(feed.symbols)
         brokers[account.id] = LiveBroker(
             account, exchange, symbols=sorted(symbols), timings=timings, metrics=metrics,

@@ -306,6 +306,29 @@ class LiveBroker:
         self._breaker.record_success()
         return result
 
+    async def _fetch_list(self, method_name: str, parse_name: str, symbol: str, *args: Any) -> list[dict]:
+        """A ccxt list call (open orders, trades) whose answer holds an unreadable entry: the other
+        entries are read one by one from the answer, the bad ones counted and skipped."""
+        import ccxt
+
+        try:
+            return await self._call(getattr(self._exchange, method_name), symbol, *args)
+        except ccxt.BaseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ccxt's parser failed on the answer as a whole
+            raw = getattr(self._exchange, "last_json_response", None)  # set before parsing; no await since
+            self._malformed(f"{method_name} answer", exc)
+            if not isinstance(raw, list):
+                raise Malformed(f"{method_name}: {exc!r}") from None
+        market = self._exchange.market(symbol)
+        items = []
+        for entry in raw:
+            try:
+                items.append(getattr(self._exchange, parse_name)(entry, market))
+            except Exception as exc:  # noqa: BLE001
+                self._malformed(f"{method_name} entry {str(entry)[:200]}", exc)
+        return items
+
     def _refusal_or_unknown(self, order: Order, exc: Exception) -> list[BrokerUpdate]:
         import ccxt
 
@@ -367,6 +390,8 @@ class LiveBroker:
                 or client_order_id
             if info.get("origClientOrderId"):  # a cancel's answer names the cancel by clientOrderId
                 cid = info["origClientOrderId"]
+            if raw.get("id") is None or not cid:
+                raise KeyError("id and client order id")
             executed = to_decimal(info["executedQty"]) if "executedQty" in info else to_decimal(raw["filled"] or 0)
             ts = raw.get("lastUpdateTimestamp") or raw.get("timestamp") or time.time() * 1000
             return ExchangeOrder(str(cid), str(raw["id"]), status, executed, int(ts) * NS_PER_MS)
@@ -514,7 +539,7 @@ class LiveBroker:
     async def _fetch_open(self) -> dict[str, tuple[ExchangeOrder, dict]]:
         found: dict[str, tuple[ExchangeOrder, dict]] = {}
         for symbol in sorted(self._symbols):
-            for raw in await self._call(self._exchange.fetch_open_orders, symbol):
+            for raw in await self._fetch_list("fetch_open_orders", "parse_order", symbol):
                 try:
                     theirs = self._exchange_order(raw)
                 except Malformed as exc:
@@ -538,8 +563,8 @@ class LiveBroker:
         keys: set[str] = set()
         for symbol in sorted(self._symbols):
             since = self._since_ms.get(symbol, int(time.time() * 1000) - 60_000)
-            keys |= {self._fill_key(symbol, t) for t in await self._call(self._exchange.fetch_my_trades, symbol,
-                                                                          since, 1000)}
+            keys |= {self._fill_key(symbol, t) for t in await self._fetch_list("fetch_my_trades", "parse_trade", symbol,
+                                                                                since, 1000)}
         return keys
 
     async def _balance_differences(self) -> list[str] | None:
@@ -580,7 +605,7 @@ class LiveBroker:
         fetched = Fetched(open_orders=await self._fetch_open())
         for symbol in sorted(self._symbols):
             since = self._since_ms.setdefault(symbol, int(time.time() * 1000) - 60_000)
-            for trade in await self._call(self._exchange.fetch_my_trades, symbol, since, 1000):
+            for trade in await self._fetch_list("fetch_my_trades", "parse_trade", symbol, since, 1000):
                 fill_key = self._fill_key(symbol, trade)
                 if fill_key in self._seen_fills:
                     continue
@@ -643,7 +668,9 @@ class LiveBroker:
         await host.apply_from_broker(self.account_id, lambda open_now: self._compute(open_now, fetched))
         for trade in fetched.trades:
             symbol = trade["_symbol"]
-            self._since_ms[symbol] = max(self._since_ms.get(symbol, 0), int(trade.get("timestamp") or 0))
+            timestamp = trade.get("timestamp")
+            if isinstance(timestamp, int):
+                self._since_ms[symbol] = max(self._since_ms.get(symbol, 0), timestamp)
 
     def _compute(self, open_now: Mapping[str, TrackedOrder], fetched: Fetched) -> list[BrokerUpdate]:
         """Under the service's lock: the updates that bring its current view to what was fetched."""
@@ -688,6 +715,9 @@ class LiveBroker:
             try:
                 fill = self._fill(order, trade)
             except Malformed as exc:
+                # Skipped from now on; if it was a real trade, the balances will not agree and the
+                # account halts: an unreadable fill is never guessed.
+                self._seen_fills.add(self._fill_key(order.symbol, trade))
                 self._malformed(f"trade of {order.client_order_id}", exc)
                 continue
             if fill.fill_id not in self._seen_fills:
