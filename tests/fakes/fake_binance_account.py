@@ -167,6 +167,10 @@ class FakeBinanceAccount(LoopbackExchange):
         """The next ``times`` private requests are answered 429 (-1003) with Retry-After: 1."""
         self._throttled += times
 
+    def heal(self) -> None:
+        """Forget the 429s :meth:`fail_requests` queued that were not served yet."""
+        self._throttled = 0
+
     def order_by_client_id(self, client_order_id: str) -> FakeOrder | None:
         return next((o for o in self.orders.values() if o.client_order_id == client_order_id), None)
 
@@ -258,7 +262,7 @@ class FakeBinanceAccount(LoopbackExchange):
     # --- handlers ------------------------------------------------------------------------------------
 
     def _log(self, request: web.Request, params: dict[str, str]) -> None:
-        self.requests.append(f"{request.method} {request.path} {sorted(params)}")
+        self.requests.append(f"{request.method} {request.path} {params.get('newClientOrderId', '')}".rstrip())
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
         return web.json_response({

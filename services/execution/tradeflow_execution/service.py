@@ -414,6 +414,13 @@ class ExecutionService:
                         message=f"account {account_id}: order {cid} ({update.exchange_order_id}) at the exchange "
                                 "was not sent by Tradeflow; adopted",
                         labels={"account_id": account_id, "client_order_id": cid}, ts_event=update.ts_event), {}))
+                elif isinstance(update, AccountMismatch) and not update.differences:
+                    if self._mismatched.pop(update.account_id, None) is not None:
+                        log.warning("account %s: balances agree with the fills again; halt lifted", update.account_id)
+                        changes.messages.append(OutboxMessage(self._topics.alerts, "execution", Alert(
+                            service="execution", severity="info", kind="position_mismatch_resolved",
+                            message=f"account {update.account_id}: the exchange's balances agree with its fills again",
+                            labels={"account_id": update.account_id}, ts_event=update.ts_event), {}))
                 elif isinstance(update, AccountMismatch):
                     first = update.account_id not in self._mismatched
                     self._mismatched[update.account_id] = update.differences

@@ -197,6 +197,9 @@ class LiveBroker:
         problem = await self._precision_problem(order)
         if problem is not None:
             return [OrderUpdate(cid, "rejected", self._clock(), reason=problem)]
+        held = self._hold.remaining_s(time.monotonic())
+        if 0 < held <= self._timings.request_timeout_s:  # a short hold after a 429: wait it out, then send
+            await asyncio.sleep(held)
         await self._note_mid(order)
         params: dict[str, Any] = {"clientOrderId": cid}
         if order.order_type == "limit" and order.time_in_force in ("IOC", "FOK"):
@@ -527,6 +530,10 @@ class LiveBroker:
                     return
             else:
                 self._mismatch_rounds = 0
+                if self.halted_reason:  # the balances agree again: the halt is lifted
+                    await host.apply_from_broker(self.account_id, lambda _open: [AccountMismatch(
+                        self.account_id, (), self._clock())])
+                    self.halted_reason = ""
                 self._metrics.reconciliations.labels(self.account_id, "agreed").inc()
             self.reconciliations += 1
             self.ready = True

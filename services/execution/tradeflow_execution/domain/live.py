@@ -30,7 +30,8 @@ class AdoptedOrder:
 
 @dataclass(frozen=True, slots=True)
 class AccountMismatch:
-    """Reconciliation: the exchange's balances differ from the fold of the known fills."""
+    """Reconciliation: the exchange's balances differ from the fold of the known fills (no
+    differences: they agree again, and the halt is lifted)."""
 
     account_id: str
     differences: tuple[str, ...]
