@@ -274,6 +274,14 @@ async def test_restart_reconciles_missed_fills_and_adopts_external_orders(settin
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("r2", quantity=D("0.3")))
         await wait_for(client, C("r1"), "accepted")
         await wait_for(client, C("r2"), "accepted")
+        # Stopped with a create in flight (placed at the exchange, its answer never came).
+        fake.time_out_next_create(placed=True)
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("r3"))
+        await wait_for(client, C("r3"), "submitted")
+        deadline = time.monotonic() + 10
+        while "unknown_outcomes_total 1.0" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
     # Execution is down: r1 fills partly, r2 fully, an order is placed on the exchange's website
     # (one resting, one already filled).
     fake.fill(C("r1"), "0.1", "90")
@@ -283,8 +291,10 @@ async def test_restart_reconciles_missed_fills_and_adopts_external_orders(settin
     fake.fill(C("web_filled"))
     async with running(settings) as client:  # ready only once reconciled
         for cid, status in (("r1", "partially_filled"), ("r2", "filled"), ("web_resting", "accepted"),
-                            ("web_filled", "filled")):
+                            ("web_filled", "filled"), ("r3", "accepted")):
             await wait_for(client, C(cid), status, timeout_s=2)
+        creates = [r.rsplit(" ", 1)[1] for r in fake.requests if r.startswith("POST /api/v3/order")]
+        assert sorted(creates) == sorted(C(n) for n in ("r1", "r2", "r3"))  # r3 asked for, never re-sent
         adopted = (await client.get(f"/v1/orders/{C('web_resting')}")).json()
         assert adopted["signal_id"].startswith("external:") and adopted["origin"] == "manual"
         fake.fill(C("web_resting"), "0.4", "80")
