@@ -7,6 +7,9 @@ formats (field names, status words, error codes and messages):
 * ``POST /api/v3/order`` (``newClientOrderId``; ``newOrderRespType`` FULL answers with ``fills``),
   ``GET /api/v3/order`` and ``DELETE /api/v3/order`` (``orderId`` or ``origClientOrderId``);
 * ``GET /api/v3/depth``: one level each side of :attr:`market_price` (the mid at submission);
+* ``/ws-api/v3``: Binance's WebSocket API for the user data stream: a signed
+  ``userDataStream.subscribe.signature`` request, then ``executionReport`` events
+  (``{"subscriptionId": 0, "event": {...}}``) for every new order, trade, cancel and expiry;
 * ``GET /api/v3/openOrders`` (``symbol`` optional), ``GET /api/v3/myTrades`` (``symbol``,
   ``startTime``, ``fromId``, ``orderId``, ``limit``), ``GET /api/v3/account`` (balances).
 
@@ -34,12 +37,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from tests.fakes.fake_binance import _market
 from tests.fakes.loopback_exchange import LoopbackExchange
@@ -125,6 +129,8 @@ class FakeBinanceAccount(LoopbackExchange):
         self._create_faults: list[tuple[str, object]] = []  # ("reject", (code, msg)) / ("timeout"|"drop", placed)
         self._cancel_fills: list[Decimal | None] = []
         self._throttled = 0
+        self.pushed: list[dict] = []  # every executionReport sent on the user data stream
+        self.mute_user_stream = False  # True: changes are not pushed (a silent stream; polling finds them)
         self.garbage_trades: list[dict] = []  # served by myTrades after the real ones (malformed messages)
         self.garbage_orders: list[dict] = []  # served by openOrders after the real ones
         self.spread = Decimal("0.02")
@@ -133,6 +139,15 @@ class FakeBinanceAccount(LoopbackExchange):
     @property
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v3"
+
+    @property
+    def ws_api_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws-api/v3"
+
+    @property
+    def user_streams(self) -> int:
+        """Websocket clients subscribed to the user data stream now."""
+        return sum(1 for s in self._subscribers if s.subscribed and not s.ws.closed)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
@@ -144,6 +159,7 @@ class FakeBinanceAccount(LoopbackExchange):
         app.router.add_get("/api/v3/openOrders", self._open_orders)
         app.router.add_get("/api/v3/myTrades", self._my_trades)
         app.router.add_get("/api/v3/account", self._account)
+        app.router.add_get("/ws-api/v3", self._ws_api)
 
     # --- test controls -------------------------------------------------------------------------------
 
@@ -195,6 +211,7 @@ class FakeBinanceAccount(LoopbackExchange):
         self._unlock(order)
         order.status = "EXPIRED"
         order.update_ms = _now_ms()
+        self._push(order, "EXPIRED")
 
     def balances(self) -> dict[str, Decimal]:
         return {a: self.free.get(a, ZERO) + self.locked.get(a, ZERO) for a in set(self.free) | set(self.locked)}
@@ -206,6 +223,7 @@ class FakeBinanceAccount(LoopbackExchange):
         self._next_order_id += 1
         order = FakeOrder(self._next_order_id, client_order_id, symbol, side, type_, qty, price, tif, _now_ms())
         self.orders[order.order_id] = order
+        self._push(order, "NEW")
         return order
 
     def _assets(self, order: FakeOrder) -> tuple[str, str]:
@@ -257,6 +275,7 @@ class FakeBinanceAccount(LoopbackExchange):
         order.update_ms = trade.ts_ms
         order.trades.append(trade)
         self.trades.append(trade)
+        self._push(order, "TRADE", trade)
         return trade
 
     # --- handlers ------------------------------------------------------------------------------------
@@ -275,6 +294,64 @@ class FakeBinanceAccount(LoopbackExchange):
 
     async def _time(self, request: web.Request) -> web.Response:
         return web.json_response({"serverTime": _now_ms()})
+
+    # --- the user data stream (Binance's WebSocket API, userDataStream.subscribe.signature) ---------
+
+    def _push(self, order: FakeOrder, execution: str, trade: FakeTradeFill | None = None) -> None:
+        """An ``executionReport`` to every subscribed user data stream (sent without waiting)."""
+        if self.mute_user_stream:
+            return
+        event = {"e": "executionReport", "E": _now_ms(), "s": order.symbol, "c": order.client_order_id,
+                 "S": order.side, "o": order.type, "f": order.time_in_force, "q": _s(order.qty), "p": _s(order.price),
+                 "P": "0.00000000", "F": "0.00000000", "g": -1, "C": "", "x": execution, "X": order.status,
+                 "r": "NONE", "i": order.order_id, "l": _s(trade.qty) if trade else "0", "z": _s(order.executed),
+                 "L": _s(trade.price) if trade else "0", "n": _s(trade.commission) if trade else "0",
+                 "N": trade.commission_asset if trade else None, "T": order.update_ms or order.ts_ms,
+                 "t": trade.trade_id if trade else -1, "I": 1, "w": order.open, "m": trade.maker if trade else False,
+                 "M": False, "O": order.ts_ms, "Z": _s(order.quote), "Y": _s(trade.price * trade.qty) if trade else "0",
+                 "Q": "0.00000000", "W": order.ts_ms, "V": "NONE"}
+        text = json.dumps({"subscriptionId": 0, "event": event})
+        self.pushed.append(event)
+        for stream in list(self._subscribers):
+            if stream.subscribed and not stream.ws.closed:
+                asyncio.get_running_loop().create_task(self._send(stream, text))
+
+    async def _send(self, stream: _UserStream, text: str) -> None:
+        try:
+            await stream.ws.send_str(text)
+        except ConnectionError:
+            pass
+
+    async def _ws_api(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        stream = _UserStream(ws)
+        self._subscribers.append(stream)
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                command = json.loads(message.data)
+                request_id = command.get("id")
+                if command.get("method") != "userDataStream.subscribe.signature":
+                    await ws.send_str(json.dumps({"id": request_id, "status": 400,
+                                                  "error": {"code": -1100, "msg": "Unknown method."}}))
+                    continue
+                params = dict(command.get("params") or {})
+                signature = str(params.pop("signature", ""))
+                payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
+                expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+                if params.get("apiKey") != self.api_key or not hmac.compare_digest(signature, expected):
+                    self.bad_signatures += 1
+                    await ws.send_str(json.dumps({"id": request_id, "status": 401, "error": {
+                        "code": -1022, "msg": "Signature for this request is not valid."}}))
+                    continue
+                stream.subscribed = True
+                await ws.send_str(json.dumps({"id": request_id, "status": 200, "result": {"subscriptionId": 0}}))
+        finally:
+            if stream in self._subscribers:
+                self._subscribers.remove(stream)
+        return ws
 
     async def _depth(self, request: web.Request) -> web.Response:
         """A one-level book around :attr:`market_price`: bid and ask ``spread`` apart."""
@@ -386,6 +463,7 @@ class FakeBinanceAccount(LoopbackExchange):
         self._unlock(order)
         order.status = "CANCELED"
         order.update_ms = _now_ms()
+        self._push(order, "CANCELED")
         return web.json_response({**order.json(), "origClientOrderId": order.client_order_id,
                                   "clientOrderId": f"cancel{order.order_id}", "transactTime": order.update_ms})
 
@@ -427,6 +505,12 @@ class FakeBinanceAccount(LoopbackExchange):
             "accountType": "SPOT", "permissions": ["SPOT"], "uid": 1,
             "balances": [{"asset": a, "free": _s(self.free.get(a, ZERO)), "locked": _s(self.locked.get(a, ZERO))}
                          for a in assets]})
+
+
+@dataclass
+class _UserStream:
+    ws: web.WebSocketResponse
+    subscribed: bool = False
 
 
 def _error(code: int, msg: str, status: int = 400) -> web.Response:

@@ -55,7 +55,7 @@ def settings(kafka_bootstrap, database_url, unique_name, fake) -> ExecutionSetti
         accounts=[{"id": f"live-{u[-8:]}", "exchange": "binance", "mode": "live", "balances": {"USDT": "10000"},
                    "fees": {"maker": "0.001", "taker": "0.001"}}],
         exchanges=[{"id": "binance", "symbols": ["BTC/USDT"], "api_key": EXCHANGE_KEY, "secret": EXCHANGE_SECRET,
-                    "urls": {"public": fake.rest_url, "private": fake.rest_url}}],
+                    "urls": {"public": fake.rest_url, "private": fake.rest_url, "ws.ws-api.spot": fake.ws_api_url}}],
         live_poll_interval_s=0.2, in_flight_interval_s=0.2, in_flight_threshold_s=1.0, in_flight_retries=2,
         live_request_timeout_s=1.0, balance_checks=2, reconcile_interval_s=1.0)
 
@@ -333,3 +333,38 @@ async def test_a_balance_difference_that_fills_cannot_explain_halts_the_account(
                                   lambda a: any(x.kind == "position_mismatch_resolved" for x in a))
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("after-resume"))
         await wait_for(client, C("after-resume"), "accepted")
+
+
+async def test_the_user_data_stream_wakes_the_polling_and_a_lost_stream_is_reconciled(settings, fake):
+    # Polling and periodic reconciliation too slow to matter here: what arrives comes by the stream,
+    # or by the reconciliation that follows losing it.
+    settings = settings.model_copy(update={"live_poll_interval_s": 60.0, "live_stream_poll_interval_s": 60.0,
+                                           "reconcile_interval_s": 600.0})
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+
+    async def streams(count: int) -> None:
+        deadline = time.monotonic() + 15
+        while fake.user_streams != count:
+            assert time.monotonic() < deadline, fake.user_streams
+            await asyncio.sleep(0.05)
+
+    async with running(settings) as client, risk_producer(settings) as producer:
+        await streams(1)
+        for name in ("w1", "w2"):
+            await producer.send(settings.orders_topic, settings.accounts[0].id, o(name))
+            await wait_for(client, C(name), "accepted")
+        fake.fill(C("w1"), "0.5", "90")  # pushed: wakes a round
+        await wait_for(client, C("w1"), "filled")
+        fake.mute_user_stream = True
+        fake.fill(C("w2"), "0.2", "90")  # not pushed: found by the reconciliation after the stream is lost
+        await fake.drop_websockets()
+        await wait_for(client, C("w2"), "partially_filled")
+        fake.mute_user_stream = False
+        await streams(1)  # reconnected within the reconnect budget
+        fake.fill(C("w2"), "0.3", "90")
+        await wait_for(client, C("w2"), "filled")
+        await assert_books_agree(settings, client, fake, local={})
+        metrics = (await client.get("/metrics")).text
+        assert 'tradeflow_execution_user_stream_losses_total{account="' in metrics
+        assert fake.bad_signatures == 0

@@ -27,6 +27,12 @@ class LiveMetrics:
         self.malformed = telemetry.counter(
             "tradeflow_execution_malformed_exchange_messages_total",
             "Exchange answers that could not be read (logged and skipped)", ("account",))
+        self.stream_events = telemetry.counter(
+            "tradeflow_execution_user_stream_events_total",
+            "Order events from the exchange's user data stream (each wakes a poll round)", ("account",))
+        self.stream_losses = telemetry.counter(
+            "tradeflow_execution_user_stream_losses_total", "User data stream connections lost or refused",
+            ("account",))
         self.slippage_decision = telemetry.histogram(
             "tradeflow_execution_live_slippage_vs_decision_bps",
             "Live fill price against the order's decision price in basis points (positive: worse)",

@@ -9,6 +9,7 @@ from tradeflow.service import ReadinessCheck
 from tradeflow.telemetry import Telemetry
 from tradeflow_exchanges.ccxt_client import create_ccxt_exchange, find_exchange
 from tradeflow_exchanges.circuit_breaker import CircuitBreaker
+from tradeflow_exchanges.reconnect_budget import ReconnectBudget
 
 from tradeflow_execution.adapters.live_broker import LiveBroker, LiveHost, LiveTimings
 from tradeflow_execution.live_metrics import LiveMetrics
@@ -27,7 +28,8 @@ def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry) -> di
         poll_interval_s=settings.live_poll_interval_s, in_flight_interval_s=settings.in_flight_interval_s,
         in_flight_threshold_s=settings.in_flight_threshold_s, in_flight_retries=settings.in_flight_retries,
         request_timeout_s=settings.live_request_timeout_s, fills_lookback_s=settings.fills_lookback_s,
-        balance_checks=settings.balance_checks, reconcile_interval_s=settings.reconcile_interval_s)
+        balance_checks=settings.balance_checks, reconcile_interval_s=settings.reconcile_interval_s,
+        user_stream=settings.live_user_stream, stream_poll_interval_s=settings.live_stream_poll_interval_s)
     brokers: dict[str, LiveBroker] = {}
     for account in settings.accounts:
         if account.mode != "live":
@@ -44,7 +46,8 @@ def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry) -> di
         brokers[account.id] = LiveBroker(
             account, exchange, symbols=sorted(symbols), timings=timings, metrics=metrics,
             breaker=CircuitBreaker(feed.breaker_failures, feed.breaker_cool_down_s),
-            rate_limit_wait_s=feed.rate_limit_wait_s)
+            rate_limit_wait_s=feed.rate_limit_wait_s,
+            reconnect_budget=ReconnectBudget(feed.max_reconnects, feed.reconnect_window_s))
     return brokers
 
 

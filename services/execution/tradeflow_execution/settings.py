@@ -77,6 +77,11 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     # Live accounts (ADR 0022): credentials and sandbox come from their exchange's TRADEFLOW_EXCHANGES entry.
     live_poll_interval_s: float = Field(
         default=1.0, gt=0, le=60, description="live accounts: the exchange is polled for orders and trades this often")
+    live_user_stream: bool = Field(
+        default=True, description="live accounts: watch the exchange's user data stream (watch_orders) where "
+                                  "ccxt has it; each event wakes a poll round at once")
+    live_stream_poll_interval_s: float = Field(
+        default=15.0, gt=0, le=600, description="live accounts: the polling period while the user data stream is up")
     in_flight_interval_s: float = Field(
         default=2.0, gt=0, le=600, description="live orders in flight are asked for by client order id this often")
     in_flight_threshold_s: float = Field(

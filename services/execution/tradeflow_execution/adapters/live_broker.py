@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from tradeflow.messages import Fill, Order
 from tradeflow_exchanges.circuit_breaker import CircuitBreaker
+from tradeflow_exchanges.reconnect_budget import ReconnectBudget
 from tradeflow_exchanges.request_hold import RequestHold, retry_after_seconds
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import to_decimal
@@ -80,6 +81,8 @@ class LiveTimings:
     fills_lookback_s: float = 86_400.0
     balance_checks: int = 3  # a balance difference must persist this many rounds in a row to halt
     reconcile_interval_s: float = 60.0  # a full reconciliation (balances included) at least this often
+    user_stream: bool = True  # watch_orders (the user data stream) wakes a round at once
+    stream_poll_interval_s: float = 15.0  # the polling period while the user data stream is up
 
 
 class LiveHost(Protocol):
@@ -139,7 +142,7 @@ class LiveBroker:
 
     def __init__(self, account: AccountConfig, exchange: Any, *, symbols: Sequence[str], timings: LiveTimings,
                  metrics: LiveMetrics, breaker: CircuitBreaker, rate_limit_wait_s: float = 60.0,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 reconnect_budget: ReconnectBudget | None = None, clock: Callable[[], int] = time.time_ns) -> None:
         self.account_id = account.id
         self._account = account
         self._exchange = exchange
@@ -158,7 +161,11 @@ class LiveBroker:
         self._exchange_ids: dict[str, str] = {}  # exchange order id -> client order id
         self._need_full = True
         self._full_requested: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+        self._reconnects = reconnect_budget or ReconnectBudget(10, 300.0)
+        self.stream_up = False
         self._mismatch_rounds = 0
         self.ready = False
         self.halted_reason = ""
@@ -172,17 +179,53 @@ class LiveBroker:
 
     async def start(self) -> None:
         self._full_requested = asyncio.Event()
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"live-broker-{self.account_id}")
+        if self._timings.user_stream and self._exchange.has.get("watchOrders"):
+            self._watcher = asyncio.create_task(self._watch(), name=f"live-stream-{self.account_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        for task in (self._watcher, self._task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._watcher = None
         await self._exchange.close()
+
+    async def _watch(self) -> None:
+        """The user data stream (``watch_orders``): every event wakes a poll round at once, whose
+        REST answers are what is applied; a lost stream is reconnected within the reconnect budget
+        and followed by a full reconciliation."""
+        lost = False
+        while True:
+            wait = self._reconnects.wait_s(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._reconnects.record_attempt(time.monotonic())
+            try:
+                while True:
+                    orders = await self._exchange.watch_orders()
+                    self.stream_up = True
+                    self._metrics.stream_events.labels(self.account_id).inc(len(orders))
+                    if lost:  # reconnected: reconcile what the gap may have hidden
+                        lost = False
+                        self._full_requested.set()
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - polling carries on; the stream is tried again
+                if self.stream_up or not lost:
+                    log.warning("account %s: user data stream lost (%s); polling every %.1f s",
+                                self.account_id, _short(exc), self._timings.poll_interval_s)
+                self.stream_up = False
+                lost = True
+                self._metrics.stream_losses.labels(self.account_id).inc()
+                self._full_requested.set()
+                self._wake.set()
+                await asyncio.sleep(min(self._timings.poll_interval_s, 1.0))
 
     # --- the broker port ------------------------------------------------------------------------------
 
@@ -279,6 +322,8 @@ class LiveBroker:
     async def reconcile(self) -> None:
         """A full reconciliation now (POST /v1/accounts/{id}/reconcile); raises when it fails."""
         await self._full_round()
+        if self._wake is not None:
+            self._wake.set()
 
     # --- calls ------------------------------------------------------------------------------------------
 
@@ -466,19 +511,27 @@ class LiveBroker:
     # --- the background task ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        last_in_flight = last_full = 0.0
+        """Rounds: full ones (reconciliation) when due, polls every interval or when the user data
+        stream wakes the task, the in-flight check and time-in-force expiry every in-flight interval."""
+        last_in_flight = last_full = last_round = 0.0
         failed = False
+        timings = self._timings
         while True:
+            interval = timings.stream_poll_interval_s if self.stream_up else timings.poll_interval_s
+            woken = self._wake.is_set()
+            self._wake.clear()  # an event during the round wakes the next one
             try:
-                due = time.monotonic() - last_full >= self._timings.reconcile_interval_s
+                now = time.monotonic()
+                due = now - last_full >= timings.reconcile_interval_s
                 if self._need_full or failed or due or self._full_requested.is_set():
                     self._full_requested.clear()
-                    last_full = time.monotonic()
+                    last_full = last_round = now
                     await self._full_round()
-                else:
+                elif woken or now - last_round >= interval:
+                    last_round = now
                     await self._round(full=False)
                 failed = False
-                if time.monotonic() - last_in_flight >= self._timings.in_flight_interval_s:
+                if time.monotonic() - last_in_flight >= timings.in_flight_interval_s:
                     last_in_flight = time.monotonic()
                     await self._check_in_flight()
                     await self._expire_orders()
@@ -491,7 +544,7 @@ class LiveBroker:
                 self.last_error = _short(exc)
                 failed = True
             try:
-                await asyncio.wait_for(self._full_requested.wait(), self._timings.poll_interval_s)
+                await asyncio.wait_for(self._wake.wait(), min(interval, timings.in_flight_interval_s))
             except TimeoutError:
                 pass
 
