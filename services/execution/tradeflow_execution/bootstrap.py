@@ -118,7 +118,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
         # Stopped in reverse: the consumer commits and leaves, the service finishes its batch, the
         # relay publishes what is committed, then the producer flushes and the pool closes.
         components=[TopicsExist(settings, list(specs.values())), database, producer, history, service, relay,
-                    LiveBrokers(live, service), consumer],
+                    LiveBrokers(live, service, settings.live_ready_wait_s), consumer],
         routers=[create_execution_router(service, OrderQueries(database))],
         readiness_checks=[
             broker_check(producer),

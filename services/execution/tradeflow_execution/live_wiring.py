@@ -3,6 +3,8 @@ the component that starts their rounds once the service has loaded, and their re
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 
 from tradeflow.service import ReadinessCheck
@@ -14,6 +16,8 @@ from tradeflow_exchanges.reconnect_budget import ReconnectBudget
 from tradeflow_execution.adapters.live_broker import LiveBroker, LiveHost, LiveTimings
 from tradeflow_execution.live_metrics import LiveMetrics
 from tradeflow_execution.settings import ExecutionSettings
+
+log = logging.getLogger(__name__)
 
 # ccxt options a trading client needs on top of the feed's (tradeflow_exchanges defaults).
 LIVE_OPTIONS: Mapping[str, Mapping[str, object]] = {
@@ -53,18 +57,26 @@ def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry) -> di
 
 class LiveBrokers:
     """Starts every live broker's rounds after the service loaded its state (the first round is the
-    account's first reconciliation); stops them before the service stops."""
+    account's first reconciliation) and waits up to ``ready_wait_s`` for those reconciliations before
+    the consumer starts (an order for an account not reconciled yet is rejected ``account_not_ready``);
+    stops them before the service stops."""
 
     name = "live-brokers"
 
-    def __init__(self, brokers: Mapping[str, LiveBroker], host: LiveHost) -> None:
+    def __init__(self, brokers: Mapping[str, LiveBroker], host: LiveHost, ready_wait_s: float = 30.0) -> None:
         self._brokers = dict(brokers)
         self._host = host
+        self._ready_wait_s = ready_wait_s
 
     async def start(self) -> None:
         for broker in self._brokers.values():
             broker.attach(self._host)
             await broker.start()
+        waits = [broker.wait_ready(self._ready_wait_s) for broker in self._brokers.values()]
+        for account_id, ready in zip(self._brokers, await asyncio.gather(*waits), strict=True):
+            if not ready:
+                log.warning("live account %s not reconciled after %.0f s (%s): its orders are rejected until it is",
+                            account_id, self._ready_wait_s, self._brokers[account_id].last_error)
 
     async def stop(self) -> None:
         for broker in self._brokers.values():

@@ -77,6 +77,9 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     # Live accounts (ADR 0022): credentials and sandbox come from their exchange's TRADEFLOW_EXCHANGES entry.
     live_poll_interval_s: float = Field(
         default=1.0, gt=0, le=60, description="live accounts: the exchange is polled for orders and trades this often")
+    live_ready_wait_s: float = Field(
+        default=30.0, ge=0, le=600,
+        description="at start, wait this long for each live account's first reconciliation before consuming orders")
     live_user_stream: bool = Field(
         default=True, description="live accounts: watch the exchange's user data stream (watch_orders) where "
                                   "ccxt has it; each event wakes a poll round at once")

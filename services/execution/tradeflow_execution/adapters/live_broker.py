@@ -168,6 +168,7 @@ class LiveBroker:
         self.stream_up = False
         self._mismatch_rounds = 0
         self.ready = False
+        self._ready_event = asyncio.Event()
         self.halted_reason = ""
         self.last_error = "not reconciled yet"
         self.reconciliations = 0
@@ -194,6 +195,14 @@ class LiveBroker:
                     pass
         self._task = self._watcher = None
         await self._exchange.close()
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the first reconciliation; whether it succeeded."""
+        try:
+            await asyncio.wait_for(self._ready_event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def _watch(self) -> None:
         """The user data stream (``watch_orders``): every event wakes a poll round at once, whose
@@ -590,6 +599,7 @@ class LiveBroker:
                 self._metrics.reconciliations.labels(self.account_id, "agreed").inc()
             self.reconciliations += 1
             self.ready = True
+            self._ready_event.set()
             self.last_error = ""
         except BaseException:
             self._need_full = True
