@@ -115,19 +115,21 @@ def latest(events: list[OrderEvent]) -> dict[str, OrderEvent]:
 
 
 async def assert_books_agree(settings: ExecutionSettings, client: httpx.AsyncClient, fake: FakeBinanceAccount,
-                             local: dict[str, str], renamed: dict[str, str] | None = None) -> None:
+                             local: dict[str, str], renamed: dict[str, str] | None = None,
+                             history: set[int] = frozenset()) -> None:
     """The database (API), exec.orders.v1 and exec.fills.v1 agree with the fake's books.
 
     ``local``: orders that never reached the exchange and their final status; ``renamed``: the
     final status execution gives where it differs from the exchange's word (an expiry by time in
-    force is a cancel at the exchange).
+    force is a cancel at the exchange); ``history``: trade ids from before the account was traded
+    through Tradeflow (in its configured balances, not its fills).
     """
     account = settings.accounts[0].id
     at_exchange = {o.client_order_id: renamed.get(o.client_order_id, STATUS[o.status]) if renamed else
                    STATUS[o.status] for o in fake.orders.values()}
     wanted = {**at_exchange, **local}
     wanted_fills = {f"{account}:binance:BTC/USDT:{t.trade_id}": (D(t.qty), D(t.price), D(t.commission))
-                    for t in fake.trades}
+                    for t in fake.trades if t.trade_id not in history}
 
     events = await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
                               lambda es: {c: e.status for c, e in latest(es).items()} == wanted)
@@ -145,7 +147,8 @@ async def assert_books_agree(settings: ExecutionSettings, client: httpx.AsyncCli
     for o in listed:
         theirs = fake.order_by_client_id(o["client_order_id"])
         if theirs is not None:
-            assert D(o["filled_quantity"]) == theirs.executed, o
+            before = sum((t.qty for t in theirs.trades if t.trade_id in history), D(0))
+            assert D(o["filled_quantity"]) == theirs.executed - before, o
     stored = (await client.get("/v1/fills", params={"account_id": account, "limit": 1000})).json()
     assert {f["fill_id"] for f in stored} == set(wanted_fills)
     positions = (await client.get("/v1/positions", params={"account_id": account})).json()
@@ -269,6 +272,14 @@ async def test_unknown_outcomes_stay_in_flight_until_the_exchange_answers_and_ar
 async def test_restart_reconciles_missed_fills_and_adopts_external_orders(settings, fake):
     o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
     C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    # Before Tradeflow ever ran the account, an order on the exchange's website executed partly a
+    # day ago (the configured balances are those after that trade): adopted as its rest.
+    fake.free["USDT"] += D("14.014")
+    fake.free["BTC"] = D("-0.2")
+    fake.place_external("BTCUSDT", "buy", "0.5", "70", C("web_early"))
+    early_trade = fake.fill(C("web_early"), "0.2", "70")
+    early_trade.ts_ms -= 86_400_000
+    assert fake.balances()["USDT"] == D("10000") and fake.balances()["BTC"] == 0
     async with running(settings) as client, risk_producer(settings) as producer:
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("r1"))
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("r2", quantity=D("0.3")))
@@ -289,9 +300,10 @@ async def test_restart_reconciles_missed_fills_and_adopts_external_orders(settin
     fake.place_external("BTCUSDT", "buy", "0.4", "80", C("web_resting"))
     fake.place_external("BTCUSDT", "buy", "0.2", "85", C("web_filled"))
     fake.fill(C("web_filled"))
+
     async with running(settings) as client:  # ready only once reconciled
         for cid, status in (("r1", "partially_filled"), ("r2", "filled"), ("web_resting", "accepted"),
-                            ("web_filled", "filled"), ("r3", "accepted")):
+                            ("web_filled", "filled"), ("r3", "accepted"), ("web_early", "accepted")):
             await wait_for(client, C(cid), status, timeout_s=2)
         creates = [r.rsplit(" ", 1)[1] for r in fake.requests if r.startswith("POST /api/v3/order")]
         assert sorted(creates) == sorted(C(n) for n in ("r1", "r2", "r3"))  # r3 asked for, never re-sent
@@ -299,12 +311,16 @@ async def test_restart_reconciles_missed_fills_and_adopts_external_orders(settin
         assert adopted["signal_id"].startswith("external:") and adopted["origin"] == "manual"
         fake.fill(C("web_resting"), "0.4", "80")
         await wait_for(client, C("web_resting"), "filled")
+        early = (await client.get(f"/v1/orders/{C('web_early')}")).json()
+        assert (early["quantity"], early["filled_quantity"]) == ("0.3", "0")
+        fake.fill(C("web_early"), "0.3", "70")
+        await wait_for(client, C("web_early"), "filled")
         reconcile = (await client.post(f"/v1/accounts/{settings.accounts[0].id}/reconcile")).json()
         assert reconcile["agreed"], reconcile
-        await assert_books_agree(settings, client, fake, local={})
-        alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert, lambda a: len(a) >= 2)
+        await assert_books_agree(settings, client, fake, local={}, history={early_trade.trade_id})
+        alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert, lambda a: len(a) >= 3)
         assert sorted(a.labels["client_order_id"] for a in alerts if a.kind == "external_order_adopted") == \
-            [C("web_filled"), C("web_resting")]
+            [C("web_early"), C("web_filled"), C("web_resting")]
         metrics = (await client.get("/metrics")).text
         assert "tradeflow_execution_illegal_updates_total 0.0" in metrics
 

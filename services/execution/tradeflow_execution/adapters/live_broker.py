@@ -27,6 +27,7 @@ answer that raced the poll is never applied twice. Calls go through the request 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+import msgspec
 from tradeflow.messages import Fill, Order
 from tradeflow_exchanges.circuit_breaker import CircuitBreaker
 from tradeflow_exchanges.reconnect_budget import ReconnectBudget
@@ -158,6 +160,8 @@ class LiveBroker:
         self._seen_fills: set[str] = set()
         self._since_ms: dict[str, int] = {}  # per symbol: trades are fetched from here
         self._mids: dict[str, Decimal] = {}
+        self._offsets: dict[str, Decimal] = {}  # adopted orders: executed before their adoption
+        self._history_before: dict[str, int] = {}  # adopted orders: their trades before this (ms) are history
         self._exchange_ids: dict[str, str] = {}  # exchange order id -> client order id
         self._need_full = True
         self._full_requested: asyncio.Event | None = None
@@ -316,6 +320,9 @@ class LiveBroker:
         state = open_order.broker_state
         if state.get("mid"):
             self._mids[open_order.order.client_order_id] = Decimal(str(state["mid"]))
+        if state.get("executed_before_adoption"):
+            self._offsets[open_order.order.client_order_id] = Decimal(str(state["executed_before_adoption"]))
+            self._history_before[open_order.order.client_order_id] = int(state.get("history_before_ms", 0))
         self._need_full = True
         return []
 
@@ -325,8 +332,13 @@ class LiveBroker:
         return BrokerSnapshot(open_orders=frozenset(fetched), balances=balances)
 
     def broker_state(self, client_order_id: str) -> BrokerState:
-        mid = self._mids.get(client_order_id)
-        return {"mid": str(mid)} if mid is not None else {}
+        state = {}
+        if (mid := self._mids.get(client_order_id)) is not None:
+            state["mid"] = str(mid)
+        if (offset := self._offsets.get(client_order_id)) is not None:
+            state["executed_before_adoption"] = str(offset)
+            state["history_before_ms"] = self._history_before.get(client_order_id, 0)
+        return state
 
     async def reconcile(self) -> None:
         """A full reconciliation now (POST /v1/accounts/{id}/reconcile); raises when it fails."""
@@ -485,6 +497,8 @@ class LiveBroker:
             return []
         fills = []
         for trade in trades:
+            if self._history(order, trade):
+                continue
             try:
                 fills.append(self._fill(order, trade))
             except Malformed as exc:
@@ -571,7 +585,13 @@ class LiveBroker:
                 symbol = order.state.order.symbol
                 self._symbols.add(symbol)
                 newest[symbol] = min(newest.get(symbol, 2**62), order.state.order.ts_event // NS_PER_MS - 60_000)
-            self._since_ms = {s: max(lookback_ms, newest.get(s, lookback_ms)) for s in self._symbols}
+            # Trades from the newest known fill (or the oldest open order) of each symbol, or from
+            # where the polling got to; a symbol with neither (the account's first start) from a
+            # minute ago: older trades are history from before Tradeflow traded the account.
+            now_ms = int(time.time() * 1000)
+            for symbol in self._symbols:
+                known = [x for x in (newest.get(symbol), self._since_ms.get(symbol)) if x is not None]
+                self._since_ms[symbol] = max(lookback_ms, min(known) if known else now_ms - 60_000)
             self._need_full = False
             await self._round(full=True)
             differences = await self._balance_differences()
@@ -758,17 +778,29 @@ class LiveBroker:
             except Malformed as exc:
                 self._malformed(f"external order {cid}", exc)
                 continue
-            self._metrics.adopted.labels(self.account_id).inc()
-            log.warning("account %s: order %s (%s) at the exchange was not sent by execution: adopted",
-                        self.account_id, cid, theirs.exchange_order_id)
-            updates.append(AdoptedOrder(order, theirs.exchange_order_id, theirs.ts_event))
+            # What it executed before the trades read here is history (in the configured balances):
+            # the adopted order is the rest, and the exchange's executed quantity is offset by it.
             fills = self._fills_of(order, trades_by_cid.get(cid, []))
+            offset = max(Decimal(0), theirs.executed - sum((f.quantity for f in fills), Decimal(0)))
+            if offset:
+                self._offsets[cid] = offset
+                # Its trades older than this read are the history the offset stands for.
+                self._history_before[cid] = min(
+                    [self._since_ms.get(order.symbol, 0)] + [f.ts_event // NS_PER_MS for f in fills])
+                order = msgspec.structs.replace(order, quantity=order.quantity - offset)
+                theirs = dataclasses.replace(theirs, executed=theirs.executed - offset)
+            self._metrics.adopted.labels(self.account_id).inc()
+            log.warning("account %s: order %s (%s) at the exchange was not sent by execution: adopted (%s executed "
+                        "before)", self.account_id, cid, theirs.exchange_order_id, offset)
+            updates.append(AdoptedOrder(order, theirs.exchange_order_id, theirs.ts_event))
             updates += self._emit(order, order_updates("submitted", Decimal(0), theirs, fills))
         for cid, tracked in open_now.items():
             theirs = fetched.open_orders.get(cid, (None, None))[0] or fetched.ended.get(cid)
             if theirs is None:
                 continue
             order = tracked.state.order
+            if cid in self._offsets:  # adopted after part of it executed
+                theirs = dataclasses.replace(theirs, executed=theirs.executed - self._offsets[cid])
             fills = self._fills_of(order, trades_by_cid.get(cid, []))
             have = {f.fill_id for f in fills}
             fills += [f for f in fetched.extra_fills.get(cid, []) if f.fill_id not in have
@@ -779,9 +811,17 @@ class LiveBroker:
                                                        theirs, fills))
         return updates
 
+    def _history(self, order: Order, trade: dict) -> bool:
+        """A trade of an adopted order from before its adoption (in the offset, not a fill)."""
+        before = self._history_before.get(order.client_order_id)
+        timestamp = trade.get("timestamp")
+        return before is not None and isinstance(timestamp, int) and timestamp < before
+
     def _fills_of(self, order: Order, trades: list[dict]) -> list[Fill]:
         fills = []
         for trade in trades:
+            if self._history(order, trade):
+                continue
             try:
                 fill = self._fill(order, trade)
             except Malformed as exc:
