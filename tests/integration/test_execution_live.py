@@ -343,6 +343,8 @@ async def test_a_balance_difference_that_fills_cannot_explain_halts_the_account(
         assert exit_order["reason"].startswith("insufficient_funds")  # has no BTC to sell
         ready = (await client.get("/readyz")).json()
         assert "halted" in str(ready)
+        (mine,) = [a for a in (await client.get("/v1/accounts")).json() if a["id"] == settings.accounts[0].id]
+        assert mine["reconcile_halt"] and "USDT" in mine["reconcile_halt"][0]
         # The difference goes away (the deposit is withdrawn): the halt is lifted, orders pass again.
         fake.free["USDT"] -= D("5")
         alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert,

@@ -131,6 +131,7 @@ def create_execution_router(service: ExecutionService, queries: OrderQueries) ->
     async def list_accounts() -> list[dict]:
         return [{"id": account.id, "exchange": account.exchange, "mode": account.mode,
                  "halted": service.is_halted(account.id),
+                 "reconcile_halt": list(service.mismatch(account.id)),  # live: balances vs fills (ADR 0022)
                  "balances": {c: money(a) for c, a in sorted(service.balances(account.id).amounts.items())}}
                 for account in service.accounts]
 
