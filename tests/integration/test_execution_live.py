@@ -382,14 +382,25 @@ async def test_the_user_data_stream_wakes_the_polling_and_a_lost_stream_is_recon
         await streams(1)  # reconnected within the reconnect budget
         fake.fill(C("w2"), "0.3", "90")
         await wait_for(client, C("w2"), "filled")
-        # The kill switch cancels the account's open orders at the exchange.
+        # The kill switch cancels the account's open orders at the exchange, one in flight too (once
+        # the exchange has answered for it).
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("w3"))
         await wait_for(client, C("w3"), "accepted")
+        fake.time_out_next_create(placed=True)
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("w4"))
+        await wait_for(client, C("w4"), "submitted")
+        deadline = time.monotonic() + 10
+        while "unknown_outcomes_total 1.0" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
         kill = RiskEvent(event_id=f"ks-{tag(settings)}", account_id=settings.accounts[0].id, kind="kill_switch",
                          reason="kill_switch", message="manual", details={"engaged": "true"}, ts_event=time.time_ns())
         await producer.send(settings.risk_events_topic, settings.accounts[0].id, kill)
         killed = await wait_for(client, C("w3"), "canceled")
         assert killed["reason"] == "kill_switch: manual" and fake.order_by_client_id(C("w3")).status == "CANCELED"
+        killed = await wait_for(client, C("w4"), "canceled")
+        assert [t["status"] for t in killed["transitions"]] == ["submitted", "accepted", "canceled"]
+        assert killed["reason"] == "kill_switch: manual" and fake.order_by_client_id(C("w4")).status == "CANCELED"
         await assert_books_agree(settings, client, fake, local={})
         metrics = (await client.get("/metrics")).text
         assert 'tradeflow_execution_user_stream_losses_total{account="' in metrics

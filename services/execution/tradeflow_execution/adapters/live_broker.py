@@ -161,6 +161,7 @@ class LiveBroker:
         self._since_ms: dict[str, int] = {}  # per symbol: trades are fetched from here
         self._mids: dict[str, Decimal] = {}
         self._offsets: dict[str, Decimal] = {}  # adopted orders: executed before their adoption
+        self._pending_cancels: dict[str, str] = {}  # in-flight orders to cancel once found (their reason)
         self._history_before: dict[str, int] = {}  # adopted orders: their trades before this (ms) are history
         self._exchange_ids: dict[str, str] = {}  # exchange order id -> client order id
         self._need_full = True
@@ -285,7 +286,9 @@ class LiveBroker:
             return []
         order = tracked.state.order
         if client_order_id in self._in_flight or tracked.state.status == "submitted":
-            return [OutcomeUnknown(client_order_id, "cancel of an order in flight: resolved first")]
+            # Nothing to cancel by yet: canceled once the exchange says it has it (_cancel_pending).
+            self._pending_cancels[client_order_id] = reason
+            return [OutcomeUnknown(client_order_id, "cancel of an order in flight: canceled once it is found")]
         try:
             raw = await self._call(self._exchange.cancel_order, tracked.state.exchange_order_id or None, order.symbol,
                                    {"clientOrderId": client_order_id})
@@ -557,6 +560,7 @@ class LiveBroker:
                 if time.monotonic() - last_in_flight >= timings.in_flight_interval_s:
                     last_in_flight = time.monotonic()
                     await self._check_in_flight()
+                    await self._cancel_pending()
                     await self._expire_orders()
             except asyncio.CancelledError:
                 raise
@@ -895,6 +899,21 @@ class LiveBroker:
                                                    [x for x in f if x.fill_id not in self._seen_fills]))
 
             await host.apply_from_broker(self.account_id, compute)
+
+    async def _cancel_pending(self) -> None:
+        """Cancels asked for while their order was in flight (a kill switch, an operator), now that
+        the exchange has answered for the order; the end is what the exchange says."""
+        open_now = self._host.live_orders(self.account_id)
+        for cid, reason in list(self._pending_cancels.items()):
+            tracked = open_now.get(cid)
+            if tracked is None:
+                self._pending_cancels.pop(cid, None)  # ended (rejected, not found, filled)
+                continue
+            if tracked.state.status == "submitted":
+                continue
+            self._pending_cancels.pop(cid, None)
+            updates = await self.cancel(cid, reason)
+            await self._host.apply_from_broker(self.account_id, lambda now_open, u=updates, c=cid: u if c in now_open else [])
 
     async def _expire_orders(self) -> None:
         """Open orders past their time in force (``expires_at``) are canceled; the end is what the exchange says."""
