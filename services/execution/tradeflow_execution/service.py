@@ -13,6 +13,9 @@ balances) and the stored state move together:
   (each event once, by its id) and rejects its new orders until it is released (reduce-only
   orders still pass: they only lower exposure).
 - :meth:`cancel`, :meth:`reconcile`: the API's requests.
+- :meth:`apply_from_broker`: a live broker's updates (ADR 0022), computed under the lock against
+  the current open orders: transitions, fills, adopted external orders, balance mismatches (a
+  halt of the account's new orders and an alert on ops.alerts.v1).
 
 Every state change is written with its messages (exec.orders.v1 transitions with ``seq``,
 exec.fills.v1 fills) into the outbox in the same transaction. When a batch fails after
