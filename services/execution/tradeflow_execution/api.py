@@ -15,6 +15,7 @@ from tradeflow.trades.event_time import EventTimeError, format_time_ns, parse_ev
 from tradeflow_trading.orders import OrderState
 
 from tradeflow_execution.adapters.order_queries import MAX_ROWS, OrderQueries
+from tradeflow_execution.domain.live import order_slippage
 from tradeflow_execution.service import (
     ExecutionService,
     OrderFinished,
@@ -93,7 +94,11 @@ def create_execution_router(service: ExecutionService, queries: OrderQueries) ->
         detail = await queries.order(client_order_id)
         if detail is None:
             raise HTTPException(404, f"no order {client_order_id}")
-        return {**_tracked_json(detail.order), "transitions": [transition_json(e) for e in detail.transitions],
+        state, mid = detail.order.state, detail.order.broker_state.get("mid")
+        slippage = order_slippage(state.order.side, state.average_price, state.order.decision_price,
+                                  Decimal(str(mid)) if mid else None)
+        return {**_tracked_json(detail.order), "slippage": slippage,
+                "transitions": [transition_json(e) for e in detail.transitions],
                 "fills": [fill_json(f) for f in detail.fills]}
 
     @router.delete("/orders/{client_order_id}", summary="Cancel an open order")
@@ -126,6 +131,7 @@ def create_execution_router(service: ExecutionService, queries: OrderQueries) ->
     async def list_accounts() -> list[dict]:
         return [{"id": account.id, "exchange": account.exchange, "mode": account.mode,
                  "halted": service.is_halted(account.id),
+                 "reconcile_halt": list(service.mismatch(account.id)),  # live: balances vs fills (ADR 0022)
                  "balances": {c: money(a) for c, a in sorted(service.balances(account.id).amounts.items())}}
                 for account in service.accounts]
 

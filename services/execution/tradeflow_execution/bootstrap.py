@@ -16,7 +16,15 @@ from tradeflow.service import (
     create_service_app,
 )
 from tradeflow.telemetry import Telemetry
-from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_EVENTS, RISK_ORDERS, TopicSpec
+from tradeflow.topics import (
+    EXEC_FILLS,
+    EXEC_ORDERS,
+    MD_TICKS,
+    OPS_ALERTS,
+    RISK_EVENTS,
+    RISK_ORDERS,
+    TopicSpec,
+)
 from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
@@ -28,6 +36,7 @@ from tradeflow_execution.api import create_execution_router
 from tradeflow_execution.consumption import ExecutionConsumption
 from tradeflow_execution.domain.markets import Markets, MarketSteps
 from tradeflow_execution.domain.paper_exchange import PaperExchange
+from tradeflow_execution.live_wiring import LiveBrokers, create_live_brokers, live_readiness
 from tradeflow_execution.metrics import ExecutionMetrics
 from tradeflow_execution.order_traces import OrderTracing
 from tradeflow_execution.service import ExecutionService, OutputTopics
@@ -50,6 +59,7 @@ def topic_specs(settings: ExecutionSettings) -> dict[str, TopicSpec]:
         "ticks": dataclasses.replace(MD_TICKS, name=settings.ticks_topic),
         "order_events": dataclasses.replace(EXEC_ORDERS, name=settings.order_events_topic),
         "fills": dataclasses.replace(EXEC_FILLS, name=settings.fills_topic),
+        "alerts": dataclasses.replace(OPS_ALERTS, name=settings.alerts_topic),
     }
 
 
@@ -82,9 +92,12 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     paper = PaperMarket(new_exchange, history, on_history_read=metrics.history_reads.inc)
     brokers = {account.id: PaperBroker(account, paper, markets, clock=time.time_ns)
                for account in settings.accounts if account.mode == "paper"}
+    live = create_live_brokers(settings, telemetry)
+    brokers.update(live)
     service = ExecutionService(
         accounts=settings.accounts, brokers=brokers, trade_driven=[paper], markets=markets, store=store,
-        topics=OutputTopics(order_events=settings.order_events_topic, fills=settings.fills_topic),
+        topics=OutputTopics(order_events=settings.order_events_topic, fills=settings.fills_topic,
+                            alerts=settings.alerts_topic),
         metrics=metrics, tracing=OrderTracing(telemetry.tracer if settings.otlp_endpoint else None))
     consumption = ExecutionConsumption(
         service, orders_topic=settings.orders_topic,
@@ -105,12 +118,13 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
         # Stopped in reverse: the consumer commits and leaves, the service finishes its batch, the
         # relay publishes what is committed, then the producer flushes and the pool closes.
         components=[TopicsExist(settings, list(specs.values())), database, producer, history, service, relay,
-                    consumer],
+                    LiveBrokers(live, service, settings.live_ready_wait_s), consumer],
         routers=[create_execution_router(service, OrderQueries(database))],
         readiness_checks=[
             broker_check(producer),
             ReadinessCheck("database", database.ping),
             consumer_check(consumer),
+            *([live_readiness(live, service)] if live else []),
         ],
         description="Approved orders to each account's broker (paper: filled from md.ticks.v1 by the fill rule); "
                     "transitions, fills, positions and balances.",

@@ -13,6 +13,9 @@ balances) and the stored state move together:
   (each event once, by its id) and rejects its new orders until it is released (reduce-only
   orders still pass: they only lower exposure).
 - :meth:`cancel`, :meth:`reconcile`: the API's requests.
+- :meth:`apply_from_broker`: a live broker's updates (ADR 0022), computed under the lock against
+  the current open orders: transitions, fills, adopted external orders, balance mismatches (a
+  halt of the account's new orders and an alert on ops.alerts.v1).
 
 Every state change is written with its messages (exec.orders.v1 transitions with ``seq``,
 exec.fills.v1 fills) into the outbox in the same transaction. When a batch fails after
@@ -31,7 +34,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradeflow.messages import Order, RiskEvent
+from tradeflow.messages import Alert, Fill, Order, RiskEvent
+from tradeflow.topics import OPS_ALERTS
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import BPS, ZERO, div
 from tradeflow_trading.orders import OPEN, IllegalTransition, OrderState
@@ -47,6 +51,7 @@ from tradeflow_execution.domain.broker import (
     OutcomeUnknown,
     TradeDriven,
 )
+from tradeflow_execution.domain.live import AccountMismatch, AdoptedOrder
 from tradeflow_execution.domain.markets import Markets
 from tradeflow_execution.domain.paper_exchange import LoggedTrade
 from tradeflow_execution.metrics import ExecutionMetrics
@@ -94,6 +99,7 @@ class IncomingOrder:
 class OutputTopics:
     order_events: str
     fills: str
+    alerts: str = OPS_ALERTS.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,7 @@ class ExecutionService:
         self._fold_marks: dict[PositionKey, FoldMark] = {}
         self._balances: dict[str, Balances] = {}
         self._halted: set[str] = set()
+        self._mismatched: dict[str, tuple[str, ...]] = {}  # live accounts halted by reconciliation (ADR 0022)
         self.name = "execution-service"
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -302,6 +309,13 @@ class ExecutionService:
         account = self._accounts.get(account_id)
         if account is None:
             raise UnknownAccount(f"no account {account_id!r} in TRADEFLOW_ACCOUNTS")
+        exchange_problems: list[str] = []
+        live_reconcile = getattr(self._brokers.get(account_id), "reconcile", None)
+        if live_reconcile is not None:  # a live broker: the exchange's orders, fills and balances first
+            try:
+                await live_reconcile()
+            except Exception as exc:  # noqa: BLE001 - reported in the answer
+                exchange_problems.append(f"exchange reconciliation failed: {exc}")
         async with self._batch():
             fills = await self._store.account_fills(account_id)
             balances = Balances.of(await self._store.initial_balances(account_id))
@@ -327,6 +341,7 @@ class ExecutionService:
                 ours = {cid for cid, t in self._open.items() if t.account_id == account_id}
                 if theirs != ours:
                     differences.append(f"open orders: the broker has {sorted(theirs)}, execution has {sorted(ours)}")
+            differences += exchange_problems + [f"halted: {d}" for d in self._mismatched.get(account_id, ())]
             for difference in differences:
                 log.warning("reconcile %s: %s", account_id, difference)
             return Reconciliation(account_id, not differences, tuple(differences), repaired, len(fills))
@@ -356,6 +371,70 @@ class ExecutionService:
     def is_halted(self, account_id: str) -> bool:
         return account_id in self._halted or ALL_ACCOUNTS in self._halted
 
+    # --- live brokers (ADR 0022) -------------------------------------------------------------------------
+
+    def live_orders(self, account_id: str) -> dict[str, TrackedOrder]:
+        return {cid: t for cid, t in self._open.items() if t.account_id == account_id}
+
+    async def known_fills(self, account_id: str) -> list[Fill]:
+        return await self._store.account_fills(account_id)
+
+    async def stored_order_status(self, client_order_id: str) -> str | None:
+        return await self._store.order_status(client_order_id)
+
+    def mismatch(self, account_id: str) -> tuple[str, ...]:
+        return self._mismatched.get(account_id, ())
+
+    async def apply_from_broker(self, account_id: str,
+                                compute: Callable[[Mapping[str, TrackedOrder]], Sequence[BrokerUpdate]]) -> None:
+        """A live broker's updates, computed under the lock against the current open orders and
+        applied in one transaction: adopted orders stored, account mismatches halt and alert."""
+        async with self._batch():
+            updates = list(compute(self.live_orders(account_id)))
+            if not updates:
+                return
+            changes = Changes()
+            adopted = [u.order.client_order_id for u in updates if isinstance(u, AdoptedOrder)]
+            known: set[str] = set()
+            if adopted:
+                async with self._store.transaction() as tx:
+                    known = await tx.known_orders(adopted)
+            for update in updates:
+                if isinstance(update, AdoptedOrder):
+                    cid = update.order.client_order_id
+                    if cid in known or cid in self._open:
+                        continue
+                    tracked = TrackedOrder(OrderState(update.order), {}, self._clock())
+                    self._open[cid] = tracked
+                    changes.new_orders.append(tracked)
+                    self._record(tracked, update.ts_event, changes)
+                    changes.messages.append(OutboxMessage(self._topics.alerts, "execution", Alert(
+                        service="execution", severity="warning", kind="external_order_adopted",
+                        message=f"account {account_id}: order {cid} ({update.exchange_order_id}) at the exchange "
+                                "was not sent by Tradeflow; adopted",
+                        labels={"account_id": account_id, "client_order_id": cid}, ts_event=update.ts_event), {}))
+                elif isinstance(update, AccountMismatch) and not update.differences:
+                    if self._mismatched.pop(update.account_id, None) is not None:
+                        log.warning("account %s: balances agree with the fills again; halt lifted", update.account_id)
+                        changes.messages.append(OutboxMessage(self._topics.alerts, "execution", Alert(
+                            service="execution", severity="info", kind="position_mismatch_resolved",
+                            message=f"account {update.account_id}: the exchange's balances agree with its fills again",
+                            labels={"account_id": update.account_id}, ts_event=update.ts_event), {}))
+                elif isinstance(update, AccountMismatch):
+                    first = update.account_id not in self._mismatched
+                    self._mismatched[update.account_id] = update.differences
+                    if first:
+                        log.error("account %s halted by reconciliation: %s", update.account_id,
+                                  "; ".join(update.differences))
+                        changes.messages.append(OutboxMessage(self._topics.alerts, "execution", Alert(
+                            service="execution", severity="critical", kind="position_mismatch",
+                            message=f"account {update.account_id} halted: the exchange's balances differ from "
+                                    f"its fills: {'; '.join(update.differences)}",
+                            labels={"account_id": update.account_id}, ts_event=update.ts_event), {}))
+                else:
+                    self._apply([update], changes)
+            await self._commit(changes)
+
     # --- applying broker updates ----------------------------------------------------------------------
 
     def _problem(self, order: Order) -> str | None:
@@ -367,6 +446,9 @@ class ExecutionService:
             return f"no_broker: account {order.account_id} is {account.mode}; live trading is not available yet"
         if self.is_halted(order.account_id) and not order.reduce_only:
             return f"kill_switch: account {order.account_id} is halted by its kill switch"
+        if order.account_id in self._mismatched and not order.reduce_only:
+            return (f"reconcile_halt: account {order.account_id} is halted: its exchange balances differ from "
+                    "its fills")
         return None
 
     def _apply(self, updates: Sequence[BrokerUpdate], changes: Changes) -> None:
@@ -472,8 +554,9 @@ class ExecutionService:
     async def _save(self, tx: StoreTransaction, changes: Changes) -> None:
         for client_order_id, tracked in changes.orders.items():
             broker = self._brokers.get(tracked.account_id)
-            open_with_broker = broker is not None and tracked.state.is_open
-            tracked.broker_state = dict(broker.broker_state(client_order_id)) if open_with_broker else {}
+            # A remote broker's state (the mid at submission) is kept after the order ends: its slippage.
+            keep = broker is not None and (tracked.state.is_open or not broker.in_process)
+            tracked.broker_state = dict(broker.broker_state(client_order_id)) if keep else {}
         for key in sorted(changes.refold):
             # A fill older than the position's newest (an order that met past trades): the
             # position is the fold of all its fills in fill order, whenever each became known.

@@ -15,8 +15,9 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 from tradeflow.settings import ServiceSettings, json_list
-from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_EVENTS, RISK_ORDERS
+from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, OPS_ALERTS, RISK_EVENTS, RISK_ORDERS
 from tradeflow_db.settings import DatabasePoolSettings
+from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 from tradeflow_trading.accounts import AccountsSettings
 from tradeflow_trading.money import to_decimal
 
@@ -42,7 +43,7 @@ class MarketConfig(BaseModel):
         return to_decimal(value) if isinstance(value, float) else value
 
 
-class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings):
+class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings, ExchangeListSettings):
     """Settings of the execution service; its own are ``TRADEFLOW_EXECUTION_<FIELD>`` (ADR 0014)."""
 
     service_name: ClassVar[str] = "execution"
@@ -52,6 +53,7 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings)
     ticks_topic: str = MD_TICKS.name
     order_events_topic: str = EXEC_ORDERS.name
     fills_topic: str = EXEC_FILLS.name
+    alerts_topic: str = OPS_ALERTS.name  # live accounts: adopted orders, balance mismatches (ADR 0022)
     consumer_max_batch: int = Field(default=2_000, ge=1, le=50_000, description="records per handled batch")
     trade_window: int = Field(
         default=500, ge=0, le=100_000,
@@ -71,6 +73,37 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings)
     markets: Annotated[list[MarketConfig], NoDecode] = Field(
         default_factory=list, max_length=100_000,
         description="markets with known steps (JSON list of {exchange, symbol, price_step, quantity_step})")
+
+    # Live accounts (ADR 0022): credentials and sandbox come from their exchange's TRADEFLOW_EXCHANGES entry.
+    live_poll_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="live accounts: the exchange is polled for orders and trades this often")
+    live_ready_wait_s: float = Field(
+        default=30.0, ge=0, le=600,
+        description="at start, wait this long for each live account's first reconciliation before consuming orders")
+    live_user_stream: bool = Field(
+        default=True, description="live accounts: watch the exchange's user data stream (watch_orders) where "
+                                  "ccxt has it; each event wakes a poll round at once")
+    live_stream_poll_interval_s: float = Field(
+        default=15.0, gt=0, le=600, description="live accounts: the polling period while the user data stream is up")
+    in_flight_interval_s: float = Field(
+        default=2.0, gt=0, le=600, description="live orders in flight are asked for by client order id this often")
+    in_flight_threshold_s: float = Field(
+        default=5.0, ge=0, le=3600, description="an order is asked for once it has been in flight this long")
+    in_flight_retries: int = Field(
+        default=3, ge=1, le=100,
+        description="answers 'no such order' (past the threshold) before an in-flight order is rejected "
+                    "as not_found_at_exchange")
+    live_request_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="live accounts: a request without an answer this long is unknown")
+    fills_lookback_s: float = Field(
+        default=86_400.0, gt=0, le=30 * 86_400,
+        description="a live account without known fills is reconciled with the trades of this long back")
+    reconcile_interval_s: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="live accounts: a full reconciliation (orders, fills, balances) at least this often")
+    balance_checks: int = Field(
+        default=3, ge=1, le=100,
+        description="reconciliation rounds in a row a balance difference must persist before the account halts")
 
     @field_validator("markets", mode="before")
     @classmethod
@@ -102,4 +135,13 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings)
         repeated = sorted({f"{e}:{s}" for e, s in keys if keys.count((e, s)) > 1})
         if repeated:
             raise ValueError(f"TRADEFLOW_EXECUTION_MARKETS: repeated markets: {', '.join(repeated)}")
+        return self
+
+    @model_validator(mode="after")
+    def _live_accounts_have_exchanges(self) -> ExecutionSettings:
+        configured = {e.exchange_name for e in self.exchanges}
+        for account in self.accounts:
+            if account.mode == "live" and account.exchange not in configured:
+                raise ValueError(f"TRADEFLOW_ACCOUNTS: live account {account.id!r} trades on {account.exchange!r}, "
+                                 "which has no TRADEFLOW_EXCHANGES entry (its credentials and URLs)")
         return self

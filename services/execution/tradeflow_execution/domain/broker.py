@@ -1,7 +1,7 @@
 """The broker port: what execution asks of the broker behind an account, and what it hears back.
 
 One :class:`Broker` per account: the paper broker (fills from md.ticks.v1 by the fill rule)
-or, later, the live ccxt broker of an exchange account (docs/adr/0019). The service stores an
+or the live ccxt broker of an exchange account (docs/adr/0019, 0022). The service stores an
 order as ``submitted`` *before* it calls :meth:`Broker.submit` with the order's client order
 id, so a crash or a timeout mid-call leaves an order in flight that :meth:`Broker.resolve`
 settles by asking the broker by that id; nothing is ever re-sent blindly or assumed rejected.

@@ -1,0 +1,407 @@
+"""Live execution through ccxt against a fake Binance spot account on loopback (ADR 0022).
+
+The real service (broker, database, consumer, outbox) with a live account whose exchange entry
+points ccxt at :class:`FakeBinanceAccount`. Each test drives the fake's matching engine and its
+failures, then checks the database (the API), exec.orders.v1 and exec.fills.v1 against the fake's
+own books: every order once, every fill once, positions and balances equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal as D
+
+import httpx
+import pytest
+from tradeflow.bus import Producer
+from tradeflow.messages import Alert, Fill, Order, OrderEvent, RiskEvent
+from tradeflow.settings import CommonSettings
+from tradeflow.telemetry import Telemetry
+from tradeflow_execution.bootstrap import SERVICE
+from tradeflow_execution.settings import ExecutionSettings
+
+from tests.fakes.fake_binance_account import FakeBinanceAccount
+from tests.trading_topics import read_topic
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "execution-live-test-api-key-0123456789"
+EXCHANGE_KEY, EXCHANGE_SECRET = "fake-binance-key", "fake-binance-secret"
+STATUS = {"NEW": "accepted", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled", "CANCELED": "canceled",
+          "EXPIRED": "expired", "REJECTED": "rejected"}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBinanceAccount]:
+    exchange = FakeBinanceAccount(api_key=EXCHANGE_KEY, secret=EXCHANGE_SECRET, balances={"USDT": "10000"})
+    exchange.market_price["BTCUSDT"] = D("100")
+    exchange.answer_delay_s = 3.0  # past the client's 1 s timeout
+    await exchange.start()
+    yield exchange
+    await exchange.stop()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap, database_url, unique_name, fake) -> ExecutionSettings:
+    u = unique_name
+    return ExecutionSettings(
+        kafka_bootstrap=kafka_bootstrap, database_url=database_url, environment="test", api_keys=API_KEY,
+        consumer_session_timeout_ms=6000, consumer_group=f"ex-{u}",
+        orders_topic=f"orders-{u}", risk_events_topic=f"risk-events-{u}", ticks_topic=f"ticks-{u}",
+        order_events_topic=f"exec-orders-{u}", fills_topic=f"exec-fills-{u}", alerts_topic=f"alerts-{u}",
+        accounts=[{"id": f"live-{u[-8:]}", "exchange": "binance", "mode": "live", "balances": {"USDT": "10000"},
+                   "fees": {"maker": "0.001", "taker": "0.001"}}],
+        exchanges=[{"id": "binance", "symbols": ["BTC/USDT"], "api_key": EXCHANGE_KEY, "secret": EXCHANGE_SECRET,
+                    "urls": {"public": fake.rest_url, "private": fake.rest_url, "ws.ws-api.spot": fake.ws_api_url}}],
+        live_poll_interval_s=0.2, in_flight_interval_s=0.2, in_flight_threshold_s=1.0, in_flight_retries=2,
+        live_request_timeout_s=1.0, balance_checks=2, reconcile_interval_s=1.0)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ExecutionSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = SERVICE.create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://execution",
+                                 headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
+        async with app.router.lifespan_context(app):
+            deadline = time.monotonic() + 30
+            while (resp := await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, resp.text
+                await asyncio.sleep(0.2)
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def risk_producer(settings: ExecutionSettings) -> AsyncIterator[Producer]:
+    common = CommonSettings(kafka_bootstrap=settings.kafka_bootstrap)
+    producer = Producer(common, Telemetry("test-risk", common), client_id="test-risk")
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def tag(settings: ExecutionSettings) -> str:
+    """Client order ids are unique in the database: each test's carry its account's suffix."""
+    return settings.accounts[0].id[-8:]
+
+
+def order(settings: ExecutionSettings, name: str, **fields) -> Order:
+    base = dict(client_order_id=f"{name}-{tag(settings)}", account_id=settings.accounts[0].id, exchange="binance", symbol="BTC/USDT",
+                side="buy", order_type="limit", quantity=D("0.5"), limit_price=D("90"), ts_event=time.time_ns(),
+                strategy_id="s1", decision_price=D("90.5"))
+    return Order(**{**base, **fields})
+
+
+async def wait_for(client: httpx.AsyncClient, cid: str, status: str, timeout_s: float = 20) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        resp = await client.get(f"/v1/orders/{cid}")
+        if resp.status_code == 200 and resp.json()["status"] == status:
+            return resp.json()
+        assert time.monotonic() < deadline, f"{cid} never became {status}: {resp.text}"
+        await asyncio.sleep(0.1)
+
+
+def latest(events: list[OrderEvent]) -> dict[str, OrderEvent]:
+    out: dict[str, OrderEvent] = {}
+    for event in events:
+        if event.client_order_id not in out or out[event.client_order_id].seq < event.seq:
+            out[event.client_order_id] = event
+    return out
+
+
+async def assert_books_agree(settings: ExecutionSettings, client: httpx.AsyncClient, fake: FakeBinanceAccount,
+                             local: dict[str, str], renamed: dict[str, str] | None = None,
+                             history: set[int] = frozenset()) -> None:
+    """The database (API), exec.orders.v1 and exec.fills.v1 agree with the fake's books.
+
+    ``local``: orders that never reached the exchange and their final status; ``renamed``: the
+    final status execution gives where it differs from the exchange's word (an expiry by time in
+    force is a cancel at the exchange); ``history``: trade ids from before the account was traded
+    through Tradeflow (in its configured balances, not its fills).
+    """
+    account = settings.accounts[0].id
+    at_exchange = {o.client_order_id: renamed.get(o.client_order_id, STATUS[o.status]) if renamed else
+                   STATUS[o.status] for o in fake.orders.values()}
+    wanted = {**at_exchange, **local}
+    wanted_fills = {f"{account}:binance:BTC/USDT:{t.trade_id}": (D(t.qty), D(t.price), D(t.commission))
+                    for t in fake.trades if t.trade_id not in history}
+
+    events = await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
+                              lambda es: {c: e.status for c, e in latest(es).items()} == wanted)
+    seqs = [(e.client_order_id, e.seq) for e in events]
+    assert len(seqs) == len(set(seqs)), "a transition published twice"
+    for cid in wanted:
+        assert sorted(s for c, s in seqs if c == cid) == list(range(1, 1 + max(s for c, s in seqs if c == cid)))
+    fills = await read_topic(settings.kafka_bootstrap, settings.fills_topic, Fill,
+                             lambda fs: len(fs) >= len(wanted_fills))
+    assert len(fills) == len({f.fill_id for f in fills}) == len(wanted_fills), "a fill published twice"
+    assert {f.fill_id: (f.quantity, f.price, f.fee) for f in fills} == wanted_fills
+
+    listed = (await client.get("/v1/orders", params={"account_id": account})).json()
+    assert {o["client_order_id"]: o["status"] for o in listed} == wanted
+    for o in listed:
+        theirs = fake.order_by_client_id(o["client_order_id"])
+        if theirs is not None:
+            before = sum((t.qty for t in theirs.trades if t.trade_id in history), D(0))
+            assert D(o["filled_quantity"]) == theirs.executed - before, o
+    stored = (await client.get("/v1/fills", params={"account_id": account, "limit": 1000})).json()
+    assert {f["fill_id"] for f in stored} == set(wanted_fills)
+    positions = (await client.get("/v1/positions", params={"account_id": account})).json()
+    balances = fake.balances()
+    held = {p["symbol"]: D(p["quantity"]) for p in positions}
+    assert held.get("BTC/USDT", D(0)) == balances.get("BTC", D(0))
+    (mine,) = [a for a in (await client.get("/v1/accounts")).json() if a["id"] == account]
+    assert {c: D(a) for c, a in mine["balances"].items() if D(a) != 0} == {c: a for c, a in balances.items() if a != 0}
+
+
+async def test_live_orders_fill_partially_cancel_race_and_refusals_match_the_exchange_books(settings, fake):
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    async with running(settings) as client, risk_producer(settings) as producer:
+        health = (await client.get("/readyz")).json()
+        assert "live-accounts" in str(health)
+        send = lambda *orders: asyncio.gather(*(producer.send(settings.orders_topic, x.account_id, x)  # noqa: E731
+                                                for x in orders))
+        await send(o("p1"), o("c1"), o("race1"), o("m1", order_type="market", limit_price=None, quantity=D("0.2")))
+        await wait_for(client, C("p1"), "accepted")
+        await wait_for(client, C("m1"), "filled")
+
+        # Partial fills, then the rest: one transition and one fill each.
+        fake.fill(C("p1"), "0.2", "90")
+        await wait_for(client, C("p1"), "partially_filled")
+        fake.fill(C("p1"), "0.3", "89.5")
+        detail = await wait_for(client, C("p1"), "filled")
+        assert [t["status"] for t in detail["transitions"]] == ["submitted", "accepted", "partially_filled", "filled"]
+        assert D(detail["average_price"]) == (D("0.2") * 90 + D("0.3") * D("89.5")) / D("0.5")
+        # Slippage: against the decision price (90.5) and the book's mid when it was sent (100).
+        assert detail["slippage"]["mid_at_submission"] == "100.00"
+        assert D(detail["slippage"]["vs_decision_bps"]) < 0 and D(detail["slippage"]["vs_mid_bps"]) < 0
+
+        # Cancel: canceled at the exchange; cancel racing a fill ends filled, as the exchange says.
+        canceled = await client.delete(f"/v1/orders/{C('c1')}")
+        assert (canceled.status_code, canceled.json()["status"]) == (200, "canceled"), canceled.text
+        await wait_for(client, C("race1"), "accepted")
+        fake.fill_on_next_cancel()
+        raced = await client.delete(f"/v1/orders/{C('race1')}")
+        assert (raced.status_code, raced.json()["status"]) == (200, "filled"), raced.text
+
+        # Refusals map to stable reasons; nothing is left in flight.
+        fake.reject_next_create(-2010, "Account has insufficient balance for requested action.")
+        await send(o("poor", quantity=D("1000")))
+        poor = await wait_for(client, C("poor"), "rejected")
+        fake.reject_next_create(-1013, "Market is closed.")
+        await send(o("closed"))
+        closed = await wait_for(client, C("closed"), "rejected")
+        await send(o("offtick", limit_price=D("90.001")))
+        offtick = await wait_for(client, C("offtick"), "rejected")
+        await send(o("offlot", quantity=D("0.000001")))
+        offlot = await wait_for(client, C("offlot"), "rejected")
+        fake.reject_next_create(-1013, "Filter failure: PRICE_FILTER")
+        await send(o("filter"))
+        filtered = await wait_for(client, C("filter"), "rejected")
+        fake.fail_requests(1000)  # 429 with Retry-After: 1 s; every request waits for it (the request hold)
+        await send(o("throttled"))
+        throttled = await wait_for(client, C("throttled"), "rejected")
+        assert throttled["reason"].startswith("rate_limited"), throttled
+        fake.heal()
+        reasons = [r["reason"].split(":")[0] for r in (poor, closed, offtick, offlot, filtered)]
+        assert reasons == ["insufficient_funds", "market_closed", "invalid_price", "invalid_quantity", "invalid_price"]
+
+        # Time in force: an order past expires_at is canceled by execution (expired here).
+        await send(o("gtd", time_in_force="GTD", expires_at=time.time_ns() + 1_500_000_000))
+        await wait_for(client, C("gtd"), "expired", timeout_s=15)
+        assert fake.order_by_client_id(C("gtd")).status == "CANCELED"
+
+        # Every create reached the exchange once.
+        creates = [r.rsplit(" ", 1)[1] for r in fake.requests if r.startswith("POST /api/v3/order")]
+        sent = [C(n) for n in ("p1", "c1", "race1", "m1", "poor", "closed", "filter", "gtd")]
+        assert sorted(c for c in creates if c != C("throttled")) == sorted(sent)  # once each; off-step ones never
+        assert creates.count(C("throttled")) <= 1  # refused by the exchange (429) or held back before sending
+        local = {C(n): "rejected" for n in ("poor", "closed", "filter", "offtick", "offlot", "throttled")}
+        await assert_books_agree(settings, client, fake, local=local, renamed={C("gtd"): "expired"})
+        metrics = (await client.get("/metrics")).text
+        assert 'tradeflow_execution_live_slippage_vs_mid_bps_count{strategy="s1",symbol="BTC/USDT"}' in metrics
+        assert fake.bad_signatures == 0
+
+
+async def test_unknown_outcomes_stay_in_flight_until_the_exchange_answers_and_are_never_resent(settings, fake):
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    async with running(settings) as client, risk_producer(settings) as producer:
+        # A create that timed out but was placed, one that timed out and was not, and the same
+        # with the connection dropped mid-order.
+        for cid, fault, placed in (("to-placed", "timeout", True), ("to-lost", "timeout", False),
+                                   ("drop-placed", "drop", True), ("drop-lost", "drop", False)):
+            getattr(fake, f"{'time_out' if fault == 'timeout' else 'drop'}_next_create")(placed=placed)
+            await producer.send(settings.orders_topic, settings.accounts[0].id, o(cid))
+            await wait_for(client, C(cid), "submitted")
+        placed = await wait_for(client, C("to-placed"), "accepted")
+        await wait_for(client, C("drop-placed"), "accepted")
+        lost = await wait_for(client, C("to-lost"), "rejected")
+        await wait_for(client, C("drop-lost"), "rejected")
+        assert lost["reason"].startswith("not_found_at_exchange")
+        assert [t["status"] for t in placed["transitions"]] == ["submitted", "accepted"]
+        creates = [r.rsplit(" ", 1)[1] for r in fake.requests if r.startswith("POST /api/v3/order")]
+        assert sorted(creates) == sorted(C(n) for n in ("to-placed", "to-lost", "drop-placed", "drop-lost"))  # once
+        # Malformed exchange messages are logged, counted and skipped; a fill of a resolved order
+        # still arrives through the polling like any other.
+        placed_id = fake.order_by_client_id(C("to-placed")).order_id
+        fake.garbage_trades.append({"symbol": "BTCUSDT", "id": 999_999, "orderId": placed_id, "price": "90",
+                                    "qty": "0.1", "commission": "0", "commissionAsset": "USDT", "isBuyer": True,
+                                    "isMaker": True})  # no time
+        fake.garbage_orders.append({"symbol": "BTCUSDT", "status": "NEW", "side": "BUY", "type": "LIMIT"})  # no ids
+        deadline = time.monotonic() + 10
+        while "tradeflow_execution_malformed_exchange_messages_total{" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        fake.fill(C("to-placed"), "0.5", "90")
+        await wait_for(client, C("to-placed"), "filled")
+        fake.garbage_trades.clear()
+        fake.garbage_orders.clear()
+        local = {C("to-lost"): "rejected", C("drop-lost"): "rejected"}
+        await assert_books_agree(settings, client, fake, local=local)
+        metrics = (await client.get("/metrics")).text
+        assert "tradeflow_execution_unknown_outcomes_total 4.0" in metrics
+
+
+async def test_restart_reconciles_missed_fills_and_adopts_external_orders(settings, fake):
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    # Before Tradeflow ever ran the account, an order on the exchange's website executed partly a
+    # day ago (the configured balances are those after that trade): adopted as its rest.
+    fake.free["USDT"] += D("14.014")
+    fake.free["BTC"] = D("-0.2")
+    fake.place_external("BTCUSDT", "buy", "0.5", "70", C("web_early"))
+    early_trade = fake.fill(C("web_early"), "0.2", "70")
+    early_trade.ts_ms -= 86_400_000
+    assert fake.balances()["USDT"] == D("10000") and fake.balances()["BTC"] == 0
+    async with running(settings) as client, risk_producer(settings) as producer:
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("r1"))
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("r2", quantity=D("0.3")))
+        await wait_for(client, C("r1"), "accepted")
+        await wait_for(client, C("r2"), "accepted")
+        # Stopped with a create in flight (placed at the exchange, its answer never came).
+        fake.time_out_next_create(placed=True)
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("r3"))
+        await wait_for(client, C("r3"), "submitted")
+        deadline = time.monotonic() + 10
+        while "unknown_outcomes_total 1.0" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    # Execution is down: r1 fills partly, r2 fully, an order is placed on the exchange's website
+    # (one resting, one already filled).
+    fake.fill(C("r1"), "0.1", "90")
+    fake.fill(C("r2"))
+    fake.place_external("BTCUSDT", "buy", "0.4", "80", C("web_resting"))
+    fake.place_external("BTCUSDT", "buy", "0.2", "85", C("web_filled"))
+    fake.fill(C("web_filled"))
+
+    async with running(settings) as client:  # ready only once reconciled
+        for cid, status in (("r1", "partially_filled"), ("r2", "filled"), ("web_resting", "accepted"),
+                            ("web_filled", "filled"), ("r3", "accepted"), ("web_early", "accepted")):
+            await wait_for(client, C(cid), status, timeout_s=2)
+        creates = [r.rsplit(" ", 1)[1] for r in fake.requests if r.startswith("POST /api/v3/order")]
+        assert sorted(creates) == sorted(C(n) for n in ("r1", "r2", "r3"))  # r3 asked for, never re-sent
+        adopted = (await client.get(f"/v1/orders/{C('web_resting')}")).json()
+        assert adopted["signal_id"].startswith("external:") and adopted["origin"] == "manual"
+        fake.fill(C("web_resting"), "0.4", "80")
+        await wait_for(client, C("web_resting"), "filled")
+        early = (await client.get(f"/v1/orders/{C('web_early')}")).json()
+        assert (early["quantity"], early["filled_quantity"]) == ("0.3", "0")
+        fake.fill(C("web_early"), "0.3", "70")
+        await wait_for(client, C("web_early"), "filled")
+        reconcile = (await client.post(f"/v1/accounts/{settings.accounts[0].id}/reconcile")).json()
+        assert reconcile["agreed"], reconcile
+        await assert_books_agree(settings, client, fake, local={}, history={early_trade.trade_id})
+        alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert, lambda a: len(a) >= 3)
+        assert sorted(a.labels["client_order_id"] for a in alerts if a.kind == "external_order_adopted") == \
+            [C("web_early"), C("web_filled"), C("web_resting")]
+        metrics = (await client.get("/metrics")).text
+        assert "tradeflow_execution_illegal_updates_total 0.0" in metrics
+
+
+async def test_a_balance_difference_that_fills_cannot_explain_halts_the_account(settings, fake):
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    async with running(settings) as client, risk_producer(settings) as producer:
+        fake.free["USDT"] += D("5")  # a deposit, or a fill execution cannot see
+        alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert,
+                                  lambda a: any(x.kind == "position_mismatch" for x in a))
+        (alert,) = [a for a in alerts if a.kind == "position_mismatch"]
+        assert alert.severity == "critical" and "USDT" in alert.message
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("after-halt"))
+        refused = await wait_for(client, C("after-halt"), "rejected")
+        assert refused["reason"].startswith("reconcile_halt")
+        await producer.send(settings.orders_topic, settings.accounts[0].id,
+                            o("exit", side="sell", reduce_only=True, quantity=D("0.1"), limit_price=D("120")))
+        exit_order = await wait_for(client, C("exit"), "rejected")  # reduce-only passes the halt; the exchange
+        assert exit_order["reason"].startswith("insufficient_funds")  # has no BTC to sell
+        ready = (await client.get("/readyz")).json()
+        assert "halted" in str(ready)
+        (mine,) = [a for a in (await client.get("/v1/accounts")).json() if a["id"] == settings.accounts[0].id]
+        assert mine["reconcile_halt"] and "USDT" in mine["reconcile_halt"][0]
+        # The difference goes away (the deposit is withdrawn): the halt is lifted, orders pass again.
+        fake.free["USDT"] -= D("5")
+        alerts = await read_topic(settings.kafka_bootstrap, settings.alerts_topic, Alert,
+                                  lambda a: any(x.kind == "position_mismatch_resolved" for x in a))
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("after-resume"))
+        await wait_for(client, C("after-resume"), "accepted")
+
+
+async def test_the_user_data_stream_wakes_the_polling_and_a_lost_stream_is_reconciled(settings, fake):
+    # Polling and periodic reconciliation too slow to matter here: what arrives comes by the stream,
+    # or by the reconciliation that follows losing it.
+    settings = settings.model_copy(update={"live_poll_interval_s": 60.0, "live_stream_poll_interval_s": 60.0,
+                                           "reconcile_interval_s": 600.0})
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+
+    async def streams(count: int) -> None:
+        deadline = time.monotonic() + 15
+        while fake.user_streams != count:
+            assert time.monotonic() < deadline, fake.user_streams
+            await asyncio.sleep(0.05)
+
+    async with running(settings) as client, risk_producer(settings) as producer:
+        await streams(1)
+        for name in ("w1", "w2"):
+            await producer.send(settings.orders_topic, settings.accounts[0].id, o(name))
+            await wait_for(client, C(name), "accepted")
+        fake.fill(C("w1"), "0.5", "90")  # pushed: wakes a round
+        await wait_for(client, C("w1"), "filled")
+        fake.mute_user_stream = True
+        fake.fill(C("w2"), "0.2", "90")  # not pushed: found by the reconciliation after the stream is lost
+        await fake.drop_websockets()
+        await wait_for(client, C("w2"), "partially_filled")
+        fake.mute_user_stream = False
+        await streams(1)  # reconnected within the reconnect budget
+        fake.fill(C("w2"), "0.3", "90")
+        await wait_for(client, C("w2"), "filled")
+        # The kill switch cancels the account's open orders at the exchange, one in flight too (once
+        # the exchange has answered for it).
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("w3"))
+        await wait_for(client, C("w3"), "accepted")
+        fake.time_out_next_create(placed=True)
+        await producer.send(settings.orders_topic, settings.accounts[0].id, o("w4"))
+        await wait_for(client, C("w4"), "submitted")
+        deadline = time.monotonic() + 10
+        while "unknown_outcomes_total 1.0" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        kill = RiskEvent(event_id=f"ks-{tag(settings)}", account_id=settings.accounts[0].id, kind="kill_switch",
+                         reason="kill_switch", message="manual", details={"engaged": "true"}, ts_event=time.time_ns())
+        await producer.send(settings.risk_events_topic, settings.accounts[0].id, kill)
+        killed = await wait_for(client, C("w3"), "canceled")
+        assert killed["reason"] == "kill_switch: manual" and fake.order_by_client_id(C("w3")).status == "CANCELED"
+        killed = await wait_for(client, C("w4"), "canceled")
+        assert [t["status"] for t in killed["transitions"]] == ["submitted", "accepted", "canceled"]
+        assert killed["reason"] == "kill_switch: manual" and fake.order_by_client_id(C("w4")).status == "CANCELED"
+        await assert_books_agree(settings, client, fake, local={})
+        metrics = (await client.get("/metrics")).text
+        assert 'tradeflow_execution_user_stream_losses_total{account="' in metrics
+        assert fake.bad_signatures == 0
