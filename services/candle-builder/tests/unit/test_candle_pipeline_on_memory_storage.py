@@ -7,6 +7,8 @@ database: the in-memory store is held to the real one by tests/integration/test_
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from tradeflow.codec import HEADER_ERROR_REASON
 from tradeflow.messages import Candle, Tick
@@ -213,4 +215,30 @@ async def test_undecodable_and_invalid_trades_go_to_the_dlq_with_their_reason_an
     assert reasons[2].startswith("key_mismatch:")
     assert emitted(bus)[:5] == [expected_1m(m) for m in range(5)]
     assert store.tick_count() == 11
+    await process.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug, behaviour kept (see the branch's report): handle() changes the aggregator before it "
+    "awaits the DLQ acks; when a DLQ send fails the batch is redelivered and folded a second time, so "
+    "the minute still open counts its trades once per delivery (stored, then emitted that way)"))
+async def test_a_batch_redelivered_after_its_dlq_send_failed_counts_each_trade_once(clock):
+    bus, store = MemoryBus(clock=clock), MemoryCandleStore()
+    process = CandleBuilderProcess(bus, store, clock)
+    await process.start()
+    bus.broker.fail_sends(MD_TICKS.dlq, ConnectionError("DLQ partition leader moved"))
+    ingest = bus.producer(client_id="ingest")
+    await ingest.start()
+    # One batch: an invalid trade (for the DLQ) and the valid ones.
+    await asyncio.gather(*[ingest.send(MD_TICKS, KEY, t) for t in [tick(1, -5.0, T0 + NS), *TRADES]])
+    while process.consumer.redeliveries == 0:  # noqa: ASYNC110 - no event tells of a redelivery
+        await asyncio.sleep(0.001)
+    bus.broker.fail_sends(MD_TICKS.dlq, None)
+    await process.settled()
+    await send(bus, [tick(200, 111.0, T0 + 6 * MINUTE + 3 * NS)])  # closes 10:05
+    await process.settled()
+
+    assert len(bus.broker.records(MD_TICKS.dlq)) == 1
+    assert emitted(bus)[-1] == ("1m", T0 + 5 * MINUTE, 110.0, 110.0, 110.0, 110.0, 1.0, 1, 0)
+    assert (await stored(store))[5] == ("1m", T0 + 5 * MINUTE, 110.0, 110.0, 110.0, 110.0, 1.0, 1, 0)
     await process.stop()
