@@ -25,6 +25,7 @@ from tradeflow.topics import MD_CANDLES, MD_TICKS, OPS_ALERTS, TopicSpec
 
 from tradeflow_candle_builder.adapters.candle_feed import CandleFeed
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks
 from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.aggregate_catch_up import AggregateCatchUp
@@ -32,6 +33,7 @@ from tradeflow_candle_builder.api import create_candles_router
 from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
 from tradeflow_candle_builder.instruments_api import create_instruments_router
 from tradeflow_candle_builder.pipeline import CandlePipeline
+from tradeflow_candle_builder.ports import CandleRepository, EmissionMarkRepository, SessionCandleRepository
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 from tradeflow_candle_builder.stream.api import create_stream_router
 from tradeflow_candle_builder.stream.broadcaster import CandleBroadcaster
@@ -82,6 +84,27 @@ class CandleBuilder:
     feed: CandleFeed
 
 
+def create_pipeline(settings: CandleBuilderSettings, bus: Bus, producer: Any, dead_letters: Any,
+                    registry: InstrumentRegistry, store: CandleRepository, marks: EmissionMarkRepository,
+                    sessions: SessionCandleRepository, clock: Clock = SYSTEM_CLOCK) -> tuple[CandlePipeline, Any]:
+    """The candle pipeline over its storage ports and the consumer group that feeds it the ticks
+    topic (``build`` passes the database adapters; the pipeline's unit tests in-memory ones)."""
+    pipeline = CandlePipeline(settings, bus.telemetry, store, producer, dead_letters, registry,
+                              marks=marks, sessions=sessions, clock=clock)
+    consumer = bus.consumer(
+        topics=[topic_specs(settings)[0]],
+        group_id=settings.consumer_group,
+        handler=pipeline.handle,
+        dead_letters=dead_letters,
+        max_batch=settings.consumer_max_batch,
+        committable_offsets=pipeline.committable_offsets,
+        on_assigned=pipeline.on_assigned,
+        on_revoked=pipeline.on_revoked,
+        client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",
+    )
+    return pipeline, consumer
+
+
 def build(settings: CandleBuilderSettings, bus: Bus, store: CandleStore, clock: Clock = SYSTEM_CLOCK) -> CandleBuilder:
     """Wire the service from its settings, a bus, its database (the :class:`CandleStore` pool)
     and a clock. Pure: nothing starts or connects here. ``create_app`` passes the Kafka bus,
@@ -93,7 +116,9 @@ def build(settings: CandleBuilderSettings, bus: Bus, store: CandleStore, clock: 
     dead_letters = bus.dead_letters(producer)
     instruments = InstrumentStore(store)
     registry = InstrumentRegistry(instruments, refresh_s=settings.instrument_refresh_s)
-    pipeline = CandlePipeline(settings, telemetry, store, producer, dead_letters, registry, clock=clock)
+    sessions = SessionCandleStore(store)
+    pipeline, consumer = create_pipeline(settings, bus, producer, dead_letters, registry, store,
+                                         EmissionMarks(store), sessions, clock)
     retention = TickRetentionJob(settings.libpq_url, telemetry, days=settings.tick_retention_days,
                                  interval_s=settings.retention_interval_s)
     compression = TickCompressionSetup(settings.libpq_url, days=settings.tick_compress_after_days)
@@ -101,23 +126,12 @@ def build(settings: CandleBuilderSettings, bus: Bus, store: CandleStore, clock: 
     database_jobs = TimescaleJobMonitor(settings.libpq_url, telemetry, producer, service_name=SERVICE_NAME,
                                         interval_s=settings.timescaledb_job_check_interval_s)
     broadcaster, feed = create_stream(settings, bus)
-    consumer = bus.consumer(
-        topics=[ticks_spec],
-        group_id=settings.consumer_group,
-        handler=pipeline.handle,
-        dead_letters=dead_letters,
-        max_batch=settings.consumer_max_batch,
-        committable_offsets=pipeline.committable_offsets,
-        on_assigned=pipeline.on_assigned,
-        on_revoked=pipeline.on_revoked,
-        client_id=client_id,
-    )
     return CandleBuilder(
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
         components=[bus.topics_exist([ticks_spec, candles_spec, OPS_ALERTS]), store, catch_up, registry,
                     producer, pipeline, consumer, retention, compression, database_jobs, feed],
-        routers=[create_candles_router(store, SessionCandleStore(store), registry),
+        routers=[create_candles_router(store, sessions, registry),
                  create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
         readiness_checks=[
             broker_check(producer),

@@ -44,15 +44,13 @@ from tradeflow.messages import Candle, Tick
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
-from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.adapters.candle_traces import TraceIndex
-from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks
-from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.adapters.store_writer import StoreWriter, WriteJob, WriterMetrics
 from tradeflow_candle_builder.domain.aggregator import CandleAggregator, Closings
 from tradeflow_candle_builder.domain.timeframes import MINUTE_NS, NS_PER_SECOND
 from tradeflow_candle_builder.domain.validation import consumed_tick_rejection_reason
 from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
+from tradeflow_candle_builder.ports import CandleRepository, EmissionMarkRepository, SessionCandleRepository
 from tradeflow_candle_builder.settings import CandleBuilderSettings
 
 log = logging.getLogger(__name__)
@@ -61,14 +59,19 @@ DB_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 
 
 class CandlePipeline:
-    """Aggregation, storage and emission of candles; a service Component (start/stop)."""
+    """Aggregation, storage and emission of candles; a service Component (start/stop).
 
-    def __init__(self, settings: CandleBuilderSettings, telemetry: Telemetry, store: CandleStore,
+    Storage comes through the ports of :mod:`tradeflow_candle_builder.ports` (``bootstrap.build``
+    wires the PostgreSQL adapters, unit tests in-memory ones).
+    """
+
+    def __init__(self, settings: CandleBuilderSettings, telemetry: Telemetry, store: CandleRepository,
                  producer: Producer, dead_letters: DeadLetters, registry: InstrumentRegistry, *,
+                 marks: EmissionMarkRepository, sessions: SessionCandleRepository,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self._settings = settings
         self._clock = clock
-        self._marks = EmissionMarks(store)
+        self._marks = marks
         self._registry = registry
         self._applied_registry_version = registry.version
         self._producer = producer
@@ -103,7 +106,7 @@ class CandlePipeline:
             "tradeflow_candles_db_write_failures_total", "Failed database writes (retried)")
         self._emitted_by_tf: dict[str, object] = {}
         self.writer = StoreWriter(
-            store, SessionCandleStore(store), self._marks, self._emit,
+            store, sessions, marks, self._emit,
             WriterMetrics(write_latency.observe, queue_depth.set, write_failures.inc),
             queue_batches=settings.db_queue_batches, batch_rows=settings.db_batch_rows,
             batch_ms=settings.db_batch_ms)
@@ -155,6 +158,11 @@ class CandlePipeline:
                     counted.append(item)
                 else:
                     outside.append(item)
+        if dead_letter_acks:
+            # Before any state changes: if a DLQ send fails, the Consumer redelivers the batch,
+            # and trades already folded into an open minute would be counted again.
+            await asyncio.gather(*dead_letter_acks)
+            dead_letter_acks = []
         unknown = self.aggregator.unknown_instruments(counted)
         if unknown:
             # Before any state changes: if this fails, the Consumer redelivers the batch intact.

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 
 from tradeflow.messages import Candle, Tick
 
-from tradeflow_candle_builder.adapters.candle_store import CandleStore
-from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks, Instrument, raise_marks
-from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
+from tradeflow_candle_builder.adapters.emission_marks import Instrument, raise_marks
 from tradeflow_candle_builder.domain.aggregator import HigherRefresh, MinuteKey
 from tradeflow_candle_builder.domain.timeframes import ns_to_datetime
+from tradeflow_candle_builder.ports import CandleRepository, EmissionMarkRepository, SessionCandleRepository
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,8 @@ class WriterMetrics:
 class StoreWriter:
     """Single background task draining a bounded queue of :class:`WriteJob` into the store."""
 
-    def __init__(self, store: CandleStore, sessions: SessionCandleStore, marks: EmissionMarks, emit: Emit,
+    def __init__(self, store: CandleRepository, sessions: SessionCandleRepository, marks: EmissionMarkRepository,
+                 emit: Emit,
                  metrics: WriterMetrics, *, queue_batches: int, batch_rows: int, batch_ms: int) -> None:
         self._store = store
         self._sessions = sessions
