@@ -24,6 +24,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal as D
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from tradeflow.messages import Fill, Order, OrderEvent, Signal
+from tradeflow.messages import Candle, Fill, Order, OrderEvent, Signal
 from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_CANDLES, RISK_ORDERS, STRATEGY_SIGNALS
 from tradeflow_trading.positions import Position
 
@@ -81,7 +82,9 @@ class RunResult:
     positions: dict[tuple[str, str], tuple[D, D, D]]  # GET /v1/positions: (quantity, average, realized)
     signals: int
     candles: list = field(default_factory=list)  # md.candles.v1 (the parity test's input)
-    killed: list[str] = field(default_factory=list)
+    killed: list[tuple[str, int]] = field(default_factory=list)  # (service, exec.orders.v1 messages at the kill)
+    events: int = 0  # exec.orders.v1 messages at the end
+    flow: list[float] = field(default_factory=list)  # when exec.orders.v1 grew, seconds after the replay began
 
 
 class Pipeline:
@@ -181,35 +184,52 @@ async def collect(pipeline: Pipeline, client: httpx.AsyncClient) -> RunResult:
     return RunResult(orders, transitions, fills, api_orders, positions, len(signals))
 
 
+async def order_flow(bootstrap: str, started: float, seen: list[float]) -> None:
+    """Record when exec.orders.v1 grows (seconds since ``started``) until cancelled."""
+    last = 0
+    while True:
+        now = (await end_offsets(bootstrap, [EXEC_ORDERS.name]))[EXEC_ORDERS.name]
+        if now != last:
+            last = now
+            seen.append(time.monotonic() - started)
+        await asyncio.sleep(0.25)
+
+
 async def run_day(parts: list[Path], bootstrap: str, database_url: str, api_key: str, logs: Path, *,
-                  kills: random.Random | None) -> RunResult:
+                  kill_at: dict[str, float] | None = None) -> RunResult:
+    """The day through the pipeline; with ``kill_at``, each service SIGKILLed that many seconds
+    after the replay began, and started again at once."""
     pipeline = Pipeline(bootstrap, database_url, api_key, logs)
-    killed: list[str] = []
+    killed: list[tuple[str, int]] = []
+    flow: list[float] = []
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             await pipeline.start_all(client)
-            restarts = []
-            for n, part in enumerate(parts):
-                replaying = asyncio.create_task(replay(part, bootstrap))
-                if kills is not None and n < len(VICTIMS):
-                    victim = VICTIMS[n]
-                    await asyncio.sleep(kills.uniform(0.5, 4.0))  # the part is being handled downstream
-                    pipeline.processes[victim].kill()
-                    assert pipeline.processes[victim].proc.returncode == -signal.SIGKILL
-                    killed.append(victim)
-                    restarts.append(pipeline.start(victim).wait_ready(client, 90))
-                await replaying
-            await asyncio.gather(*restarts)
+            started = time.monotonic()
+            watching = asyncio.create_task(order_flow(bootstrap, started, flow))
+
+            async def replay_day() -> None:
+                for part in parts:
+                    await replay(part, bootstrap)
+
+            async def kill_and_restart(victim: str, at_s: float) -> None:
+                await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+                pipeline.processes[victim].kill()
+                assert pipeline.processes[victim].proc.returncode == -signal.SIGKILL
+                killed.append((victim, (await end_offsets(bootstrap, [EXEC_ORDERS.name]))[EXEC_ORDERS.name]))
+                await pipeline.start(victim).wait_ready(client, 90)
+
+            await asyncio.gather(replay_day(), *(kill_and_restart(v, at) for v, at in (kill_at or {}).items()))
 
             async def every_service_up() -> bool:
                 return all(p.proc.poll() is None for p in pipeline.processes.values())
 
             await until_quiet(bootstrap, idle_s=10, timeout_s=240, done=every_service_up)
+            watching.cancel()
             result = await collect(pipeline, client)
-            result.killed = killed
-            candles = await read_all(bootstrap, MD_CANDLES.name)
-            from tradeflow.messages import Candle
-            result.candles = decoded(candles, Candle)
+            result.killed, result.flow = killed, flow
+            result.events = (await end_offsets(bootstrap, [EXEC_ORDERS.name]))[EXEC_ORDERS.name]
+            result.candles = decoded(await read_all(bootstrap, MD_CANDLES.name), Candle)
     finally:
         codes = pipeline.stop_all()
     for name, code in codes.items():
@@ -268,16 +288,25 @@ def day_files(tmp_path_factory) -> list[Path]:
 async def test_the_same_orders_and_fills_with_strategy_risk_and_execution_killed_at_random_moments(
         day_files, database_url, local_infra, private_broker, api_key, tmp_path):
     undisturbed = await run_day(day_files, fresh_broker(private_broker), fresh_database(local_infra, "calm"), api_key,
-                                tmp_path / "calm", kills=None)
+                                tmp_path / "calm")
     assert_consistent(undisturbed, "undisturbed")
     filled = [cid for cid, statuses in undisturbed.transitions.items() if statuses[-1] == "filled"]
     assert len(filled) >= 20, f"too few orders to show anything: {len(filled)} filled of {len(undisturbed.orders)}"
     for tag in STRATEGIES:  # both strategies traded
         assert any(o.account_id.startswith(f"{tag}-") for o in undisturbed.orders.values()), tag
 
+    # Random moments while the undisturbed run's orders were flowing (so: mid-stream on this machine).
+    first, last = undisturbed.flow[0], undisturbed.flow[-1]
+    rng = random.Random(KILL_SEED)
+    kill_at = {victim: rng.uniform(first + 0.5, first + 0.8 * (last - first)) for victim in VICTIMS}
     crashed = await run_day(day_files, fresh_broker(private_broker), fresh_database(local_infra, "crash"), api_key,
-                            tmp_path / "crash", kills=random.Random(KILL_SEED))
-    assert crashed.killed == list(VICTIMS)
+                            tmp_path / "crash", kill_at=kill_at)
+    assert sorted(victim for victim, _ in crashed.killed) == sorted(VICTIMS)
+    # Each kill came while orders were still flowing: some before it, more after it.
+    assert all(0 < at_kill < crashed.events for _, at_kill in crashed.killed), crashed.killed
+    print(f"orders {len(undisturbed.orders)} ({Counter(t[-1] for t in undisturbed.transitions.values())}), fills {len(undisturbed.fills)}, "
+          f"signals {undisturbed.signals}; orders flowed {first:.1f}-{last:.1f} s; kills (service, exec.orders.v1 "
+          f"messages then): {crashed.killed} of {crashed.events}")
     assert_consistent(crashed, "with crashes")
     assert orders_view(crashed) == orders_view(undisturbed)
     assert fills_view(crashed) == fills_view(undisturbed)
