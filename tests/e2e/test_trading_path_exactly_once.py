@@ -280,6 +280,9 @@ def fills_view(run: RunResult) -> dict:
             for i, f in run.fills.items()}
 
 
+UNDISTURBED: dict[str, RunResult] = {}  # the first test's undisturbed run, for the parity test
+
+
 @pytest.fixture(scope="module")
 def day_files(tmp_path_factory) -> list[Path]:
     return write_parts(trading_day(SYMBOLS, seed=20260302), EXCHANGE, tmp_path_factory.mktemp("day"), PARTS)
@@ -290,6 +293,7 @@ async def test_the_same_orders_and_fills_with_strategy_risk_and_execution_killed
     undisturbed = await run_day(day_files, fresh_broker(private_broker), fresh_database(local_infra, "calm"), api_key,
                                 tmp_path / "calm")
     assert_consistent(undisturbed, "undisturbed")
+    UNDISTURBED["run"] = undisturbed
     filled = [cid for cid, statuses in undisturbed.transitions.items() if statuses[-1] == "filled"]
     assert len(filled) >= 20, f"too few orders to show anything: {len(filled)} filled of {len(undisturbed.orders)}"
     for tag in STRATEGIES:  # both strategies traded
@@ -311,3 +315,60 @@ async def test_the_same_orders_and_fills_with_strategy_risk_and_execution_killed
     assert orders_view(crashed) == orders_view(undisturbed)
     assert fills_view(crashed) == fills_view(undisturbed)
     assert crashed.positions == undisturbed.positions
+
+
+def candles_file(run: RunResult, symbol: str, path: Path) -> tuple[int, int]:
+    """The run's TIMEFRAME candles of ``symbol`` (latest revision of each) as a backtest CSV;
+    (first start, last end) in ms."""
+    latest = {}
+    for c in run.candles:
+        if (c.exchange, c.symbol, c.timeframe) == (EXCHANGE, symbol, TIMEFRAME):
+            if c.ts_start not in latest or latest[c.ts_start].revision < c.revision:
+                latest[c.ts_start] = c
+    rows = [latest[ts] for ts in sorted(latest)]
+    with path.open("w") as out:
+        out.write("ts,open,high,low,close,volume\n")
+        for c in rows:
+            out.write(f"{c.ts_start // 1_000_000},{c.open!r},{c.high!r},{c.low!r},{c.close!r},{c.volume!r}\n")
+    return rows[0].ts_start // 1_000_000, rows[-1].ts_end // 1_000_000
+
+
+def paper_trades(run: RunResult, account_id: str) -> tuple[list[tuple], list[Fill]]:
+    """The account's fills paired into round trips (entry, exit): (entry price, exit price,
+    quantity, fees) per closed trade, and the fills of a position still open."""
+    fills = sorted((f for f in run.fills.values() if f.account_id == account_id), key=lambda f: f.ts_event)
+    trades, open_fills = [], []
+    for fill in fills:
+        if fill.side == "buy":
+            assert not open_fills, f"{account_id}: a second entry while holding"
+            open_fills = [fill]
+        else:
+            (entry,) = open_fills
+            assert fill.quantity == entry.quantity, f"{account_id}: an exit of another quantity"
+            trades.append((entry.price, fill.price, entry.quantity, entry.fee + fill.fee))
+            open_fills = []
+    return trades, open_fills
+
+
+async def test_the_paper_run_and_tradeflow_backtest_on_its_candles_give_the_same_trades(
+        day_files, database_url, local_infra, private_broker, api_key, tmp_path):
+    run = UNDISTURBED.get("run") or await run_day(
+        day_files, fresh_broker(private_broker), fresh_database(local_infra, "parity"), api_key, tmp_path / "run")
+    compared = 0
+    for instance in instances():
+        (symbol,) = instance["symbols"]
+        since, until = candles_file(run, symbol, tmp_path / f"{instance['id']}.csv")
+        done = await asyncio.to_thread(subprocess.run, [
+            str(BIN / "tradeflow"), "backtest", "--strategy", instance["strategy"],
+            "--params", json.dumps(instance["params"]), "--exchange", EXCHANGE, "--symbol", symbol,
+            "--timeframe", TIMEFRAME, "--since", str(since), "--until", str(until),
+            "--candles", str(tmp_path / f"{instance['id']}.csv"), "--cash", CASH,
+            "--fee-bps", str(D(FEE) * 10_000), "--slippage-bps", SLIPPAGE_BPS,
+            "--json", "--no-store", "--no-progress"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        backtest = [(D(t["entry_price"]), D(t["exit_price"]), D(t["quantity"]), D(t["fees"]))
+                    for t in json.loads(done.stdout)["trades"]]
+        paper, still_open = paper_trades(run, instance["account_id"])
+        assert paper == backtest, instance["id"]
+        compared += len(paper)
+    assert compared >= 10, f"only {compared} closed trades compared"
