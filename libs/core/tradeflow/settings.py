@@ -206,6 +206,11 @@ class ServiceSettings(ApiKeySettings, CommonSettings):
                     "default: the service name")
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
+    consumer_fetch_max_wait_ms: int = Field(
+        default=10, ge=1, le=500,
+        description="longest the broker may hold a fetch with no data yet: Tansu answers such a fetch only at this "
+                    "deadline, so it is a latency floor on every hop (the trading path's candle-to-fill); on Kafka it "
+                    "only bounds idle polling (ADR 0019)")
     producer_linger_ms: int = Field(default=5, ge=0, le=1_000)
     producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
     shutdown_timeout_s: float = Field(default=20.0, gt=0, le=300)
