@@ -85,6 +85,7 @@ class RunResult:
     killed: list[tuple[str, int]] = field(default_factory=list)  # (service, exec.orders.v1 messages at the kill)
     events: int = 0  # exec.orders.v1 messages at the end
     flow: list[float] = field(default_factory=list)  # when exec.orders.v1 grew, seconds after the replay began
+    reasons: dict[str, str] = field(default_factory=dict)  # the last transition's reason, by client order id
 
 
 class Pipeline:
@@ -171,8 +172,10 @@ async def collect(pipeline: Pipeline, client: httpx.AsyncClient) -> RunResult:
     fills = checked_by_key(decoded(await read_all(bootstrap, EXEC_FILLS.name), Fill), lambda f: f.fill_id)
     signals = checked_by_key(decoded(await read_all(bootstrap, STRATEGY_SIGNALS.name), Signal), lambda s: s.signal_id)
     transitions: dict[str, list[str]] = {}
+    reasons: dict[str, str] = {}
     for (cid, seq), event in sorted(events.items()):
         transitions.setdefault(cid, []).append(event.status)
+        reasons[cid] = event.reason
         assert len(transitions[cid]) == seq, f"{cid}: transition {seq} without the ones before"
     base = pipeline.processes["execution"].base
     api_orders = {o["client_order_id"]: o["status"]
@@ -181,7 +184,7 @@ async def collect(pipeline: Pipeline, client: httpx.AsyncClient) -> RunResult:
     for account in accounts():
         for p in (await client.get(f"{base}/v1/positions", params={"account_id": account["id"]})).json():
             positions[(p["account_id"], p["symbol"])] = (D(p["quantity"]), D(p["average_price"]), D(p["realized_pnl"]))
-    return RunResult(orders, transitions, fills, api_orders, positions, len(signals))
+    return RunResult(orders, transitions, fills, api_orders, positions, len(signals), reasons=reasons)
 
 
 async def order_flow(bootstrap: str, started: float, seen: list[float]) -> None:
@@ -308,7 +311,8 @@ async def test_the_same_orders_and_fills_with_strategy_risk_and_execution_killed
     assert sorted(victim for victim, _ in crashed.killed) == sorted(VICTIMS)
     # Each kill came while orders were still flowing: some before it, more after it.
     assert all(0 < at_kill < crashed.events for _, at_kill in crashed.killed), crashed.killed
-    print(f"orders {len(undisturbed.orders)} ({Counter(t[-1] for t in undisturbed.transitions.values())}), fills {len(undisturbed.fills)}, "
+    ended = Counter(f"{t[-1]} {undisturbed.reasons[cid]}".strip() for cid, t in undisturbed.transitions.items())
+    print(f"orders {len(undisturbed.orders)} ({ended}), fills {len(undisturbed.fills)}, "
           f"signals {undisturbed.signals}; orders flowed {first:.1f}-{last:.1f} s; kills (service, exec.orders.v1 "
           f"messages then): {crashed.killed} of {crashed.events}")
     assert_consistent(crashed, "with crashes")
