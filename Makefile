@@ -44,11 +44,11 @@ infra-down:
 infra-status:
 	$(BIN)/tradeflow infra status
 
-## demo: local broker + database + migrations, a synthetic market through ingest and candle-builder
-##       (make demo DURATION=30 SYMBOLS=5 RATE=100 PORTS="ingest=18001 candle-builder=18002";
-##       Ctrl-C stops it and what it started)
+## demo: local broker + database + migrations, a synthetic market through all six services, sma_cross
+##       trading on a paper account (make demo DURATION=30 SYMBOLS=5 RATE=100 SPEED=60
+##       PORTS="ingest=18001 candle-builder=18002"; Ctrl-C stops it and what it started)
 demo: setup
-	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) $(foreach p,$(PORTS),--port $(p))
+	$(BIN)/tradeflow demo --symbols $(SYMBOLS) $(if $(DURATION),--duration $(DURATION)) $(if $(RATE),--rate $(RATE)) $(if $(SPEED),--speed $(SPEED)) $(foreach p,$(PORTS),--port $(p))
 
 ## test: the whole suite against a real broker and database (started by the test session)
 test: setup

@@ -37,3 +37,12 @@ async def read_topic(bootstrap: str, topic: str, value_type: type, until: Callab
         return messages
     finally:
         await consumer.stop()
+
+
+def checked_by_key(messages: list, key) -> dict:
+    """One message per key; a message published again (after a crash) must be identical."""
+    unique: dict = {}
+    for message in messages:
+        k = key(message)
+        assert unique.setdefault(k, message) == message, f"two different messages for {k}"
+    return unique

@@ -31,7 +31,7 @@ from tradeflow_trading.positions import Position
 
 from tests.e2e.service_process import BIN, ServiceProcess, free_port
 from tests.paper_fill_oracle import expected_fill
-from tests.trading_topics import read_topic
+from tests.trading_topics import checked_by_key, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -74,15 +74,6 @@ def make_orders(accounts: list[str], exchange: str) -> list[Order]:
                           limit_price=D(str(round(reference * rng.uniform(0.98, 1.02), 2))))
         orders.append(Order(**fields))
     return orders
-
-
-def checked_by_key(messages: list, key) -> dict:
-    """One message per key; a message published again (after the crash) must be identical."""
-    unique: dict = {}
-    for message in messages:
-        k = key(message)
-        assert unique.setdefault(k, message) == message, f"two different messages for {k}"
-    return unique
 
 
 async def test_sigkill_mid_burst_and_restart_gives_the_fill_rules_orders_and_fills(service_env, api_key, unique_name,

@@ -221,33 +221,45 @@ def test_up_on_another_port_refuses_to_orphan_the_running_broker(state_dir):
 
 
 @pytest.mark.e2e
-def test_demo_runs_the_pipeline_and_stops_its_children_but_not_infra_it_did_not_start(service_env, unique_name,
-                                                                                    state_dir):
-    ingest_port, candles_port, strategy_port = free_port(), free_port(), free_port()
+def test_demo_runs_the_platform_trades_on_paper_and_stops_its_children_but_not_infra_it_did_not_start(
+        service_env, unique_name, state_dir):
+    services = ("ingest", "candle-builder", "strategy", "risk", "execution", "notifier")
+    ports = {name: free_port() for name in services}
     env = {
         **service_env,
         "TRADEFLOW_INFRA_DIR": str(state_dir),
-        "TRADEFLOW_CANDLE_BUILDER_CONSUMER_GROUP": f"candle-builder-{unique_name}",  # not the group of other tests
-        "TRADEFLOW_STRATEGY_CONSUMER_GROUP": f"strategy-{unique_name}",
-        "TRADEFLOW_CANDLE_BUILDER_URL": f"http://127.0.0.1:{candles_port}",
-        "TRADEFLOW_INGEST_SYNTHETIC_EXCHANGE": f"demo-{unique_name}",
+        # Not the groups of other tests on the session broker.
+        **{f"TRADEFLOW_{name.upper().replace('-', '_')}_CONSUMER_GROUP": f"{name}-{unique_name}"
+           for name in services if name != "ingest"},
+        "TRADEFLOW_RISK_MARKET_DATA_GROUP": f"risk-md-{unique_name}",
+        "TRADEFLOW_CANDLE_BUILDER_URL": f"http://127.0.0.1:{ports['candle-builder']}",
     }
-    demo = _cli("demo", "--symbols", "3", "--rate", "100", "--duration", "8", "--ingest-port", str(ingest_port),
-                "--port", f"candle-builder={candles_port}", "--port", f"strategy={strategy_port}", env=env, timeout=150)
+    exchange = f"demo-{unique_name}"
+    # Speed 120: a 1m candle every half second, so sma_cross (3, 8) trades within seconds.
+    demo = _cli("demo", "--symbols", "3", "--rate", "150", "--speed", "120", "--duration", "25",
+                "--exchange", exchange, "--ingest-port", str(ports["ingest"]),
+                *[arg for name in services[1:] for arg in ("--port", f"{name}={ports[name]}")],
+                env=env, timeout=240)
     out = demo.stdout
     assert demo.returncode == 0, out + demo.stderr
     assert "kafka: using TRADEFLOW_KAFKA_BOOTSTRAP" in out and "postgres: using TRADEFLOW_DATABASE_URL" in out
     assert "stopping what it started" not in out
     assert re.search(r"md\.ticks\.v1: [1-9]\d* ticks from 3 markets since the demo started", out), out
-    assert f"http://127.0.0.1:{candles_port}/v1/candles?exchange=demo-{unique_name}&symbol=" in out
+    candles_port, ingest_port = ports["candle-builder"], ports["ingest"]
+    assert f"http://127.0.0.1:{candles_port}/v1/candles?exchange={exchange}&symbol=" in out
     assert f"http://127.0.0.1:{ingest_port}/metrics" in out
     # A generated API key, printed with a request to copy that uses it.
     (key,) = re.findall(r"demo: API key for state-changing requests \(POST, PUT, PATCH, DELETE\): (\S+)", out)
     assert len(key) >= 32
     assert f"curl -X POST http://127.0.0.1:{candles_port}/v1/instruments -H 'Authorization: Bearer {key}'" in out
+    # The strategies traded on the paper account: an order filled, a position with its P&L.
+    assert re.search(r"order \w+ SYM0\d/USD (buy|sell) market [\d.]+( quote)?: filled [\d.]+ @ [\d.]+ fee [\d.]+", out), out
+    assert re.search(r"position SYM0\d/USD quantity [\d.]+ avg [\d.]+ realized -?[\d.]+ unrealized -?[\d.]+", out), out
+    assert re.search(r"P&L of paper-demo: realized -?[\d.]+ unrealized -?[\d.]+; balances .*USD [\d.]+", out), out
     assert "leaving the broker and database running" in out
     child_pids = [int(pid) for pid in re.findall(r"demo: started \S+ \(pid (\d+)\)", out)]
-    assert len(child_pids) == 3  # ingest, candle-builder, strategy
+    assert len(child_pids) == len(services)
+    assert sorted(re.findall(r"demo: started (\S+) \(pid", out)) == sorted(services)
     assert all(process_start_ticks(pid) is None for pid in child_pids)
-    assert not port_accepts_connections("127.0.0.1", ingest_port)
+    assert not any(port_accepts_connections("127.0.0.1", port) for port in ports.values())
     assert kafka_metadata_error(service_env["TRADEFLOW_KAFKA_BOOTSTRAP"]) is None

@@ -98,6 +98,8 @@ class DemoOptions:
 
     symbols: int
     rate: float
+    exchange: str = "synthetic"  # the synthetic market's exchange name (and the demo accounts')
+    speed: float = 1.0  # how much faster than real time the synthetic market goes through its history
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ def _no_demo_examples(context: DemoContext) -> Sequence[str]:
     return ()
 
 
+async def _no_demo_status(context: DemoContext) -> Sequence[str]:
+    return ()
+
+
 @dataclass(frozen=True)
 class ServiceDemo:
     """How ``tradeflow demo`` runs a service. The demo knows no service by name: it runs every
@@ -127,11 +133,14 @@ class ServiceDemo:
     the same order (sources first, so the services downstream still take their last messages).
     ``settings``: the service's settings in the demo, as field values (the demo turns them into
     the service's environment variables). ``examples``: lines the demo prints for the user to try.
+    ``status``: lines the demo prints beside the candles at every refresh (e.g. execution's
+    orders and positions, read from its API at ``context.base_url``); it must not raise.
     """
 
     stage: int
     settings: Callable[[DemoOptions], Mapping[str, object]] = _no_demo_settings
     examples: Callable[[DemoContext], Sequence[str]] = _no_demo_examples
+    status: Callable[[DemoContext], Awaitable[Sequence[str]]] = _no_demo_status
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,11 @@ class ServiceSettings(ApiKeySettings, CommonSettings):
         default=10_000, ge=1_000, le=300_000, description="a consumer silent this long leaves its group")
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000,
                                                 description="consumer heartbeats to the group coordinator")
+    consumer_fetch_max_wait_ms: int = Field(
+        default=10, ge=1, le=500,
+        description="longest the broker may hold a fetch with no data yet: Tansu answers such a fetch only at this "
+                    "deadline, so it is a latency floor on every hop (the trading path's candle-to-fill); on Kafka it "
+                    "only bounds idle polling (ADR 0019)")
     producer_linger_ms: int = Field(default=5, ge=0, le=1_000, description="how long a producer batch waits to fill")
     producer_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=16 * 1024 * 1024,
                                           description="largest producer record batch per partition")

@@ -12,6 +12,7 @@ start with a message naming ``TRADEFLOW_ACCOUNTS`` and the bad entry.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -118,3 +119,13 @@ def find_account(accounts: Sequence[AccountConfig], account_id: str) -> AccountC
         if account.id == account_id:
             return account
     return None
+
+
+DEMO_ACCOUNT_ID = "paper-demo"
+
+
+def demo_accounts(exchange: str) -> str:
+    """``TRADEFLOW_ACCOUNTS`` of ``tradeflow demo``, the same for every service taking part: one
+    paper account on the synthetic market (quoted in USD: ingest's symbols are SYMnn/USD)."""
+    return json.dumps([{"id": DEMO_ACCOUNT_ID, "exchange": exchange, "mode": "paper", "balances": {"USD": "10000"},
+                        "fees": {"maker": "0.0002", "taker": "0.001"}, "slippage_bps": "2"}])

@@ -11,6 +11,7 @@ from tradeflow.bus import Consumer, DeadLetters, KafkaBus, Producer
 from tradeflow.service import (
     ReadinessCheck,
     ServiceDefinition,
+    ServiceDemo,
     broker_check,
     consumer_check,
     create_service_app,
@@ -28,6 +29,7 @@ from tradeflow.topics import (
 from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
+from tradeflow_execution import demo
 from tradeflow_execution.adapters.order_queries import OrderQueries
 from tradeflow_execution.adapters.paper_broker import PaperBroker, PaperMarket
 from tradeflow_execution.adapters.postgres_store import PostgresExecutionStore
@@ -132,5 +134,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
 
 
 SERVICE = ServiceDefinition(
-    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=ExecutionSettings, create_app=create_app
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=ExecutionSettings, create_app=create_app,
+    # In the demo after risk (its orders).
+    demo=ServiceDemo(stage=50, settings=demo.demo_settings, examples=demo.demo_examples, status=demo.demo_status),
 )

@@ -90,6 +90,8 @@ def build(settings: IngestSettings, bus: Bus, clock: Clock = SYSTEM_CLOCK, *,
             SyntheticMarket(settings.synthetic_seed, settings.synthetic_symbols),
             exchange=settings.synthetic_exchange,
             rate=settings.synthetic_rate,
+            speed=settings.synthetic_speed,
+            history_s=settings.synthetic_history_s,
             publisher=publisher,
             clock=receive_clock,
             wall_clock_ns=clock.now_ns,
@@ -131,9 +133,18 @@ def create_app(settings: IngestSettings) -> FastAPI:
     )
 
 
+DEMO_FAST_FORWARD_S = 600.0
+
+
 def demo_settings(options: DemoOptions) -> dict[str, object]:
-    """In `tradeflow demo`, ingest publishes a synthetic market of the demo's size and rate."""
-    return {"synthetic_symbols": options.symbols, "synthetic_rate": options.rate}
+    """In `tradeflow demo`, ingest publishes a synthetic market of the demo's size, rate and
+    exchange name; with a speed above 1 it starts in the past and runs at that speed for its
+    first DEMO_FAST_FORWARD_S, until it reaches the present, then live."""
+    fast_forward = options.speed > 1
+    return {"synthetic_symbols": options.symbols, "synthetic_rate": options.rate,
+            "synthetic_exchange": options.exchange, "synthetic_speed": options.speed,
+            # The history the demo's first DEMO_FAST_FORWARD_S go through at that speed.
+            "synthetic_history_s": (options.speed - 1) * DEMO_FAST_FORWARD_S if fast_forward else 0}
 
 
 def demo_examples(context: DemoContext) -> list[str]:

@@ -34,6 +34,13 @@ class IngestSettings(ServiceSettings, ExchangeListSettings):
         pattern=r"^[^:\s]+$",  # the message key is exchange:symbol
         description="exchange name of the synthetic trades",
     )
+    synthetic_history_s: float = Field(
+        default=0.0, ge=0, le=30 * 86_400,
+        description="the synthetic market starts this long in the past and runs synthetic_speed times faster than "
+                    "the wall clock until it reaches the present (the demo: strategies trade within seconds)",
+    )
+    synthetic_speed: float = Field(
+        default=1.0, ge=1, le=3600, description="how much faster than the wall clock the synthetic history runs")
     max_price_deviation: float = Field(
         default=0.5, gt=0, le=100,
         description="a tick further than this fraction from its symbol's last accepted price is held back",

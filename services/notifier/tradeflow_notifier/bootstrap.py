@@ -8,8 +8,10 @@ from fastapi import FastAPI
 from tradeflow.admin import TopicsExist
 from tradeflow.bus import DeadLetters, Producer
 from tradeflow.service import (
+    DemoContext,
     ReadinessCheck,
     ServiceDefinition,
+    ServiceDemo,
     broker_check,
     consumer_check,
     create_service_app,
@@ -84,6 +86,13 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     )
 
 
+def demo_examples(context: DemoContext) -> list[str]:
+    """The notifier runs in the demo without channels (configure some: README, "Notifications")."""
+    return [f"curl {context.base_url}/v1/channels", f"curl '{context.base_url}/v1/deliveries'"]
+
+
 SERVICE = ServiceDefinition(
-    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=NotifierSettings, create_app=create_app
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=NotifierSettings, create_app=create_app,
+    # Last in the demo: it follows every other service's events.
+    demo=ServiceDemo(stage=60, examples=demo_examples),
 )

@@ -12,6 +12,7 @@ from tradeflow.bus import Consumer, DeadLetters, Producer
 from tradeflow.service import (
     ReadinessCheck,
     ServiceDefinition,
+    ServiceDemo,
     broker_check,
     consumer_check,
     create_service_app,
@@ -30,6 +31,7 @@ from tradeflow.topics import (
 from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
+from tradeflow_risk import demo
 from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
 from tradeflow_risk.adapters.instrument_calendars import InstrumentCalendars
 from tradeflow_risk.adapters.store import OUTBOX_TABLE, REQUIRED_REVISION, RiskStore
@@ -134,5 +136,8 @@ def create_app(settings: RiskSettings) -> FastAPI:
     )
 
 
-SERVICE = ServiceDefinition(name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=RiskSettings,
-                            create_app=create_app)
+SERVICE = ServiceDefinition(
+    name=SERVICE_NAME, default_port=DEFAULT_PORT, settings_type=RiskSettings, create_app=create_app,
+    # In the demo after the strategy service (its signals), before execution.
+    demo=ServiceDemo(stage=40, settings=demo.demo_settings, examples=demo.demo_examples),
+)

@@ -24,6 +24,7 @@ from tradeflow.service import (
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import EXEC_FILLS, MD_CANDLES, OPS_ALERTS, STRATEGY_SIGNALS, TopicSpec
 from tradeflow_db import Database
+from tradeflow_trading.accounts import DEMO_ACCOUNT_ID, demo_accounts
 from tradeflow_trading.strategy.loader import load_catalog
 
 from tradeflow_strategy.adapters.backtest_store import BacktestStore
@@ -114,20 +115,19 @@ def create_app(settings: StrategySettings) -> FastAPI:
     )
 
 
-DEMO_ACCOUNT = "paper-demo"
 DEMO_MARKETS = 5
 
 
 def demo_settings(options: DemoOptions) -> dict[str, object]:
-    """In `tradeflow demo`: a paper account on the synthetic market and two sma_cross instances
-    on its first symbols (ingest names them SYM00/USD, SYM01/USD, ...; README, "The demo")."""
+    """In `tradeflow demo`: the demo's paper account on the synthetic market and two sma_cross
+    instances on its first symbols (ingest names them SYM00/USD, SYM01/USD, ...; README, "The demo")."""
     width = max(2, len(str(options.symbols - 1)))
     symbols = [f"SYM{i:0{width}d}/USD" for i in range(min(options.symbols, DEMO_MARKETS))]
-    account = {"id": DEMO_ACCOUNT, "exchange": "synthetic", "mode": "paper", "balances": {"USD": "10000"}}
-    instances = [{"id": f"demo-sma-{fast}-{slow}", "strategy": "sma_cross", "account_id": DEMO_ACCOUNT,
-                  "exchange": "synthetic", "symbols": symbols, "timeframe": "1m", "params": {"fast": fast, "slow": slow}}
+    instances = [{"id": f"demo-sma-{fast}-{slow}", "strategy": "sma_cross", "account_id": DEMO_ACCOUNT_ID,
+                  "exchange": options.exchange, "symbols": symbols, "timeframe": "1m",
+                  "params": {"fast": fast, "slow": slow}}
                  for fast, slow in ((3, 8), (5, 20))]
-    return {"accounts": json.dumps([account]), "instances": json.dumps(instances)}
+    return {"accounts": demo_accounts(options.exchange), "instances": json.dumps(instances)}
 
 
 def demo_examples(context: DemoContext) -> list[str]:

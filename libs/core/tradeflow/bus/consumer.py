@@ -45,6 +45,9 @@ FETCH_TIMEOUT_MS = 250  # also bounds how long stop() waits for an idle fetch
 MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024  # a full max_batch of ticks fits in one fetch
 
 
+DEFAULT_FETCH_MAX_WAIT_MS = 500  # aiokafka's; for settings without consumer_fetch_max_wait_ms
+
+
 class Consumer:
     """A consumer-group member that hands decoded batches to ``handler``: one batch function
     (the fast path: one call per fetched batch) or :class:`Handlers` registered per topic or
@@ -66,7 +69,7 @@ class Consumer:
         on_revoked: PartitionsCallback | None = None,
         auto_offset_reset: str = "earliest",
         client_id: str | None = None,
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
         if not topics:
             raise ValueError("a consumer needs at least one topic")
@@ -87,7 +90,10 @@ class Consumer:
         self._auto_offset_reset = auto_offset_reset
         self._client_id = client_id or settings.kafka_client_id
         # How long the broker may hold a fetch that has no data yet: a latency floor on Tansu,
-        # which answers a waiting fetch only at this deadline (risk's signal-to-order path).
+        # which answers a waiting fetch only at this deadline (every hop of the trading path).
+        # Default: the service's TRADEFLOW_CONSUMER_FETCH_MAX_WAIT_MS (ServiceSettings), else 500.
+        if fetch_max_wait_ms is None:
+            fetch_max_wait_ms = getattr(settings, "consumer_fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
         self._fetch_max_wait_ms = fetch_max_wait_ms
 
         self._kafka: AIOKafkaConsumer | None = None

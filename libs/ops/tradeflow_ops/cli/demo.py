@@ -16,7 +16,7 @@ import contextlib
 import secrets
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # tradeflow.service imports FastAPI: `tradeflow --help` stays
     from tradeflow.service import DemoContext, ServiceDefinition
 
 REFRESH_S = 5.0
+DEFAULT_SPEED = 30.0
 READY_TIMEOUT_S = 90.0
 CHILD_STOP_GRACE_S = 20.0
 
@@ -48,6 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="stop by itself after this many seconds (default: run until Ctrl-C)")
     demo.add_argument("--rate", type=_bounded(float, 0.1, 1_000_000), default=200.0, metavar="TICKS_PER_SECOND",
                       help="synthetic trades per second over all symbols (default 200)")
+    demo.add_argument("--exchange", default="synthetic", type=_exchange_name,
+                      help="exchange name of the synthetic market and of the demo's paper account (default synthetic)")
+    demo.add_argument("--speed", type=_bounded(float, 1, 3600), default=DEFAULT_SPEED, metavar="FACTOR",
+                      help="the synthetic market starts in the past and runs FACTOR times faster than real time "
+                           "for the first 10 minutes, until it reaches the present, then live (default "
+                           f"{DEFAULT_SPEED:g}: a 1m candle every {60 / DEFAULT_SPEED:g} s at first, so the strategies "
+                           "trade within seconds; 1: live from the start)")
     demo.add_argument("--port", type=_service_port, action="append", default=[], metavar="SERVICE=PORT",
                       help="REST port of a service, e.g. --port candle-builder=18002 (repeatable; "
                            "default: each service's usual port)")
@@ -57,6 +65,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--candles-port", type=_bounded(int, 1, 65535), default=None, metavar="PORT",
                       help="same as --port candle-builder=PORT")
     demo.set_defaults(handler=demo_command)
+
+
+def _exchange_name(text: str) -> str:
+    if not text or ":" in text or any(c.isspace() for c in text) or len(text) > 64:
+        raise argparse.ArgumentTypeError(f"an exchange name without ':' or spaces, at most 64 characters, got {text!r}")
+    return text
 
 
 def _service_port(text: str) -> tuple[str, int]:
@@ -124,7 +138,7 @@ def service_environment(definition: ServiceDefinition, args: argparse.Namespace,
     from tradeflow.service import DemoOptions
     from tradeflow.settings import ServiceSettings, environment_variable
 
-    options = DemoOptions(symbols=args.symbols, rate=args.rate)
+    options = DemoOptions(symbols=args.symbols, rate=args.rate, exchange=args.exchange, speed=args.speed)
     env = {environment_variable(ServiceSettings, "log_format"): "text",
            environment_variable(ServiceSettings, "api_keys"): api_key}
     env |= {environment_variable(definition.settings_type, field): str(value)
@@ -141,6 +155,7 @@ class Demo:
         self.infra_started: tuple[str, ...] = ()
         self.children: list[ChildService] = []
         self.examples: dict[str, Callable[[DemoContext], Sequence[str]]] = {}  # by service name
+        self.statuses: dict[str, Callable[[DemoContext], Awaitable[Sequence[str]]]] = {}
         self.api_key = secrets.token_urlsafe(32)  # for the services' state-changing requests
         self.started_at_ms = 0  # wall clock when the services were started
 
@@ -226,6 +241,7 @@ class Demo:
             child.start()
             self.children.append(child)
             self.examples[name] = definition.demo.examples
+            self.statuses[name] = definition.demo.status
             print(f"demo: started {name} (pid {child.process.pid}) on {child.base_url}", flush=True)
 
     async def _watch(self, started_at: float) -> None:
@@ -246,7 +262,7 @@ class Demo:
                     if child.exited() is not None:
                         raise CliError(f"{child.name} exited with status {child.exited()}; last lines of "
                                        f"{child.log_path}:\n{child.log_tail()}")
-                print(self._screen(view), flush=True)
+                print(await self._screen(view), flush=True)
                 if deadline is not None and time.monotonic() >= deadline:
                     print(f"demo: {self.args.duration:g} s elapsed, stopping", flush=True)
                     return
@@ -274,18 +290,20 @@ class Demo:
                 elif record.value is not None:
                     view.add_candle(record.value)
 
-    def _screen(self, view: MarketView) -> str:
+    async def _screen(self, view: MarketView) -> str:
         from tradeflow.service import DemoContext
 
         trading = sorted(split_market_key(k) for k in view.ticks_per_key if ":" in k)
-        exchange, symbol = (trading or view.markets() or [("synthetic", "SYMBOL")])[0]
-        lines = []
+        exchange, symbol = (trading or view.markets() or [(self.args.exchange, "SYMBOL")])[0]
+        lines, status = [], []
         for child in self.children:
             context = DemoContext(base_url=child.base_url, api_key=self.api_key, exchange=exchange, symbol=symbol)
             lines += [f"  {example}" for example in self.examples[child.name](context)]
             lines.append(f"  {child.base_url}/docs   {child.base_url}/metrics   ({child.name})")
+            status += await self.statuses[child.name](context)
         stamp = time.strftime("%H:%M:%S")
-        return f"\n--- {stamp} ---\n{view.render()}\nREST:\n" + "\n".join(lines)
+        trading_lines = f"{chr(10).join(status)}\n" if status else ""
+        return f"\n--- {stamp} ---\n{view.render()}\n{trading_lines}REST:\n" + "\n".join(lines)
 
     def _stop_children(self) -> bool:
         clean = True

@@ -53,3 +53,23 @@ def test_symbol_names_widen_past_one_hundred():
 def test_at_least_one_symbol_is_required():
     with pytest.raises(ValueError):
         SyntheticMarket(1, 0)
+
+
+def test_a_synthetic_history_runs_fast_until_the_present_and_is_never_ahead_of_it():
+    from tradeflow.trades.receive_clock import ReceiveClock
+    from tradeflow_ingest.adapters.synthetic_source import SyntheticSource
+
+    wall = [1_000 * 10**9]
+    source = SyntheticSource(SyntheticMarket(1, 2), exchange="x", rate=10, publisher=None, clock=ReceiveClock(),
+                             wall_clock_ns=lambda: wall[0], speed=60, history_s=3_600)
+    first = source._event_time_ns()
+    assert first == wall[0] - 3_600 * 10**9  # an hour in the past
+    wall[0] += 10 * 10**9
+    assert source._event_time_ns() == first + 600 * 10**9  # 10 s of wall time: 10 minutes of history
+    wall[0] += 60 * 10**9  # 70 s in: 70 minutes of history would pass the present
+    assert source._event_time_ns() == wall[0]  # caught up: live from here on
+    live = SyntheticSource(SyntheticMarket(1, 2), exchange="x", rate=10, publisher=None, clock=ReceiveClock(),
+                           wall_clock_ns=lambda: wall[0], speed=60)
+    assert live._event_time_ns() == wall[0]  # without a history the speed changes nothing
+    with pytest.raises(ValueError, match="speed"):
+        SyntheticSource(SyntheticMarket(1, 2), exchange="x", rate=10, publisher=None, clock=ReceiveClock(), speed=0.5)

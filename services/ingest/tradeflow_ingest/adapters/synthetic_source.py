@@ -26,7 +26,11 @@ RETRY_DELAY_S = 1.0
 
 
 class SyntheticSource:
-    """Emits ``rate`` trades per second of a :class:`SyntheticMarket`, stamped with the wall clock.
+    """Emits ``rate`` trades per second of a :class:`SyntheticMarket`, stamped with the wall clock
+    (with ``history_s``, the event clock starts that long in the past and runs ``speed`` times
+    faster than the wall clock until it has caught up with it, then with it: the demo's candles
+    close every few seconds at first; event times are never in the future, which every
+    consumer refuses).
 
     Every round publishes the trades that are due since the start (so the long-run rate is
     exact whatever the round length) and waits for their acks before the next round, so a slow
@@ -44,9 +48,18 @@ class SyntheticSource:
         publisher: TickPublisher,
         clock: ReceiveClock,
         wall_clock_ns: Callable[[], int] = time.time_ns,
+        speed: float = 1.0,
+        history_s: float = 0.0,
     ) -> None:
         if not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"rate must be a positive number of ticks per second, got {rate!r}")
+        if not (speed >= 1 and math.isfinite(speed)):
+            raise ValueError(f"speed must be a number >= 1, got {speed!r}")
+        if not (history_s >= 0 and math.isfinite(history_s)):
+            raise ValueError(f"history_s must be a number >= 0, got {history_s!r}")
+        self._speed = speed
+        self._history_ns = int(history_s * 1e9)
+        self._origin_ns: int | None = None  # the wall clock at the first trade
         self._market = market
         self._exchange = exchange
         self._rate = rate
@@ -104,6 +117,16 @@ class SyntheticSource:
                     await sleep_unless(self._stopping, RETRY_DELAY_S)
             await sleep_unless(self._stopping, self._interval_s)
 
+    def _event_time_ns(self) -> int:
+        """``history_s`` before the first trade's wall clock, then ``speed`` times faster than
+        the wall clock until caught up with it (never ahead of it)."""
+        now = self._wall_clock_ns()
+        if not self._history_ns:
+            return now
+        if self._origin_ns is None:
+            self._origin_ns = now
+        return min(now, self._origin_ns - self._history_ns + int((now - self._origin_ns) * self._speed))
+
     async def _publish(self, count: int) -> PublishOutcome:
         ticks = []
         for _ in range(count):
@@ -115,7 +138,7 @@ class SyntheticSource:
                 price=trade.price,
                 amount=trade.amount,
                 side=trade.side,
-                ts_event=self._wall_clock_ns(),
+                ts_event=self._event_time_ns(),
                 ts_recv=self._clock.next(),
             ))
         outcome = await self._publisher.publish(ticks)
