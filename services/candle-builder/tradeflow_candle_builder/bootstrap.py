@@ -22,7 +22,7 @@ from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_CANDLES, MD_TICKS, OPS_ALERTS, TopicSpec
 
 from tradeflow_candle_builder.adapters.candle_feed import CandleFeed
-from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.candle_store import REQUIRED_REVISION, CandleStore
 from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.aggregate_catch_up import AggregateCatchUp
@@ -69,7 +69,11 @@ def create_stream(settings: CandleBuilderSettings, telemetry: Telemetry) -> tupl
 def create_app(settings: CandleBuilderSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     ticks_spec, candles_spec = topic_specs(settings)
-    store = CandleStore(settings.libpq_url, max_connections=settings.pool_size(DB_POOL_SIZE))
+    # The schema check stops the start on a database without REQUIRED_REVISION, naming it and
+    # `tradeflow db upgrade`, before anything queries a table.
+    database = CandleStore.database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
+                                    max_connections=settings.pool_size(DB_POOL_SIZE))
+    store = CandleStore(database)
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
     dead_letters = DeadLetters(producer, telemetry)
     instruments = InstrumentStore(store)
@@ -98,9 +102,11 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
         SERVICE_NAME,
         settings,
         telemetry,
-        # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
-        # writes and emissions, then the producer flushes and the database pool closes.
-        components=[TopicsExist(settings, [ticks_spec, candles_spec, OPS_ALERTS]), store, catch_up, registry,
+        # The database first: an unmigrated one stops the start before anything else (its
+        # message names the revision and `tradeflow db upgrade`). Stopped in reverse: the
+        # consumer commits and leaves, the pipeline finishes its writes and emissions, then
+        # the producer flushes and the database pool closes.
+        components=[store, TopicsExist(settings, [ticks_spec, candles_spec, OPS_ALERTS]), catch_up, registry,
                     producer, pipeline, consumer, retention, compression, database_jobs, feed],
         routers=[create_candles_router(store, SessionCandleStore(store), registry),
                  create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
