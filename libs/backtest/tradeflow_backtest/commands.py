@@ -74,7 +74,7 @@ def _fraction(text: str) -> float:
 
 
 def _time(text: str) -> int:
-    from tradeflow.trades.event_time import parse_time_option
+    from tradeflow.time import parse_time_option
 
     try:
         return parse_time_option(text, now_ms=time.time_ns() // 1_000_000)

@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _time_option(text: str) -> int:
-    from tradeflow.trades.event_time import parse_time_option  # pure and light
+    from tradeflow.time import parse_time_option  # pure and light
 
     try:
         return parse_time_option(text, now_ms=time.time_ns() // 1_000_000)

@@ -16,6 +16,7 @@ from tradeflow.service import (
     create_service_app,
 )
 from tradeflow.telemetry import Telemetry
+from tradeflow.time import NS_PER_S
 from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_EVENTS, RISK_ORDERS, TopicSpec
 from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
@@ -39,7 +40,6 @@ DB_POOL_SIZE = 4  # the consumer's transactions, the outbox relay, the API, hist
 SCHEMA_REVISION = "execution_0001"  # the newest migration this service needs
 OUTBOX_TABLE = "execution_outbox"
 OUTBOX_RELAY_BATCH = 5_000  # a batch of orders is about 4 messages each: fewer, larger relay rounds
-NS_PER_S = 1_000_000_000
 
 
 def topic_specs(settings: ExecutionSettings) -> dict[str, TopicSpec]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tradeflow.messages import Order, RiskEvent
+from tradeflow.time import NS_PER_S
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import BPS, ZERO, div
 from tradeflow_trading.orders import OPEN, IllegalTransition, OrderState
@@ -65,7 +66,6 @@ from tradeflow_execution.store import (
 log = logging.getLogger(__name__)
 
 ALL_ACCOUNTS = "*"
-NS_PER_S = 1e9
 
 
 class OrderNotFound(LookupError):

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
+from tradeflow.time import NS_PER_S, datetime_to_ns
+
 from tradeflow_notifier.adapters.trading_facts import TradingFacts
 from tradeflow_notifier.domain.daily_report import daily_report
 from tradeflow_notifier.domain.events import Notification
@@ -27,7 +29,7 @@ RETRY_S = 30.0
 
 
 def _ns(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000
+    return datetime_to_ns(moment) // NS_PER_S * NS_PER_S  # whole seconds
 
 
 class DailyReports:
