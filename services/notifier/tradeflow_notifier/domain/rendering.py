@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from tradeflow.messages import Alert, Fill, OrderEvent, RiskEvent
-from tradeflow.time import ns_to_datetime
+from tradeflow.time import NS_PER_S, ns_to_datetime
 from tradeflow_trading.money import mul
 from tradeflow_trading.positions import split_symbol
 
@@ -33,7 +33,7 @@ DISCORD_LIMIT = 2000
 SLACK_LIMIT = 3000  # Slack shows longer texts collapsed; a notification should fit at a glance
 EMAIL_SUBJECT_LIMIT = 200
 MORE = "…"
-NS = 1_000_000_000
+NS = NS_PER_S
 
 
 @dataclass(frozen=True, slots=True)
