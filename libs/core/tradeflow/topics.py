@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Market keys (exchange:symbol) and their validation live in tradeflow.markets; re-exported here.
+from tradeflow.markets import market_key, split_market_key  # noqa: F401
 from tradeflow.messages import (
     Alert,
     Candle,
@@ -77,12 +79,3 @@ def topic_by_name(name: str) -> TopicSpec:
         raise KeyError(f"unknown topic {name!r}; known: {', '.join(sorted(_BY_NAME))}") from None
 
 
-def market_key(exchange: str, symbol: str) -> str:
-    return f"{exchange}:{symbol}"
-
-
-def split_market_key(key: str) -> tuple[str, str]:
-    exchange, _, symbol = key.partition(":")
-    if not exchange or not symbol:
-        raise ValueError(f"market key must be 'exchange:symbol', got {key!r}")
-    return exchange, symbol

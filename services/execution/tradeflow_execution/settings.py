@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
+from tradeflow.markets import ExchangeName
 from tradeflow.settings import ServiceSettings, json_list
 from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_EVENTS, RISK_ORDERS
 from tradeflow_db.settings import DatabasePoolSettings
@@ -31,8 +32,8 @@ class MarketConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    exchange: str = Field(min_length=1, max_length=64)
-    symbol: str = Field(min_length=3, max_length=64, pattern=r"^[^/\s]+/[^/\s]+$")
+    exchange: ExchangeName
+    symbol: str = Field(min_length=3, max_length=64, pattern=r"^[^/\s]+/[^/\s]+$")  # BASE/QUOTE[:SETTLE]
     price_step: Decimal = Field(gt=0)
     quantity_step: Decimal = Field(gt=0)
 

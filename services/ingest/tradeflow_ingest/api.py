@@ -8,6 +8,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
+from tradeflow.markets import ExchangeName
 from tradeflow.time import ns_to_datetime
 
 from tradeflow_ingest.adapters.subscription_log import SubscriptionLogUnavailable
@@ -96,8 +97,7 @@ def feeds_router(feeds: Sequence[ExchangeFeed]) -> APIRouter:
 
 
 class SubscriptionRequest(BaseModel):
-    exchange: str = Field(min_length=1, max_length=64, pattern=r"^[^:\s]+$",
-                          description="exchange name as configured in TRADEFLOW_EXCHANGES, e.g. 'binance'")
+    exchange: ExchangeName = Field(description="exchange name as configured in TRADEFLOW_EXCHANGES, e.g. 'binance'")
     symbol: str = Field(min_length=3, max_length=65, description="unified symbol, e.g. 'BTC/USDT'")
 
 

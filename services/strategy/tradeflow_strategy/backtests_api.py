@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from tradeflow.markets import ExchangeName, SymbolName
 from tradeflow.timeframes import TIMEFRAMES
 
 from tradeflow_strategy.adapters.backtest_store import BacktestStore
@@ -26,8 +27,8 @@ MAX_ROWS = 2_000_000  # trades or equity points of one run
 class MarketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    exchange: str = Field(min_length=1, max_length=64)
-    symbol: str = Field(min_length=1, max_length=64)
+    exchange: ExchangeName
+    symbol: SymbolName
 
 
 class BacktestRunIn(BaseModel):

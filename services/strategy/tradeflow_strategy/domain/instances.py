@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tradeflow.markets import symbol_problem
 from tradeflow.timeframes import TIMEFRAMES
 from tradeflow_trading.accounts import AccountConfig, find_account
 from tradeflow_trading.strategy import ParameterError, Strategy, StrategyDefinitionError
 
 INSTANCE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SYMBOLS = 1_000
-_SYMBOL = re.compile(r"^[^\s:,]{1,64}$")  # the market key is exchange:symbol, so no ':' in a symbol
 
 
 class InstanceError(ValueError):
@@ -145,9 +145,10 @@ def _symbols(value: Any) -> tuple[str, ...]:
     if len(value) > MAX_SYMBOLS:
         raise InstanceError("symbols", f"at most {MAX_SYMBOLS} symbols per instance, got {len(value)}")
     for symbol in value:
-        if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
-            raise InstanceError("symbols", f"each symbol is 1-64 characters without spaces, ':' or ',', "
-                                           f"got {symbol!r}")
+        # A market's symbol (tradeflow.markets), without ':' since it is a field of the signal id.
+        if symbol_problem(symbol) is not None or ":" in symbol:
+            raise InstanceError("symbols", f"each symbol is 1-64 letters, digits, '/', '_', '.', '+' or '-' "
+                                           f"(no spaces, ':' or ','), got {symbol!r}")
     if len(set(value)) != len(value):
         repeated = sorted({s for s in value if value.count(s) > 1})
         raise InstanceError("symbols", f"listed twice: {', '.join(repeated)}")
