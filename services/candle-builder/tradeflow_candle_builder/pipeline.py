@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from aiokafka import TopicPartition
 from tradeflow.bus import DeadLetters, Producer, Record, reason_code
 from tradeflow.messages import Candle, Tick
+from tradeflow.periodic import PeriodicTask
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
 
@@ -69,7 +70,9 @@ class CandlePipeline:
         self.aggregator = CandleAggregator(
             grace_ns=settings.candle_grace_ms * 1_000_000, idle_close_ns=settings.idle_close_ms * 1_000_000)
         self._lock = asyncio.Lock()  # aggregator changes + queueing their job happen as one step
-        self._timer: asyncio.Task | None = None
+        self._timer = PeriodicTask("candle-close-timer", self._close_idle_partitions,
+                                   interval_s=settings.close_check_interval_ms / 1000,
+                                   failure_message="closing idle buckets failed; the next pass retries")
 
         self._ticks_processed = telemetry.counter(
             "tradeflow_candles_ticks_processed_total", "Valid trades folded into candles")
@@ -101,13 +104,10 @@ class CandlePipeline:
 
     async def start(self) -> None:
         await self.writer.start()
-        self._timer = asyncio.create_task(self._close_idle_partitions(), name="candle-close-timer")
+        await self._timer.start()
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            await asyncio.gather(self._timer, return_exceptions=True)
-            self._timer = None
+        await self._timer.stop()
         await self.writer.stop(timeout_s=self._settings.shutdown_timeout_s / 2)
 
     # --- consumer hooks -------------------------------------------------------------------------
@@ -237,16 +237,10 @@ class CandlePipeline:
                         holds=dict(closings.first_offsets))
 
     async def _close_idle_partitions(self) -> None:
-        interval = self._settings.close_check_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with self._lock:
-                    closings = self.aggregator.advance(time.monotonic())
-                    if closings:
-                        await self.writer.submit(self._job(closings))
-            except Exception:  # noqa: BLE001 - keep the timer alive; the next pass retries
-                log.exception("closing idle buckets failed")
+        async with self._lock:
+            closings = self.aggregator.advance(time.monotonic())
+            if closings:
+                await self.writer.submit(self._job(closings))
 
     async def _register(self, unknown: dict[tuple[str, str], tuple[int, int]]) -> None:
         """Track instruments first seen since their partition was assigned, from where the
