@@ -22,7 +22,7 @@ import logging
 
 import psycopg
 from tradeflow.bus import Producer
-from tradeflow.bus.alerts import send_alert
+from tradeflow.bus.alerts import AlertPublisher
 from tradeflow.periodic import STOP, PeriodicTask
 from tradeflow.telemetry import Telemetry
 from tradeflow_db.capabilities import detect_capabilities_async
@@ -46,8 +46,7 @@ class TimescaleJobMonitor(PeriodicTask):
                  interval_s: float) -> None:
         super().__init__(interval_s=interval_s, first_delay_s=0)
         self._conninfo = conninfo
-        self._producer = producer
-        self._service_name = service_name
+        self._alerts = AlertPublisher(producer, service_name)
         self._watch = JobFailureWatch()
         labels = ("job_id", "job", "relation")
         self._failed_runs = telemetry.gauge(
@@ -104,6 +103,6 @@ class TimescaleJobMonitor(PeriodicTask):
             severity, kind = "info", RECOVERED
             message = f"{what} succeeded again after failing ({job.total_failures} failed runs in all)"
         log.log(logging.ERROR if event.kind == "failing" else logging.INFO, "%s", message)
-        send_alert(self._producer, self._service_name, kind, severity, message,
-                   {"job_id": str(job.job_id), "job": job.proc_name, "relation": job.relation,
-                    "failed_runs": str(job.total_failures), "error": job.last_error or ""})
+        self._alerts.publish(kind, severity, message,
+                             {"job_id": str(job.job_id), "job": job.proc_name, "relation": job.relation,
+                              "failed_runs": str(job.total_failures), "error": job.last_error or ""})
