@@ -21,6 +21,7 @@ from tradeflow.topics import (
     RISK_EVENTS,
     RISK_ORDERS,
     STRATEGY_SIGNALS,
+    TopicName,
 )
 from tradeflow_db.settings import DatabasePoolSettings
 from tradeflow_exchanges.ccxt_client import ExchangeListSettings
@@ -28,7 +29,6 @@ from tradeflow_trading.accounts import AccountsSettings
 
 from tradeflow_risk.domain.profiles import AccountProfile, StrategyProfile
 
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d", "1w")
 
 
@@ -52,13 +52,13 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
         default=None, min_length=1, max_length=255,
         description="consumer group of the market data each replica reads whole (default: risk-md-<instance id>)")
     # The design's topics; overridable so tests (and staging copies) can use their own.
-    signals_topic: str = STRATEGY_SIGNALS.name
-    exec_orders_topic: str = EXEC_ORDERS.name
-    exec_fills_topic: str = EXEC_FILLS.name
-    candles_topic: str = MD_CANDLES.name
-    ticks_topic: str = MD_TICKS.name
-    orders_topic: str = RISK_ORDERS.name
-    events_topic: str = RISK_EVENTS.name
+    signals_topic: TopicName = STRATEGY_SIGNALS.name
+    exec_orders_topic: TopicName = EXEC_ORDERS.name
+    exec_fills_topic: TopicName = EXEC_FILLS.name
+    candles_topic: TopicName = MD_CANDLES.name
+    ticks_topic: TopicName = MD_TICKS.name
+    orders_topic: TopicName = RISK_ORDERS.name
+    events_topic: TopicName = RISK_EVENTS.name
 
     account_profiles: Annotated[dict[str, AccountProfile], NoDecode] = Field(
         default_factory=dict,
@@ -85,14 +85,6 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     @classmethod
     def _profiles_from_json(cls, value: Any) -> Any:
         return _json_object(value, "profiles by id")
-
-    @field_validator("signals_topic", "exec_orders_topic", "exec_fills_topic", "candles_topic",
-                     "ticks_topic", "orders_topic", "events_topic")
-    @classmethod
-    def _topic_name(cls, value: str) -> str:
-        if not _TOPIC_NAME.match(value):
-            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
-        return value
 
     @field_validator("market_timeframe")
     @classmethod
