@@ -98,3 +98,23 @@ def test_intervals_must_be_positive():
         PeriodicTask("x", lambda: None, interval_s=0)
     with pytest.raises(ValueError, match="first_delay_s must not be negative"):
         PeriodicTask("x", lambda: None, interval_s=1, first_delay_s=-1)
+
+
+async def test_the_next_delay_may_depend_on_the_state():
+    loaded = [False]
+    delays: list[float] = []
+
+    async def recorded_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    def refresh() -> None:
+        if len(delays) >= 2:
+            loaded[0] = True
+
+    task = PeriodicTask("calendars", refresh, interval_s=60, first_delay_s=0, sleep=recorded_sleep,
+                        next_delay_s=lambda: 60 if loaded[0] else 2.0)
+    await task.start()
+    await until(lambda: len(delays) >= 4)
+    await task.stop()
+    assert delays[:4] == [2.0, 2.0, 60, 60]  # sooner until loaded, then the interval

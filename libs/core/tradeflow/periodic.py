@@ -4,7 +4,8 @@ What the services wrote by hand several times (``while True: await asyncio.sleep
 try: ... except Exception: log.exception(...)``), with one behaviour everywhere:
 
 - the first run comes after ``first_delay_s`` (default: one interval; 0 runs at once), each
-  next one ``interval_s`` after the previous run *ended* (runs never overlap);
+  next one ``interval_s`` after the previous run *ended* (runs never overlap), or what
+  ``next_delay_s()`` answers then, where the delay depends on the state (retry sooner until loaded);
 - a run that raises is logged (with its traceback, under the task's name and
   ``failure_message``) and the next run comes as usual: a periodic task never dies of an error;
 - a run that returns :data:`STOP` ends the task (e.g. nothing to watch in this storage mode);
@@ -36,6 +37,7 @@ class PeriodicTask(BackgroundTask):
     def __init__(self, name: str | None = None, action: Callable[[], Awaitable[Any] | Any] | None = None, *,
                  interval_s: float, first_delay_s: float | None = None,
                  failure_message: str = "periodic run failed; the next run retries",
+                 next_delay_s: Callable[[], float] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         super().__init__()
         if interval_s <= 0:
@@ -49,6 +51,7 @@ class PeriodicTask(BackgroundTask):
         self.first_delay_s = interval_s if first_delay_s is None else first_delay_s
         self._failure_message = failure_message
         self._sleep = sleep
+        self._next_delay_s = next_delay_s
         self.runs = 0  # completed runs (failed ones included)
         self.failures = 0
 
@@ -64,7 +67,6 @@ class PeriodicTask(BackgroundTask):
         while True:
             if delay > 0:
                 await self._sleep(delay)
-            delay = self.interval_s
             try:
                 result = await self.run_once()
             except asyncio.CancelledError:
@@ -77,3 +79,4 @@ class PeriodicTask(BackgroundTask):
                 self.runs += 1
             if result is STOP:
                 return
+            delay = self.interval_s if self._next_delay_s is None else self._next_delay_s()
