@@ -21,14 +21,17 @@ import so a new timeframe cannot silently break it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator
 
 # The time conventions live in tradeflow.time; re-exported here for the timeframe users.
 from tradeflow.time import EPOCH, NS_PER_SECOND, datetime_to_ns, ns_to_datetime
 
 __all__ = [
     "DAY_NS", "EPOCH", "HIGHER_TIMEFRAMES", "HOUR_NS", "MINUTE_NS", "MONDAY_ORIGIN_NS", "NS_PER_SECOND",
-    "ONE_MINUTE", "TIMEFRAMES", "WEEK_NS", "Timeframe", "datetime_to_ns", "ns_to_datetime", "timeframe",
+    "ONE_MINUTE", "TIMEFRAMES", "WEEK_NS", "Timeframe", "TimeframeName", "check_timeframe_name", "datetime_to_ns",
+    "ns_to_datetime", "timeframe",
 ]
 
 MINUTE_NS = 60 * NS_PER_SECOND
@@ -85,3 +88,11 @@ def timeframe(name: str) -> Timeframe:
         raise ValueError(f"unknown timeframe {name!r}; known: {', '.join(TIMEFRAMES)}") from None
 
 
+def check_timeframe_name(name: str) -> str:
+    """``name`` when it is a timeframe of the design; ValueError naming the known ones otherwise."""
+    timeframe(name)
+    return name
+
+
+# A model field naming a timeframe ("1m" .. "1w").
+TimeframeName = Annotated[str, AfterValidator(check_timeframe_name)]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 from tradeflow.settings import ServiceSettings
+from tradeflow.timeframes import TimeframeName
 from tradeflow.topics import (
     EXEC_FILLS,
     EXEC_ORDERS,
@@ -28,8 +29,6 @@ from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 from tradeflow_trading.accounts import AccountsSettings
 
 from tradeflow_risk.domain.profiles import AccountProfile, StrategyProfile
-
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d", "1w")
 
 
 def _json_object(value: Any, what: str) -> Any:
@@ -71,7 +70,7 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
                                   "(trading hours); without one every instrument is 24/7")
     instruments_refresh_s: float = Field(default=60.0, ge=1.0, le=86_400.0,
                                               description="how often the instrument registry is read again")
-    market_timeframe: str = Field(
+    market_timeframe: TimeframeName = Field(
         default="1h", description="timeframe of the candles ATR, volatility and correlations are computed from")
     volatility_period: int = Field(default=14, ge=2, le=1_000, description="candles of the ATR and stdev")
     correlation_window: int = Field(default=50, ge=3, le=5_000, description="returns the correlations use")
@@ -85,13 +84,6 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     @classmethod
     def _profiles_from_json(cls, value: Any) -> Any:
         return _json_object(value, "profiles by id")
-
-    @field_validator("market_timeframe")
-    @classmethod
-    def _timeframe(cls, value: str) -> str:
-        if value not in TIMEFRAMES:
-            raise ValueError(f"must be one of {', '.join(TIMEFRAMES)}")
-        return value
 
     @field_validator("instruments_url")
     @classmethod

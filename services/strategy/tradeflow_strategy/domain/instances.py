@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tradeflow.markets import symbol_problem
-from tradeflow.timeframes import TIMEFRAMES
+from tradeflow.timeframes import check_timeframe_name
 from tradeflow_trading.accounts import AccountConfig, find_account
 from tradeflow_trading.strategy import ParameterError, Strategy, StrategyDefinitionError
 
@@ -98,8 +98,10 @@ def validate_definition(body: Mapping[str, Any], *, strategy_type: Callable[[str
         raise InstanceError("exchange", f"account {account.id!r} trades on {account.exchange!r}, not {exchange!r}")
     symbols = _symbols(body.get("symbols"))
     timeframe = _text(body, "timeframe")
-    if timeframe not in TIMEFRAMES:
-        raise InstanceError("timeframe", f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAMES)}")
+    try:
+        check_timeframe_name(timeframe)
+    except ValueError as exc:
+        raise InstanceError("timeframe", str(exc)) from None
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
         raise InstanceError("enabled", f"must be true or false, got {enabled!r}")

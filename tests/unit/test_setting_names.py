@@ -1,4 +1,4 @@
-"""tradeflow.topics.TopicName: the one check of a settings field naming a topic."""
+"""Names in settings and request models: TopicName (tradeflow.topics) and TimeframeName (tradeflow.timeframes)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,14 @@ def test_kafka_topic_names_are_taken(name):
 def test_other_names_are_refused_saying_what_a_topic_name_is(name):
     with pytest.raises(ValidationError, match="must be a Kafka topic name: 1-249 of letters, digits"):
         Topics(ticks_topic=name)
+
+
+def test_timeframe_names_share_the_timeframes_check():
+    from tradeflow.timeframes import TimeframeName
+
+    class Run(BaseModel):
+        timeframe: TimeframeName
+
+    assert Run(timeframe="4h").timeframe == "4h"
+    with pytest.raises(ValidationError, match="unknown timeframe '2m'; known: 1m, 5m, 15m, 1h, 4h, 1d, 1w"):
+        Run(timeframe="2m")
