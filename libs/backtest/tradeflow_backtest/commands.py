@@ -11,11 +11,10 @@ candle-builder unreachable, a worker failed; and for ``lookahead``: a look-ahead
 from __future__ import annotations
 
 import argparse
-import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from tradeflow.commands import json_object_option
+from tradeflow.commands import json_object_option, time_option
 from tradeflow.timeframes import TIMEFRAMES
 
 EXIT_STATUS = "Exit status: 0 done, 1 failed (e.g. no candles in the range), 2 a bad option or input."
@@ -62,13 +61,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _time(text: str) -> int:
-    from tradeflow.time import parse_time_option
-
-    try:
-        return parse_time_option(text, now_ms=time.time_ns() // 1_000_000)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_time = time_option  # epoch ms from now, epoch ms or ISO 8601 (tradeflow.time)
 
 
 def _walk_forward(text: str) -> tuple[int, int]:

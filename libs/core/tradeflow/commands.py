@@ -33,3 +33,16 @@ def json_object_option(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object like {{\"fast\": 10}}, got {text!r}")
     return value
+
+
+def time_option(text: str) -> int:
+    """An argparse ``type`` for time options (``--since``, ``--until``): epoch milliseconds, from
+    ``now``, epoch ms or ISO 8601 (no offset: UTC), :func:`tradeflow.time.parse_time_option`."""
+    import time
+
+    from tradeflow.time import NS_PER_MS, parse_time_option
+
+    try:
+        return parse_time_option(text, now_ms=time.time_ns() // NS_PER_MS)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -37,6 +37,7 @@ from tradeflow.bus import DeadLetters, Producer, Record, reason_code
 from tradeflow.messages import Candle, Tick
 from tradeflow.periodic import PeriodicTask
 from tradeflow.telemetry import Telemetry
+from tradeflow.time import NS_PER_MS
 from tradeflow.topics import market_key
 
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
@@ -68,7 +69,7 @@ class CandlePipeline:
         self._ticks_topic = settings.ticks_topic
         self._candles_topic = settings.candles_topic
         self.aggregator = CandleAggregator(
-            grace_ns=settings.candle_grace_ms * 1_000_000, idle_close_ns=settings.idle_close_ms * 1_000_000)
+            grace_ns=settings.candle_grace_ms * NS_PER_MS, idle_close_ns=settings.idle_close_ms * NS_PER_MS)
         self._lock = asyncio.Lock()  # aggregator changes + queueing their job happen as one step
         self._timer = PeriodicTask("candle-close-timer", self._close_idle_partitions,
                                    interval_s=settings.close_check_interval_ms / 1000,
