@@ -71,8 +71,8 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
     ticks_spec, candles_spec = topic_specs(settings)
     # The schema check stops the start on a database without REQUIRED_REVISION, naming it and
     # `tradeflow db upgrade`, before anything queries a table.
-    database = CandleStore.database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
-                                    max_connections=settings.pool_size(DB_POOL_SIZE))
+    database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION,
+                                         default_pool_size=DB_POOL_SIZE, configure=CandleStore.configure_connection)
     store = CandleStore(database)
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
     dead_letters = DeadLetters(producer, telemetry)

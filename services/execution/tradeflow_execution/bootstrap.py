@@ -18,7 +18,6 @@ from tradeflow.service import (
 from tradeflow.telemetry import Telemetry
 from tradeflow.time import NS_PER_S
 from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, RISK_EVENTS, RISK_ORDERS, TopicSpec
-from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
 from tradeflow_execution.adapters.order_queries import OrderQueries
@@ -58,8 +57,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     specs = topic_specs(settings)
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
     metrics = ExecutionMetrics(telemetry)
-    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=SCHEMA_REVISION,
-                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
     outbox = Outbox(OUTBOX_TABLE)
     store = PostgresExecutionStore(database, outbox)
     producer = Producer(settings, telemetry, client_id=client_id)

@@ -26,7 +26,6 @@ from tradeflow.topics import (
     STRATEGY_SIGNALS,
     TopicSpec,
 )
-from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
 from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
@@ -58,8 +57,7 @@ def create_app(settings: RiskSettings) -> FastAPI:
     orders, events = named(RISK_ORDERS, settings.orders_topic), named(RISK_EVENTS, settings.events_topic)
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
 
-    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
-                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
     outbox = Outbox(OUTBOX_TABLE)
     store = RiskStore(database, outbox)
     producer = Producer(settings, telemetry, client_id=client_id)

@@ -187,7 +187,12 @@ class CandleStore:
         """The :class:`Database` this store needs: its connections carry the tick staging table."""
         return Database(database_url, name=name, required_revision=required_revision,
                         min_connections=min_connections, max_connections=max_connections,
-                        connect_timeout_s=connect_timeout_s, configure=_configure_connection)
+                        connect_timeout_s=connect_timeout_s, configure=CandleStore.configure_connection)
+
+    @staticmethod
+    async def configure_connection(conn: psycopg.AsyncConnection) -> None:
+        """The store's per-connection setup (its tick staging table), for the Database it runs on."""
+        await conn.execute(_CREATE_STAGING)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -440,11 +445,6 @@ class CandleStore:
         async with self._database.connection() as conn:
             cursor = await conn.execute(_MERGE_CANDLES_1M, params)
             return [(exchange, symbol, datetime_to_ns(ts)) for exchange, symbol, ts in await cursor.fetchall()]
-
-
-async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
-    # The staging table lives as long as the connection (Database sets the UTC time zone).
-    await conn.execute(_CREATE_STAGING)
 
 
 async def _execute_all(conn: psycopg.AsyncConnection, statements: list[Statement]) -> None:
