@@ -118,3 +118,24 @@ async def test_the_next_delay_may_depend_on_the_state():
     await until(lambda: len(delays) >= 4)
     await task.stop()
     assert delays[:4] == [2.0, 2.0, 60, 60]  # sooner until loaded, then the interval
+
+
+async def test_wake_cuts_the_wait_short_and_a_wake_during_a_run_runs_again_at_once():
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    async def work() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            await release.wait()
+
+    task = PeriodicTask("sync", work, interval_s=60)
+    await task.start()
+    task.wake()  # the first wait (one interval) ends at once
+    await until(lambda: len(runs) == 1)
+    task.wake()  # during the run: the next one follows it
+    release.set()
+    await until(lambda: len(runs) == 2)
+    await asyncio.sleep(0.05)
+    assert len(runs) == 2  # then it waits its interval again
+    await task.stop()

@@ -9,6 +9,7 @@ try: ... except Exception: log.exception(...)``), with one behaviour everywhere:
 - a run that raises is logged (with its traceback, under the task's name and
   ``failure_message``) and the next run comes as usual: a periodic task never dies of an error;
 - a run that returns :data:`STOP` ends the task (e.g. nothing to watch in this storage mode);
+- :meth:`wake` cuts the current wait short (new work arrived): the next run comes at once;
 - :meth:`stop` cancels the wait or the run in progress and returns once the task has ended
   (the Component lifecycle, :class:`tradeflow.service.BackgroundTask`).
 
@@ -38,7 +39,7 @@ class PeriodicTask(BackgroundTask):
                  interval_s: float, first_delay_s: float | None = None,
                  failure_message: str = "periodic run failed; the next run retries",
                  next_delay_s: Callable[[], float] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         super().__init__()
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -52,8 +53,24 @@ class PeriodicTask(BackgroundTask):
         self._failure_message = failure_message
         self._sleep = sleep
         self._next_delay_s = next_delay_s
+        self._wakeup = asyncio.Event()
         self.runs = 0  # completed runs (failed ones included)
         self.failures = 0
+
+    def wake(self) -> None:
+        """Run now rather than at the end of the current wait (a run in progress is followed by
+        another one at once)."""
+        self._wakeup.set()
+
+    async def _wait(self, delay_s: float) -> None:
+        if self._sleep is not None:  # an injected sleep (tests)
+            await self._sleep(delay_s)
+            return
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), delay_s)
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
 
     async def run_once(self) -> Any:
         """One run of the work; return :data:`STOP` to end the task."""
@@ -66,7 +83,7 @@ class PeriodicTask(BackgroundTask):
         delay = self.first_delay_s
         while True:
             if delay > 0:
-                await self._sleep(delay)
+                await self._wait(delay)
             try:
                 result = await self.run_once()
             except asyncio.CancelledError:
