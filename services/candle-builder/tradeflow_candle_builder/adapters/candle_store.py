@@ -59,8 +59,8 @@ TIMEFRAME_RELATIONS: dict[str, str] = {
     "1w": "candles_1w",
 }
 
-# nanoseconds (bigint) -> timestamptz, exact to the microsecond.
-_NS_TO_TS = "(TIMESTAMPTZ 'epoch' + ({} / 1000) * INTERVAL '1 microsecond')"
+# nanoseconds (bigint) -> timestamptz, exact to the microsecond (the candle-builder's stores share it).
+NS_TO_TS = "(TIMESTAMPTZ 'epoch' + ({} / 1000) * INTERVAL '1 microsecond')"
 
 _CREATE_STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS ticks_staging (
@@ -75,15 +75,15 @@ _COPY_STAGING = (
 _STAGING_TYPES = ["text", "text", "text", "float8", "float8", "text", "int8", "int8"]
 _MOVE_STAGED_TICKS = f"""
 INSERT INTO ticks (exchange, symbol, ts, trade_id, price, amount, side, ts_recv)
-SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, trade_id, price, amount, side,
-       {_NS_TO_TS.format("ts_recv_ns")}
+SELECT exchange, symbol, {NS_TO_TS.format("ts_ns")}, trade_id, price, amount, side,
+       {NS_TO_TS.format("ts_recv_ns")}
 FROM ticks_staging
 ON CONFLICT (exchange, symbol, ts, trade_id) DO NOTHING
 """
 
 _UPSERT_CANDLES_1M = f"""
 INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volume, trades, revision, updated_at)
-SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, revision, now()
+SELECT exchange, symbol, {NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, revision, now()
 FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[], %(open)s::float8[],
             %(high)s::float8[], %(low)s::float8[], %(close)s::float8[], %(volume)s::float8[],
             %(trades)s::int4[], %(revision)s::int4[])
@@ -99,7 +99,7 @@ WHERE excluded.trades >= c.trades
 # (ts_recv), then trade_id so the result is deterministic even for identical receive times.
 _RECOMPUTE_CANDLES_1M = f"""
 WITH keys AS (
-    SELECT DISTINCT exchange, symbol, {_NS_TO_TS.format("ts_ns")} AS ts
+    SELECT DISTINCT exchange, symbol, {NS_TO_TS.format("ts_ns")} AS ts
     FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[]) AS k(exchange, symbol, ts_ns)
 ), rebuilt AS (
     SELECT k.exchange, k.symbol, k.ts,
@@ -137,7 +137,7 @@ _FETCH_1M = f"""
 SELECT exchange, symbol, ts, open, high, low, close, volume, trades, revision
 FROM candles_1m
 WHERE exchange = %s AND symbol = %s
-  AND ts >= {_NS_TO_TS.format("%s::int8")} AND ts < {_NS_TO_TS.format("%s::int8")}
+  AND ts >= {NS_TO_TS.format("%s::int8")} AND ts < {NS_TO_TS.format("%s::int8")}
 ORDER BY ts
 """
 
@@ -509,7 +509,7 @@ FROM inserted GROUP BY 1, 2, 3
 
 _MERGE_CANDLES_1M = f"""
 INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volume, trades, revision, updated_at)
-SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, 0, now()
+SELECT exchange, symbol, {NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, 0, now()
 FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[], %(open)s::float8[],
             %(high)s::float8[], %(low)s::float8[], %(close)s::float8[], %(volume)s::float8[],
             %(trades)s::int4[])
