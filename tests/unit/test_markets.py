@@ -12,8 +12,8 @@ from tradeflow.markets import (
     instrument_problem,
     market_key,
     parse_market_key,
-    spot_pair_problem,
     split_market_key,
+    spot_pair_problem,
     symbol_problem,
 )
 
