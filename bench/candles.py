@@ -185,7 +185,8 @@ async def load_year(url: str, rows: list[tuple]) -> tuple[float, float]:
     """COPY the year of 1m candles into candles_1m, then ANALYZE (as autovacuum would), then
     rebuild the higher timeframes over the year; (load seconds, rebuild seconds)."""
     import psycopg
-    from tradeflow_candle_builder.adapters.candle_store import CandleStore, datetime_to_ns
+    from tradeflow.time import datetime_to_ns
+    from tradeflow_candle_builder.adapters.candle_store import CandleStore
     from tradeflow_db.engine import libpq_url
 
     started = time.perf_counter()

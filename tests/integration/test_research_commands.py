@@ -7,7 +7,7 @@ import json
 import secrets
 
 import pytest
-from tradeflow.trades.event_time import parse_event_time_ns
+from tradeflow.time import parse_time_ns
 from tradeflow_backtest.data import write_candles_csv
 from tradeflow_backtest.walkforward import parse_walk_forward, windows
 from tradeflow_ops.cli.main import main
@@ -168,12 +168,12 @@ def test_walk_forward_windows_and_stitched_equity_through_the_command(tmp_path, 
     assert code == 0, err
     result = json.loads(out)
     expected = windows(T0, T0 + 30 * 24 * 3600 * 10**9, *parse_walk_forward("7d/5d"))
-    assert [(parse_event_time_ns(w["train_start"]), parse_event_time_ns(w["test_start"]),
-             parse_event_time_ns(w["test_end"])) for w in result["windows"]] == \
+    assert [(parse_time_ns(w["train_start"]), parse_time_ns(w["test_start"]),
+             parse_time_ns(w["test_end"])) for w in result["windows"]] == \
         [(w.train_start, w.test_start, w.test_end) for w in expected]
     assert len(expected) == 5 and expected[-1].test_end - expected[-1].test_start == 3 * 24 * 3600 * 10**9
     # Stitched out-of-sample equity: one point per test candle (at its end), in order, nothing from training only.
-    ends = [parse_event_time_ns(p["ts"]) for p in result["equity"]]
+    ends = [parse_time_ns(p["ts"]) for p in result["equity"]]
     assert ends == sorted(set(ends))
     assert ends[0] == expected[0].test_start + 3600 * 10**9 and ends[-1] == expected[-1].test_end
     assert len(ends) == (expected[-1].test_end - expected[0].test_start) // (3600 * 10**9)
@@ -183,7 +183,7 @@ def test_walk_forward_windows_and_stitched_equity_through_the_command(tmp_path, 
         first = next(p["equity"] for p in result["equity"] if p["ts"] > after["test_start"])
         assert abs(first / last - 1) < 0.2  # continuous: no reset to the starting cash
     for trade in result["trades"]:
-        entry = parse_event_time_ns(trade["entry_ts"])
+        entry = parse_time_ns(trade["entry_ts"])
         assert any(w.test_start <= entry < w.test_end for w in expected)  # out-of-sample trades only
     assert set(result["out_of_sample"]) >= {"total_return", "sharpe", "max_drawdown", "trades"}
     (stored,) = store.posted

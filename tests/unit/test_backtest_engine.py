@@ -192,7 +192,7 @@ def test_candle_files_in_epoch_ms_or_iso_8601():
     ("time,open,high,low,close,volume\n1,1,1,1,1,1\n", "line 1: expected the header 'ts,open,high,low,close,volume'"),
     ("ts,open,high,low,close,volume\n1767571200000,10,11,9,10,1\n1767571260000,10,abc,9,10,1\n",
      "line 3: high is not a number: 'abc'"),
-    ("ts,open,high,low,close,volume\n2026-01-05T00:00:00,10,11,9,10,1\n", "line 2: ts ISO time without offset"),
+    ("ts,open,high,low,close,volume\nMonday,10,11,9,10,1\n", "line 2: ts expected ISO 8601 (e.g. 2024-03-01T12:00Z) or epoch milliseconds, got 'Monday'"),
     ("ts,open,high,low,close,volume\n1767571230000,10,11,9,10,1\n", "line 2: ts 1767571230000000000 is not the start of a 1m"),
     ("ts,open,high,low,close,volume\n1767571260000,10,11,9,10,1\n1767571200000,10,11,9,10,1\n",
      "line 3: candles must be in strictly increasing time order"),

@@ -38,10 +38,15 @@ def test_iso_times_with_offset_keep_nanoseconds_and_convert_to_utc():
     assert items[1].side == "sell"
 
 
-def test_naive_iso_time_is_rejected_as_ambiguous():
-    (item,) = parse(HEADER + "2023-11-14T22:13:20,kraken,ETH/USD,2000,1,buy,a\n")
+def test_an_iso_time_without_offset_is_utc_the_platforms_one_rule():
+    (item,) = parse(HEADER + "2023-11-14T22:13:20.5,kraken,ETH/USD,2000,1,buy,a\n")
+    assert item.ts_event == 1_700_000_000_500_000_000
+
+
+def test_a_time_that_is_neither_epoch_ms_nor_iso_is_rejected():
+    (item,) = parse(HEADER + "1.7e12,kraken,ETH/USD,2000,1,buy,a\n")
     assert item == RejectedLine(2, item.reason)
-    assert item.reason.startswith("invalid_time:") and "offset" in item.reason
+    assert item.reason.startswith("invalid_time:") and "epoch milliseconds" in item.reason
 
 
 def test_malformed_lines_are_reported_with_line_numbers_and_the_rest_is_kept():

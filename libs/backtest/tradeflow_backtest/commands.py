@@ -11,12 +11,10 @@ candle-builder unreachable, a worker failed; and for ``lookahead``: a look-ahead
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
 
+from tradeflow.commands import json_object_option, time_option
 from tradeflow.timeframes import TIMEFRAMES
 
 EXIT_STATUS = "Exit status: 0 done, 1 failed (e.g. no candles in the range), 2 a bad option or input."
@@ -27,16 +25,6 @@ RUN_DESCRIPTION = ("Candles come from the database through the candle-builder's 
                    "(TRADEFLOW_STRATEGY_URL, default http://127.0.0.1:8003; key from TRADEFLOW_API_KEYS) unless "
                    "--no-store; when the service cannot be reached the command says so and still prints its result. "
                    "User strategies: TRADEFLOW_STRATEGY_PATHS.")
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like {{\"fast\": 10}}, got {text!r}")
-    return value
 
 
 def _decimal(minimum: Decimal, *, strict: bool = False):
@@ -73,13 +61,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _time(text: str) -> int:
-    from tradeflow.trades.event_time import parse_time_option
-
-    try:
-        return parse_time_option(text, now_ms=time.time_ns() // 1_000_000)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_time = time_option  # epoch ms from now, epoch ms or ISO 8601 (tradeflow.time)
 
 
 def _walk_forward(text: str) -> tuple[int, int]:
@@ -94,7 +76,7 @@ def _walk_forward(text: str) -> tuple[int, int]:
 def add_run_options(parser: argparse.ArgumentParser, *, params_help: str) -> None:
     """The options of a run: strategy, market, range, candles, account (design.md's backtest options)."""
     parser.add_argument("--strategy", required=True, metavar="NAME", help="a strategy of the catalog, e.g. sma_cross")
-    parser.add_argument("--params", required=True, type=_json_object, metavar="JSON", help=params_help)
+    parser.add_argument("--params", required=True, type=json_object_option, metavar="JSON", help=params_help)
     parser.add_argument("--exchange", required=True, metavar="X", help="exchange of the market, e.g. binance")
     parser.add_argument("--symbol", required=True, metavar="S", help="unified symbol, e.g. BTC/USDT")
     parser.add_argument("--timeframe", required=True, choices=tuple(TIMEFRAMES), metavar="TF",
@@ -135,7 +117,7 @@ def add_optimize_parser(subparsers: argparse._SubParsersAction) -> None:
         "'optuna'): run the same command on other machines with the same --storage and --study to add workers. "
         "Running the same command again continues an interrupted study up to --trials. {EXIT_STATUS}")
     add_run_options(parser, params_help="parameters held fixed (not searched), e.g. '{\"slow\": 30}'")
-    parser.add_argument("--space", type=_json_object, metavar="JSON", default=None,
+    parser.add_argument("--space", type=json_object_option, metavar="JSON", default=None,
                         help='narrow the searched ranges: \'{"fast": {"low": 5, "high": 50, "step": 5}, '
                              '"mode": {"choices": ["a", "b"]}}\' (default: the declared ranges)')
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search method (default tpe)")

@@ -2,7 +2,7 @@
 
 A candle file (design.md, ``tradeflow backtest --candles FILE``) is a CSV with the header
 ``ts,open,high,low,close,volume``; ``ts`` is the candle's start, epoch milliseconds or ISO 8601
-with an offset (:mod:`tradeflow.trades.event_time`, the one parser of times). Rows must be in
+with an offset (:mod:`tradeflow.time`, the one parser of times). Rows must be in
 increasing time order on the timeframe's grid with possible prices (high >= open, close >= low,
 all positive, volume >= 0); the first bad row stops the read with its line number and what is
 wrong, since a backtest over silently dropped candles would trade on a different history.
@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tradeflow.time import NS_PER_MS, TimeFormatError, parse_time_ns
 from tradeflow.timeframes import Timeframe
-from tradeflow.trades.event_time import EventTimeError, parse_event_time_ns
 from tradeflow_trading.strategy.candles import CandleDataError, CandleFrame
 
 CANDLE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
-_NS_PER_MS = 1_000_000
 
 
 class CandleFileError(ValueError):
@@ -67,15 +66,15 @@ def read_candles_csv(source: str | Path | io.TextIOBase, timeframe: Timeframe) -
 
 
 def _parse_times(texts: pd.Series) -> np.ndarray:
-    """Epoch ms (the common case, parsed in bulk) or ISO 8601 (one by one, through event_time)."""
+    """Epoch ms (the common case, parsed in bulk) or ISO 8601 (one by one, through tradeflow.time)."""
     texts = texts.fillna("").str.strip()
     plain = texts.str.fullmatch(r"\d{1,16}").to_numpy()
     starts = np.zeros(len(texts), dtype=np.int64)
-    starts[plain] = texts[plain].astype(np.int64).to_numpy() * _NS_PER_MS
+    starts[plain] = texts[plain].astype(np.int64).to_numpy() * NS_PER_MS
     for i in np.flatnonzero(~plain):
         try:
-            starts[i] = parse_event_time_ns(texts.iloc[i])
-        except EventTimeError as exc:
+            starts[i] = parse_time_ns(texts.iloc[i])
+        except TimeFormatError as exc:
             raise CandleFileError(f"line {i + 2}: ts {exc}") from None
     return starts
 
@@ -94,5 +93,5 @@ def write_candles_csv(frame: CandleFrame, target: io.TextIOBase) -> None:
     writer = csv.writer(target, lineterminator="\n")
     writer.writerow(CANDLE_COLUMNS)
     for i in range(len(frame)):
-        writer.writerow([int(frame.ts_start[i]) // _NS_PER_MS, repr(float(frame.open[i])), repr(float(frame.high[i])),
+        writer.writerow([int(frame.ts_start[i]) // NS_PER_MS, repr(float(frame.open[i])), repr(float(frame.high[i])),
                          repr(float(frame.low[i])), repr(float(frame.close[i])), repr(float(frame.volume[i]))])

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 import numpy as np
+from tradeflow.time import NS_PER_S
 
-YEAR_NS = 365 * 24 * 3600 * 1_000_000_000
-NS_PER_S = 1_000_000_000
+YEAR_NS = 365 * 24 * 3600 * NS_PER_S
 
 
 @dataclass(frozen=True, slots=True)

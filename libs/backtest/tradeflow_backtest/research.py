@@ -27,7 +27,7 @@ from tradeflow.clients.backtests import BacktestStore, BacktestStoreError, Marke
 from tradeflow.clients.candles import CandleApiError
 from tradeflow.commands import CliError
 from tradeflow.settings import load_settings
-from tradeflow.trades.event_time import format_event_time
+from tradeflow.time import NS_PER_MS, format_time_ms
 from tradeflow_trading.strategy.base import Strategy
 from tradeflow_trading.strategy.candles import CandleFrame
 from tradeflow_trading.strategy.loader import UnknownStrategy, load_catalog
@@ -40,7 +40,6 @@ from tradeflow_backtest.runs import HistoryRequest, NoCandles, RunSettings, betw
 from tradeflow_backtest.settings import ResearchSettings
 
 USAGE = 2
-NS_PER_MS = 1_000_000
 
 
 @dataclass(slots=True)
@@ -58,15 +57,15 @@ class Prepared:
     def run_record(self, kind: str, params: dict[str, Any], **fields: Any) -> ResearchRun:
         return ResearchRun(kind=kind, strategy=self.args.strategy, params=params,
                            markets=[MarketRef(self.history.exchange, self.history.symbol)],
-                           timeframe=self.history.timeframe, since=format_event_time(self.history.since_ns),
-                           until=format_event_time(self.history.until_ns), **fields)
+                           timeframe=self.history.timeframe, since=format_time_ms(self.history.since_ns),
+                           until=format_time_ms(self.history.until_ns), **fields)
 
 
 def prepare(args: argparse.Namespace, command: str) -> Prepared:
     settings = load_settings(ResearchSettings)
     if args.until <= args.since:
-        raise CliError(f"--until ({format_event_time(args.until * NS_PER_MS)}) must be after --since "
-                       f"({format_event_time(args.since * NS_PER_MS)})", exit_code=USAGE)
+        raise CliError(f"--until ({format_time_ms(args.until * NS_PER_MS)}) must be after --since "
+                       f"({format_time_ms(args.since * NS_PER_MS)})", exit_code=USAGE)
     if args.candles is not None and not args.candles.is_file():
         raise CliError(f"--candles {args.candles}: no such file", exit_code=USAGE)
     paths = tuple(str(p) for p in settings.strategy_paths)
@@ -175,7 +174,7 @@ def _report(prepared: Prepared, result: BacktestResult, title: str, details: dic
 def _details(prepared: Prepared, params: dict[str, Any], **more: Any) -> dict[str, Any]:
     h = prepared.history
     return {"strategy": prepared.args.strategy, "params": params, "market": f"{h.exchange} {h.symbol}",
-            "timeframe": h.timeframe, "since": format_event_time(h.since_ns), "until": format_event_time(h.until_ns),
+            "timeframe": h.timeframe, "since": format_time_ms(h.since_ns), "until": format_time_ms(h.until_ns),
             "candles": len(prepared.frame)} | prepared.run.to_json() | more
 
 

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from tradeflow.trades.event_time import format_event_time
+from tradeflow.time import format_time_ms
 from tradeflow_trading.positions import Position
 from tradeflow_trading.strategy.intents import Intent
 
@@ -49,8 +49,8 @@ class Trade:
     fees: Decimal
 
     def to_json(self) -> dict[str, str]:
-        return {"entry_ts": format_event_time(self.entry_ts), "entry_price": _text(self.entry_price),
-                "exit_ts": format_event_time(self.exit_ts), "exit_price": _text(self.exit_price),
+        return {"entry_ts": format_time_ms(self.entry_ts), "entry_price": _text(self.entry_price),
+                "exit_ts": format_time_ms(self.exit_ts), "exit_price": _text(self.exit_price),
                 "quantity": _text(self.quantity), "pnl": _text(self.pnl), "fees": _text(self.fees)}
 
 
@@ -83,6 +83,6 @@ class BacktestResult:
         return {
             "trades": [trade.to_json() for trade in self.trades],
             "metrics": {name: metrics[name] for name in JSON_METRICS},
-            "equity": [{"ts": format_event_time(int(ts)), "equity": float(value)}
+            "equity": [{"ts": format_time_ms(int(ts)), "equity": float(value)}
                        for ts, value in zip(self.equity_ts.tolist(), self.equity.tolist(), strict=True)],
         }

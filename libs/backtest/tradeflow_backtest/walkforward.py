@@ -125,9 +125,9 @@ def stitch(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
 
 def window_json(window: Window, best_params: Mapping[str, Any], in_sample: Mapping[str, Any],
                 out_of_sample: Mapping[str, Any], eff: float | None) -> dict[str, Any]:
-    from tradeflow.trades.event_time import format_event_time
+    from tradeflow.time import format_time_ms
 
-    return {"index": window.index, "train_start": format_event_time(window.train_start),
-            "train_end": format_event_time(window.train_end), "test_start": format_event_time(window.test_start),
-            "test_end": format_event_time(window.test_end), "params": dict(best_params),
+    return {"index": window.index, "train_start": format_time_ms(window.train_start),
+            "train_end": format_time_ms(window.train_end), "test_start": format_time_ms(window.test_start),
+            "test_end": format_time_ms(window.test_end), "params": dict(best_params),
             "in_sample": dict(in_sample), "out_of_sample": dict(out_of_sample), "efficiency": eff}

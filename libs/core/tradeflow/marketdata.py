@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from tradeflow.messages import Tick
+from tradeflow.time import NS_PER_S
 
-MAX_FUTURE_SKEW_NS = 5 * 60 * 1_000_000_000  # an event more than 5 minutes ahead is bad input
+MAX_FUTURE_SKEW_NS = 5 * 60 * NS_PER_S  # an event more than 5 minutes ahead is bad input
 VALID_SIDES = frozenset({"buy", "sell"})
 
 
@@ -25,8 +26,8 @@ def tick_rejection_reason(tick: Tick, now_ns: int, max_future_skew_ns: int = MAX
     if tick.side not in VALID_SIDES:
         return f"invalid_side: side must be 'buy' or 'sell', got {tick.side!r}"
     if tick.ts_event > now_ns + max_future_skew_ns:
-        ahead_s = (tick.ts_event - now_ns) / 1e9
-        return f"future_event_time: event time is {ahead_s:.1f}s in the future (limit {max_future_skew_ns / 1e9:.0f}s)"
+        ahead_s = (tick.ts_event - now_ns) / NS_PER_S
+        return f"future_event_time: event time is {ahead_s:.1f}s in the future (limit {max_future_skew_ns / NS_PER_S:.0f}s)"
     if not tick.exchange or not tick.symbol:
         return "invalid_instrument: exchange and symbol must be non-empty"
     if not tick.trade_id:

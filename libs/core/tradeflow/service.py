@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tradeflow.api_keys import ApiKeyMiddleware, ApiKeys, document_api_keys, mutating_operations
+from tradeflow.errors import StartupError
 from tradeflow.settings import (
     CommonSettings,
     ConfigurationError,
@@ -167,12 +168,18 @@ class ServiceRuntime:
         self.components = list(components)
         self.shutdown_timeout_s = shutdown_timeout_s
         self._started: list[Component] = []
+        self.refused: StartupError | None = None  # why the start was refused, when it was
 
     async def start(self) -> None:
         """Start all; if one fails, stop the ones already started and re-raise."""
         for component in self.components:
             try:
                 await component.start()
+            except StartupError as exc:  # the operator's to fix: one line that says what to do
+                log.error("%s cannot start: %s", _name(component), exc)
+                self.refused = exc
+                await self.stop()
+                raise
             except BaseException:
                 log.exception("%s failed to start; stopping the started components", _name(component))
                 await self.stop()
@@ -487,6 +494,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_service(definition)
 
 
+def _without_refusal_traceback(app: FastAPI):
+    """``app`` for uvicorn, minus the traceback uvicorn prints when a component refused to start
+    with a StartupError: the runtime logged its one line that says what to do."""
+    runtime: ServiceRuntime | None = getattr(app.state, "runtime", None)
+
+    async def asgi(scope, receive, send):
+        if scope["type"] != "lifespan" or runtime is None:
+            return await app(scope, receive, send)
+
+        async def send_quietly(message):
+            if message["type"] == "lifespan.startup.failed" and runtime.refused is not None:
+                message = {**message, "message": ""}
+            await send(message)
+
+        return await app(scope, receive, send_quietly)
+
+    return asgi
+
+
 def run_service(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> None:
     """Load settings (exit naming a bad variable), serve until SIGTERM/SIGINT, stop cleanly."""
     if settings is None:
@@ -497,7 +523,7 @@ def run_service(definition: ServiceDefinition, settings: ServiceSettings | None 
         telemetry.configure_logging()  # uvicorn's own start-up lines in the same format
     port = settings.http_port or definition.default_port
     config = uvicorn.Config(
-        app,
+        _without_refusal_traceback(app),
         host=settings.http_host,
         port=port,
         log_config=None,  # keep our handlers: uvicorn's loggers propagate to the root

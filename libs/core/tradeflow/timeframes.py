@@ -21,17 +21,25 @@ import so a new timeframe cannot silently break it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-NS_PER_SECOND = 1_000_000_000
+from pydantic import AfterValidator
+
+# The time conventions live in tradeflow.time; re-exported here for the timeframe users.
+from tradeflow.time import EPOCH, NS_PER_SECOND, datetime_to_ns, ns_to_datetime
+
+__all__ = [
+    "DAY_NS", "EPOCH", "HIGHER_TIMEFRAMES", "HOUR_NS", "MINUTE_NS", "MONDAY_ORIGIN_NS", "NS_PER_SECOND",
+    "ONE_MINUTE", "TIMEFRAMES", "WEEK_NS", "Timeframe", "TimeframeName", "check_timeframe_name", "datetime_to_ns",
+    "ns_to_datetime", "timeframe",
+]
+
 MINUTE_NS = 60 * NS_PER_SECOND
 HOUR_NS = 60 * MINUTE_NS
 DAY_NS = 24 * HOUR_NS
 WEEK_NS = 7 * DAY_NS
 # 1970-01-05 00:00 UTC was the first Monday after the epoch: the origin of the weekly grid.
 MONDAY_ORIGIN_NS = 4 * DAY_NS
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +88,11 @@ def timeframe(name: str) -> Timeframe:
         raise ValueError(f"unknown timeframe {name!r}; known: {', '.join(TIMEFRAMES)}") from None
 
 
-def ns_to_datetime(ts_ns: int) -> datetime:
-    """UTC datetime of an epoch-nanoseconds time (microsecond precision, enough for bucket labels)."""
-    return EPOCH + timedelta(microseconds=ts_ns // 1000)
+def check_timeframe_name(name: str) -> str:
+    """``name`` when it is a timeframe of the design; ValueError naming the known ones otherwise."""
+    timeframe(name)
+    return name
 
 
-def datetime_to_ns(moment: datetime) -> int:
-    """Epoch nanoseconds of an aware datetime, exactly (no float rounding)."""
-    if moment.tzinfo is None:
-        raise ValueError("datetime must carry a UTC offset")
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1000
+# A model field naming a timeframe ("1m" .. "1w").
+TimeframeName = Annotated[str, AfterValidator(check_timeframe_name)]

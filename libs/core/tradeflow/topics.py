@@ -6,8 +6,14 @@ operator can raise (never lower) for production through ``TRADEFLOW_TOPIC_PARTIT
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from pydantic import AfterValidator
+
+# Market keys (exchange:symbol) and their validation live in tradeflow.markets; re-exported here.
+from tradeflow.markets import market_key, split_market_key  # noqa: F401
 from tradeflow.messages import (
     Alert,
     Candle,
@@ -77,12 +83,16 @@ def topic_by_name(name: str) -> TopicSpec:
         raise KeyError(f"unknown topic {name!r}; known: {', '.join(sorted(_BY_NAME))}") from None
 
 
-def market_key(exchange: str, symbol: str) -> str:
-    return f"{exchange}:{symbol}"
+TOPIC_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+_TOPIC_NAME = re.compile(TOPIC_NAME_PATTERN)
 
 
-def split_market_key(key: str) -> tuple[str, str]:
-    exchange, _, symbol = key.partition(":")
-    if not exchange or not symbol:
-        raise ValueError(f"market key must be 'exchange:symbol', got {key!r}")
-    return exchange, symbol
+def check_topic_name(value: str) -> str:
+    """``value`` when it is a Kafka topic name; ValueError saying what one is otherwise."""
+    if not _TOPIC_NAME.fullmatch(value):
+        raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
+    return value
+
+
+# A settings field naming a topic (every service's topics can be renamed, e.g. by tests).
+TopicName = Annotated[str, AfterValidator(check_topic_name)]

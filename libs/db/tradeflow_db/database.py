@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from tradeflow.errors import StartupError
 from tradeflow.settings import redact_url
 
 from tradeflow_db.engine import libpq_url
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 ConnectionHook = Callable[[psycopg.AsyncConnection], Awaitable[None]]
 
 
-class SchemaNotReadyError(RuntimeError):
+class SchemaNotReadyError(StartupError):
     """The database lacks the revision a service needs; the message says what to run."""
 
 
@@ -99,9 +100,10 @@ class Database:
             found = exists and (await (await conn.execute(
                 f"SELECT 1 FROM {HISTORY_TABLE} WHERE revision = %s", (revision,))).fetchone()) is not None
         if not found:
-            state = "has no Tradeflow schema" if not exists else f"is not migrated to revision {revision}"
+            state = (f"has no Tradeflow schema (this service needs revision {revision})" if not exists
+                     else f"is not migrated to revision {revision}, which this service needs")
             raise SchemaNotReadyError(
-                f"{self.name}: the database {redact_url(self._url)} {state}, which this service needs; "
+                f"{self.name}: the database {redact_url(self._url)} {state}; "
                 f"run `tradeflow db upgrade` (or the tools image's migrate job) and start it again")
 
     def _require_pool(self) -> AsyncConnectionPool:

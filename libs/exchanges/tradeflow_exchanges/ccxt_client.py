@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
+from tradeflow.markets import ExchangeName
 
 if TYPE_CHECKING:
     import ccxt.pro
@@ -38,10 +39,7 @@ class ExchangeFeedSettings(BaseModel):
         default=(), max_length=200,
         description="unified symbols subscribed from the start, e.g. 'BTC/USDT' (more at run time via /v1/subscriptions)",
     )
-    name: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[^:\s]+$",
-        description="exchange name on the ticks (default: the id)",
-    )
+    name: ExchangeName | None = Field(default=None, description="exchange name on the ticks (default: the id)")
     urls: dict[str, str] = Field(default_factory=dict, description="overrides of urls['api'] by dotted path")
     sandbox: bool = Field(default=False, description="use the exchange's test environment")
     api_key: SecretStr | None = None

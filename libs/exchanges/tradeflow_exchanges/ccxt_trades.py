@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tradeflow.messages import Tick
-
-NS_PER_MS = 1_000_000
+from tradeflow.time import NS_PER_MS
 
 
 class UnusableTrade(ValueError):

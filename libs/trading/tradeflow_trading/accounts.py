@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
+from tradeflow.markets import ExchangeName
 from tradeflow.settings import json_list
 
 from tradeflow_trading.fees import FeeSchedule
@@ -55,7 +56,7 @@ class AccountConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=ACCOUNT_ID_PATTERN)
-    exchange: str = Field(min_length=1, max_length=64)
+    exchange: ExchangeName
     mode: Literal["paper", "live"] = "paper"
     balances: dict[str, Decimal] = Field(default_factory=dict)
     fees: AccountFees = Field(default_factory=AccountFees)

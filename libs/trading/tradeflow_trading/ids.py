@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-NS_PER_MS = 1_000_000
+from tradeflow.time import NS_PER_MS
+
 CLIENT_ORDER_ID_LENGTH = 32
 CLIENT_ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 

@@ -10,26 +10,24 @@ forming bucket folded from its 1m candles.
 from __future__ import annotations
 
 import logging
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel
+from tradeflow.time import TimeFormatError, datetime_to_ns, format_datetime, ns_to_datetime, parse_datetime
 
 from tradeflow_candle_builder.adapters.candle_store import CandleRow, CandleStore
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
 from tradeflow_candle_builder.domain.instruments import SessionRules
-from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES, datetime_to_ns, ns_to_datetime
+from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES
 from tradeflow_candle_builder.instrument_registry import InstrumentRegistry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
-_EPOCH_MS = re.compile(r"^-?\d{1,16}$")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CandleOut(BaseModel):
@@ -47,20 +45,15 @@ def invalid(parameter: str, why: str) -> HTTPException:
 
 
 def parse_time(parameter: str, value: str | None) -> datetime | None:
-    """ISO 8601 with a UTC offset, or epoch milliseconds; 422 naming the parameter otherwise."""
+    """ISO 8601 (no offset: UTC) or epoch milliseconds (:mod:`tradeflow.time`); 422 naming the
+    parameter otherwise."""
     if value is None or value == "":
         return None
-    text = value.strip()
-    if _EPOCH_MS.match(text):
-        return EPOCH + timedelta(milliseconds=int(text))
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        hint = " (a '+' in the offset must be URL-encoded as %2B)" if " " in text else ""
-        raise invalid(parameter, f"{value!r} is neither ISO 8601 with an offset nor epoch milliseconds{hint}") from None
-    if moment.tzinfo is None:
-        raise invalid(parameter, f"{value!r} has no UTC offset; add 'Z' or '+00:00'")
-    return moment.astimezone(UTC)
+        return parse_datetime(value)
+    except TimeFormatError:
+        hint = " (a '+' in the offset must be URL-encoded as %2B)" if " " in value.strip() else ""
+        raise invalid(parameter, f"{value!r} is neither ISO 8601 nor epoch milliseconds{hint}") from None
 
 
 def parse_limit(value: str | None) -> int:
@@ -76,7 +69,7 @@ def parse_limit(value: str | None) -> int:
 
 
 def candle_json(row: CandleRow) -> dict:
-    return {"ts": row.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), "open": row.open, "high": row.high,
+    return {"ts": format_datetime(row.ts), "open": row.open, "high": row.high,
             "low": row.low, "close": row.close, "volume": row.volume, "trades": row.trades}
 
 

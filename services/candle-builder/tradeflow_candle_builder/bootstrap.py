@@ -24,7 +24,7 @@ from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_CANDLES, MD_TICKS, OPS_ALERTS, TopicSpec
 
 from tradeflow_candle_builder.adapters.candle_feed import CandleFeed
-from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.candle_store import REQUIRED_REVISION, CandleStore
 from tradeflow_candle_builder.adapters.emission_marks import EmissionMarks
 from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
 from tradeflow_candle_builder.adapters.session_candle_store import SessionCandleStore
@@ -129,7 +129,9 @@ def build(settings: CandleBuilderSettings, bus: Bus, store: CandleStore, clock: 
     return CandleBuilder(
         # Stopped in reverse: the consumer commits and leaves, the pipeline finishes its
         # writes and emissions, then the producer flushes and the database pool closes.
-        components=[bus.topics_exist([ticks_spec, candles_spec, OPS_ALERTS]), store, catch_up, registry,
+        # The database first: an unmigrated one stops the start before anything else (its
+        # message names the revision and `tradeflow db upgrade`).
+        components=[store, bus.topics_exist([ticks_spec, candles_spec, OPS_ALERTS]), catch_up, registry,
                     producer, pipeline, consumer, retention, compression, database_jobs, feed],
         routers=[create_candles_router(store, sessions, registry),
                  create_instruments_router(instruments, registry), create_stream_router(broadcaster)],
@@ -145,7 +147,11 @@ def build(settings: CandleBuilderSettings, bus: Bus, store: CandleStore, clock: 
 
 def create_app(settings: CandleBuilderSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
-    store = CandleStore(settings.libpq_url, max_connections=settings.pool_size(DB_POOL_SIZE))
+    # The schema check stops the start on a database without REQUIRED_REVISION, naming it and
+    # `tradeflow db upgrade`, before anything queries a table.
+    store = CandleStore(settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION,
+                                                  default_pool_size=DB_POOL_SIZE,
+                                                  configure=CandleStore.configure_connection))
     service = build(settings, KafkaBus(settings, telemetry), store, SYSTEM_CLOCK)
     return create_service_app(
         SERVICE_NAME,

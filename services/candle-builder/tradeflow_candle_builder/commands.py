@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from tradeflow.commands import CliError
+from tradeflow.commands import CliError, time_option
 from tradeflow.settings import load_settings
+from tradeflow.time import NS_PER_MS
 
 USAGE_ERROR = 2
 
@@ -39,13 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     backfill.set_defaults(handler=backfill_command)
 
 
-def _time_option(text: str) -> int:
-    from tradeflow.trades.event_time import parse_time_option  # pure and light
-
-    try:
-        return parse_time_option(text, now_ms=time.time_ns() // 1_000_000)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_time_option = time_option  # epoch ms from now, epoch ms or ISO 8601 (tradeflow.time)
 
 
 def backfill_command(args: argparse.Namespace) -> int:
@@ -59,7 +54,7 @@ def backfill_command(args: argparse.Namespace) -> int:
     from tradeflow_candle_builder.backfill.settings import BackfillSettings
 
     try:
-        check_range(args.since, args.until, now_ms=time.time_ns() // 1_000_000)
+        check_range(args.since, args.until, now_ms=time.time_ns() // NS_PER_MS)
     except RangeError as exc:
         raise CliError(str(exc), exit_code=USAGE_ERROR) from None
     if args.file is not None and args.source != "auto":

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tradeflow.periodic import PeriodicTask
+
 from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
 from tradeflow_candle_builder.adapters.market_calendars import session_table
 from tradeflow_candle_builder.domain.instruments import InstrumentSpec, SessionRules
@@ -27,8 +29,9 @@ class InstrumentRegistry:
 
     def __init__(self, store: InstrumentStore, refresh_s: float) -> None:
         self._store = store
-        self._refresh_s = refresh_s
-        self._task: asyncio.Task | None = None
+        # Keeps the last known registry when a refresh fails; the next one retries.
+        self._refresher = PeriodicTask("instrument-registry-refresh", self.reload, interval_s=refresh_s,
+                                       failure_message="instrument registry refresh failed")
         self._reload_lock = asyncio.Lock()
         self.specs: dict[tuple[str, str], InstrumentSpec] = {}
         self.rules: dict[tuple[str, str], SessionRules] = {}
@@ -36,13 +39,10 @@ class InstrumentRegistry:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._refresh_forever(), name="instrument-registry-refresh")
+        await self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._refresher.stop()
 
     def spec(self, exchange: str, symbol: str) -> InstrumentSpec:
         """The instrument's settings; an unregistered instrument is 24/7."""
@@ -68,11 +68,3 @@ class InstrumentRegistry:
             if changed:
                 self.version += 1
                 log.info("instrument registry: %d instruments, %d with trading sessions", len(specs), len(rules))
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.reload()
-            except Exception:  # noqa: BLE001 - keep the last known registry; the next pass retries
-                log.exception("instrument registry refresh failed")

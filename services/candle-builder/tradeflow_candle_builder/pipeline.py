@@ -41,7 +41,9 @@ from tradeflow.bus.trace_context import context_of
 from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.codec import HEADER_TRACEPARENT
 from tradeflow.messages import Candle, Tick
+from tradeflow.periodic import PeriodicTask
 from tradeflow.telemetry import Telemetry
+from tradeflow.time import NS_PER_MS
 from tradeflow.topics import market_key
 
 from tradeflow_candle_builder.adapters.candle_traces import TraceIndex
@@ -79,11 +81,14 @@ class CandlePipeline:
         self._ticks_topic = settings.ticks_topic
         self._candles_topic = settings.candles_topic
         self.aggregator = CandleAggregator(
-            grace_ns=settings.candle_grace_ms * 1_000_000, idle_close_ns=settings.idle_close_ms * 1_000_000)
+            grace_ns=settings.candle_grace_ms * NS_PER_MS, idle_close_ns=settings.idle_close_ms * NS_PER_MS)
         self._lock = asyncio.Lock()  # aggregator changes + queueing their job happen as one step
         self._traces = TraceIndex()  # which trace each consumed trade came with (docs/adr/0023)
         self._tracer = telemetry.tracer if telemetry.tracing else None
-        self._timer: asyncio.Task | None = None
+        self._timer = PeriodicTask("candle-close-timer", self._close_idle_partitions,
+                                   interval_s=settings.close_check_interval_ms / 1000,
+                                   failure_message="closing idle buckets failed; the next pass retries",
+                                   sleep=self._clock.sleep)
 
         self._ticks_processed = telemetry.counter(
             "tradeflow_candles_ticks_processed_total", "Valid trades folded into candles")
@@ -115,13 +120,10 @@ class CandlePipeline:
 
     async def start(self) -> None:
         await self.writer.start()
-        self._timer = asyncio.create_task(self._close_idle_partitions(), name="candle-close-timer")
+        await self._timer.start()
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            await asyncio.gather(self._timer, return_exceptions=True)
-            self._timer = None
+        await self._timer.stop()
         await self.writer.stop(timeout_s=self._settings.shutdown_timeout_s / 2)
 
     # --- consumer hooks -------------------------------------------------------------------------
@@ -269,16 +271,10 @@ class CandlePipeline:
                         holds=dict(closings.first_offsets), traces=traces)
 
     async def _close_idle_partitions(self) -> None:
-        interval = self._settings.close_check_interval_ms / 1000
-        while True:
-            await self._clock.sleep(interval)
-            try:
-                async with self._lock:
-                    closings = self.aggregator.advance(self._clock.monotonic())
-                    if closings:
-                        await self.writer.submit(self._job(closings))
-            except Exception:  # noqa: BLE001 - keep the timer alive; the next pass retries
-                log.exception("closing idle buckets failed")
+        async with self._lock:
+            closings = self.aggregator.advance(self._clock.monotonic())
+            if closings:
+                await self.writer.submit(self._job(closings))
 
     async def _register(self, unknown: dict[tuple[str, str], tuple[int, int]]) -> None:
         """Track instruments first seen since their partition was assigned, from where the

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from tradeflow.settings import ServiceSettings, environment_variable
-from tradeflow.topics import MD_CANDLES, MD_TICKS
+from tradeflow.topics import MD_CANDLES, MD_TICKS, TopicName
 from tradeflow_db.settings import DatabasePoolSettings
 
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 DEFAULT_TICK_COMPRESS_AFTER_DAYS = 7
 
 
@@ -21,8 +19,8 @@ class CandleBuilderSettings(ServiceSettings, DatabasePoolSettings):
     service_name: ClassVar[str] = "candle-builder"
 
     # The design's topics; overridable so tests (and staging copies) can use their own.
-    ticks_topic: str = MD_TICKS.name
-    candles_topic: str = MD_CANDLES.name
+    ticks_topic: TopicName = MD_TICKS.name
+    candles_topic: TopicName = MD_CANDLES.name
     candle_grace_ms: int = Field(
         default=2_000, ge=0, le=600_000,
         description="how long after a 1m bucket's end (in stream time) out-of-order trades are still on time")
@@ -60,13 +58,6 @@ class CandleBuilderSettings(ServiceSettings, DatabasePoolSettings):
         description="candle frames a live stream client may have waiting; when full it is disconnected (1013)")
     stream_fetch_max_wait_ms: int = Field(
         default=20, ge=1, le=500, description="longest the stream's candles-topic fetch waits at the broker (latency)")
-
-    @field_validator("ticks_topic", "candles_topic")
-    @classmethod
-    def _topic_name(cls, value: str) -> str:
-        if not _TOPIC_NAME.match(value):
-            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
-        return value
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> CandleBuilderSettings:

@@ -19,7 +19,7 @@ import logging
 import time
 
 import psycopg
-from tradeflow.service import BackgroundTask
+from tradeflow.periodic import PeriodicTask
 from tradeflow.telemetry import Telemetry
 from tradeflow_db.capabilities import detect_capabilities_async
 
@@ -36,16 +36,15 @@ FIRST_RUN_DELAY_S = 5.0
 CONNECT_TIMEOUT_S = 10
 
 
-class TickRetentionJob(BackgroundTask):
+class TickRetentionJob(PeriodicTask):
     """A service Component that periodically drops ticks older than the retention."""
 
     name = "TickRetentionJob"
 
     def __init__(self, conninfo: str, telemetry: Telemetry, *, days: int, interval_s: float) -> None:
-        super().__init__()
+        super().__init__(interval_s=interval_s, first_delay_s=min(FIRST_RUN_DELAY_S, interval_s))
         self._conninfo = conninfo
         self._days = days
-        self._interval_s = interval_s
         self._runs = telemetry.counter(
             "tradeflow_candles_ticks_retention_runs_total",
             "tick retention rounds by result (applied: dropped or deleted ticks, or added/replaced the retention "
@@ -54,12 +53,6 @@ class TickRetentionJob(BackgroundTask):
         self._last_run = telemetry.gauge(
             "tradeflow_candles_ticks_retention_last_run_timestamp_seconds",
             "unix time of the last tick retention round that completed (applied or unchanged)")
-
-    async def run(self) -> None:
-        await asyncio.sleep(min(FIRST_RUN_DELAY_S, self._interval_s))
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self._interval_s)
 
     async def run_once(self) -> RetentionOutcome | None:
         """One round; returns what it did (None when skipped or failed)."""

@@ -22,8 +22,8 @@ import logging
 
 import psycopg
 from tradeflow.bus import Producer
-from tradeflow.bus.alerts import send_alert
-from tradeflow.service import BackgroundTask
+from tradeflow.bus.alerts import AlertPublisher
+from tradeflow.periodic import STOP, PeriodicTask
 from tradeflow.telemetry import Telemetry
 from tradeflow_db.capabilities import detect_capabilities_async
 from tradeflow_db.jobs import fetch_job_stats
@@ -37,18 +37,16 @@ FAILING = "timescaledb_job_failing"
 RECOVERED = "timescaledb_job_recovered"
 
 
-class TimescaleJobMonitor(BackgroundTask):
+class TimescaleJobMonitor(PeriodicTask):
     """A service Component watching TimescaleDB's background jobs."""
 
     name = "TimescaleJobMonitor"
 
     def __init__(self, conninfo: str, telemetry: Telemetry, producer: Producer, *, service_name: str,
                  interval_s: float) -> None:
-        super().__init__()
+        super().__init__(interval_s=interval_s, first_delay_s=0)
         self._conninfo = conninfo
-        self._producer = producer
-        self._service_name = service_name
-        self._interval_s = interval_s
+        self._alerts = AlertPublisher(producer, service_name)
         self._watch = JobFailureWatch()
         labels = ("job_id", "job", "relation")
         self._failed_runs = telemetry.gauge(
@@ -62,11 +60,10 @@ class TimescaleJobMonitor(BackgroundTask):
             "reads of TimescaleDB's job statistics by result (ok, failed: the database could not be read)",
             ("result",))
 
-    async def run(self) -> None:
-        while True:
-            if await self.check_once() is None:
-                return  # no jobs in this storage mode
-            await asyncio.sleep(self._interval_s)
+    async def run_once(self) -> object:
+        if await self.check_once() is None:
+            return STOP  # no jobs in this storage mode
+        return None
 
     async def check_once(self) -> list[JobEvent] | None:
         """One look; the events it raised ([] when nothing changed), None when the mode has no jobs."""
@@ -106,6 +103,6 @@ class TimescaleJobMonitor(BackgroundTask):
             severity, kind = "info", RECOVERED
             message = f"{what} succeeded again after failing ({job.total_failures} failed runs in all)"
         log.log(logging.ERROR if event.kind == "failing" else logging.INFO, "%s", message)
-        send_alert(self._producer, self._service_name, kind, severity, message,
-                   {"job_id": str(job.job_id), "job": job.proc_name, "relation": job.relation,
-                    "failed_runs": str(job.total_failures), "error": job.last_error or ""})
+        self._alerts.publish(kind, severity, message,
+                             {"job_id": str(job.job_id), "job": job.proc_name, "relation": job.relation,
+                              "failed_runs": str(job.total_failures), "error": job.last_error or ""})

@@ -11,7 +11,7 @@ from typing import Annotated, get_args
 
 from fastapi import APIRouter, HTTPException, Query
 from tradeflow.messages import Fill, OrderEvent, OrderStatus
-from tradeflow.trades.event_time import EventTimeError, format_time_ns, parse_event_time_ns
+from tradeflow.time import TimeFormatError, format_time_ns, parse_time_ns
 from tradeflow_trading.orders import OrderState
 
 from tradeflow_execution.adapters.order_queries import MAX_ROWS, OrderQueries
@@ -113,13 +113,13 @@ def create_execution_router(service: ExecutionService, queries: OrderQueries) ->
 
     @router.get("/fills", summary="Fills, oldest first from `since`")
     async def list_fills(account_id: str | None = None,
-                         since: Annotated[str | None, Query(description="ISO 8601 with offset, or epoch ms")] = None,
+                         since: Annotated[str | None, Query(description="ISO 8601 (no offset: UTC), or epoch ms")] = None,
                          limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 100) -> list[dict]:
         since_ns = None
         if since is not None:
             try:
-                since_ns = parse_event_time_ns(since)
-            except EventTimeError as exc:
+                since_ns = parse_time_ns(since)
+            except TimeFormatError as exc:
                 raise HTTPException(422, f"since: {exc}") from None
         return [fill_json(f) for f in await queries.fills(account_id=account_id, since_ns=since_ns, limit=limit)]
 

@@ -17,6 +17,7 @@ from tradeflow.service import (
     create_service_app,
 )
 from tradeflow.telemetry import Telemetry
+from tradeflow.time import NS_PER_S
 from tradeflow.topics import (
     EXEC_FILLS,
     EXEC_ORDERS,
@@ -26,7 +27,6 @@ from tradeflow.topics import (
     RISK_ORDERS,
     TopicSpec,
 )
-from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
 from tradeflow_execution import demo
@@ -50,7 +50,6 @@ DB_POOL_SIZE = 4  # the consumer's transactions, the outbox relay, the API, hist
 SCHEMA_REVISION = "execution_0001"  # the newest migration this service needs
 OUTBOX_TABLE = "execution_outbox"
 OUTBOX_RELAY_BATCH = 5_000  # a batch of orders is about 4 messages each: fewer, larger relay rounds
-NS_PER_S = 1_000_000_000
 
 
 def topic_specs(settings: ExecutionSettings) -> dict[str, TopicSpec]:
@@ -70,8 +69,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     specs = topic_specs(settings)
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
     metrics = ExecutionMetrics(telemetry)
-    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=SCHEMA_REVISION,
-                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
     outbox = Outbox(OUTBOX_TABLE)
     store = PostgresExecutionStore(database, outbox)
     producer = Producer(settings, telemetry, client_id=client_id)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tradeflow.messages import Alert, Fill, Order, RiskEvent
+from tradeflow.time import NS_PER_S
 from tradeflow.topics import OPS_ALERTS
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import BPS, ZERO, div
@@ -70,7 +71,6 @@ from tradeflow_execution.store import (
 log = logging.getLogger(__name__)
 
 ALL_ACCOUNTS = "*"
-NS_PER_S = 1e9
 
 
 class OrderNotFound(LookupError):

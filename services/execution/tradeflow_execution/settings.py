@@ -8,20 +8,27 @@ margin and participation cap, and the markets whose tick and lot sizes are known
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
+from tradeflow.markets import ExchangeName
 from tradeflow.settings import ServiceSettings, json_list
-from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, OPS_ALERTS, RISK_EVENTS, RISK_ORDERS
+from tradeflow.topics import (
+    EXEC_FILLS,
+    EXEC_ORDERS,
+    MD_TICKS,
+    OPS_ALERTS,
+    RISK_EVENTS,
+    RISK_ORDERS,
+    TopicName,
+)
 from tradeflow_db.settings import DatabasePoolSettings
 from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 from tradeflow_trading.accounts import AccountsSettings
 from tradeflow_trading.money import to_decimal
 
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 TOPIC_FIELDS = ("orders_topic", "risk_events_topic", "ticks_topic",
                 "order_events_topic", "fills_topic")
 
@@ -32,8 +39,8 @@ class MarketConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    exchange: str = Field(min_length=1, max_length=64)
-    symbol: str = Field(min_length=3, max_length=64, pattern=r"^[^/\s]+/[^/\s]+$")
+    exchange: ExchangeName
+    symbol: str = Field(min_length=3, max_length=64, pattern=r"^[^/\s]+/[^/\s]+$")  # BASE/QUOTE[:SETTLE]
     price_step: Decimal = Field(gt=0)
     quantity_step: Decimal = Field(gt=0)
 
@@ -48,12 +55,12 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
 
     service_name: ClassVar[str] = "execution"
 
-    orders_topic: str = RISK_ORDERS.name
-    risk_events_topic: str = RISK_EVENTS.name
-    ticks_topic: str = MD_TICKS.name
-    order_events_topic: str = EXEC_ORDERS.name
-    fills_topic: str = EXEC_FILLS.name
-    alerts_topic: str = OPS_ALERTS.name  # live accounts: adopted orders, balance mismatches (ADR 0022)
+    orders_topic: TopicName = RISK_ORDERS.name
+    risk_events_topic: TopicName = RISK_EVENTS.name
+    ticks_topic: TopicName = MD_TICKS.name
+    order_events_topic: TopicName = EXEC_ORDERS.name
+    fills_topic: TopicName = EXEC_FILLS.name
+    alerts_topic: TopicName = OPS_ALERTS.name  # live accounts: adopted orders, balance mismatches (ADR 0022)
     consumer_max_batch: int = Field(default=2_000, ge=1, le=50_000, description="records per handled batch")
     trade_window: int = Field(
         default=500, ge=0, le=100_000,
@@ -114,13 +121,6 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     @classmethod
     def _exact_participation(cls, value: Any) -> Any:
         return to_decimal(value) if isinstance(value, float) else value
-
-    @field_validator(*TOPIC_FIELDS)
-    @classmethod
-    def _topic_name(cls, value: str) -> str:
-        if not _TOPIC_NAME.match(value):
-            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
-        return value
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> ExecutionSettings:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
+from tradeflow.markets import ExchangeName
+from tradeflow.time import ns_to_datetime
 
 from tradeflow_ingest.adapters.subscription_log import SubscriptionLogUnavailable
 from tradeflow_ingest.domain.feed_status import ExchangeFeed, FeedStatus, SymbolFeedStatus
@@ -16,7 +18,7 @@ from tradeflow_ingest.subscriptions import SubscriptionRejected, Subscriptions, 
 
 
 def _utc(ns: int | None) -> datetime | None:
-    return None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=UTC)
+    return None if ns is None else ns_to_datetime(ns)
 
 
 class SourceView(BaseModel):
@@ -95,8 +97,7 @@ def feeds_router(feeds: Sequence[ExchangeFeed]) -> APIRouter:
 
 
 class SubscriptionRequest(BaseModel):
-    exchange: str = Field(min_length=1, max_length=64, pattern=r"^[^:\s]+$",
-                          description="exchange name as configured in TRADEFLOW_EXCHANGES, e.g. 'binance'")
+    exchange: ExchangeName = Field(description="exchange name as configured in TRADEFLOW_EXCHANGES, e.g. 'binance'")
     symbol: str = Field(min_length=3, max_length=65, description="unified symbol, e.g. 'BTC/USDT'")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field
+from tradeflow.markets import ExchangeName
 from tradeflow.settings import ServiceSettings
 from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 
@@ -27,13 +28,7 @@ class IngestSettings(ServiceSettings, ExchangeListSettings):
         default=200.0, gt=0, le=1_000_000, description="synthetic trades per second over all symbols"
     )
     synthetic_seed: int = Field(default=42, description="seed of the synthetic market (same seed, same trades)")
-    synthetic_exchange: str = Field(
-        default="synthetic",
-        min_length=1,
-        max_length=64,
-        pattern=r"^[^:\s]+$",  # the message key is exchange:symbol
-        description="exchange name of the synthetic trades",
-    )
+    synthetic_exchange: ExchangeName = Field(default="synthetic", description="exchange name of the synthetic trades")
     synthetic_history_s: float = Field(
         default=0.0, ge=0, le=30 * 86_400,
         description="the synthetic market starts this long in the past and runs synthetic_speed times faster than "

@@ -17,7 +17,6 @@ from tradeflow.service import (
     create_service_app,
 )
 from tradeflow.telemetry import Telemetry
-from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
 from tradeflow_notifier.adapters.channel_store import ChannelStore
@@ -45,8 +44,7 @@ OUTBOX_TABLE = "notifier_outbox"
 def create_app(settings: NotifierSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
-    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
-                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
     producer = Producer(settings, telemetry, client_id=client_id)
     dead_letters = DeadLetters(producer, telemetry)
     outbox = Outbox(OUTBOX_TABLE)

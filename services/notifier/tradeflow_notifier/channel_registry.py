@@ -14,6 +14,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from tradeflow.periodic import PeriodicTask
+
 from tradeflow_notifier.adapters.channel_store import ChannelExists, ChannelStore
 from tradeflow_notifier.domain.channels import ChannelSpec, masked
 from tradeflow_notifier.domain.planning import Routing
@@ -34,31 +36,21 @@ class ChannelRegistry:
         self._store = store
         self._config_channels = {c.id: c for c in config_channels}
         self._config_routes = list(config_routes)
-        self._refresh_s = refresh_s
+        # The database may be away: the last snapshot stays in force until a refresh succeeds.
+        self._refresher = PeriodicTask("channel-registry-refresh", self.reload, interval_s=refresh_s,
+                                       failure_message="reloading channels and routes failed; keeping the previous ones")
         self._api_channels: dict[str, ChannelSpec] = {}
         self._api_routes: list[Route] = []
         self.unreadable: dict[str, str] = {}
         self._routing = Routing(dict(self._config_channels), list(self._config_routes))
-        self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._refresh_forever(), name=self.name)
+        await self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _refresh_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.reload()
-            except Exception:  # noqa: BLE001 - the database may be away; the last snapshot stays in force
-                log.exception("reloading channels and routes failed; keeping the previous ones")
+        await self._refresher.stop()
 
     async def reload(self) -> None:
         stored, routes = await self._store.load()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from tradeflow.messages import Alert, Fill, Message, OrderEvent
 from tradeflow.telemetry import Telemetry
+from tradeflow.time import NS_PER_S
 from tradeflow_db import Database
 
 from tradeflow_notifier import metrics
@@ -27,7 +28,6 @@ from tradeflow_notifier.domain.grouping import AlertGroup, admit, group_key, sum
 from tradeflow_notifier.domain.planning import PlannedDelivery, Routing, plan
 
 log = logging.getLogger(__name__)
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

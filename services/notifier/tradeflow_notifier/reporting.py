@@ -15,6 +15,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
+from tradeflow.service import BackgroundTask
+from tradeflow.time import NS_PER_S, datetime_to_ns
+
 from tradeflow_notifier.adapters.trading_facts import TradingFacts
 from tradeflow_notifier.domain.daily_report import daily_report
 from tradeflow_notifier.domain.events import Notification
@@ -27,32 +30,23 @@ RETRY_S = 30.0
 
 
 def _ns(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000
+    return datetime_to_ns(moment) // NS_PER_S * NS_PER_S  # whole seconds
 
 
-class DailyReports:
+class DailyReports(BackgroundTask):
     name = "daily-reports"
 
     def __init__(self, facts: TradingFacts, intake: Intake, at: time, zone: ZoneInfo,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        super().__init__()
         self._facts = facts
         self._intake = intake
         self._at = at
         self._zone = zone
         self._clock = clock
-        self._task: asyncio.Task | None = None
         self._reported_until: datetime | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
             end = last_period_end(self._clock(), self._at, self._zone)
             if self._reported_until != end:

@@ -24,6 +24,7 @@ import msgspec
 from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from tradeflow.markets import ExchangeName, SymbolName
 
 from tradeflow_risk.domain.limits import RiskLimits
 from tradeflow_risk.service import Decision, RiskService, UnknownAccountError
@@ -44,8 +45,8 @@ class ResumeIn(BaseModel):
 
 class ManualOrderIn(BaseModel):
     account_id: str = Field(min_length=1, max_length=64)
-    exchange: str = Field(min_length=1, max_length=64)
-    symbol: str = Field(min_length=1, max_length=64)
+    exchange: ExchangeName
+    symbol: SymbolName
     side: Literal["buy", "sell"]
     order_type: Literal["market", "limit"] = "market"
     quantity: Decimal = Field(max_digits=38)

@@ -28,7 +28,6 @@ from tradeflow.topics import (
     STRATEGY_SIGNALS,
     TopicSpec,
 )
-from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
 from tradeflow_risk import demo
@@ -80,8 +79,7 @@ def create_app(settings: RiskSettings) -> FastAPI:
     orders, events = named(RISK_ORDERS, settings.orders_topic), named(RISK_EVENTS, settings.events_topic)
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
 
-    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=REQUIRED_REVISION,
-                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
     outbox = Outbox(OUTBOX_TABLE)
     producer = Producer(settings, telemetry, client_id=client_id)
     relay = OutboxRelay(database, outbox, producer, telemetry)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 from tradeflow.settings import ServiceSettings
+from tradeflow.timeframes import TimeframeName
 from tradeflow.topics import (
     EXEC_FILLS,
     EXEC_ORDERS,
@@ -21,15 +22,13 @@ from tradeflow.topics import (
     RISK_EVENTS,
     RISK_ORDERS,
     STRATEGY_SIGNALS,
+    TopicName,
 )
 from tradeflow_db.settings import DatabasePoolSettings
 from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 from tradeflow_trading.accounts import AccountsSettings
 
 from tradeflow_risk.domain.profiles import AccountProfile, StrategyProfile
-
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d", "1w")
 
 
 def _json_object(value: Any, what: str) -> Any:
@@ -52,13 +51,13 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
         default=None, min_length=1, max_length=255,
         description="consumer group of the market data each replica reads whole (default: risk-md-<instance id>)")
     # The design's topics; overridable so tests (and staging copies) can use their own.
-    signals_topic: str = STRATEGY_SIGNALS.name
-    exec_orders_topic: str = EXEC_ORDERS.name
-    exec_fills_topic: str = EXEC_FILLS.name
-    candles_topic: str = MD_CANDLES.name
-    ticks_topic: str = MD_TICKS.name
-    orders_topic: str = RISK_ORDERS.name
-    events_topic: str = RISK_EVENTS.name
+    signals_topic: TopicName = STRATEGY_SIGNALS.name
+    exec_orders_topic: TopicName = EXEC_ORDERS.name
+    exec_fills_topic: TopicName = EXEC_FILLS.name
+    candles_topic: TopicName = MD_CANDLES.name
+    ticks_topic: TopicName = MD_TICKS.name
+    orders_topic: TopicName = RISK_ORDERS.name
+    events_topic: TopicName = RISK_EVENTS.name
 
     account_profiles: Annotated[dict[str, AccountProfile], NoDecode] = Field(
         default_factory=dict,
@@ -71,7 +70,7 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
                                   "(trading hours); without one every instrument is 24/7")
     instruments_refresh_s: float = Field(default=60.0, ge=1.0, le=86_400.0,
                                               description="how often the instrument registry is read again")
-    market_timeframe: str = Field(
+    market_timeframe: TimeframeName = Field(
         default="1h", description="timeframe of the candles ATR, volatility and correlations are computed from")
     volatility_period: int = Field(default=14, ge=2, le=1_000, description="candles of the ATR and stdev")
     correlation_window: int = Field(default=50, ge=3, le=5_000, description="returns the correlations use")
@@ -85,21 +84,6 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     @classmethod
     def _profiles_from_json(cls, value: Any) -> Any:
         return _json_object(value, "profiles by id")
-
-    @field_validator("signals_topic", "exec_orders_topic", "exec_fills_topic", "candles_topic",
-                     "ticks_topic", "orders_topic", "events_topic")
-    @classmethod
-    def _topic_name(cls, value: str) -> str:
-        if not _TOPIC_NAME.match(value):
-            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
-        return value
-
-    @field_validator("market_timeframe")
-    @classmethod
-    def _timeframe(cls, value: str) -> str:
-        if value not in TIMEFRAMES:
-            raise ValueError(f"must be one of {', '.join(TIMEFRAMES)}")
-        return value
 
     @field_validator("instruments_url")
     @classmethod

@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
-from tradeflow.timeframes import TIMEFRAMES
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from tradeflow.markets import ExchangeName, SymbolName
+from tradeflow.timeframes import TimeframeName
 
 from tradeflow_strategy.adapters.backtest_store import BacktestStore
 from tradeflow_strategy.api_errors import database_unavailable
@@ -26,8 +27,8 @@ MAX_ROWS = 2_000_000  # trades or equity points of one run
 class MarketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    exchange: str = Field(min_length=1, max_length=64)
-    symbol: str = Field(min_length=1, max_length=64)
+    exchange: ExchangeName
+    symbol: SymbolName
 
 
 class BacktestRunIn(BaseModel):
@@ -39,7 +40,7 @@ class BacktestRunIn(BaseModel):
     strategy: str = Field(min_length=1, max_length=128, description="the strategy's catalog name")
     params: dict[str, Any] = Field(default_factory=dict)
     markets: list[MarketIn] = Field(min_length=1, max_length=10_000)
-    timeframe: str
+    timeframe: TimeframeName
     since: AwareDatetime = Field(description="ISO 8601 with offset")
     until: AwareDatetime = Field(description="ISO 8601 with offset, after since")
     settings: dict[str, Any] = Field(default_factory=dict, description="cash, fees, slippage, search settings ...")
@@ -47,13 +48,6 @@ class BacktestRunIn(BaseModel):
     trades: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ROWS)
     equity: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ROWS)
     summary: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("timeframe")
-    @classmethod
-    def _known_timeframe(cls, value: str) -> str:
-        if value not in TIMEFRAMES:
-            raise ValueError(f"unknown timeframe {value!r}; known: {', '.join(TIMEFRAMES)}")
-        return value
 
     @model_validator(mode="after")
     def _since_before_until(self) -> BacktestRunIn:

@@ -23,7 +23,6 @@ from tradeflow.service import (
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import EXEC_FILLS, MD_CANDLES, OPS_ALERTS, STRATEGY_SIGNALS, TopicSpec
-from tradeflow_db import Database
 from tradeflow_trading.accounts import DEMO_ACCOUNT_ID, demo_accounts
 from tradeflow_trading.strategy.loader import load_catalog
 
@@ -74,8 +73,7 @@ def create_app(settings: StrategySettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     candles_spec, fills_spec, signals_spec = topic_specs(settings)
     replica = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    database = Database(settings.libpq_url, name=SERVICE_NAME, required_revision=SCHEMA_REVISION,
-                        max_connections=settings.pool_size(DB_POOL_SIZE))
+    database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
     producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
     catalog = load_catalog(settings.strategy_paths)
     candle_client = CandleClient(settings.candle_builder_url, timeout_s=settings.candle_builder_timeout_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from tradeflow.bus import Producer, Record, TopicPartition
-from tradeflow.bus.alerts import send_alert
+from tradeflow.bus.alerts import AlertPublisher
 from tradeflow.messages import Signal
 
 from tradeflow_strategy.adapters.fill_store import FillStore
@@ -48,10 +48,10 @@ class ProducerOutbound:
     def __init__(self, producer: Producer, signals_topic: str, service_name: str) -> None:
         self._producer = producer
         self._topic = signals_topic
-        self._service = service_name
+        self._alerts = AlertPublisher(producer, service_name)
 
     def publish(self, signal: Signal) -> Awaitable[object]:
         return self._producer.send(self._topic, signal.account_id, signal)
 
     def alert(self, kind: str, severity: str, message: str, labels: dict[str, str]) -> None:
-        send_alert(self._producer, self._service, kind, severity, message, labels)  # type: ignore[arg-type]
+        self._alerts.publish(kind, severity, message, labels)  # type: ignore[arg-type]

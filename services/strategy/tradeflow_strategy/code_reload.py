@@ -9,10 +9,9 @@ candle on (docs/adr/0020).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from tradeflow.service import BackgroundTask
+from tradeflow.periodic import PeriodicTask
 from tradeflow_trading.strategy.loader import StrategyCatalog
 
 from tradeflow_strategy.engine import StrategyEngine
@@ -20,14 +19,14 @@ from tradeflow_strategy.engine import StrategyEngine
 log = logging.getLogger(__name__)
 
 
-class CodeReloader(BackgroundTask):
+class CodeReloader(PeriodicTask):
     name = "strategy-code-reload"
 
     def __init__(self, catalog: StrategyCatalog, engine: StrategyEngine, *, interval_s: float) -> None:
-        super().__init__()
+        # A reload must never stop the service: a failed one is logged, the next one comes.
+        super().__init__(interval_s=interval_s, failure_message="strategy file reload failed")
         self._catalog = catalog
         self._engine = engine
-        self._interval_s = interval_s
 
     def reload(self) -> bool:
         """Check the files once; True when classes changed (the engine was told)."""
@@ -40,10 +39,5 @@ class CodeReloader(BackgroundTask):
             return True
         return False
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                self.reload()
-            except Exception:  # noqa: BLE001 - a reload must never stop the service
-                log.exception("strategy file reload failed")
+    async def run_once(self) -> None:
+        self.reload()

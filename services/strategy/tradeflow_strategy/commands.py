@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
-from tradeflow.commands import CliError
+from tradeflow.commands import CliError, json_object_option
 
 DEFAULT_URL = "http://127.0.0.1:8003"
 
@@ -29,23 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--exchange", required=True, help="the account's exchange")
     add.add_argument("--symbols", required=True, help="comma-separated, e.g. BTC/USDT,ETH/USDT")
     add.add_argument("--timeframe", default="1m", help="1m, 5m, 15m, 1h, 4h, 1d or 1w (default 1m)")
-    add.add_argument("--params", type=_json_object, default={}, help='JSON object, e.g. \'{"fast": 10, "slow": 30}\'')
+    add.add_argument("--params", type=json_object_option, default={}, help='JSON object, e.g. \'{"fast": 10, "slow": 30}\'')
     add.add_argument("--paused", action="store_true", help="create it paused (enabled false)")
     for action, help_text in (("pause", "stop deciding until resumed"),
                               ("resume", "decide again (also after a failure)"),
                               ("remove", "delete the instance")):
         actions.add_parser(action, help=help_text).add_argument("id")
     command.set_defaults(handler=strategies_command)
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
 
 
 def strategies_command(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tradeflow.service import BackgroundTask
+from tradeflow.periodic import PeriodicTask
 
 from tradeflow_strategy.adapters.fill_store import FillStore
 from tradeflow_strategy.adapters.instance_store import InstanceStore
@@ -23,20 +23,19 @@ from tradeflow_strategy.engine import StrategyEngine
 log = logging.getLogger(__name__)
 
 
-class InstanceSync(BackgroundTask):
+class InstanceSync(PeriodicTask):
     """A service Component: the first pass at start (before the consumer), then every interval."""
 
     name = "instance-sync"
 
     def __init__(self, engine: StrategyEngine, instances: InstanceStore, fills: FillStore, *,
                  interval_s: float) -> None:
-        super().__init__()
+        # The database may be away: a failed pass keeps what is known, the next one retries.
+        super().__init__(interval_s=interval_s, failure_message=f"instance sync failed; retrying in {interval_s:.1f}s")
         self._engine = engine
         self._instances = instances
         self._fills = fills
-        self._interval_s = interval_s
         self._fills_seen = 0
-        self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -44,10 +43,6 @@ class InstanceSync(BackgroundTask):
         self._fills_seen = await self._fills.newest()
         await self.refresh()
         await super().start()
-
-    def wake(self) -> None:
-        """Run a pass now (new fills were stored here)."""
-        self._wakeup.set()
 
     async def refresh(self) -> None:
         """One pass: the instances, then the fills stored since the last pass."""
@@ -58,14 +53,6 @@ class InstanceSync(BackgroundTask):
                 self._fills_seen = batch[-1].seq
             await self._engine.record_failures()
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self._interval_s)
-            except TimeoutError:
-                pass
-            self._wakeup.clear()
-            try:
-                await self.refresh()
-            except Exception:  # noqa: BLE001 - the database may be away: keep what is known, retry
-                log.exception("instance sync failed; retrying in %.1fs", self._interval_s)
+    async def run_once(self) -> None:
+        """A pass every interval, or at once when woken (new fills were stored here: wake())."""
+        await self.refresh()

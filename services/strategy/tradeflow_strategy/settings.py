@@ -7,19 +7,16 @@ every service and tool.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 from tradeflow.clients.candles import CandleApiSettings
 from tradeflow.settings import ServiceSettings, json_list
-from tradeflow.topics import EXEC_FILLS, MD_CANDLES, STRATEGY_SIGNALS
+from tradeflow.topics import EXEC_FILLS, MD_CANDLES, STRATEGY_SIGNALS, TopicName
 from tradeflow_db.settings import DatabasePoolSettings
 from tradeflow_trading.accounts import AccountsSettings
 from tradeflow_trading.strategy.loader import StrategyPathsSettings
-
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings, CandleApiSettings,
@@ -30,9 +27,9 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings,
     service_name: ClassVar[str] = "strategy"
 
     # The design's topics; overridable so tests (and staging copies) can use their own.
-    topic_candles: str = MD_CANDLES.name
-    topic_fills: str = EXEC_FILLS.name
-    topic_signals: str = STRATEGY_SIGNALS.name
+    topic_candles: TopicName = MD_CANDLES.name
+    topic_fills: TopicName = EXEC_FILLS.name
+    topic_signals: TopicName = STRATEGY_SIGNALS.name
     candle_builder_timeout_s: float = Field(default=10.0, gt=0, le=300, description="per warm-up request")
     warm_up_concurrency: int = Field(
         default=32, ge=1, le=256, description="markets warmed up at once (requests to the candle-builder in flight)")
@@ -60,11 +57,4 @@ class StrategySettings(ServiceSettings, AccountsSettings, StrategyPathsSettings,
     @classmethod
     def _instances_from_json(cls, value: Any) -> Any:
         return json_list(value, "instance definitions")
-
-    @field_validator("topic_candles", "topic_fills", "topic_signals")
-    @classmethod
-    def _topic_name(cls, value: str) -> str:
-        if not _TOPIC_NAME.match(value):
-            raise ValueError("must be a Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'")
-        return value
 

@@ -7,10 +7,9 @@ replica shows all of them. Only what changed is written; the last state is writt
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from tradeflow.service import BackgroundTask
+from tradeflow.periodic import PeriodicTask
 
 from tradeflow_strategy.adapters.instance_store import InstanceStore
 from tradeflow_strategy.engine import StrategyEngine
@@ -18,25 +17,20 @@ from tradeflow_strategy.engine import StrategyEngine
 log = logging.getLogger(__name__)
 
 
-class StatusWriter(BackgroundTask):
+class StatusWriter(PeriodicTask):
     name = "strategy-status-writer"
 
     def __init__(self, engine: StrategyEngine, store: InstanceStore, *, interval_s: float) -> None:
-        super().__init__()
+        # A failed write is logged; the next change writes the market again.
+        super().__init__(interval_s=interval_s, failure_message="writing the market status failed")
         self._engine = engine
         self._store = store
-        self._interval_s = interval_s
 
     async def flush(self) -> None:
         await self._store.put_market_status(self._engine.take_dirty_statuses())
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.flush()
-            except Exception:  # noqa: BLE001 - the next change writes the market again
-                log.exception("writing the market status failed")
+    async def run_once(self) -> None:
+        await self.flush()
 
     async def stop(self) -> None:
         await super().stop()

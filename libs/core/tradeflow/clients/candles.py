@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import httpx
 from pydantic import BaseModel, Field
 
 from tradeflow.bus.trace_context import propagate_to_request
+from tradeflow.time import NS_PER_MS, parse_time_ns
 from tradeflow.timeframes import TIMEFRAMES
 
-NS_PER_MS = 1_000_000
 PAGE_LIMIT = 10_000  # the endpoint's maximum
 
 
@@ -54,9 +53,7 @@ class StoredCandle:
 
 
 def _from_json(item: dict) -> StoredCandle:
-    moment = datetime.fromisoformat(item["ts"].replace("Z", "+00:00"))
-    ts = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
-    return StoredCandle(ts, float(item["open"]), float(item["high"]), float(item["low"]), float(item["close"]),
+    return StoredCandle(parse_time_ns(item["ts"]), float(item["open"]), float(item["high"]), float(item["low"]), float(item["close"]),
                         float(item["volume"]), int(item["trades"]))
 
 

@@ -1,8 +1,8 @@
 """Replay files (CSV) to ticks, one line at a time.
 
 Format (shared/design.md): a header ``ts,exchange,symbol,price,amount,side,trade_id``, then one
-trade per line. ``ts`` is epoch milliseconds or ISO 8601 with an offset (see
-:mod:`tradeflow.trades.event_time`; a naive ISO time is rejected). ``side`` is compared
+trade per line. ``ts`` is epoch milliseconds or ISO 8601 (see
+:mod:`tradeflow.time`; an ISO time without an offset is UTC, the platform's one rule). ``side`` is compared
 case-insensitively; surrounding spaces in any field are ignored; blank lines are ignored.
 
 :func:`parse_replay_lines` is a generator: it holds one line at a time, so a file of any size
@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from tradeflow.marketdata import tick_rejection_reason
 from tradeflow.messages import Tick
-from tradeflow.trades.event_time import EventTimeError, parse_event_time_ns
+from tradeflow.time import TimeFormatError, parse_time_ns
 from tradeflow.trades.receive_clock import ReceiveClock
 
 REPLAY_COLUMNS = ("ts", "exchange", "symbol", "price", "amount", "side", "trade_id")
@@ -87,8 +87,8 @@ def _tick_from_row(row: list[str], clock: ReceiveClock) -> Tick:
         raise _BadLine(f"malformed_line: expected {len(REPLAY_COLUMNS)} columns, got {len(row)}")
     ts, exchange, symbol, price, amount, side, trade_id = (field.strip() for field in row)
     try:
-        ts_event = parse_event_time_ns(ts)
-    except EventTimeError as exc:
+        ts_event = parse_time_ns(ts)
+    except TimeFormatError as exc:
         raise _BadLine(f"invalid_time: {exc}") from None
     exchange_ok = exchange and ":" not in exchange  # the key is exchange:symbol
     if not exchange_ok or not symbol:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 
 from tradeflow.messages import Candle
+from tradeflow.time import ns_to_datetime
 from tradeflow.topics import market_key
 
 DEMO_TIMEFRAME = "1m"
 
 
 def _ns_to_iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return ns_to_datetime(ns).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def format_price(value: float) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tradeflow.trades.event_time import parse_time_option
+from tradeflow.time import parse_time_option
 from tradeflow_candle_builder.backfill.plan import (
     OhlcvPageCursor,
     PagingStuck,

@@ -58,5 +58,5 @@ def test_datetime_conversion_is_exact_at_nanosecond_scale():
     moment = datetime(2026, 3, 5, 14, 37, 42, 123456, tzinfo=UTC)
     assert datetime_to_ns(moment) == ns(2026, 3, 5, 14, 37, 42) + 123_456_000
     assert ns_to_datetime(datetime_to_ns(moment)) == moment
-    with pytest.raises(ValueError):
-        datetime_to_ns(datetime(2026, 3, 5))
+    # The platform's one rule (tradeflow.time): a naive datetime is UTC.
+    assert datetime_to_ns(datetime(2026, 3, 5)) == ns(2026, 3, 5, 0, 0, 0)

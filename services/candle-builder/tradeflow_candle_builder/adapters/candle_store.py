@@ -25,15 +25,14 @@ sit behind a transaction-mode pgbouncer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 from tradeflow.messages import Candle, Tick
-from tradeflow_db.engine import libpq_url
-from tradeflow_db.pool_metrics import register_pool
+from tradeflow.time import as_utc, datetime_to_ns, ns_to_datetime
+from tradeflow_db import Database
 
 from tradeflow_candle_builder.adapters.continuous_aggregates import ContinuousAggregateRefresher
 from tradeflow_candle_builder.adapters.higher_timeframes import (
@@ -46,7 +45,9 @@ from tradeflow_candle_builder.adapters.higher_timeframes import (
 from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES
 
 ONE_MINUTE_NS = 60_000_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The newest of the candle-builder's migrations (0004: candle emissions): the service and the
+# backfill refuse to start on a database without it.
+REQUIRED_REVISION = "0004"
 
 TIMEFRAME_RELATIONS: dict[str, str] = {
     "1m": "candles_1m",
@@ -58,8 +59,8 @@ TIMEFRAME_RELATIONS: dict[str, str] = {
     "1w": "candles_1w",
 }
 
-# nanoseconds (bigint) -> timestamptz, exact to the microsecond.
-_NS_TO_TS = "(TIMESTAMPTZ 'epoch' + ({} / 1000) * INTERVAL '1 microsecond')"
+# nanoseconds (bigint) -> timestamptz, exact to the microsecond (the candle-builder's stores share it).
+NS_TO_TS = "(TIMESTAMPTZ 'epoch' + ({} / 1000) * INTERVAL '1 microsecond')"
 
 _CREATE_STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS ticks_staging (
@@ -74,15 +75,15 @@ _COPY_STAGING = (
 _STAGING_TYPES = ["text", "text", "text", "float8", "float8", "text", "int8", "int8"]
 _MOVE_STAGED_TICKS = f"""
 INSERT INTO ticks (exchange, symbol, ts, trade_id, price, amount, side, ts_recv)
-SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, trade_id, price, amount, side,
-       {_NS_TO_TS.format("ts_recv_ns")}
+SELECT exchange, symbol, {NS_TO_TS.format("ts_ns")}, trade_id, price, amount, side,
+       {NS_TO_TS.format("ts_recv_ns")}
 FROM ticks_staging
 ON CONFLICT (exchange, symbol, ts, trade_id) DO NOTHING
 """
 
 _UPSERT_CANDLES_1M = f"""
 INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volume, trades, revision, updated_at)
-SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, revision, now()
+SELECT exchange, symbol, {NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, revision, now()
 FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[], %(open)s::float8[],
             %(high)s::float8[], %(low)s::float8[], %(close)s::float8[], %(volume)s::float8[],
             %(trades)s::int4[], %(revision)s::int4[])
@@ -98,7 +99,7 @@ WHERE excluded.trades >= c.trades
 # (ts_recv), then trade_id so the result is deterministic even for identical receive times.
 _RECOMPUTE_CANDLES_1M = f"""
 WITH keys AS (
-    SELECT DISTINCT exchange, symbol, {_NS_TO_TS.format("ts_ns")} AS ts
+    SELECT DISTINCT exchange, symbol, {NS_TO_TS.format("ts_ns")} AS ts
     FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[]) AS k(exchange, symbol, ts_ns)
 ), rebuilt AS (
     SELECT k.exchange, k.symbol, k.ts,
@@ -136,7 +137,7 @@ _FETCH_1M = f"""
 SELECT exchange, symbol, ts, open, high, low, close, volume, trades, revision
 FROM candles_1m
 WHERE exchange = %s AND symbol = %s
-  AND ts >= {_NS_TO_TS.format("%s::int8")} AND ts < {_NS_TO_TS.format("%s::int8")}
+  AND ts >= {NS_TO_TS.format("%s::int8")} AND ts < {NS_TO_TS.format("%s::int8")}
 ORDER BY ts
 """
 
@@ -153,87 +154,69 @@ class CandleRow(NamedTuple):
     trades: int
 
 
-def datetime_to_ns(value: datetime) -> int:
-    """UTC nanoseconds of an aware datetime (a naive one is taken as UTC, our convention)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // timedelta(microseconds=1) * 1000
-
-
 class CandleStore:
-    """Ticks and candles in the Tradeflow schema (see tradeflow_db migrations)."""
+    """Ticks and candles in the Tradeflow schema (see the candle-builder's migrations).
+
+    It runs on a :class:`tradeflow_db.Database` (the pool, the ping, the schema check): the
+    service's bootstrap builds one with :data:`REQUIRED_REVISION`, so a database that is not
+    migrated stops the start with a message naming the revision and ``tradeflow db upgrade``.
+    ``CandleStore(url)`` builds its own (tools and tests; no revision check unless given).
+    """
 
     def __init__(
         self,
-        database_url: str,
+        database: Database | str,
         *,
         min_connections: int = 1,
         max_connections: int = 4,
         connect_timeout_s: float = 10.0,
+        required_revision: str | None = None,
     ) -> None:
-        self._conninfo = libpq_url(database_url)
-        self._min_connections = min_connections
-        self._max_connections = max_connections
-        self._connect_timeout_s = connect_timeout_s
-        self._pool: AsyncConnectionPool | None = None
+        if isinstance(database, str):
+            database = CandleStore.database(database, min_connections=min_connections,
+                                            max_connections=max_connections, connect_timeout_s=connect_timeout_s,
+                                            required_revision=required_revision)
+        self._database = database
         self._mode: str | None = None  # storage mode recorded by the migrations, read once
         self._aggregates = ContinuousAggregateRefresher()  # used in mode timescaledb only
 
     def register_metrics(self, registry) -> None:
-        """The pool's figures (tradeflow_db_pool_*, pool="candle-store") on ``registry``."""
-        register_pool(registry, "candle-store", lambda: self._pool)
+        """The pool's figures (tradeflow_db_pool_*, labelled with the database's name) on ``registry``."""
+        self._database.register_metrics(registry)
+
+    @staticmethod
+    def database(database_url: str, *, name: str = "candle-store", min_connections: int = 1,
+                 max_connections: int = 4, connect_timeout_s: float = 10.0,
+                 required_revision: str | None = None) -> Database:
+        """The :class:`Database` this store needs: its connections carry the tick staging table."""
+        return Database(database_url, name=name, required_revision=required_revision,
+                        min_connections=min_connections, max_connections=max_connections,
+                        connect_timeout_s=connect_timeout_s, configure=CandleStore.configure_connection)
+
+    @staticmethod
+    async def configure_connection(conn: psycopg.AsyncConnection) -> None:
+        """The store's per-connection setup (its tick staging table), for the Database it runs on."""
+        await conn.execute(_CREATE_STAGING)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the pool; fails (psycopg_pool.PoolTimeout) when the database is unreachable."""
-        if self._pool is not None:
-            return
-        pool = AsyncConnectionPool(
-            self._conninfo,
-            min_size=self._min_connections,
-            max_size=self._max_connections,
-            kwargs={"autocommit": True},
-            configure=self._configure_connection,
-            timeout=self._connect_timeout_s,
-            open=False,
-            name="candle-store",
-        )
-        await pool.open(wait=True, timeout=self._connect_timeout_s)
-        self._pool = pool
+        """Open the pool; fails (psycopg_pool.PoolTimeout) when the database is unreachable and
+        (tradeflow_db.SchemaNotReadyError) when it lacks the required revision."""
+        await self._database.start()
 
     async def stop(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
-
-    @staticmethod
-    async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
-        # UTC so timestamptz values come back as UTC datetimes; the staging table lives as
-        # long as the connection.
-        await conn.execute("SET TIME ZONE 'UTC'")
-        await conn.execute(_CREATE_STAGING)
-
-    def _require_pool(self) -> AsyncConnectionPool:
-        if self._pool is None:
-            raise RuntimeError("CandleStore is not started (call await store.start())")
-        return self._pool
+        await self._database.stop()
 
     def connection(self):
         """A pooled connection (async context manager, autocommit, UTC): for the stores that share
         this pool (instrument registry, session candles)."""
-        return self._require_pool().connection()
+        return self._database.connection()
 
     async def ping(self, timeout_s: float = 2.0) -> tuple[bool, str]:
         """Readiness check: (reachable, detail). Usable directly as a ReadinessCheck."""
-        if self._pool is None:
-            return False, "database: store not started"
-        try:
-            async with self._pool.connection(timeout=timeout_s) as conn:
-                await conn.execute("SELECT 1")
-        except Exception as exc:  # any failure means "not ready"; the detail says why
-            return False, f"database: {type(exc).__name__}: {exc}".strip()
-        return True, "database: ok"
+        ok, detail = await self._database.ping(timeout_s)
+        return ok, "database: ok" if ok else f"database: {detail}"
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -241,7 +224,7 @@ class CandleStore:
         """Store a batch of trades; returns how many were new (a replayed batch returns 0)."""
         if not ticks:
             return 0
-        async with self._require_pool().connection() as conn, conn.transaction():
+        async with self._database.connection() as conn, conn.transaction():
             async with conn.cursor() as cur:
                 await _stage_ticks(cur, ticks)
                 await cur.execute(_MOVE_STAGED_TICKS)
@@ -263,11 +246,11 @@ class CandleStore:
         rows = list(latest.values())
         params = _candle_columns(rows)
         if not await self._maintains_higher_timeframes():
-            async with self._require_pool().connection() as conn:  # autocommit: committed here
+            async with self._database.connection() as conn:  # autocommit: committed here
                 await conn.execute(_UPSERT_CANDLES_1M, params)
                 await self._aggregates.after_minutes_changed(conn, [c.ts_start for c in rows])
             return
-        async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
+        async with self._database.connection() as conn, conn.transaction(), conn.pipeline():
             await self._lock_instruments(conn, {(c.exchange, c.symbol) for c in rows})
             await conn.execute(_UPSERT_CANDLES_1M, params)
             await _execute_all(conn, refresh_statements(latest))
@@ -288,12 +271,12 @@ class CandleStore:
             "ts_ns": [k[2] for k in keys],
         }
         if not await self._maintains_higher_timeframes():
-            async with self._require_pool().connection() as conn:  # autocommit: committed here
+            async with self._database.connection() as conn:  # autocommit: committed here
                 cursor = await conn.execute(_RECOMPUTE_CANDLES_1M, params)
                 rows = await cursor.fetchall()
                 await self._aggregates.after_minutes_changed(conn, (datetime_to_ns(row[2]) for row in rows))
         else:
-            async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
+            async with self._database.connection() as conn, conn.transaction(), conn.pipeline():
                 await self._lock_instruments(conn, {(k[0], k[1]) for k in keys})
                 cursor = await conn.execute(_RECOMPUTE_CANDLES_1M, params)
                 # Keys without trades change nothing; refreshing their buckets is harmless.
@@ -317,11 +300,11 @@ class CandleStore:
         if end_ns <= start_ns:
             return
         if await self._maintains_higher_timeframes():
-            async with self._require_pool().connection() as conn, conn.transaction(), conn.pipeline():
+            async with self._database.connection() as conn, conn.transaction(), conn.pipeline():
                 await self._lock_instruments(conn, {(exchange, symbol)})
                 await _execute_all(conn, rebuild_statements(exchange, symbol, start_ns, end_ns))
             return
-        async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
+        async with self._database.connection() as conn:  # autocommit: CALL needs it
             await self._aggregates.range_refreshed(conn, start_ns, end_ns)
 
     async def refresh_continuous_aggregates_since(self, start_ns: int) -> int:
@@ -336,7 +319,7 @@ class CandleStore:
         """
         if await self._maintains_higher_timeframes():
             return 0
-        async with self._require_pool().connection() as conn:  # autocommit: CALL needs it
+        async with self._database.connection() as conn:  # autocommit: CALL needs it
             return len(await self._aggregates.range_refreshed(conn, start_ns, None))
 
     async def _maintains_higher_timeframes(self) -> bool:
@@ -350,7 +333,7 @@ class CandleStore:
 
     async def _storage_mode(self) -> str:
         if self._mode is None:
-            async with self._require_pool().connection() as conn:
+            async with self._database.connection() as conn:
                 cursor = await conn.execute("SELECT storage_mode FROM tradeflow_schema_info")
                 (self._mode,) = await cursor.fetchone()
         return self._mode
@@ -381,10 +364,10 @@ class CandleStore:
         params: list[object] = [exchange, symbol]
         if start is not None:
             conditions.append(sql.SQL("ts >= %s"))
-            params.append(_as_utc(start))
+            params.append(as_utc(start))
         if end is not None:
             conditions.append(sql.SQL("ts < %s"))
-            params.append(_as_utc(end))
+            params.append(as_utc(end))
         newest_first = start is None
         query = sql.SQL(
             "SELECT ts, open, high, low, close, volume, trades FROM {relation} WHERE {where} "
@@ -395,7 +378,7 @@ class CandleStore:
             direction=sql.SQL("DESC" if newest_first else "ASC"),
         )
         params.append(limit)
-        async with self._require_pool().connection() as conn:
+        async with self._database.connection() as conn:
             cursor = await conn.execute(query, params)
             rows = await cursor.fetchall()
         if newest_first:
@@ -412,12 +395,12 @@ class CandleStore:
         relation = TIMEFRAME_RELATIONS.get(timeframe)
         if relation is None:
             raise ValueError(f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAME_RELATIONS)}")
-        async with self._require_pool().connection() as conn:
+        async with self._database.connection() as conn:
             cursor = await conn.execute(_NEWEST_1M, (exchange, symbol))
             newest = await cursor.fetchone()
             if newest is None or timeframe == "1m":
                 return None if newest is None else _candle_row(newest)
-            window_start = _ns_to_datetime(TIMEFRAMES[timeframe].bucket_start(datetime_to_ns(newest[0])))
+            window_start = ns_to_datetime(TIMEFRAMES[timeframe].bucket_start(datetime_to_ns(newest[0])))
             query = sql.SQL(
                 "SELECT ts, open, high, low, close, volume, trades FROM {relation} "
                 "WHERE exchange = %s AND symbol = %s AND ts >= %s ORDER BY ts DESC LIMIT 1"
@@ -428,7 +411,7 @@ class CandleStore:
 
     async def fetch_1m(self, exchange: str, symbol: str, start_ns: int, end_ns: int) -> list[Candle]:
         """Stored 1m candles with bucket start in [start_ns, end_ns), with their revisions."""
-        async with self._require_pool().connection() as conn:
+        async with self._database.connection() as conn:
             cursor = await conn.execute(_FETCH_1M, (exchange, symbol, start_ns, end_ns))
             rows = await cursor.fetchall()
         return [_candle_1m(*row) for row in rows]
@@ -444,7 +427,7 @@ class CandleStore:
         """
         if not ticks:
             return 0, set()
-        async with self._require_pool().connection() as conn, conn.transaction():
+        async with self._database.connection() as conn, conn.transaction():
             async with conn.cursor() as cur:
                 await _stage_ticks(cur, ticks)
                 await cur.execute(_MOVE_STAGED_TICKS_NEW_MINUTES)
@@ -463,7 +446,7 @@ class CandleStore:
         if not rows:
             return []
         params = _candle_columns(rows)
-        async with self._require_pool().connection() as conn:
+        async with self._database.connection() as conn:
             cursor = await conn.execute(_MERGE_CANDLES_1M, params)
             return [(exchange, symbol, datetime_to_ns(ts)) for exchange, symbol, ts in await cursor.fetchall()]
 
@@ -498,17 +481,9 @@ async def _stage_ticks(cur: psycopg.AsyncCursor, ticks: Sequence[Tick]) -> None:
             await write_row((t.exchange, t.symbol, t.trade_id, t.price, t.amount, t.side, t.ts_event, t.ts_recv))
 
 
-def _ns_to_datetime(value_ns: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value_ns // 1000)
-
-
 def _candle_row(row) -> CandleRow:
     ts, open_, high, low, close, volume, trades = row
     return CandleRow(ts, open_, high, low, close, volume, int(trades))
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _candle_1m(exchange, symbol, ts, open_, high, low, close, volume, trades, revision) -> Candle:
@@ -538,7 +513,7 @@ FROM inserted GROUP BY 1, 2, 3
 
 _MERGE_CANDLES_1M = f"""
 INSERT INTO candles_1m AS c (exchange, symbol, ts, open, high, low, close, volume, trades, revision, updated_at)
-SELECT exchange, symbol, {_NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, 0, now()
+SELECT exchange, symbol, {NS_TO_TS.format("ts_ns")}, open, high, low, close, volume, trades, 0, now()
 FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(ts_ns)s::int8[], %(open)s::float8[],
             %(high)s::float8[], %(low)s::float8[], %(close)s::float8[], %(volume)s::float8[],
             %(trades)s::int4[])

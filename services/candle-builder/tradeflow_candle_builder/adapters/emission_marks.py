@@ -13,16 +13,16 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from tradeflow.messages import Candle
+from tradeflow.time import datetime_to_ns
 
-from tradeflow_candle_builder.adapters.candle_store import CandleStore, datetime_to_ns
+from tradeflow_candle_builder.adapters.candle_store import NS_TO_TS, CandleStore
 
 Instrument = tuple[str, str]  # (exchange, symbol)
 
-_NS_TO_TS = "(TIMESTAMPTZ 'epoch' + ({} / 1000) * INTERVAL '1 microsecond')"
 
 _RECORD = f"""
 INSERT INTO candle_emissions AS e (exchange, symbol, emitted_through)
-SELECT exchange, symbol, {_NS_TO_TS.format("end_ns")}
+SELECT exchange, symbol, {NS_TO_TS.format("end_ns")}
 FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(end_ns)s::int8[]) AS m(exchange, symbol, end_ns)
 ON CONFLICT (exchange, symbol) DO UPDATE SET emitted_through = excluded.emitted_through, updated_at = now()
 WHERE excluded.emitted_through > e.emitted_through

@@ -24,6 +24,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from tradeflow.time import NS_PER_SECOND, datetime_to_ns
+
 from tradeflow_candle_builder.domain.instruments import TWENTY_FOUR_SEVEN
 from tradeflow_candle_builder.domain.sessions import Segment, Session, SessionTable
 
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 
 FIRST_SESSION = date(2000, 1, 1)
 YEARS_AHEAD = 2
-NS_PER_SECOND = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +123,7 @@ def _ns(column: pd.Series) -> list[int | None]:
 
 
 def _local_ns(day: date, at: time, tz: ZoneInfo) -> int:
-    moment = datetime.combine(day, at, tzinfo=tz)
-    return int(moment.timestamp()) * NS_PER_SECOND
+    return datetime_to_ns(datetime.combine(day, at, tzinfo=tz))
 
 
 def build_sessions(schedule: pd.DataFrame, tz: ZoneInfo, extended: ExtendedHours | None) -> list[Session]:

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from tradeflow.messages import Candle
+from tradeflow.time import datetime_to_ns
 
-from tradeflow_candle_builder.adapters.candle_store import CandleRow, CandleStore, datetime_to_ns
+from tradeflow_candle_builder.adapters.candle_store import NS_TO_TS, CandleRow, CandleStore
 
-_NS_TO_TS = "(TIMESTAMPTZ 'epoch' + ({} / 1000) * INTERVAL '1 microsecond')"
 _COLUMNS = "exchange, symbol, timeframe, ts, ts_end, open, high, low, close, volume, trades, revision"
 _ON_CONFLICT = """
 ON CONFLICT (exchange, symbol, timeframe, ts) DO UPDATE SET
@@ -31,7 +31,7 @@ RETURNING """ + _COLUMNS
 
 _UPSERT = f"""
 INSERT INTO session_candles AS s ({_COLUMNS})
-SELECT exchange, symbol, timeframe, {_NS_TO_TS.format("ts_ns")}, {_NS_TO_TS.format("end_ns")},
+SELECT exchange, symbol, timeframe, {NS_TO_TS.format("ts_ns")}, {NS_TO_TS.format("end_ns")},
        open, high, low, close, volume, trades, 0
 FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(timeframe)s::text[], %(ts_ns)s::int8[],
             %(end_ns)s::int8[], %(open)s::float8[], %(high)s::float8[], %(low)s::float8[],
@@ -42,14 +42,14 @@ FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(timeframe)s::text[], %(t
 
 # A bucket from its 1m rows (the same rules as in memory: first open, last close, sums).
 _FOLD_1M = f"""
-SELECT k.exchange, k.symbol, k.timeframe, {_NS_TO_TS.format("k.ts_ns")} AS ts, {_NS_TO_TS.format("k.end_ns")} AS ts_end,
+SELECT k.exchange, k.symbol, k.timeframe, {NS_TO_TS.format("k.ts_ns")} AS ts, {NS_TO_TS.format("k.end_ns")} AS ts_end,
        (array_agg(m.open ORDER BY m.ts))[1] AS open, max(m.high) AS high, min(m.low) AS low,
        (array_agg(m.close ORDER BY m.ts DESC))[1] AS close, sum(m.volume) AS volume,
        sum(m.trades)::int4 AS trades
 FROM unnest(%(exchange)s::text[], %(symbol)s::text[], %(timeframe)s::text[], %(ts_ns)s::int8[], %(end_ns)s::int8[])
      AS k(exchange, symbol, timeframe, ts_ns, end_ns)
 JOIN candles_1m m ON m.exchange = k.exchange AND m.symbol = k.symbol
-                 AND m.ts >= {_NS_TO_TS.format("k.ts_ns")} AND m.ts < {_NS_TO_TS.format("k.end_ns")}
+                 AND m.ts >= {NS_TO_TS.format("k.ts_ns")} AND m.ts < {NS_TO_TS.format("k.end_ns")}
 GROUP BY k.exchange, k.symbol, k.timeframe, k.ts_ns, k.end_ns
 """
 

@@ -1,7 +1,7 @@
 """What a backfill asks for, page by page (pure: no I/O, no clock of its own).
 
 * :func:`check_range`: ``--since``/``--until`` (epoch ms, read by
-  :func:`tradeflow.trades.event_time.parse_time_option`) in order and not in the future.
+  :func:`tradeflow.time.parse_time_option`) in order and not in the future.
 * :class:`TradePageCursor`: pages forward through ``[since, until)`` by time. Each request asks
   for trades from the cursor (inclusive) to the end of its window; a page moves the cursor to
   its newest trade (that millisecond is asked again, its already-seen ids are dropped), and a
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from tradeflow.time import NS_PER_MS, format_time_ms
 from tradeflow_exchanges.ccxt_trades import UnusableTrade, trade_fields
 
 MINUTE_MS = 60_000
@@ -40,7 +40,7 @@ def check_range(since_ms: int, until_ms: int, now_ms: int) -> None:
 
 
 def format_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_time_ms(ms * NS_PER_MS)
 
 
 class PagingStuck(RuntimeError):

@@ -24,11 +24,13 @@ from typing import TextIO
 from tradeflow.marketdata import tick_rejection_reason
 from tradeflow.messages import Candle, Tick
 from tradeflow.settings import redact_url
+from tradeflow.time import NS_PER_MS
 from tradeflow.trades.receive_clock import ReceiveClock
 from tradeflow.trades.replay_csv import RejectedLine, ReplayFileError, parse_replay_lines
+from tradeflow_db import SchemaNotReadyError
 from tradeflow_exchanges.ccxt_trades import in_exchange_order, trade_to_tick
 
-from tradeflow_candle_builder.adapters.candle_store import CandleStore
+from tradeflow_candle_builder.adapters.candle_store import REQUIRED_REVISION, CandleStore
 from tradeflow_candle_builder.backfill.exchange_history import (
     TRADE_PAGE_LIMIT,
     ExchangeHistory,
@@ -49,7 +51,6 @@ from tradeflow_candle_builder.backfill.progress import BackfillProgress
 from tradeflow_candle_builder.backfill.sessions import SessionBackfill, load_session_backfill
 from tradeflow_candle_builder.backfill.settings import BackfillSettings
 
-NS_PER_MS = 1_000_000
 SOURCES = ("auto", "trades", "ohlcv")
 RECOMPUTE_CHUNK = 500  # minutes per recompute statement
 FILE_BATCH = 5_000  # replay-file ticks per write
@@ -178,9 +179,12 @@ async def _checked(awaitable):
 
 
 async def _started_store(settings: BackfillSettings) -> CandleStore:
-    store = CandleStore(settings.libpq_url, max_connections=2, connect_timeout_s=5.0)
+    store = CandleStore(settings.libpq_url, max_connections=2, connect_timeout_s=5.0,
+                        required_revision=REQUIRED_REVISION)
     try:
         await store.start()
+    except SchemaNotReadyError as exc:  # says which revision and to run `tradeflow db upgrade`
+        raise BackfillFailed(str(exc)) from None
     except Exception as exc:  # PoolTimeout or a refused connection: say which database
         raise BackfillFailed(
             f"cannot reach the database {redact_url(settings.libpq_url)} (TRADEFLOW_DATABASE_URL): "

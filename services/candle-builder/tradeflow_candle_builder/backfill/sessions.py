@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from tradeflow.time import NS_PER_MS
+
 from tradeflow_candle_builder.adapters.candle_store import CandleStore
 from tradeflow_candle_builder.adapters.instrument_store import InstrumentStore
 from tradeflow_candle_builder.adapters.market_calendars import session_table
 from tradeflow_candle_builder.adapters.session_candle_store import BucketKey, SessionCandleStore
 from tradeflow_candle_builder.domain.instruments import SessionRules
 
-NS_PER_MS = 1_000_000
 REBUILD_CHUNK = 1_000  # buckets per rebuild statement
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from tradeflow.markets import instrument_problem
 
 from tradeflow_candle_builder.domain.sessions import SessionTable, SessionTimeframe, session_timeframes
 
 TWENTY_FOUR_SEVEN = "24/7"
-# Exchange ids as ccxt and our keys use them; symbols as ccxt writes them (BTC/USDT, BTC/USDT:USDT, AAPL).
-_EXCHANGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:+-]{0,63}$")
+__all__ = ["TWENTY_FOUR_SEVEN", "InstrumentSpec", "SessionRules", "instrument_problem"]  # instrument_problem: tradeflow.markets
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +31,6 @@ class InstrumentSpec:
 
     def same_settings(self, other: InstrumentSpec) -> bool:
         return (self.calendar, self.extended_hours) == (other.calendar, other.extended_hours)
-
-
-def instrument_problem(exchange: str, symbol: str) -> str | None:
-    """Why ``exchange``/``symbol`` cannot be registered, or None."""
-    if not _EXCHANGE.match(exchange):
-        return f"exchange: {exchange!r} must be 1-64 letters, digits, '_', '.' or '-' (e.g. binance)"
-    if not _SYMBOL.match(symbol):
-        return f"symbol: {symbol!r} must be 1-64 letters, digits, '/', ':', '_', '.', '+' or '-' (e.g. BTC/USDT, AAPL)"
-    return None
 
 
 class SessionRules:

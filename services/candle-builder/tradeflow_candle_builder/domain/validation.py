@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tradeflow.marketdata import tick_rejection_reason
+from tradeflow.markets import market_key
 from tradeflow.messages import Tick
 
 
@@ -16,6 +17,6 @@ def consumed_tick_rejection_reason(key: str | None, tick: Tick, now_ns: int) -> 
     reason = tick_rejection_reason(tick, now_ns)
     if reason is not None:
         return reason
-    if key != f"{tick.exchange}:{tick.symbol}":
+    if key != market_key(tick.exchange, tick.symbol):
         return f"key_mismatch: record key {key!r} is not the tick's exchange:symbol {tick.exchange}:{tick.symbol}"
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+from tradeflow.markets import parse_market_key
 from tradeflow.messages import Candle
 
 from tradeflow_candle_builder.domain.timeframes import TIMEFRAMES, ns_to_datetime
@@ -40,10 +41,10 @@ def parse_subscription(keys: str | None, timeframes: str | None) -> set[StreamKe
         raise InvalidSubscription(f"keys: at most {MAX_KEYS} per connection, got {len(markets)}")
     pairs = []
     for market in markets:
-        exchange, _, symbol = market.partition(":")
-        if not exchange or not symbol:
+        pair = parse_market_key(market)
+        if pair is None:
             raise InvalidSubscription(f"keys: {market[:60]!r} is not exchange:symbol")
-        pairs.append((exchange, symbol))
+        pairs.append(pair)
     names = [t.strip() for t in (timeframes or "1m").split(",") if t.strip()]
     if not names:
         raise InvalidSubscription("timeframes: empty; e.g. timeframes=1m,1h")

@@ -157,17 +157,3 @@ def test_the_cache_reader_takes_every_symbols_new_trades_and_flags_a_cache_that_
     assert second.overflowed == ["B"]
     assert reader.read(caches, ["A", "B"]).trades == []  # nothing new, nothing read twice
     assert reader.read(caches, ["C"]).trades == []  # a symbol without a cache yet
-
-
-def test_the_alert_throttle_lets_one_per_interval_through_and_counts_the_rest():
-    from tradeflow_ingest.domain.alert_throttle import AlertThrottle
-
-    throttle = AlertThrottle(interval_s=60.0)
-    assert throttle.admit(("bn", "lost"), now=0.0) == 0
-    assert throttle.admit(("bn", "lost"), now=10.0) is None
-    assert throttle.admit(("bn", "lost"), now=59.9) is None
-    assert throttle.admit(("bn", "breaker"), now=20.0) == 0  # another kind has its own allowance
-    assert throttle.admit(("bn", "lost"), now=60.0) == 2  # the next one says how many were held back
-    assert throttle.admit(("bn", "lost"), now=200.0) == 0
-    with pytest.raises(ValueError):
-        AlertThrottle(0)

@@ -8,7 +8,6 @@ from typing import Literal
 
 from tradeflow_ingest.adapters.feed_metrics import FeedMetrics
 from tradeflow_ingest.adapters.tick_publisher import TickPublisher
-from tradeflow_ingest.domain.alert_throttle import AlertThrottle
 
 WEBSOCKET_LOST = "feed_websocket_lost"
 WEBSOCKET_RECOVERED = "feed_websocket_recovered"
@@ -21,18 +20,16 @@ CATCH_UP_INCOMPLETE = "feed_catch_up_incomplete"
 class FeedAlerts:
     """Raises the feed's alerts (key: the service name, labels: at least the exchange).
 
-    At most one alert per kind every ``interval_s`` (see :class:`AlertThrottle`); an alert that
-    follows suppressed ones says how many in its message and in the ``suppressed`` label.
-    Sending never blocks the feed: the ack is not awaited, a failure is logged by the publisher.
+    At most one alert per kind every ``interval_s`` (:class:`tradeflow.bus.alerts.AlertPublisher`);
+    an alert that follows suppressed ones says how many in its message and in the ``suppressed``
+    label. Sending never blocks the feed: the ack is not awaited, a failure is logged.
     """
 
     def __init__(self, publisher: TickPublisher, metrics: FeedMetrics, exchange: str, interval_s: float,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._publisher = publisher
+        self._alerts = publisher.alert_publisher(interval_s=interval_s, monotonic=monotonic)
         self._metrics = metrics
         self._exchange = exchange
-        self._throttle = AlertThrottle(interval_s)
-        self._monotonic = monotonic
 
     def websocket_lost(self, reason: BaseException, rest_for_s: float) -> None:
         self._raise(WEBSOCKET_LOST, "warning",
@@ -83,11 +80,6 @@ class FeedAlerts:
 
     def _raise(self, kind: str, severity: Literal["info", "warning", "critical"], message: str,
                throttle_key: str | None = None, **labels: str) -> None:
-        suppressed = self._throttle.admit(throttle_key or kind, self._monotonic())
-        self._metrics.alert(kind, sent=suppressed is not None)
-        if suppressed is None:
-            return
-        if suppressed:
-            message += f" ({suppressed} more like this since the last alert were suppressed)"
-        self._publisher.raise_alert(kind, severity, message,
-                                    {"exchange": self._exchange, "suppressed": str(suppressed), **labels})
+        sent = self._alerts.publish(kind, severity, message, {"exchange": self._exchange, **labels},
+                                    throttle_key=throttle_key or kind)
+        self._metrics.alert(kind, sent=sent)

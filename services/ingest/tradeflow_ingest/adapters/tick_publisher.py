@@ -7,13 +7,12 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from opentelemetry.trace import SpanKind
 from tradeflow.bus import DeadLetters, Producer
-from tradeflow.bus.alerts import send_alert
+from tradeflow.bus.alerts import AlertPublisher
 from tradeflow.codec import encode, message_headers
 from tradeflow.marketdata import reason_code, tick_rejection_reason
 from tradeflow.messages import Alert, Tick
@@ -139,12 +138,10 @@ class TickPublisher:
         return PublishOutcome(published.total(), rejected, failed, last_event_ns, first_error,
                               dict(published_by_symbol), dict(rejected_by_symbol))
 
-    def raise_alert(
-        self, kind: str, severity: Literal["info", "warning", "critical"], message: str, labels: dict[str, str]
-    ) -> None:
-        """Send an operational alert to ops.alerts.v1 (key: the service name) without waiting for
-        its ack; a failure to deliver it is logged."""
-        send_alert(self._producer, self._service_name, kind, severity, message, labels)
+    def alert_publisher(self, *, interval_s: float | None = None,
+                        monotonic: Callable[[], float] = time.monotonic) -> AlertPublisher:
+        """This service's operational alerts on ops.alerts.v1 through the same producer."""
+        return AlertPublisher(self._producer, self._service_name, interval_s=interval_s, monotonic=monotonic)
 
     def _alert(self, tick: Tick, reason: str) -> Alert:
         return Alert(

@@ -9,21 +9,16 @@ when a replica dies the group hands its partitions, hence its subscriptions, to 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from tradeflow.markets import parse_market_key, spot_pair_problem
 from tradeflow.messages import Subscription
-
-# ccxt's unified spot symbols: BASE/QUOTE, no spaces, no ':' (the message key separator).
-SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,32}/[A-Za-z0-9._-]{1,32}$")
 
 
 def symbol_rejection_reason(symbol: str) -> str | None:
-    """Why ``symbol`` cannot be subscribed, or None when its form is right."""
-    if not SYMBOL_PATTERN.match(symbol):
-        return f"symbol {symbol!r} is not a unified spot symbol like 'BTC/USDT'"
-    return None
+    """Why ``symbol`` cannot be subscribed (ingest serves ccxt's unified spot pairs), or None."""
+    return spot_pair_problem(symbol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +79,4 @@ def symbols_to_serve(
 
 def parse_key(key: bytes | None) -> tuple[str, str] | None:
     """``b'binance:BTC/USDT'`` -> ``('binance', 'BTC/USDT')``; None for a key of another form."""
-    if not key:
-        return None
-    exchange, sep, symbol = key.decode("utf-8", "replace").partition(":")
-    return (exchange, symbol) if sep and exchange and symbol else None
+    return parse_market_key(key)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from tradeflow.codec import encode
 from tradeflow.messages import Alert, Fill, Message, OrderEvent, RiskEvent
+from tradeflow.time import datetime_to_ns
 
 EventKind = Literal["order", "fill", "risk", "alert", "report", "test"]
 Severity = Literal["info", "warning", "critical"]
@@ -106,8 +107,8 @@ def check_amount(what: str, value: Decimal) -> None:
         raise UnrenderableEvent(f"{what} is {value}, not a finite amount")
 
 
-_MIN_NS = int(datetime(1970, 1, 2, tzinfo=UTC).timestamp()) * 1_000_000_000
-_MAX_NS = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
+_MIN_NS = datetime_to_ns(datetime(1970, 1, 2, tzinfo=UTC))
+_MAX_NS = datetime_to_ns(datetime(9999, 1, 1, tzinfo=UTC))
 
 
 def check_time(ts_event: int) -> None:

@@ -14,13 +14,14 @@ import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 from tradeflow.messages import Alert, Fill, OrderEvent, RiskEvent
+from tradeflow.time import NS_PER_S, ns_to_datetime
 from tradeflow_trading.money import mul
 from tradeflow_trading.positions import split_symbol
 
@@ -32,8 +33,7 @@ DISCORD_LIMIT = 2000
 SLACK_LIMIT = 3000  # Slack shows longer texts collapsed; a notification should fit at a glance
 EMAIL_SUBJECT_LIMIT = 200
 MORE = "…"
-NS = 1_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NS = NS_PER_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ def signed(value: Decimal) -> str:
 
 
 def moment(ts_ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ts_ns // 1000)
+    return ns_to_datetime(ts_ns)
 
 
 def when(ts_ns: int, zone: ZoneInfo) -> str:

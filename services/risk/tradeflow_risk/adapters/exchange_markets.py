@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from tradeflow.bus.connection import Backoff
+from tradeflow.service import BackgroundTask
 from tradeflow_exchanges.ccxt_client import ExchangeFeedSettings, create_ccxt_exchange, find_exchange
 
 from tradeflow_risk.domain.market_rules import MarketRules
@@ -58,28 +59,22 @@ def rules_from_ccxt(market: Mapping[str, Any], precision_mode: int) -> MarketRul
                        min_cost=_decimal((limits.get("cost") or {}).get("min")))
 
 
-class ExchangeMarkets:
+class ExchangeMarkets(BackgroundTask):
     """A service Component: the market rules of the accounts' configured exchanges."""
 
     name = "exchange-markets"
 
     def __init__(self, configured: Iterable[ExchangeFeedSettings], account_exchanges: Iterable[str]) -> None:
+        super().__init__()
         configured = list(configured)
         self._feeds = {name: feed for name in sorted(set(account_exchanges))
                        if (feed := find_exchange(configured, name)) is not None}
         self._rules: dict[str, dict[str, MarketRules]] = {}
         self._errors: dict[str, str] = {}
-        self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         if self._feeds:
-            self._task = asyncio.create_task(self._load_all(), name=self.name)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            await super().start()
 
     async def ready(self) -> tuple[bool, str]:
         missing = [name for name in self._feeds if name not in self._rules]
@@ -99,7 +94,7 @@ class ExchangeMarkets:
         markets = self._rules.get(exchange)
         return frozenset(markets) if markets is not None else None
 
-    async def _load_all(self) -> None:
+    async def run(self) -> None:
         await asyncio.gather(*(self._load(name, feed) for name, feed in self._feeds.items()))
 
     async def _load(self, name: str, feed: ExchangeFeedSettings) -> None:

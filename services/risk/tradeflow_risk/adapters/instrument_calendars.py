@@ -23,6 +23,7 @@ from datetime import date, timedelta
 
 import httpx
 from tradeflow.bus.trace_context import propagate_to_request
+from tradeflow.periodic import PeriodicTask
 
 from tradeflow_risk.domain.hours import SessionCalendar
 
@@ -74,19 +75,18 @@ class InstrumentCalendars:
         self._calendars: dict[str, SessionCalendar] = {}
         self._loaded = self._url is None
         self._last_error = ""
-        self._task: asyncio.Task | None = None
+        # At once, then every refresh_s; every 2 s at most until the first load succeeded.
+        self._refresher = PeriodicTask(self.name, self._refresh_once, interval_s=refresh_s, first_delay_s=0,
+                                       next_delay_s=lambda: self._refresh_s if self._loaded else min(self._refresh_s, 2.0))
 
     async def start(self) -> None:
         if self._url is None:
             log.info("no TRADEFLOW_RISK_INSTRUMENTS_URL: every instrument trades 24/7 for risk")
             return
-        self._task = asyncio.create_task(self._refresh_forever(), name=self.name)
+        await self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._refresher.stop()
 
     async def ready(self) -> tuple[bool, str]:
         if self._url is None:
@@ -118,14 +118,10 @@ class InstrumentCalendars:
             log.info("instrument registry loaded: %d instruments with a market calendar", len(calendar_of))
         self._loaded = True
 
-    async def _refresh_forever(self) -> None:
-        while True:
-            try:
-                await self.reload()
-                self._last_error = ""
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep the last good registry; retry on the next round
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("instrument registry refresh from %s failed: %s", self._url, self._last_error)
-            await asyncio.sleep(self._refresh_s if self._loaded else min(self._refresh_s, 2.0))
+    async def _refresh_once(self) -> None:
+        try:
+            await self.reload()
+            self._last_error = ""
+        except Exception as exc:  # noqa: BLE001 - keep the last good registry; retry on the next round
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("instrument registry refresh from %s failed: %s", self._url, self._last_error)

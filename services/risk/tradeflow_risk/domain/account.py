@@ -18,12 +18,12 @@ from decimal import Decimal
 from typing import Literal
 
 from tradeflow.messages import Fill, Order, OrderEvent
+from tradeflow.time import NS_PER_SECOND
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import ONE, ZERO, mul
 from tradeflow_trading.orders import TERMINAL
 from tradeflow_trading.positions import Balances, Position, split_symbol
 
-NS_PER_SECOND = 1_000_000_000
 RATE_WINDOW_NS = 60 * NS_PER_SECOND
 NS_PER_DAY = 86_400 * NS_PER_SECOND
 

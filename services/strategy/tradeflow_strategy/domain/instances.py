@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tradeflow.timeframes import TIMEFRAMES
+from tradeflow.markets import symbol_problem
+from tradeflow.timeframes import check_timeframe_name
 from tradeflow_trading.accounts import AccountConfig, find_account
 from tradeflow_trading.strategy import ParameterError, Strategy, StrategyDefinitionError
 
 INSTANCE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SYMBOLS = 1_000
-_SYMBOL = re.compile(r"^[^\s:,]{1,64}$")  # the market key is exchange:symbol, so no ':' in a symbol
 
 
 class InstanceError(ValueError):
@@ -98,8 +98,10 @@ def validate_definition(body: Mapping[str, Any], *, strategy_type: Callable[[str
         raise InstanceError("exchange", f"account {account.id!r} trades on {account.exchange!r}, not {exchange!r}")
     symbols = _symbols(body.get("symbols"))
     timeframe = _text(body, "timeframe")
-    if timeframe not in TIMEFRAMES:
-        raise InstanceError("timeframe", f"unknown timeframe {timeframe!r}; known: {', '.join(TIMEFRAMES)}")
+    try:
+        check_timeframe_name(timeframe)
+    except ValueError as exc:
+        raise InstanceError("timeframe", str(exc)) from None
     enabled = body.get("enabled", True)
     if not isinstance(enabled, bool):
         raise InstanceError("enabled", f"must be true or false, got {enabled!r}")
@@ -145,9 +147,10 @@ def _symbols(value: Any) -> tuple[str, ...]:
     if len(value) > MAX_SYMBOLS:
         raise InstanceError("symbols", f"at most {MAX_SYMBOLS} symbols per instance, got {len(value)}")
     for symbol in value:
-        if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
-            raise InstanceError("symbols", f"each symbol is 1-64 characters without spaces, ':' or ',', "
-                                           f"got {symbol!r}")
+        # A market's symbol (tradeflow.markets), without ':' since it is a field of the signal id.
+        if symbol_problem(symbol) is not None or ":" in symbol:
+            raise InstanceError("symbols", f"each symbol is 1-64 letters, digits, '/', '_', '.', '+' or '-' "
+                                           f"(no spaces, ':' or ','), got {symbol!r}")
     if len(set(value)) != len(value):
         repeated = sorted({s for s in value if value.count(s) > 1})
         raise InstanceError("symbols", f"listed twice: {', '.join(repeated)}")

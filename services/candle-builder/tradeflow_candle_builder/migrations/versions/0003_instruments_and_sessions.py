@@ -17,7 +17,7 @@ Create Date: 2026-11-21
 
 from __future__ import annotations
 
-from alembic import op
+from tradeflow_db.migration_steps import drop_tables, execute_all
 
 revision = "0003"
 down_revision = "0002"
@@ -58,12 +58,8 @@ UPGRADE = [
 
 
 def upgrade() -> None:
-    connection = op.get_bind()
-    for statement in UPGRADE:
-        connection.exec_driver_sql(statement)
+    execute_all(UPGRADE)
 
 
 def downgrade() -> None:
-    connection = op.get_bind()
-    for table in ("session_candles", "instruments"):
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    drop_tables(("session_candles", "instruments"))

@@ -20,7 +20,7 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
-from alembic import op
+from tradeflow_db.migration_steps import drop_tables, execute_all
 from tradeflow_db.outbox import outbox_table_ddl
 
 revision = "notifier_0001"
@@ -133,12 +133,8 @@ TABLES = ("notifier_outbox", "notifier_order_events", "notifier_fills", "notifie
 
 
 def upgrade() -> None:
-    connection = op.get_bind()
-    for statement in UPGRADE:
-        connection.exec_driver_sql(statement)
+    execute_all(UPGRADE)
 
 
 def downgrade() -> None:
-    connection = op.get_bind()
-    for table in TABLES:
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    drop_tables(TABLES)

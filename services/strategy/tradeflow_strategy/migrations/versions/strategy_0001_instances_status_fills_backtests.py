@@ -18,7 +18,7 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
-from alembic import op
+from tradeflow_db.migration_steps import drop_tables, execute_all
 
 revision = "strategy_0001"
 down_revision = "execution_0001"
@@ -88,12 +88,8 @@ UPGRADE = [
 
 
 def upgrade() -> None:
-    connection = op.get_bind()
-    for statement in UPGRADE:
-        connection.exec_driver_sql(statement)
+    execute_all(UPGRADE)
 
 
 def downgrade() -> None:
-    connection = op.get_bind()
-    for table in ("backtest_runs", "strategy_fills", "strategy_market_status", "strategy_instances"):
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    drop_tables(("backtest_runs", "strategy_fills", "strategy_market_status", "strategy_instances"))
