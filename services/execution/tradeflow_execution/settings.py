@@ -15,7 +15,15 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 from tradeflow.settings import ServiceSettings, json_list
-from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, MD_TICKS, OPS_ALERTS, RISK_EVENTS, RISK_ORDERS
+from tradeflow.topics import (
+    EXEC_ACCOUNTS,
+    EXEC_FILLS,
+    EXEC_ORDERS,
+    MD_TICKS,
+    OPS_ALERTS,
+    RISK_EVENTS,
+    RISK_ORDERS,
+)
 from tradeflow_db.settings import DatabasePoolSettings
 from tradeflow_exchanges.ccxt_client import ExchangeListSettings
 from tradeflow_trading.accounts import AccountsSettings
@@ -23,7 +31,7 @@ from tradeflow_trading.money import to_decimal
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 TOPIC_FIELDS = ("orders_topic", "risk_events_topic", "ticks_topic",
-                "order_events_topic", "fills_topic")
+                "order_events_topic", "fills_topic", "accounts_topic")
 
 
 class MarketConfig(BaseModel):
@@ -54,6 +62,7 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     order_events_topic: str = EXEC_ORDERS.name
     fills_topic: str = EXEC_FILLS.name
     alerts_topic: str = OPS_ALERTS.name  # live accounts: adopted orders, balance mismatches (ADR 0022)
+    accounts_topic: str = EXEC_ACCOUNTS.name  # live accounts' reconciliation status, read by risk (ADR 0022)
     consumer_max_batch: int = Field(default=2_000, ge=1, le=50_000, description="records per handled batch")
     trade_window: int = Field(
         default=500, ge=0, le=100_000,

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 from tradeflow.settings import ServiceSettings
 from tradeflow.topics import (
+    EXEC_ACCOUNTS,
     EXEC_FILLS,
     EXEC_ORDERS,
     MD_CANDLES,
@@ -55,6 +56,7 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     signals_topic: str = STRATEGY_SIGNALS.name
     exec_orders_topic: str = EXEC_ORDERS.name
     exec_fills_topic: str = EXEC_FILLS.name
+    exec_accounts_topic: str = EXEC_ACCOUNTS.name
     candles_topic: str = MD_CANDLES.name
     ticks_topic: str = MD_TICKS.name
     orders_topic: str = RISK_ORDERS.name
@@ -86,7 +88,7 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     def _profiles_from_json(cls, value: Any) -> Any:
         return _json_object(value, "profiles by id")
 
-    @field_validator("signals_topic", "exec_orders_topic", "exec_fills_topic", "candles_topic",
+    @field_validator("signals_topic", "exec_orders_topic", "exec_fills_topic", "exec_accounts_topic", "candles_topic",
                      "ticks_topic", "orders_topic", "events_topic")
     @classmethod
     def _topic_name(cls, value: str) -> str:

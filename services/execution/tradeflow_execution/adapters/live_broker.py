@@ -58,6 +58,7 @@ from tradeflow_execution.domain.live import (
     NOT_FOUND_AT_EXCHANGE,
     RATE_LIMITED,
     AccountMismatch,
+    AccountPending,
     AdoptedOrder,
     ExchangeOrder,
     exchange_reason,
@@ -184,6 +185,8 @@ class LiveBroker:
         self._host = host
 
     async def start(self) -> None:
+        # Risk holds the account until the first reconciliation reports agreement (exec.accounts.v1).
+        await self._host.apply_from_broker(self.account_id, lambda _open: [AccountPending(self.account_id, self._clock())])
         self._full_requested = asyncio.Event()
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"live-broker-{self.account_id}")
@@ -616,7 +619,7 @@ class LiveBroker:
                     return
             else:
                 self._mismatch_rounds = 0
-                if self.halted_reason:  # the balances agree again: the halt is lifted
+                if self.halted_reason or not self.ready:  # agreement: the first, or the halt lifted
                     await host.apply_from_broker(self.account_id, lambda _open: [AccountMismatch(
                         self.account_id, (), self._clock())])
                     self.halted_reason = ""
