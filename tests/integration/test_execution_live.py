@@ -184,7 +184,14 @@ async def assert_books_agree(settings: ExecutionSettings, client: httpx.AsyncCli
         if theirs is not None:
             before = sum((t.qty for t in theirs.trades if t.trade_id in history), D(0))
             assert D(o["filled_quantity"]) == theirs.executed - before, o
-    stored = (await client.get("/v1/fills", params={"account_id": account, "limit": 1000})).json()
+    stored, since = [], None  # pages of 1000, oldest first from the newest read (inclusive: deduped)
+    while True:
+        page = (await client.get("/v1/fills", params={"account_id": account, "limit": 1000,
+                                                      **({"since": since} if since else {})})).json()
+        stored += page
+        if len(page) < 1000:
+            break
+        since = page[-1]["ts"]
     assert {f["fill_id"] for f in stored} == set(wanted_fills)
     positions = (await client.get("/v1/positions", params={"account_id": account})).json()
     balances = fake.balances()
@@ -429,6 +436,33 @@ async def test_risk_approves_nothing_for_the_live_account_until_reconciled_and_h
                                         lambda s: len(s) >= 6)
             assert [s.reconciliation for s in statuses][4:] == ["pending", "agreed"]
             await risk_state(risk, account_id, "agreed")
+
+
+async def test_an_outage_of_more_than_a_day_loses_no_fill_every_window_and_page_of_the_trades_is_read(settings, fake):
+    """Binance's myTrades answers 1000 trades of 24 hours at most (the fake enforces both): an
+    order resting since 50 h ago that traded 1500 times while execution was down, from 20 h ago to
+    a minute ago, is reconciled whole at the restart."""
+    settings = settings.model_copy(update={"fills_lookback_s": 3 * 86_400.0})
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    hour, now_ms = 3_600_000, int(time.time() * 1000)
+    async with running(settings) as client, risk_producer(settings) as producer:
+        await producer.send(settings.orders_topic, settings.accounts[0].id,
+                            o("old", quantity=D("2"), ts_event=(now_ms - 50 * hour) * 1_000_000))
+        await wait_for(client, C("old"), "accepted")
+    count = 1500
+    for i in range(count):
+        fake.fill(C("old"), "0.001", at_ms=now_ms - 20 * hour + i * (20 * hour - 60_000) // count)
+    fake.my_trades_requests.clear()
+    async with running(settings) as client:
+        partly = await wait_for(client, C("old"), "partially_filled")
+        assert D(partly["filled_quantity"]) == D("1.5")
+        await assert_books_agree(settings, client, fake, local={})  # every trade once, in the database and on the topic
+    # The first window (50 h to 26 h ago) is empty, the next one's page is full, the rest by id.
+    windows = [r for r in fake.my_trades_requests if "startTime" in r]
+    by_id = [r for r in fake.my_trades_requests if "fromId" in r and "orderId" not in r]
+    assert any(int(r["endTime"]) - int(r["startTime"]) == 86_400_000 - 1 for r in windows)
+    assert by_id and all(int(r["limit"]) == 1000 for r in windows + by_id)
 
 
 async def test_the_user_data_stream_wakes_the_polling_and_a_lost_stream_is_reconciled(settings, fake):

@@ -105,8 +105,9 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     live_request_timeout_s: float = Field(
         default=10.0, gt=0, le=120, description="live accounts: a request without an answer this long is unknown")
     fills_lookback_s: float = Field(
-        default=86_400.0, gt=0, le=30 * 86_400,
-        description="a live account without known fills is reconciled with the trades of this long back")
+        default=7 * 86_400.0, gt=0, le=30 * 86_400,
+        description="the furthest back a live account's reconciliation reads its trades (an outage longer than "
+                    "this loses the fills before it; Binance: read in 24-hour windows and pages of 1000)")
     reconcile_interval_s: float = Field(
         default=60.0, gt=0, le=86_400,
         description="live accounts: a full reconciliation (orders, fills, balances) at least this often")
