@@ -11,7 +11,10 @@ formats (field names, status words, error codes and messages):
   ``userDataStream.subscribe.signature`` request, then ``executionReport`` events
   (``{"subscriptionId": 0, "event": {...}}``) for every new order, trade, cancel and expiry;
 * ``GET /api/v3/openOrders`` (``symbol`` optional), ``GET /api/v3/myTrades`` (``symbol``,
-  ``startTime``, ``fromId``, ``orderId``, ``limit``), ``GET /api/v3/account`` (balances).
+  ``startTime``, ``endTime``, ``fromId``, ``orderId``, ``limit``) with Binance's bounds: at most
+  24 hours between ``startTime`` and ``endTime`` (one of them alone: the 24 hours after or
+  before it), ``fromId`` not with a time, ``limit`` 1..1000 (default 500), oldest first; without
+  any of them the newest trades), ``GET /api/v3/account`` (balances).
 
 Every private request must carry ``X-MBX-APIKEY`` and an HMAC-SHA256 ``signature`` of its query
 (GET/DELETE) or body (POST) under the secret; otherwise -2015/-1022 like Binance. A client order
@@ -132,6 +135,7 @@ class FakeBinanceAccount(LoopbackExchange):
         self.pushed: list[dict] = []  # every executionReport sent on the user data stream
         self.mute_user_stream = False  # True: changes are not pushed (a silent stream; polling finds them)
         self.garbage_trades: list[dict] = []  # served by myTrades after the real ones (malformed messages)
+        self.my_trades_requests: list[dict] = []  # the parameters of every answered myTrades request
         self.garbage_orders: list[dict] = []  # served by openOrders after the real ones
         self.spread = Decimal("0.02")
         self.answer_delay_s = 60.0  # how long a timed-out answer is held back
@@ -197,13 +201,15 @@ class FakeBinanceAccount(LoopbackExchange):
         return order
 
     def fill(self, client_order_id: str, quantity: str | Decimal | None = None, price: str | Decimal | None = None,
-             *, maker: bool = True) -> FakeTradeFill:
-        """Trade ``quantity`` (default: all that is left) of a resting order at ``price`` (default its limit)."""
+             *, maker: bool = True, at_ms: int | None = None) -> FakeTradeFill:
+        """Trade ``quantity`` (default: all that is left) of a resting order at ``price`` (default its
+        limit), at the exchange's time ``at_ms`` (default now: an earlier one plays an outage in fake time)."""
         order = self.order_by_client_id(client_order_id)
         assert order is not None and order.open, f"{client_order_id} is not open at the fake"
         left = order.qty - order.executed
         qty = left if quantity is None else Decimal(quantity)
-        return self._trade(order, min(qty, left), Decimal(price) if price is not None else order.price, maker)
+        return self._trade(order, min(qty, left), Decimal(price) if price is not None else order.price, maker,
+                           at_ms=at_ms)
 
     def expire(self, client_order_id: str) -> None:
         order = self.order_by_client_id(client_order_id)
@@ -248,13 +254,14 @@ class FakeBinanceAccount(LoopbackExchange):
         self.free[asset] += amount
         self.locked[asset] -= amount
 
-    def _trade(self, order: FakeOrder, qty: Decimal, price: Decimal, maker: bool) -> FakeTradeFill:
+    def _trade(self, order: FakeOrder, qty: Decimal, price: Decimal, maker: bool, *,
+               at_ms: int | None = None) -> FakeTradeFill:
         base, quote = self._assets(order)
         self._next_trade_id += 1
         notional = qty * price
         commission = (notional * self.fee_rate).quantize(Decimal("0.00000001"))
         trade = FakeTradeFill(self._next_trade_id, order.order_id, order.symbol, order.side, price, qty,
-                              commission, quote, maker, _now_ms())
+                              commission, quote, maker, _now_ms() if at_ms is None else at_ms)
         resting = order.type == "LIMIT" and order.status in ("NEW", "PARTIALLY_FILLED") and order.price > 0
         if order.side == "BUY":
             if resting:  # release what was locked for this quantity at the limit
@@ -482,14 +489,26 @@ class FakeBinanceAccount(LoopbackExchange):
         symbol = params.get("symbol")
         if symbol not in self.markets:
             return _error(-1121, "Invalid symbol.")
-        selected = [t for t in self.trades if t.symbol == symbol]
+        limit = int(params.get("limit", 500))
+        if not 1 <= limit <= 1000:
+            return _error(-1100, "Illegal characters found in parameter 'limit'; legal range is '1' to '1000'.")
+        start, end = params.get("startTime"), params.get("endTime")
+        if "fromId" in params and (start is not None or end is not None):
+            return _error(-1128, "Combination of optional parameters invalid.")
+        self.my_trades_requests.append(dict(params))
+        selected = sorted((t for t in self.trades if t.symbol == symbol), key=lambda t: t.trade_id)
         if "orderId" in params:
             selected = [t for t in selected if t.order_id == int(params["orderId"])]
         if "fromId" in params:
             selected = [t for t in selected if t.trade_id >= int(params["fromId"])]
-        if "startTime" in params:
-            selected = [t for t in selected if t.ts_ms >= int(params["startTime"])]
-        limit = min(int(params.get("limit", 500)), 1000)
+        if start is not None or end is not None:
+            first = int(start) if start is not None else int(end) - DAY_MS
+            last = int(end) if end is not None else first + DAY_MS
+            if last - first > DAY_MS:
+                return _error(-1127, "More than 24 hours between startTime and endTime.")
+            selected = [t for t in selected if first <= t.ts_ms <= last]
+        elif "fromId" not in params and "orderId" not in params:
+            selected = selected[-limit:]  # the newest
         return web.json_response([t.json() for t in selected[:limit]] + self.garbage_trades)
 
     async def _account(self, request: web.Request) -> web.Response:
@@ -515,6 +534,9 @@ class _UserStream:
 
 def _error(code: int, msg: str, status: int = 400) -> web.Response:
     return web.json_response({"code": code, "msg": msg}, status=status)
+
+
+DAY_MS = 86_400_000
 
 
 def _now_ms() -> int:

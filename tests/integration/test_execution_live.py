@@ -17,11 +17,13 @@ from decimal import Decimal as D
 import httpx
 import pytest
 from tradeflow.bus import Producer
-from tradeflow.messages import Alert, Fill, Order, OrderEvent, RiskEvent
+from tradeflow.messages import AccountStatus, Alert, Fill, Order, OrderEvent, RiskEvent
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow_execution.bootstrap import SERVICE
 from tradeflow_execution.settings import ExecutionSettings
+from tradeflow_risk.bootstrap import SERVICE as RISK
+from tradeflow_risk.settings import RiskSettings
 
 from tests.fakes.fake_binance_account import FakeBinanceAccount
 from tests.trading_topics import read_topic
@@ -52,6 +54,7 @@ def settings(kafka_bootstrap, database_url, unique_name, fake) -> ExecutionSetti
         consumer_session_timeout_ms=6000, consumer_group=f"ex-{u}",
         orders_topic=f"orders-{u}", risk_events_topic=f"risk-events-{u}", ticks_topic=f"ticks-{u}",
         order_events_topic=f"exec-orders-{u}", fills_topic=f"exec-fills-{u}", alerts_topic=f"alerts-{u}",
+        accounts_topic=f"exec-accounts-{u}",
         accounts=[{"id": f"live-{u[-8:]}", "exchange": "binance", "mode": "live", "balances": {"USDT": "10000"},
                    "fees": {"maker": "0.001", "taker": "0.001"}}],
         exchanges=[{"id": "binance", "symbols": ["BTC/USDT"], "api_key": EXCHANGE_KEY, "secret": EXCHANGE_SECRET,
@@ -71,6 +74,38 @@ async def running(settings: ExecutionSettings) -> AsyncIterator[httpx.AsyncClien
                 assert time.monotonic() < deadline, resp.text
                 await asyncio.sleep(0.2)
             yield client
+
+
+@contextlib.asynccontextmanager
+async def running_risk(settings: ExecutionSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The risk service on execution's topics: it reads exec.accounts.v1 and publishes what it approves
+    to the topic execution consumes."""
+    u = settings.consumer_group.removeprefix("ex-")
+    risk = RiskSettings(
+        kafka_bootstrap=settings.kafka_bootstrap, database_url=settings.database_url, environment="test",
+        api_keys=API_KEY, consumer_session_timeout_ms=6000, consumer_group=f"risk-{u}", market_data_group=f"rmd-{u}",
+        signals_topic=f"signals-{u}", exec_orders_topic=settings.order_events_topic,
+        exec_fills_topic=settings.fills_topic, exec_accounts_topic=settings.accounts_topic,
+        candles_topic=f"candles-{u}", ticks_topic=settings.ticks_topic, orders_topic=settings.orders_topic,
+        events_topic=f"risk-events-out-{u}", accounts=[a.model_dump(mode="json") for a in settings.accounts])
+    app = RISK.create_app(risk)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://risk",
+                                 headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
+        async with app.router.lifespan_context(app):
+            deadline = time.monotonic() + 30
+            while (resp := await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, resp.text
+                await asyncio.sleep(0.2)
+            yield client
+
+
+async def risk_state(risk: httpx.AsyncClient, account_id: str, reconciliation: str, timeout_s: float = 20) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (view := (await risk.get(f"/v1/accounts/{account_id}/risk")).json())["reconciliation"]["status"] \
+            != reconciliation:
+        assert time.monotonic() < deadline, view
+        await asyncio.sleep(0.2)
+    return view
 
 
 @contextlib.asynccontextmanager
@@ -149,7 +184,14 @@ async def assert_books_agree(settings: ExecutionSettings, client: httpx.AsyncCli
         if theirs is not None:
             before = sum((t.qty for t in theirs.trades if t.trade_id in history), D(0))
             assert D(o["filled_quantity"]) == theirs.executed - before, o
-    stored = (await client.get("/v1/fills", params={"account_id": account, "limit": 1000})).json()
+    stored, since = [], None  # pages of 1000, oldest first from the newest read (inclusive: deduped)
+    while True:
+        page = (await client.get("/v1/fills", params={"account_id": account, "limit": 1000,
+                                                      **({"since": since} if since else {})})).json()
+        stored += page
+        if len(page) < 1000:
+            break
+        since = page[-1]["ts"]
     assert {f["fill_id"] for f in stored} == set(wanted_fills)
     positions = (await client.get("/v1/positions", params={"account_id": account})).json()
     balances = fake.balances()
@@ -351,6 +393,76 @@ async def test_a_balance_difference_that_fills_cannot_explain_halts_the_account(
                                   lambda a: any(x.kind == "position_mismatch_resolved" for x in a))
         await producer.send(settings.orders_topic, settings.accounts[0].id, o("after-resume"))
         await wait_for(client, C("after-resume"), "accepted")
+
+
+async def test_risk_approves_nothing_for_the_live_account_until_reconciled_and_halts_it_on_a_mismatch(settings, fake):
+    account_id = settings.accounts[0].id
+
+    def manual(n: int) -> dict:
+        return {"account_id": account_id, "exchange": "binance", "symbol": "BTC/USDT", "side": "buy",
+                "order_type": "limit", "quantity": "0.1", "limit_price": "90"}
+
+    async with running_risk(settings) as risk:
+        # Execution has never reconciled the account: risk holds it.
+        view = (await risk.get(f"/v1/accounts/{account_id}/risk")).json()
+        assert (view["state"], view["reconciliation"]["status"]) == ("halted", "pending")
+        held = await risk.post("/v1/orders", json=manual(0), headers={"Idempotency-Key": f"m0-{tag(settings)}"})
+        assert (held.status_code, held.json()["detail"]["reason"]) == (422, "account_not_reconciled")
+        async with running(settings) as client:
+            await risk_state(risk, account_id, "agreed")
+            approved = await risk.post("/v1/orders", json=manual(1), headers={"Idempotency-Key": f"m1-{tag(settings)}"})
+            assert approved.status_code == 201, approved.text
+            await wait_for(client, approved.json()["client_order_id"], "accepted")
+            # A balance difference the fills cannot explain: risk halts the account (critical) and refuses.
+            fake.free["USDT"] += D("5")
+            view = await risk_state(risk, account_id, "mismatch")
+            assert view["state"] == "halted" and view["reasons"][0].startswith("reconciliation_mismatch: balance USDT")
+            refused = await risk.post("/v1/orders", json=manual(2), headers={"Idempotency-Key": f"m2-{tag(settings)}"})
+            assert (refused.status_code, refused.json()["detail"]["reason"]) == (422, "account_not_reconciled")
+            # Agreement again lifts it; the order passes and execution places it.
+            fake.free["USDT"] -= D("5")
+            view = await risk_state(risk, account_id, "agreed")
+            assert view["state"] == "active"
+            again = await risk.post("/v1/orders", json=manual(3), headers={"Idempotency-Key": f"m3-{tag(settings)}"})
+            assert again.status_code == 201, again.text
+            await wait_for(client, again.json()["client_order_id"], "accepted")
+        statuses = await read_topic(settings.kafka_bootstrap, settings.accounts_topic, AccountStatus,
+                                    lambda s: [x.reconciliation for x in s][-1:] == ["agreed"] and len(s) >= 4)
+        assert [s.reconciliation for s in statuses] == ["pending", "agreed", "mismatch", "agreed"]
+        assert all(s.account_id == account_id for s in statuses) and "USDT" in statuses[2].differences[0]
+        # Execution restarts: pending until its first reconciliation, then agreed.
+        async with running(settings):
+            statuses = await read_topic(settings.kafka_bootstrap, settings.accounts_topic, AccountStatus,
+                                        lambda s: len(s) >= 6)
+            assert [s.reconciliation for s in statuses][4:] == ["pending", "agreed"]
+            await risk_state(risk, account_id, "agreed")
+
+
+async def test_an_outage_of_more_than_a_day_loses_no_fill_every_window_and_page_of_the_trades_is_read(settings, fake):
+    """Binance's myTrades answers 1000 trades of 24 hours at most (the fake enforces both): an
+    order resting since 50 h ago that traded 1500 times while execution was down, from 20 h ago to
+    a minute ago, is reconciled whole at the restart."""
+    settings = settings.model_copy(update={"fills_lookback_s": 3 * 86_400.0})
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    hour, now_ms = 3_600_000, int(time.time() * 1000)
+    async with running(settings) as client, risk_producer(settings) as producer:
+        await producer.send(settings.orders_topic, settings.accounts[0].id,
+                            o("old", quantity=D("2"), ts_event=(now_ms - 50 * hour) * 1_000_000))
+        await wait_for(client, C("old"), "accepted")
+    count = 1500
+    for i in range(count):
+        fake.fill(C("old"), "0.001", at_ms=now_ms - 20 * hour + i * (20 * hour - 60_000) // count)
+    fake.my_trades_requests.clear()
+    async with running(settings) as client:
+        partly = await wait_for(client, C("old"), "partially_filled")
+        assert D(partly["filled_quantity"]) == D("1.5")
+        await assert_books_agree(settings, client, fake, local={})  # every trade once, in the database and on the topic
+    # The first window (50 h to 26 h ago) is empty, the next one's page is full, the rest by id.
+    windows = [r for r in fake.my_trades_requests if "startTime" in r]
+    by_id = [r for r in fake.my_trades_requests if "fromId" in r and "orderId" not in r]
+    assert any(int(r["endTime"]) - int(r["startTime"]) == 86_400_000 - 1 for r in windows)
+    assert by_id and all(int(r["limit"]) == 1000 for r in windows + by_id)
 
 
 async def test_the_user_data_stream_wakes_the_polling_and_a_lost_stream_is_reconciled(settings, fake):

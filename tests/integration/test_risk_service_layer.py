@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from tradeflow.messages import Order, RiskEvent, Tick
+from tradeflow.messages import AccountStatus, Order, RiskEvent, Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow_db import Database
@@ -195,6 +195,70 @@ async def test_daily_loss_halts_engages_the_kill_switch_and_only_the_operator_re
     # The loss counts from the resume: a further small fall does not halt again.
     await restarted.on_market(ticks=[tick(89.0, T0 + 6 * MINUTE)])
     assert restarted.books[account_id].state == "active"
+
+
+def status(account_id: str, reconciliation: str, at: int, *differences: str) -> AccountStatus:
+    return AccountStatus(event_id=f"s:{account_id}:{reconciliation}:{at}", account_id=account_id,
+                         reconciliation=reconciliation, differences=list(differences), ts_event=at)
+
+
+async def test_a_live_account_passes_nothing_until_reconciled_a_mismatch_halts_it_across_restarts(harness):
+    account_id = harness.id("live")
+    live = [account(account_id, cash="1000", mode="live")]
+    service = await harness.service(live)
+    view = service.risk_view(account_id)
+    assert (view["state"], view["reconciliation"]["status"]) == ("halted", "pending")
+    refused = await service.on_trading(signals=pending(signal(account_id, 0, quantity="1")))
+    assert [d.reason for d in refused] == ["account_not_reconciled"]
+    manual = await service.manual_order(account_id=account_id, exchange=EXCHANGE, symbol="BTC/USDT", side="buy",
+                                        order_type="market", quantity=Decimal(1), limit_price=None, request_id="m0")
+    assert manual.reason == "account_not_reconciled"
+    await harness.events()
+
+    await service.on_trading(statuses=[status(account_id, "agreed", T0 + MINUTE)])
+    (lifted,) = await harness.events()
+    assert (lifted.kind, lifted.reason, lifted.state, lifted.severity) == ("state_change", "reconciled", "active", "info")
+    approved = await service.on_trading(signals=pending(signal(account_id, 1, quantity="1")))
+    assert approved[0].approved
+    events, fills = execute(approved[0].order, Decimal(100))
+    await service.on_trading(events=events, fills=fills)
+
+    # Execution finds balances the fills cannot explain: halted (critical), and it stays so across a restart.
+    difference = "balance BTC: the exchange has 2, the fills give 1"
+    await service.on_trading(statuses=[status(account_id, "mismatch", T0 + 3 * MINUTE, difference)])
+    (halt,) = await harness.events()
+    assert (halt.kind, halt.reason, halt.state, halt.severity) == (
+        "state_change", "reconciliation_mismatch", "halted", "critical")
+    assert difference in halt.message
+    restarted = await harness.service(live)
+    view = restarted.risk_view(account_id)
+    assert (view["state"], view["reconciliation"]) == ("halted", {"status": "mismatch", "message": difference})
+    assert view["reasons"] == [f"reconciliation_mismatch: {difference}"]
+    manual = await restarted.manual_order(account_id=account_id, exchange=EXCHANGE, symbol="BTC/USDT", side="sell",
+                                          order_type="market", quantity=Decimal(1), limit_price=None, request_id="m1")
+    assert manual.reason == "account_not_reconciled" and difference in manual.event.message
+    assert await restarted.resume(account_id, "ops") is None  # only execution's agreement lifts it
+
+    # An operator's kill switch engaged meanwhile outlives the agreement; a redelivered status changes nothing.
+    await restarted.set_kill_switch(account_id, True, "checking the exchange")
+    await restarted.on_trading(statuses=[status(account_id, "agreed", T0 + 5 * MINUTE)] * 2)
+    assert restarted.risk_view(account_id)["state"] == "halted"
+    manual = await restarted.manual_order(account_id=account_id, exchange=EXCHANGE, symbol="BTC/USDT", side="sell",
+                                          order_type="market", quantity=Decimal(1), limit_price=None, request_id="m2")
+    assert manual.reason == "kill_switch"
+    await restarted.set_kill_switch(account_id, False, "")
+    manual = await restarted.manual_order(account_id=account_id, exchange=EXCHANGE, symbol="BTC/USDT", side="sell",
+                                          order_type="limit", quantity=Decimal(1), limit_price=Decimal(100),
+                                          request_id="m3")
+    assert manual.approved, manual.event
+
+    # Execution restarted: held again until its first reconciliation; a paper account ignores statuses.
+    await restarted.on_trading(statuses=[status(account_id, "pending", T0 + 7 * MINUTE)])
+    assert restarted.risk_view(account_id)["state"] == "halted"
+    paper_id = harness.id("paper")
+    paper = await harness.service([account(paper_id)])
+    await paper.on_trading(statuses=[status(paper_id, "mismatch", T0, "x")])
+    assert paper.risk_view(paper_id)["state"] == "active" and paper.risk_view(paper_id)["reconciliation"] is None
 
 
 async def test_limits_are_versioned_with_who_and_apply_to_the_next_decision(harness):

@@ -195,7 +195,8 @@ def test_consumers_scale_on_their_groups_lag_up_to_the_partitions(target: str) -
         assert kafka["bootstrapServers"] == bootstrap
         assert kafka["consumerGroup"] == service_group(service), service
         assert kafka["allowIdleConsumers"] == "false"
-        topics = [kafka["topic"]] if "topic" in kafka else ["strategy.signals.v1", "exec.orders.v1", "exec.fills.v1"]
+        topics = [kafka["topic"]] if "topic" in kafka else ["strategy.signals.v1", "exec.orders.v1", "exec.fills.v1",
+                                                                    "exec.accounts.v1"]
         assert spec["maxReplicaCount"] <= min(topic_by_name(t).partitions for t in topics), service
         for trigger in spec["triggers"]:
             if trigger["type"] == "prometheus":

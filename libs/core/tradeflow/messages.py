@@ -188,6 +188,27 @@ class Fill(Message, frozen=True, kw_only=True):
     ts_event: int
 
 
+ReconciliationStatus = Literal["pending", "agreed", "mismatch"]
+
+
+class AccountStatus(Message, frozen=True, kw_only=True):
+    """A live account's reconciliation as execution last found it (ADR 0022). Key: account id.
+
+    ``pending``: execution (re)started and has not reconciled the account yet; ``agreed``: a
+    reconciliation succeeded and the exchange's balances agree with the fills; ``mismatch``: they
+    differ in a way the fills cannot explain (``differences`` says how). Risk approves nothing for
+    a live account whose newest status is not ``agreed``.
+    """
+
+    SCHEMA: ClassVar[str] = "AccountStatus/1"
+    event_id: str
+    account_id: str
+    reconciliation: ReconciliationStatus
+    differences: list[str] = []
+    message: str = ""
+    ts_event: int
+
+
 RiskEventKind = Literal["rejection", "limit_breach", "state_change", "kill_switch", "protective_exit", "limits_changed"]
 
 

@@ -154,6 +154,24 @@ class CommonSettings(BaseSettings):
         return re.sub(r"^postgresql\+psycopg://", "postgresql://", self.database_url.get_secret_value())
 
 
+def read_mounted_file(path: Path, where: str) -> str:
+    """The text of a mounted secret file (a Kubernetes Secret volume, a Docker secret); the error
+    names ``where`` (the setting) and the path, never the content."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: cannot read {path}: {type(exc).__name__}") from None
+
+
+def read_secret_file(path: Path, where: str) -> SecretStr:
+    """A single secret from a mounted file: its text without the surrounding whitespace (the
+    trailing newline an editor or ``kubectl create secret --from-file`` leaves); empty is an error."""
+    value = read_mounted_file(path, where).strip()
+    if not value:
+        raise ValueError(f"{where}: {path} is empty")
+    return SecretStr(value)
+
+
 class ApiKeySettings(BaseModel):
     """``TRADEFLOW_API_KEYS`` and ``TRADEFLOW_API_KEYS_FILE``: the keys a service accepts on
     state-changing requests, and the key a tool presents to one (its first). Mixed into
@@ -181,10 +199,7 @@ class ApiKeySettings(BaseModel):
                      for n, key in enumerate(self.api_keys.get_secret_value().split(","), 1) if key.strip()]
         if self.api_keys_file is not None:
             variable = environment_variable(type(self), "api_keys_file")
-            try:
-                text = self.api_keys_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{variable}: cannot read {self.api_keys_file}: {type(exc).__name__}") from None
+            text = read_mounted_file(self.api_keys_file, variable)
             lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
             file_keys = [(f"{variable} ({self.api_keys_file} line {n})", line)
                          for n, line in lines if line and not line.startswith("#")]
@@ -371,9 +386,16 @@ def describe_errors(error: ValidationError, settings_type: type[CommonSettings])
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+HOLDS_SECRETS = {"holds_secrets": True}  # json_schema_extra of a field whose value contains secrets
+
+
 def _is_secret(settings_type: type[CommonSettings], field_name: str) -> bool:
+    """A SecretStr field, or one marked HOLDS_SECRETS (e.g. TRADEFLOW_EXCHANGES, whose entries
+    carry credentials): its value is never quoted in an error."""
     field = settings_type.model_fields.get(field_name)
-    return field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
+    if field is None:
+        return False
+    return SecretStr in (field.annotation, *get_args(field.annotation)) or field.json_schema_extra == HOLDS_SECRETS
 
 
 def load_settings(settings_type: type[S], **overrides) -> S:

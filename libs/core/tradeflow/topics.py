@@ -15,6 +15,7 @@ from pydantic import AfterValidator
 # Market keys (exchange:symbol) and their validation live in tradeflow.markets; re-exported here.
 from tradeflow.markets import market_key, split_market_key  # noqa: F401
 from tradeflow.messages import (
+    AccountStatus,
     Alert,
     Candle,
     Fill,
@@ -52,6 +53,8 @@ RISK_ORDERS = TopicSpec("risk.orders.v1", "account id", Order, 6)
 RISK_EVENTS = TopicSpec("risk.events.v1", "account id", RiskEvent, 6)
 EXEC_ORDERS = TopicSpec("exec.orders.v1", "account id", OrderEvent, 6)
 EXEC_FILLS = TopicSpec("exec.fills.v1", "account id", Fill, 6)
+# Live accounts' reconciliation status (ADR 0022): execution to risk.
+EXEC_ACCOUNTS = TopicSpec("exec.accounts.v1", "account id", AccountStatus, 6)
 OPS_ALERTS = TopicSpec("ops.alerts.v1", "service name", Alert, 3)
 # Ingest's subscriptions (ADR 0009): compacted, read whole by every ingest replica; its
 # partitions are what the replicas' consumer group divides, so 12 bounds ingest's scale-out.
@@ -67,6 +70,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     RISK_EVENTS,
     EXEC_ORDERS,
     EXEC_FILLS,
+    EXEC_ACCOUNTS,
     OPS_ALERTS,
     INGEST_SUBSCRIPTIONS,
 )

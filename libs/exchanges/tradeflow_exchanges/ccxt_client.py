@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 from tradeflow.markets import ExchangeName
+from tradeflow.settings import HOLDS_SECRETS, read_secret_file
 
 if TYPE_CHECKING:
     import ccxt.pro
@@ -30,6 +32,11 @@ class ExchangeFeedSettings(BaseModel):
     ``urls`` overrides entries of ccxt's ``exchange.urls['api']`` by dotted path, e.g. for
     Binance spot ``{"public": "http://host/api/v3", "ws.spot": "ws://host/ws"}`` (a proxy, a
     mirror, or a test double). ``options`` are merged over ccxt's exchange options.
+
+    Credentials come from the entry (``api_key``, ``secret``: the environment variable) or from
+    mounted files (``api_key_file``, ``secret_file``: a Kubernetes Secret volume), read once when
+    the settings load. They are SecretStr: a repr, a log line or a settings error shows
+    ``**********``, never the value.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +51,8 @@ class ExchangeFeedSettings(BaseModel):
     sandbox: bool = Field(default=False, description="use the exchange's test environment")
     api_key: SecretStr | None = None
     secret: SecretStr | None = None
+    api_key_file: Path | None = Field(default=None, description="a mounted file holding the API key (instead of api_key)")
+    secret_file: Path | None = Field(default=None, description="a mounted file holding the secret (instead of secret)")
     options: dict[str, Any] = Field(default_factory=dict, description="ccxt options merged over the defaults")
     poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="REST polling period while the websocket is down")
     rate_limit_wait_s: float = Field(
@@ -104,6 +113,22 @@ class ExchangeFeedSettings(BaseModel):
                 raise ValueError(f"urls[{path!r}] must be an http(s) or ws(s) URL, got {url!r}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_from_files(cls, data: Any) -> Any:
+        """``api_key_file``/``secret_file`` read into ``api_key``/``secret`` (one source per credential)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("api_key", "secret"):
+            path = data.get(f"{name}_file")
+            if path is None:
+                continue
+            if data.get(name) is not None:
+                raise ValueError(f"give {name} or {name}_file, not both")
+            data[name] = read_secret_file(Path(path), f"{name}_file of exchange {data.get('id')!r}")
+        return data
+
     @model_validator(mode="after")
     def _credentials_come_in_pairs(self) -> ExchangeFeedSettings:
         if (self.api_key is None) != (self.secret is None):
@@ -134,7 +159,8 @@ class ExchangeListSettings(BaseModel):
     :class:`~tradeflow.settings.CommonSettings` subclass."""
 
     exchanges: Annotated[list[ExchangeFeedSettings], NoDecode] = Field(
-        default_factory=list, max_length=32, description="exchanges (JSON list of ExchangeFeedSettings); empty: none"
+        default_factory=list, max_length=32, description="exchanges (JSON list of ExchangeFeedSettings); empty: none",
+        json_schema_extra=HOLDS_SECRETS,  # entries carry credentials: an error never quotes the value
     )
 
     @field_validator("exchanges", mode="before")

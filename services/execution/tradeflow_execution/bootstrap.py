@@ -19,6 +19,7 @@ from tradeflow.service import (
 from tradeflow.telemetry import Telemetry
 from tradeflow.time import NS_PER_S
 from tradeflow.topics import (
+    EXEC_ACCOUNTS,
     EXEC_FILLS,
     EXEC_ORDERS,
     MD_TICKS,
@@ -61,6 +62,7 @@ def topic_specs(settings: ExecutionSettings) -> dict[str, TopicSpec]:
         "order_events": dataclasses.replace(EXEC_ORDERS, name=settings.order_events_topic),
         "fills": dataclasses.replace(EXEC_FILLS, name=settings.fills_topic),
         "alerts": dataclasses.replace(OPS_ALERTS, name=settings.alerts_topic),
+        "accounts": dataclasses.replace(EXEC_ACCOUNTS, name=settings.accounts_topic),
     }
 
 
@@ -97,7 +99,7 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     service = ExecutionService(
         accounts=settings.accounts, brokers=brokers, trade_driven=[paper], markets=markets, store=store,
         topics=OutputTopics(order_events=settings.order_events_topic, fills=settings.fills_topic,
-                            alerts=settings.alerts_topic),
+                            alerts=settings.alerts_topic, accounts=settings.accounts_topic),
         metrics=metrics, tracing=OrderTracing(telemetry.tracer if settings.otlp_endpoint else None))
     consumption = ExecutionConsumption(
         service, orders_topic=settings.orders_topic,

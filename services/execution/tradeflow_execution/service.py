@@ -34,9 +34,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradeflow.messages import Alert, Fill, Order, RiskEvent
+from tradeflow.messages import AccountStatus, Alert, Fill, Order, RiskEvent
 from tradeflow.time import NS_PER_S
-from tradeflow.topics import OPS_ALERTS
+from tradeflow.topics import EXEC_ACCOUNTS, OPS_ALERTS
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import BPS, ZERO, div
 from tradeflow_trading.orders import OPEN, IllegalTransition, OrderState
@@ -52,7 +52,7 @@ from tradeflow_execution.domain.broker import (
     OutcomeUnknown,
     TradeDriven,
 )
-from tradeflow_execution.domain.live import AccountMismatch, AdoptedOrder
+from tradeflow_execution.domain.live import AccountMismatch, AccountPending, AdoptedOrder
 from tradeflow_execution.domain.markets import Markets
 from tradeflow_execution.domain.paper_exchange import LoggedTrade
 from tradeflow_execution.metrics import ExecutionMetrics
@@ -100,6 +100,7 @@ class OutputTopics:
     order_events: str
     fills: str
     alerts: str = OPS_ALERTS.name
+    accounts: str = EXEC_ACCOUNTS.name  # live accounts' reconciliation status, for risk (ADR 0022)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +389,8 @@ class ExecutionService:
     async def apply_from_broker(self, account_id: str,
                                 compute: Callable[[Mapping[str, TrackedOrder]], Sequence[BrokerUpdate]]) -> None:
         """A live broker's updates, computed under the lock against the current open orders and
-        applied in one transaction: adopted orders stored, account mismatches halt and alert."""
+        applied in one transaction: adopted orders stored, account mismatches halt and alert; the
+        account's reconciliation status (pending, agreed, mismatch) goes to risk on exec.accounts.v1."""
         async with self._batch():
             updates = list(compute(self.live_orders(account_id)))
             if not updates:
@@ -413,7 +415,10 @@ class ExecutionService:
                         message=f"account {account_id}: order {cid} ({update.exchange_order_id}) at the exchange "
                                 "was not sent by Tradeflow; adopted",
                         labels={"account_id": account_id, "client_order_id": cid}, ts_event=update.ts_event), {}))
+                elif isinstance(update, AccountPending):
+                    changes.messages.append(self._account_status(update.account_id, "pending", (), update.ts_event))
                 elif isinstance(update, AccountMismatch) and not update.differences:
+                    changes.messages.append(self._account_status(update.account_id, "agreed", (), update.ts_event))
                     if self._mismatched.pop(update.account_id, None) is not None:
                         log.warning("account %s: balances agree with the fills again; halt lifted", update.account_id)
                         changes.messages.append(OutboxMessage(self._topics.alerts, "execution", Alert(
@@ -424,6 +429,8 @@ class ExecutionService:
                     first = update.account_id not in self._mismatched
                     self._mismatched[update.account_id] = update.differences
                     if first:
+                        changes.messages.append(self._account_status(update.account_id, "mismatch",
+                                                                      update.differences, update.ts_event))
                         log.error("account %s halted by reconciliation: %s", update.account_id,
                                   "; ".join(update.differences))
                         changes.messages.append(OutboxMessage(self._topics.alerts, "execution", Alert(
@@ -434,6 +441,14 @@ class ExecutionService:
                 else:
                     self._apply([update], changes)
             await self._commit(changes)
+
+    def _account_status(self, account_id: str, status: str, differences: Sequence[str], ts_event: int) -> OutboxMessage:
+        messages = {"pending": "execution started: not reconciled yet",
+                    "agreed": "the exchange's open orders, fills and balances agree with execution's",
+                    "mismatch": "the exchange's balances differ from the fills"}
+        return OutboxMessage(self._topics.accounts, account_id, AccountStatus(
+            event_id=f"account_status:{account_id}:{status}:{ts_event}", account_id=account_id,
+            reconciliation=status, differences=list(differences), message=messages[status], ts_event=ts_event), {})
 
     # --- applying broker updates ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from pydantic_settings import NoDecode
 from tradeflow.markets import ExchangeName
 from tradeflow.settings import ServiceSettings, json_list
 from tradeflow.topics import (
+    EXEC_ACCOUNTS,
     EXEC_FILLS,
     EXEC_ORDERS,
     MD_TICKS,
@@ -30,7 +31,7 @@ from tradeflow_trading.accounts import AccountsSettings
 from tradeflow_trading.money import to_decimal
 
 TOPIC_FIELDS = ("orders_topic", "risk_events_topic", "ticks_topic",
-                "order_events_topic", "fills_topic")
+                "order_events_topic", "fills_topic", "accounts_topic")
 
 
 class MarketConfig(BaseModel):
@@ -61,6 +62,7 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     order_events_topic: TopicName = EXEC_ORDERS.name
     fills_topic: TopicName = EXEC_FILLS.name
     alerts_topic: TopicName = OPS_ALERTS.name  # live accounts: adopted orders, balance mismatches (ADR 0022)
+    accounts_topic: TopicName = EXEC_ACCOUNTS.name  # live accounts' reconciliation status, read by risk (ADR 0022)
     consumer_max_batch: int = Field(default=2_000, ge=1, le=50_000, description="records per handled batch")
     trade_window: int = Field(
         default=500, ge=0, le=100_000,
@@ -103,8 +105,9 @@ class ExecutionSettings(ServiceSettings, AccountsSettings, DatabasePoolSettings,
     live_request_timeout_s: float = Field(
         default=10.0, gt=0, le=120, description="live accounts: a request without an answer this long is unknown")
     fills_lookback_s: float = Field(
-        default=86_400.0, gt=0, le=30 * 86_400,
-        description="a live account without known fills is reconciled with the trades of this long back")
+        default=7 * 86_400.0, gt=0, le=30 * 86_400,
+        description="the furthest back a live account's reconciliation reads its trades (an outage longer than "
+                    "this loses the fills before it; Binance: read in 24-hour windows and pages of 1000)")
     reconcile_interval_s: float = Field(
         default=60.0, gt=0, le=86_400,
         description="live accounts: a full reconciliation (orders, fills, balances) at least this often")

@@ -19,6 +19,7 @@ from tradeflow.service import (
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import (
+    EXEC_ACCOUNTS,
     EXEC_FILLS,
     EXEC_ORDERS,
     MD_CANDLES,
@@ -75,6 +76,7 @@ def create_app(settings: RiskSettings) -> FastAPI:
     signals, exec_orders, exec_fills = (named(STRATEGY_SIGNALS, settings.signals_topic),
                                         named(EXEC_ORDERS, settings.exec_orders_topic),
                                         named(EXEC_FILLS, settings.exec_fills_topic))
+    exec_accounts = named(EXEC_ACCOUNTS, settings.exec_accounts_topic)
     candles, ticks = named(MD_CANDLES, settings.candles_topic), named(MD_TICKS, settings.ticks_topic)
     orders, events = named(RISK_ORDERS, settings.orders_topic), named(RISK_EVENTS, settings.events_topic)
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
@@ -94,11 +96,11 @@ def create_app(settings: RiskSettings) -> FastAPI:
                           store=store, market=market, markets=markets, calendars=calendars,
                           topics=Topics(orders=orders.name, events=events.name), telemetry=telemetry)
     trading = TradingDispatch(service, signals_topic=signals.name, orders_topic=exec_orders.name,
-                              fills_topic=exec_fills.name)
+                              fills_topic=exec_fills.name, accounts_topic=exec_accounts.name)
     market_data = MarketDataDispatch(service, telemetry, candles_topic=candles.name, ticks_topic=ticks.name)
     saver = MarketStateSaver(service, market_data, settings.market_state_flush_s)
     trading_consumer = Consumer(
-        settings, telemetry, topics=[signals, exec_orders, exec_fills], group_id=settings.consumer_group,
+        settings, telemetry, topics=[signals, exec_orders, exec_fills, exec_accounts], group_id=settings.consumer_group,
         handler=trading.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
         committable_offsets=trading.committable_offsets, on_revoked=trading.on_revoked, client_id=client_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms)
@@ -117,7 +119,7 @@ def create_app(settings: RiskSettings) -> FastAPI:
         telemetry,
         # Started in order, stopped in reverse: the consumers leave first, the saver stores the
         # market state, the relay publishes what is committed, then the producer and the pool close.
-        components=[TopicsExist(settings, [signals, exec_orders, exec_fills, candles, ticks, orders, events]),
+        components=[TopicsExist(settings, [signals, exec_orders, exec_fills, exec_accounts, candles, ticks, orders, events]),
                     database, calendars, markets, service, producer, relay, saver, trading_consumer, market_consumer,
                     FreezeStartupObjects()],
         routers=[create_risk_router(service)],

@@ -12,6 +12,8 @@ consumers, never both pass a limit only one of them fits (docs/adr/0018).
   without blocking the consumer: they stay queued (their offsets uncommitted, see
   :meth:`committable_offsets`) and are decided in the batch that settles the order. A signal
   already decided (a redelivery) gets its stored decision published again.
+  A live account's reconciliation status (exec.accounts.v1) is applied first: until execution
+  reports ``agreed`` the account is halted and nothing of it is approved (ADR 0022).
 - :meth:`RiskService.on_market`: candles and trades: marks, bars, protective exits on every
   trade of a held symbol, and the loss limits on equity marked to market.
 - The API's calls: manual orders, limits, kill switch, resume, the account's risk view.
@@ -32,7 +34,7 @@ from typing import Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
-from tradeflow.messages import Candle, Fill, Order, OrderEvent, RiskEvent, Signal, Tick
+from tradeflow.messages import AccountStatus, Candle, Fill, Order, OrderEvent, RiskEvent, Signal, Tick
 from tradeflow.telemetry import Telemetry
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.ids import client_order_id_for_signal
@@ -235,6 +237,7 @@ class RiskService:
         book.orders = {t.order.client_order_id: t for t in stored.orders}
         book.order_times = sorted(stored.order_times)
         book.control = stored.control
+        book.control.live = config.mode == "live"
         book.version = stored.version
         book.advance_clock(stored.clock)
         book.watermarks = {symbol: w for symbol, w in stored.watermarks.items()
@@ -312,14 +315,16 @@ class RiskService:
         self._pending.setdefault(account_id, deque()).append(pending)
 
     async def on_trading(self, fills: Sequence[Fill] = (), events: Sequence[OrderEvent] = (),
-                         signals: Sequence[PendingSignal] = ()) -> list[Decision]:
-        """Apply fills and order events, then decide the signals that may be decided now."""
+                         signals: Sequence[PendingSignal] = (),
+                         statuses: Sequence[AccountStatus] = ()) -> list[Decision]:
+        """Apply reconciliation statuses, fills and order events, then decide the signals that may be decided now."""
         async with self._lock:
             for pending in signals:
                 self._enqueue(pending)
             waiting = [a for a, queue in self._pending.items() if queue]
-            involved = ({f.account_id for f in fills} | {e.account_id for e in events} | set(waiting)) & self.books.keys()
-            if not fills and not events and not waiting:
+            involved = ({f.account_id for f in fills} | {e.account_id for e in events} | set(waiting)
+                        | {s.account_id for s in statuses}) & self.books.keys()
+            if not fills and not events and not waiting and not involved:
                 return []
             unchecked = [p for q in self._pending.values() for p in q if not p.checked]
             known_fills = [f for f in fills if f.account_id in self.books]
@@ -330,6 +335,7 @@ class RiskService:
                     self._checked(unchecked, uow.stored)
                     if await self._sync(uow, involved):
                         await self._recheck(uow)
+                    self._apply_statuses(uow, statuses)
                     changed = self._apply_trading(uow, events)
                     decisions, consumed = self._decide_waiting(uow)
                     changed.update(d.account_id for d in decisions if d.approved and not d.replayed)
@@ -362,6 +368,23 @@ class RiskService:
         if unchecked:
             self._checked(unchecked, await uow.stored_decisions(
                 [requests.signal_decision_id(p.signal.signal_id) for p in unchecked]))
+
+    def _apply_statuses(self, uow: UnitOfWork, statuses: Sequence[AccountStatus]) -> None:
+        """Execution's reconciliation of live accounts: a mismatch (or a restart) halts, agreement lifts that."""
+        for status in statuses:
+            book = self.books.get(status.account_id)
+            if book is None or not book.control.live:
+                continue
+            message = "; ".join(status.differences) or status.message
+            before = (book.control.reconciliation, book.control.reconciliation_message)
+            change = states.reconciliation(book.control, status.reconciliation, message)
+            if change is not None:
+                log.log(logging.ERROR if status.reconciliation == "mismatch" else logging.INFO,
+                        "account %s: reconciliation %s -> %s (%s)", book.account_id, change.details["previous"],
+                        status.reconciliation, message or "no detail")
+                self._announce(uow, book, change, status.ts_event)
+            elif before != (book.control.reconciliation, book.control.reconciliation_message):
+                uow.save_control(book.account_id, book.control, book.clock)
 
     def _apply_trading(self, uow: UnitOfWork, events: Sequence[OrderEvent]) -> set[str]:
         """The unit's new fills and the order events: positions, cash, orders, then the loss limits."""
@@ -519,7 +542,8 @@ class RiskService:
         account_id = book.account_id
         version = uow.versions.get(account_id, 0) + 1
         serial = uow.next_serial()
-        severity = "critical" if change.after == "halted" else "warning" if change.after == "reducing" else "info"
+        severity = change.severity or (
+            "critical" if change.after == "halted" else "warning" if change.after == "reducing" else "info")
         kind = "limit_breach" if change.breach else "state_change"
         uow.publish(None, self._topics.events, account_id, RiskEvent(
             event_id=f"{kind}:{account_id}:{version}:{serial}", account_id=account_id, kind=kind, reason=change.reason,
@@ -837,6 +861,8 @@ class RiskService:
             "account_id": account_id, "state": control.state, "reasons": control.reasons(),
             "kill_switch": {"engaged": control.kill_switch, "reason": control.kill_switch_reason,
                             "automatic": control.kill_switch_auto},
+            "reconciliation": ({"status": control.reconciliation, "message": control.reconciliation_message}
+                               if control.live else None),
             "equity_currency": book.equity_currency, "equity": text(equity), "equity_peak": text(control.equity_peak),
             "drawdown_pct": text(drawdown_pct(control, equity).quantize(Decimal("0.0001"))),
             "daily_pnl": text(daily_pnl(control, equity)), "day_start_equity": text(control.day_start_equity),

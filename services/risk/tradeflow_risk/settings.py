@@ -15,6 +15,7 @@ from pydantic_settings import NoDecode
 from tradeflow.settings import ServiceSettings
 from tradeflow.timeframes import TimeframeName
 from tradeflow.topics import (
+    EXEC_ACCOUNTS,
     EXEC_FILLS,
     EXEC_ORDERS,
     MD_CANDLES,
@@ -54,6 +55,7 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     signals_topic: TopicName = STRATEGY_SIGNALS.name
     exec_orders_topic: TopicName = EXEC_ORDERS.name
     exec_fills_topic: TopicName = EXEC_FILLS.name
+    exec_accounts_topic: TopicName = EXEC_ACCOUNTS.name
     candles_topic: TopicName = MD_CANDLES.name
     ticks_topic: TopicName = MD_TICKS.name
     orders_topic: TopicName = RISK_ORDERS.name

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 from tradeflow.settings import load_settings
 from tradeflow.telemetry import Telemetry
@@ -40,3 +43,56 @@ async def test_the_broker_is_made_with_the_entrys_sandbox_and_credentials_which_
         assert broker._timings.poll_interval_s == 0.5 and broker._symbols == {"BTC/USDT"}
     finally:
         await exchange.close()
+
+
+async def test_credentials_from_mounted_files_are_read_once_and_never_shown_or_logged(monkeypatch, tmp_path, caplog):
+    key_file, secret_file = tmp_path / "api-key", tmp_path / "secret"
+    key_file.write_text("FILE-KEY-789\n")  # the trailing newline of `kubectl create secret --from-file`
+    secret_file.write_text("  FILE-SECRET-012\n")
+    monkeypatch.setenv("TRADEFLOW_ACCOUNTS", LIVE)
+    monkeypatch.setenv("TRADEFLOW_EXCHANGES", json.dumps([{
+        "id": "binance", "symbols": ["BTC/USDT"], "api_key_file": str(key_file), "secret_file": str(secret_file)}]))
+    caplog.set_level(logging.DEBUG)
+    settings = load_settings(ExecutionSettings)
+    key_file.write_text("ROTATED")  # read once, when the settings load
+    (feed,) = settings.exchanges
+    assert (feed.api_key.get_secret_value(), feed.secret.get_secret_value()) == ("FILE-KEY-789", "FILE-SECRET-012")
+    (broker,) = create_live_brokers(settings, Telemetry("test-execution", settings)).values()
+    try:
+        assert (broker._exchange.apiKey, broker._exchange.secret) == ("FILE-KEY-789", "FILE-SECRET-012")
+    finally:
+        await broker._exchange.close()
+    shown = repr(settings) + str(settings) + repr(feed) + settings.model_dump_json() + caplog.text
+    assert "FILE-KEY-789" not in shown and "FILE-SECRET-012" not in shown
+    assert str(key_file) in repr(feed)  # where they come from is shown
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ({"api_key_file": "{missing}", "secret": "S-1"}, "api_key_file of exchange 'binance': cannot read {missing}: "
+                                                     "FileNotFoundError"),
+    ({"api_key_file": "{empty}", "secret": "S-1"}, "api_key_file of exchange 'binance': {empty} is empty"),
+    ({"api_key": "K-1", "api_key_file": "{key}", "secret": "S-1"}, "give api_key or api_key_file, not both"),
+    ({"api_key_file": "{key}"}, "api_key and secret must be given together"),
+])
+def test_a_credentials_file_that_cannot_be_used_stops_the_service_naming_it_without_any_secret(
+        monkeypatch, tmp_path, entry, problem):
+    paths = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "key": tmp_path / "key"}
+    paths["empty"].write_text("\n")
+    paths["key"].write_text("FILE-KEY-345")
+    entry = {name: value.format(**paths) for name, value in entry.items()}
+    monkeypatch.setenv("TRADEFLOW_EXCHANGES", json.dumps([{"id": "binance", **entry}]))
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(ExecutionSettings)
+    message = str(stopped.value)
+    assert "TRADEFLOW_EXCHANGES" in message and problem.format(**paths) in message
+    assert "FILE-KEY-345" not in message and "S-1" not in message and "K-1" not in message
+
+
+def test_an_invalid_exchange_entry_is_reported_without_quoting_its_credentials(monkeypatch):
+    monkeypatch.setenv("TRADEFLOW_EXCHANGES", json.dumps([{"id": "binance", "symbols": ["BTCUSDT"],
+                                                           "api_key": "KEY-LEAK", "secret": "SECRET-LEAK"}]))
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(ExecutionSettings)
+    message = str(stopped.value)
+    assert "TRADEFLOW_EXCHANGES" in message and "unified spot symbols" in message
+    assert "KEY-LEAK" not in message and "SECRET-LEAK" not in message

@@ -9,10 +9,11 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
-from tradeflow.messages import Fill, Order, OrderEvent, RiskEvent, Tick
+from tradeflow.messages import AccountStatus, Alert, Fill, Order, OrderEvent, RiskEvent, Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow_execution.adapters.paper_broker import PaperBroker, PaperMarket
+from tradeflow_execution.domain.live import AccountMismatch, AccountPending
 from tradeflow_execution.domain.markets import Markets, MarketSteps
 from tradeflow_execution.domain.paper_exchange import LoggedTrade, PaperExchange
 from tradeflow_execution.metrics import ExecutionMetrics
@@ -368,3 +369,23 @@ async def test_an_order_left_in_flight_is_settled_by_its_broker_at_start(world):
     (fill,) = world.published(Fill)
     assert (fill.fill_id, fill.price) == ("flying:t1", D("101.05"))  # 101 x 1.0005 on the tick
     assert world.statuses("flying") == [(2, "accepted"), (3, "filled")]
+
+
+async def test_a_live_accounts_reconciliation_status_is_published_for_risk_once_per_change(world):
+    async def report(*updates) -> None:
+        await world.service.apply_from_broker(LIVE.id, lambda _open: list(updates))
+
+    await report(AccountPending(LIVE.id, T0))
+    await report(AccountMismatch(LIVE.id, (), T0 + S))  # the first reconciliation agrees
+    await report(AccountMismatch(LIVE.id, ("balance USDT: the exchange has 5, the fills give 0",), T0 + 2 * S))
+    await report(AccountMismatch(LIVE.id, ("balance USDT: the exchange has 6, the fills give 0",), T0 + 3 * S))
+    assert world.service.mismatch(LIVE.id) == ("balance USDT: the exchange has 6, the fills give 0",)
+    await report(AccountMismatch(LIVE.id, (), T0 + 4 * S))  # agree again: the halt lifts
+    statuses = world.published(AccountStatus)
+    assert [(s.account_id, s.reconciliation, s.ts_event) for s in statuses] == [
+        (LIVE.id, "pending", T0), (LIVE.id, "agreed", T0 + S), (LIVE.id, "mismatch", T0 + 2 * S),
+        (LIVE.id, "agreed", T0 + 4 * S)]
+    assert statuses[2].differences == ["balance USDT: the exchange has 5, the fills give 0"]
+    assert len({s.event_id for s in statuses}) == 4 and world.service.mismatch(LIVE.id) == ()
+    kinds = [a.kind for a in world.published(Alert)]
+    assert kinds == ["position_mismatch", "position_mismatch_resolved"]

@@ -58,6 +58,7 @@ from tradeflow_execution.domain.live import (
     NOT_FOUND_AT_EXCHANGE,
     RATE_LIMITED,
     AccountMismatch,
+    AccountPending,
     AdoptedOrder,
     ExchangeOrder,
     exchange_reason,
@@ -70,6 +71,9 @@ from tradeflow_execution.store import TrackedOrder
 log = logging.getLogger(__name__)
 
 NS_PER_MS = 1_000_000
+# Binance's myTrades: at most 1000 trades and 24 hours (startTime to endTime) per request.
+TRADES_PAGE = 1000
+TRADES_WINDOW_MS = 86_400_000
 Compute = Callable[[Mapping[str, TrackedOrder]], list[BrokerUpdate]]
 
 
@@ -80,7 +84,7 @@ class LiveTimings:
     in_flight_threshold_s: float = 5.0
     in_flight_retries: int = 3
     request_timeout_s: float = 10.0
-    fills_lookback_s: float = 86_400.0
+    fills_lookback_s: float = 7 * 86_400.0
     balance_checks: int = 3  # a balance difference must persist this many rounds in a row to halt
     reconcile_interval_s: float = 60.0  # a full reconciliation (balances included) at least this often
     user_stream: bool = True  # watch_orders (the user data stream) wakes a round at once
@@ -184,6 +188,8 @@ class LiveBroker:
         self._host = host
 
     async def start(self) -> None:
+        # Risk holds the account until the first reconciliation reports agreement (exec.accounts.v1).
+        await self._host.apply_from_broker(self.account_id, lambda _open: [AccountPending(self.account_id, self._clock())])
         self._full_requested = asyncio.Event()
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"live-broker-{self.account_id}")
@@ -493,8 +499,7 @@ class LiveBroker:
     async def _order_fills(self, order: Order, theirs: ExchangeOrder) -> list[Fill]:
         """The exchange's trades of one order (empty when they cannot be fetched now: a later round will)."""
         try:
-            trades = await self._call(self._exchange.fetch_my_trades, order.symbol, None, None,
-                                      {"orderId": theirs.exchange_order_id})
+            trades = await self._order_trades(order.symbol, theirs.exchange_order_id)
         except Exception as exc:  # noqa: BLE001
             log.info("trades of %s not fetched now: %s", order.client_order_id, _short(exc))
             return []
@@ -616,7 +621,7 @@ class LiveBroker:
                     return
             else:
                 self._mismatch_rounds = 0
-                if self.halted_reason:  # the balances agree again: the halt is lifted
+                if self.halted_reason or not self.ready:  # agreement: the first, or the halt lifted
                     await host.apply_from_broker(self.account_id, lambda _open: [AccountMismatch(
                         self.account_id, (), self._clock())])
                     self.halted_reason = ""
@@ -657,9 +662,52 @@ class LiveBroker:
         keys: set[str] = set()
         for symbol in sorted(self._symbols):
             since = self._since_ms.get(symbol, int(time.time() * 1000) - 60_000)
-            keys |= {self._fill_key(symbol, t) for t in await self._fetch_list("fetch_my_trades", "parse_trade", symbol,
-                                                                                since, 1000)}
+            keys |= {self._fill_key(symbol, t) for t in await self._fetch_trades(symbol, since)}
         return keys
+
+    @property
+    def _pages_by_id(self) -> bool:
+        """Binance: myTrades pages by trade id (``fromId``) within 24-hour windows; other exchanges
+        get one request per read (ADR 0022)."""
+        return self._exchange.id == "binance"
+
+    async def _fetch_trades(self, symbol: str, since_ms: int) -> list[dict]:
+        """The account's trades of ``symbol`` from ``since_ms``, all of them however long ago: the
+        24-hour windows from ``since_ms`` are walked up to the first that has trades, then the
+        trades after the newest one read are asked for by id (``fromId``), a page of 1000 at a
+        time, until a page is not full (an outage of days loses no fill)."""
+        if not self._pages_by_id:
+            return await self._fetch_list("fetch_my_trades", "parse_trade", symbol, since_ms, TRADES_PAGE)
+        now_ms = int(time.time() * 1000)
+        start = since_ms
+        while True:
+            end = start + TRADES_WINDOW_MS - 1
+            window = {"endTime": end} if end < now_ms else {}  # the last window: the exchange ends it
+            page = await self._fetch_list("fetch_my_trades", "parse_trade", symbol, start, TRADES_PAGE, window)
+            if page or end >= now_ms:
+                break
+            start = end + 1
+        trades = list(page)
+        more = len(page) >= TRADES_PAGE or (bool(page) and end < now_ms)
+        while more:
+            page = await self._fetch_list("fetch_my_trades", "parse_trade", symbol, None, TRADES_PAGE,
+                                          {"fromId": _newest_id(trades) + 1})
+            trades += page
+            more = len(page) >= TRADES_PAGE
+        return trades
+
+    async def _order_trades(self, symbol: str, exchange_order_id: str) -> list[dict]:
+        """Every trade of one order (Binance: by ``orderId``, pages of 1000 by ``fromId``)."""
+        params: dict[str, Any] = {"orderId": exchange_order_id}
+        if not self._pages_by_id:
+            return await self._call(self._exchange.fetch_my_trades, symbol, None, None, params)
+        trades: list[dict] = []
+        while True:
+            page = await self._call(self._exchange.fetch_my_trades, symbol, None, TRADES_PAGE, params)
+            trades += page
+            if len(page) < TRADES_PAGE:
+                return trades
+            params = {"orderId": exchange_order_id, "fromId": _newest_id(trades) + 1}
 
     async def _balance_differences(self) -> list[str] | None:
         """The exchange's balances against the fold of the applied fills; None when a trade happened
@@ -699,7 +747,7 @@ class LiveBroker:
         fetched = Fetched(open_orders=await self._fetch_open())
         for symbol in sorted(self._symbols):
             since = self._since_ms.setdefault(symbol, int(time.time() * 1000) - 60_000)
-            for trade in await self._fetch_list("fetch_my_trades", "parse_trade", symbol, since, 1000):
+            for trade in await self._fetch_trades(symbol, since):
                 fill_key = self._fill_key(symbol, trade)
                 if fill_key in self._seen_fills:
                     continue
@@ -931,6 +979,14 @@ class LiveBroker:
 
 _UNIFIED_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED",
                    "rejected": "REJECTED"}
+
+
+def _newest_id(trades: Sequence[dict]) -> int:
+    """The highest numeric trade id read (Binance's ids grow per symbol)."""
+    ids = [int(t["id"]) for t in trades if str(t.get("id") or "").isdigit()]
+    if not ids:
+        raise Malformed("a full page of trades without a numeric id: cannot ask for the next page")
+    return max(ids)
 
 
 def _short(exc: BaseException) -> str:

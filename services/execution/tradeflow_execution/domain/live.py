@@ -3,7 +3,9 @@
 Two updates only a remote broker produces: :class:`AdoptedOrder` (an order open at the exchange
 that execution never sent: it is stored and reported, and its fills count like any other) and
 :class:`AccountMismatch` (reconciliation found balances that the fills cannot explain: the account
-is halted and a critical alert raised). :func:`exchange_reason` turns an exchange's refusal into
+is halted and a critical alert raised; no differences: they agree, and risk is told so), and
+:class:`AccountPending` (the broker started: the account is not reconciled until its first round
+succeeds; risk is told so). :func:`exchange_reason` turns an exchange's refusal into
 one of the stable reason codes, and :func:`order_updates` turns what the exchange says of one order
 into the transitions the service has not seen yet, in the order the state table accepts them.
 """
@@ -35,6 +37,14 @@ class AccountMismatch:
 
     account_id: str
     differences: tuple[str, ...]
+    ts_event: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPending:
+    """The broker (re)started: the account waits for its first reconciliation."""
+
+    account_id: str
     ts_event: int
 
 

@@ -1,4 +1,4 @@
-"""Risk's tables (migration risk_0001) and the unit of work every decision is stored in.
+"""Risk's tables (migrations risk_0001, risk_0002) and the unit of work every decision is stored in.
 
 A :class:`UnitOfWork` is one transaction over a set of accounts: it locks their
 ``risk_accounts`` rows (``SELECT ... FOR UPDATE``, in account order so two units never
@@ -31,7 +31,7 @@ from tradeflow_risk.domain.limits import RiskLimits
 
 OUTBOX_TABLE = "risk_outbox"
 _NO_TRACE: Mapping[str, str] = {}  # rows without trace headers
-REQUIRED_REVISION = "risk_0001"
+REQUIRED_REVISION = "risk_0002"
 TERMINAL_SQL = "('filled', 'canceled', 'rejected', 'expired')"
 
 
@@ -79,7 +79,8 @@ def _control(row: dict) -> AccountControl:
                 for reason, b in (row["breaches"] or {}).items()}
     return AccountControl(kill_switch=row["kill_switch"], kill_switch_reason=row["kill_switch_reason"],
                           kill_switch_auto=row["kill_switch_auto"], breaches=breaches, day=row["day"],
-                          day_start_equity=row["day_start_equity"], equity_peak=row["equity_peak"])
+                          day_start_equity=row["day_start_equity"], equity_peak=row["equity_peak"],
+                          reconciliation=row["reconciliation"], reconciliation_message=row["reconciliation_message"])
 
 
 def _columns(rows: Sequence[tuple], width: int) -> tuple[list, ...]:
@@ -318,15 +319,17 @@ class UnitOfWork:
                 "WHERE o.client_order_id = v.client_order_id", _columns(rows, 6))
         if self._controls:
             rows = [(account_id, c.kill_switch, c.kill_switch_reason, c.kill_switch_auto, _breaches_json(c), c.day,
-                     c.day_start_equity, c.equity_peak, clock) for account_id, (c, clock) in self._controls.items()]
+                     c.day_start_equity, c.equity_peak, clock, c.reconciliation, c.reconciliation_message)
+                    for account_id, (c, clock) in self._controls.items()]
             await conn.execute(
                 "UPDATE risk_accounts a SET version = a.version + 1, kill_switch = v.kill_switch, "
                 "kill_switch_reason = v.reason, kill_switch_auto = v.auto, breaches = v.breaches, day = v.day, "
                 "day_start_equity = v.day_start, equity_peak = v.peak, clock = greatest(a.clock, v.clock), "
+                "reconciliation = v.reconciliation, reconciliation_message = v.reconciliation_message, "
                 "updated_at = now() FROM unnest(%b::text[], %b::bool[], %b::text[], %b::bool[], %b::jsonb[], "
-                "%b::int[], %b::numeric[], %b::numeric[], %b::bigint[]) "
-                "AS v(account_id, kill_switch, reason, auto, breaches, day, day_start, peak, clock) "
-                "WHERE a.account_id = v.account_id", _columns(rows, 9))
+                "%b::int[], %b::numeric[], %b::numeric[], %b::bigint[], %b::text[], %b::text[]) "
+                "AS v(account_id, kill_switch, reason, auto, breaches, day, day_start, peak, clock, reconciliation, "
+                "reconciliation_message) WHERE a.account_id = v.account_id", _columns(rows, 11))
         if self._messages:
             await self._outbox.put_traced(conn, self._messages)
 

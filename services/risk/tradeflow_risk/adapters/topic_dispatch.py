@@ -1,8 +1,9 @@
 """The one place that knows risk's topics: consumed records by topic to the service layer, and the
 offsets the two consumers may commit.
 
-- Trading topics (strategy.signals.v1, exec.orders.v1, exec.fills.v1; one consumer group,
-  partitioned by account): a batch becomes :meth:`RiskService.on_trading`. A partition's commit
+- Trading topics (strategy.signals.v1, exec.orders.v1, exec.fills.v1, exec.accounts.v1; one
+  consumer group, partitioned by account): a batch becomes :meth:`RiskService.on_trading` (a live
+  account's reconciliation status from exec.accounts.v1 is applied before the batch's signals). A partition's commit
   stops at its first signal still waiting for an order of its account to settle, so a restart
   reads it again (its decision is then made, or replayed from the database).
 - Market data (md.candles.v1, md.ticks.v1; a group per replica, since every replica needs every
@@ -63,13 +64,15 @@ class _Offsets:
 class TradingDispatch:
     """Handler of the trading consumer."""
 
-    def __init__(self, service: RiskService, *, signals_topic: str, orders_topic: str, fills_topic: str) -> None:
+    def __init__(self, service: RiskService, *, signals_topic: str, orders_topic: str, fills_topic: str,
+                 accounts_topic: str = "") -> None:
         self._service = service
         self._signals, self._orders, self._fills = signals_topic, orders_topic, fills_topic
+        self._accounts = accounts_topic
         self._offsets = _Offsets()
 
     async def handle(self, records: list[Record]) -> None:
-        fills, events, signals = [], [], []
+        fills, events, signals, statuses = [], [], [], []
         for record in records:
             topic = record.topic
             if topic == self._fills:
@@ -78,7 +81,9 @@ class TradingDispatch:
                 events.append(record.value)
             elif topic == self._signals:
                 signals.append(PendingSignal(record.value, topic, record.partition, record.offset, _trace_of(record)))
-        await self._service.on_trading(fills, events, signals)
+            elif topic == self._accounts:
+                statuses.append(record.value)
+        await self._service.on_trading(fills, events, signals, statuses)
         self._offsets.advance(records)
 
     def committable_offsets(self) -> dict[TopicPartition, int]:

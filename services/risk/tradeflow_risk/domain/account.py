@@ -91,10 +91,19 @@ class AccountControl:
     day: int | None = None  # UTC days since the epoch of the account's clock
     day_start_equity: Decimal | None = None
     equity_peak: Decimal | None = None
+    # A live account's reconciliation as execution last reported it (exec.accounts.v1): pending,
+    # agreed or mismatch. Only ``agreed`` lets its orders pass; ``live`` comes from the settings.
+    reconciliation: str = "pending"
+    reconciliation_message: str = ""
+    live: bool = False
+
+    @property
+    def reconciled(self) -> bool:
+        return not self.live or self.reconciliation == "agreed"
 
     @property
     def state(self) -> TradingState:
-        if self.kill_switch or any(b.action == "halt" for b in self.breaches.values()):
+        if self.kill_switch or not self.reconciled or any(b.action == "halt" for b in self.breaches.values()):
             return "halted"
         if self.breaches:
             return "reducing"
@@ -102,6 +111,9 @@ class AccountControl:
 
     def reasons(self) -> list[str]:
         reasons = [f"kill_switch: {self.kill_switch_reason}".rstrip(": ")] if self.kill_switch else []
+        if not self.reconciled:
+            code = "reconciliation_mismatch" if self.reconciliation == "mismatch" else "account_not_reconciled"
+            reasons.append(f"{code}: {self.reconciliation_message}".rstrip(": "))
         return reasons + [f"{b.reason}: {b.message}" for b in self.breaches.values()]
 
 

@@ -64,6 +64,11 @@ def _account_state(request: OrderRequest, book: AccountBook, ctx: GateContext) -
         return Rejection.of(reasons.KILL_SWITCH, f"the kill switch of {book.account_id} is engaged "
                                                  f"({control.kill_switch_reason or 'no reason given'})",
                             state="halted")
+    if not control.reconciled:
+        waiting = control.reconciliation_message or "waiting for execution's first reconciliation"
+        return Rejection.of(reasons.ACCOUNT_NOT_RECONCILED, f"live account {book.account_id} is not reconciled with "
+                                                            f"the exchange ({control.reconciliation}): {waiting}",
+                            state="halted", reconciliation=control.reconciliation)
     state = control.state
     if state == "halted":
         return Rejection.of(reasons.ACCOUNT_HALTED, f"account {book.account_id} is halted: "

@@ -22,6 +22,7 @@ KILL_SWITCH = "kill_switch"
 ACCOUNT_HALTED = "account_halted"
 ACCOUNT_REDUCING = "account_reducing"
 COOLDOWN = "cooldown"
+ACCOUNT_NOT_RECONCILED = "account_not_reconciled"  # a live account execution has not reconciled (or found a mismatch)
 # Market
 MARKET_CLOSED = "market_closed"
 BELOW_MIN_QUANTITY = "below_min_quantity"
@@ -40,6 +41,8 @@ MAX_DAILY_LOSS = "max_daily_loss"
 MAX_DRAWDOWN_PCT = "max_drawdown_pct"
 OPERATOR = "operator"
 NEW_DAY = "new_day"
+RECONCILIATION_MISMATCH = "reconciliation_mismatch"  # execution: the exchange's balances differ from the fills
+RECONCILED = "reconciled"  # execution: the exchange agrees with the fills (again)
 
 
 def text(value: Decimal | int | str | None) -> str:

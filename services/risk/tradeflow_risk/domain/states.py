@@ -36,6 +36,7 @@ class StateChange:
     kill_switch: bool | None = None  # the kill switch was engaged (True) or disengaged (False) by this change
     breach: bool = False  # a limit broke (RiskEvent kind limit_breach)
     details: dict[str, str] = field(default_factory=dict)
+    severity: str | None = None  # the RiskEvent's severity when not the one of the state after
 
 
 def drawdown_pct(control: AccountControl, equity: Decimal) -> Decimal:
@@ -136,3 +137,35 @@ def set_kill_switch(control: AccountControl, engaged: bool, reason: str) -> Stat
     word = "engaged" if engaged else "disengaged"
     return StateChange(before, control.state, reasons.KILL_SWITCH, f"kill switch {word}: {reason}".rstrip(": "),
                        kill_switch=engaged)
+
+
+RECONCILIATION_STATUSES = ("pending", "agreed", "mismatch")
+
+
+def reconciliation(control: AccountControl, status: str, message: str) -> StateChange | None:
+    """Execution's newest reconciliation status of a live account (ADR 0022); the state change it
+    makes, None when the status did not change (or the account is paper, or the status unknown).
+
+    ``mismatch`` halts the account (critical) and ``pending`` (execution restarted) holds it until
+    the next ``agreed``; ``agreed`` lifts only what reconciliation held: a kill switch or a loss
+    limit keeps the account where it is.
+    """
+    if not control.live or status not in RECONCILIATION_STATUSES:
+        return None
+    previous = control.reconciliation
+    control.reconciliation_message = message
+    if status == previous:
+        return None
+    before = control.state
+    control.reconciliation = status
+    if status == "mismatch":
+        reason, severity = reasons.RECONCILIATION_MISMATCH, "critical"
+        text_ = f"execution found the exchange's balances differ from the fills: {message}".rstrip(": ")
+    elif status == "pending":
+        reason, severity = reasons.ACCOUNT_NOT_RECONCILED, "warning"
+        text_ = "execution has not reconciled the account since its start: nothing is approved until it has"
+    else:
+        reason, severity = reasons.RECONCILED, "info"
+        text_ = "execution reconciled the account: the exchange agrees with the fills"
+    return StateChange(before, control.state, reason, text_,
+                       details={"reconciliation": status, "previous": previous}, severity=severity)
