@@ -199,9 +199,10 @@ async def order_flow(bootstrap: str, started: float, seen: list[float]) -> None:
 
 
 async def run_day(parts: list[Path], bootstrap: str, database_url: str, api_key: str, logs: Path, *,
-                  kill_at: dict[str, float] | None = None) -> RunResult:
-    """The day through the pipeline; with ``kill_at``, each service SIGKILLed that many seconds
-    after the replay began, and started again at once."""
+                  kill_at: dict[str, int] | None = None) -> RunResult:
+    """The day through the pipeline; with ``kill_at``, each service SIGKILLed once that many
+    order transitions are on exec.orders.v1 (so mid-stream however loaded the machine is), and
+    started again at once."""
     pipeline = Pipeline(bootstrap, database_url, api_key, logs)
     killed: list[tuple[str, int]] = []
     flow: list[float] = []
@@ -215,8 +216,10 @@ async def run_day(parts: list[Path], bootstrap: str, database_url: str, api_key:
                 for part in parts:
                     await replay(part, bootstrap)
 
-            async def kill_and_restart(victim: str, at_s: float) -> None:
-                await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+            async def kill_and_restart(victim: str, at_events: int) -> None:
+                # The broker tells nobody when a topic grows: ask it.
+                while (await end_offsets(bootstrap, [EXEC_ORDERS.name]))[EXEC_ORDERS.name] < at_events:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
                 pipeline.processes[victim].kill()
                 assert pipeline.processes[victim].proc.returncode == -signal.SIGKILL
                 killed.append((victim, (await end_offsets(bootstrap, [EXEC_ORDERS.name]))[EXEC_ORDERS.name]))
@@ -302,10 +305,12 @@ async def test_the_same_orders_and_fills_with_strategy_risk_and_execution_killed
     for tag in STRATEGIES:  # both strategies traded
         assert any(o.account_id.startswith(f"{tag}-") for o in undisturbed.orders.values()), tag
 
-    # Random moments while the undisturbed run's orders were flowing (so: mid-stream on this machine).
+    # Random moments while orders flow: each victim dies once a seeded number of the order
+    # transitions the undisturbed run made are on the topic (a count, not a time: a loaded
+    # machine shifts times, not counts).
     first, last = undisturbed.flow[0], undisturbed.flow[-1]
     rng = random.Random(KILL_SEED)
-    kill_at = {victim: rng.uniform(first + 0.5, first + 0.8 * (last - first)) for victim in VICTIMS}
+    kill_at = {victim: rng.randint(1, max(1, int(0.7 * undisturbed.events))) for victim in VICTIMS}
     crashed = await run_day(day_files, fresh_broker(private_broker), fresh_database(local_infra, "crash"), api_key,
                             tmp_path / "crash", kill_at=kill_at)
     assert sorted(victim for victim, _ in crashed.killed) == sorted(VICTIMS)

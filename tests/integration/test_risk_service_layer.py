@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import psycopg
 import pytest
@@ -430,3 +430,23 @@ async def test_entries_without_quantity_are_sized_per_account_or_strategy_instan
     by_instance = await service.on_trading(events=events, fills=fills,
                                            signals=pending(signal(account_id, 1, instance="half", symbol="ETH/USDT")))
     assert by_instance[0].order.quote_quantity == Decimal(375)  # half of the 750 left
+
+
+async def test_a_second_all_cash_entry_while_holding_is_rejected_below_the_minimum_size_not_approved(harness):
+    """The exactly-once e2e's dust orders: the first all-cash buy leaves less than one quantity
+    step of cash; the next entry is a rejection on the events topic, not an order that could never fill."""
+    account_id = harness.id("dust")
+    service = await harness.service([account(account_id, cash="10000", taker="0.001")])
+    first = await service.on_trading(signals=pending(signal(account_id, 0, price="64000")))
+    assert first[0].order.quote_quantity == Decimal(10000)
+    events, fills = execute(first[0].order, Decimal("64013"), taker=Decimal("0.001"))
+    again = signal(account_id, 1, price="64000")
+    second = await service.on_trading(events=events, fills=fills, signals=pending(again))
+    assert [(d.approved, d.reason) for d in second] == [(False, "below_minimum_size")]
+    left = Decimal(10000) - fills[0].quantity * fills[0].price - fills[0].fee
+    assert Decimal(0) < left < Decimal("0.00000001") * 64000  # cash left: less than one step at the price
+    published = await harness.events()
+    assert [(e.kind, e.reason, e.client_order_id) for e in published] == [
+        ("rejection", "below_minimum_size", client_order_id_for_signal(again.signal_id))]
+    assert Decimal(published[0].details["quote_quantity"]) == left.quantize(Decimal("1e-8"), ROUND_DOWN)  # all of it
+    assert [o.client_order_id for o in await harness.orders()] == [first[0].order.client_order_id]

@@ -130,8 +130,9 @@ def test_several_markets_share_one_account():
         held = sum(float(p.quantity) * float({"BTC/USDT": btc, "ETH/USDT": eth}[s].close[-1])
                    for s, p in result.positions.items())
         assert result.equity[-1] == pytest.approx(float(result.final_cash) + held, rel=1e-12)
-    # All the cash goes into whichever market enters first: the other one's entry meanwhile is refused.
-    assert any(u.reason == "insufficient_cash" for u in all_cash.unfilled)
+    # All the cash goes into whichever market enters first: the other one's entry meanwhile is
+    # skipped, the cash left (less than one quantity step) being below the minimum size, as risk rejects it.
+    assert any(u.reason == "below_minimum_size" for u in all_cash.unfilled)
     overlapping = [(a, b) for a in halves.trades for b in halves.trades
                    if a.symbol == "BTC/USDT" and b.symbol == "ETH/USDT" and a.entry_ts < b.exit_ts and b.entry_ts < a.exit_ts]
     assert overlapping  # with half the equity each, both markets hold positions at the same time
@@ -214,3 +215,29 @@ def test_sizing_rules_give_the_quote_an_entry_spends_as_risk_sizes_it():
     assert entry_quote(FixedQuote(amount=D(100)), free_cash=D(60), equity=D(900)) == D(100)
     with pytest.raises(ValidationError, match="fraction"):
         FractionOfEquity(fraction=D("1.5"))
+
+
+def test_the_backtest_skips_an_entry_below_the_minimum_size_by_the_rule_risk_rejects_it_with():
+    """Lots of one unit and 100.5 quote per entry around a price of 100: the same rule
+    (tradeflow_trading.sizing.below_minimum) decides at each entry's decision price whether it
+    is skipped (below_minimum_size), in both executions."""
+    from tradeflow_trading.sizing import EntryMinimums, FixedQuote, Size, below_minimum
+
+    frame = random_walk(3000, seed=17, volatility=0.004)
+    rule = FillRule(FEES, quantity_step=D(1))
+    backtest = Backtest(Market("BTC/USDT", frame), timeframe="1m", fill_rule=rule, sizing=FixedQuote(amount=D("100.5")))
+    direct = backtest.run(SmaCross, {"fast": 5, "slow": 20})
+    general = backtest.run(SmaCross, {"fast": 5, "slow": 20}, execution="general")
+    assert [(u.intent, u.reason) for u in direct.unfilled] == [(u.intent, u.reason) for u in general.unfilled]
+    assert direct.trades == general.trades
+
+    def below(price: D):
+        return below_minimum(Size(quote=D("100.5")), price, EntryMinimums(D(1)), taker_fee=FEES.taker)
+
+    skipped = [u.intent for u in direct.unfilled if u.reason == "below_minimum_size"]
+    assert skipped and all(below(intent.price) is not None for intent in skipped)
+    assert {u.reason for u in direct.unfilled} <= {"below_minimum_size", "insufficient_cash", "no_next_candle"}
+    # Each trade's entry was decided on the candle before its fill, at a price the rule lets through.
+    starts = frame.ts_start.tolist()
+    entered = [D(repr(float(frame.close[starts.index(t.entry_ts) - 1]))) for t in direct.trades]
+    assert entered and all(below(price) is None and t.quantity == 1 for price, t in zip(entered, direct.trades, strict=True))

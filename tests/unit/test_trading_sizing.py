@@ -7,15 +7,21 @@ from decimal import Decimal as D
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
+from tradeflow_trading.fees import FeeSchedule
+from tradeflow_trading.fills import FillRule
 from tradeflow_trading.sizing import (
+    BelowMinimumSize,
+    EntryMinimums,
     FixedQuote,
     FractionOfCash,
     FractionOfEquity,
     Kelly,
+    Size,
     Sizing,
     SizingError,
     SizingInputs,
     VolatilityTarget,
+    below_minimum,
     kelly_fraction,
     size_entry,
 )
@@ -78,3 +84,31 @@ def test_atr_stdev_and_correlation_from_candles():
     assert len(xs) == len(ys) == 4 and correlation(xs, ys) == pytest.approx(1.0)
     assert correlation([0.1, 0.1, 0.1], [0.2, 0.1, 0.3]) is None  # a constant series
     assert correlation([0.1, 0.2], [0.2, 0.1]) is None  # too few points
+
+
+def test_an_entry_below_the_markets_minimum_size_is_refused_by_one_rule():
+    step = EntryMinimums(quantity_step=D("0.001"))
+    # 0.2 quote at 200 with a 0.1% fee buys 0.000999.. -> 0 at a step of 0.001: it could never fill.
+    short = below_minimum(Size(quote=D("0.2")), D(200), step, taker_fee=D("0.001"))
+    assert short is not None and short.quantity == 0 and "less than one quantity step (0.001)" in short.message
+    assert below_minimum(Size(quote=D("0.2002")), D(200), step, taker_fee=D("0.001")) is None  # exactly one step
+    assert below_minimum(Size(quote=D("0.2")), D(200), step) is None  # without a fee it is one step
+    assert below_minimum(Size(quantity=D("0.0009")), D(200), step).quantity == 0
+    # The exchange's minimums, where known: quantity, then notional.
+    market = EntryMinimums(quantity_step=D("0.001"), min_quantity=D("0.01"), min_notional=D(5))
+    assert "minimum quantity 0.01" in below_minimum(Size(quantity=D("0.009")), D(1000), market).message
+    assert "minimum notional 5" in below_minimum(Size(quote=D("4.99")), D(100), market).message
+    assert below_minimum(Size(quote=D(5)), D(100), market) is None
+    # A sized quantity that rounds to nothing is the same refusal (a SizingError, so callers that only know that still refuse).
+    with pytest.raises(BelowMinimumSize, match="rounds to zero"):
+        size_entry(FixedQuote(amount=D("0.01")), INPUTS, "sell", D("0.1"))
+    assert issubclass(BelowMinimumSize, SizingError)
+
+
+@pytest.mark.parametrize("quote", ["0.1", "0.2", "0.2002", "0.2003", "0.4", "0.4004", "0.40039", "7.3"])
+def test_the_minimum_size_rule_agrees_with_what_the_fill_rule_buys(quote):
+    """Below the minimum exactly when the fill rule (paper execution, the backtest) would buy nothing."""
+    rule = FillRule(FeeSchedule(maker=D("0.0005"), taker=D("0.001")), quantity_step=D("0.001"))
+    bought = rule.market_fill("buy", D(200), quote_quantity=D(quote))
+    short = below_minimum(Size(quote=D(quote)), D(200), EntryMinimums(D("0.001")), taker_fee=D("0.001"))
+    assert (short is not None) == (bought is None)

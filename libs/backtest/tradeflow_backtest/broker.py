@@ -16,9 +16,11 @@ resting). Intents become orders here:
 - ``exit`` sells the whole position; ignored when flat.
 - ``target`` buys or sells the difference to the wanted quantity.
 
-A buy that the cash cannot pay for when it fills is rejected (``insufficient_cash``), as an
-exchange would; so is one too small for a quantity step. Spot only: nothing sells more than
-is held.
+An unsized entry too small to ever fill at its decision price (less than one quantity step,
+fee included: ``tradeflow_trading.sizing.below_minimum``, the rule risk rejects it by) is
+skipped as ``below_minimum_size``. A buy that the cash cannot pay for when it fills is rejected
+(``insufficient_cash``), as an exchange would; so is one that the price moved below one
+quantity step by its fill. Spot only: nothing sells more than is held.
 """
 
 from __future__ import annotations
@@ -33,10 +35,35 @@ from tradeflow_trading.ids import NS_PER_MS, client_order_id_for_signal
 from tradeflow_trading.money import ZERO, div, mul, quantize_price, to_decimal
 from tradeflow_trading.orders import OrderState
 from tradeflow_trading.positions import Balances, Position
-from tradeflow_trading.sizing import FixedQuote, FractionOfCash, FractionOfEquity, entry_quote
+from tradeflow_trading.sizing import (
+    BELOW_MINIMUM_SIZE,
+    EntryMinimums,
+    FixedQuote,
+    FractionOfCash,
+    FractionOfEquity,
+    Size,
+    below_minimum,
+    entry_quote,
+)
 from tradeflow_trading.strategy.intents import Intent
 
 from tradeflow_backtest.result import Trade, Unfilled
+
+
+def sized_entry(sizing: FixedQuote | FractionOfCash | FractionOfEquity, fill_rule: FillRule, *, cash: Decimal,
+                equity: Decimal, price: Decimal) -> tuple[Decimal, str | None]:
+    """The quote amount an unsized entry at decision ``price`` spends, and why it is refused
+    (None: it is not): ``insufficient_cash`` for nothing or more than the cash (as risk refuses
+    it), ``below_minimum_size`` for less than one quantity step (the rule risk shares)."""
+    quote = entry_quote(sizing, free_cash=cash, equity=equity)
+    if quote <= 0:
+        return quote, "insufficient_cash"
+    if below_minimum(Size(quote=quote), price, EntryMinimums(fill_rule.quantity_step),
+                     taker_fee=fill_rule.fees.taker) is not None:
+        return quote, BELOW_MINIMUM_SIZE
+    if quote > cash:
+        return quote, "insufficient_cash"
+    return quote, None
 
 
 @dataclass(slots=True)
@@ -106,9 +133,10 @@ class SimulatedBroker:
             if intent.quantity is not None:
                 quantity = intent.quantity
             else:
-                quote = entry_quote(self.sizing, free_cash=self.cash, equity=equity)
-                if quote <= 0 or quote > self.cash:  # risk refuses more than the free cash
-                    self.unfilled.append(Unfilled(intent, "insufficient_cash"))
+                quote, refused = sized_entry(self.sizing, self.fill_rule, cash=self.cash, equity=equity,
+                                             price=intent.price)
+                if refused is not None:
+                    self.unfilled.append(Unfilled(intent, refused))
                     return None
         elif intent.kind == "exit":
             side, quantity = "sell", position

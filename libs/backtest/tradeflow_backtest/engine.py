@@ -57,7 +57,6 @@ from tradeflow_trading.sizing import (
     FixedQuote,
     FractionOfCash,
     FractionOfEquity,
-    entry_quote,
 )
 from tradeflow_trading.strategy.base import EventStrategy, Strategy, StrategyDefinitionError, VectorStrategy
 from tradeflow_trading.strategy.candles import CandleFrame, resample, visible_counts
@@ -66,7 +65,7 @@ from tradeflow_trading.strategy.intents import Intent, intent_on
 from tradeflow_trading.strategy.parity import decide_history
 
 from tradeflow_backtest import metrics as metrics_
-from tradeflow_backtest.broker import SimulatedBroker
+from tradeflow_backtest.broker import SimulatedBroker, sized_entry
 from tradeflow_backtest.data import Market
 from tradeflow_backtest.result import BacktestResult, Trade, Unfilled
 
@@ -207,12 +206,13 @@ class Backtest:
                     unfilled.append(Unfilled(intent_on(frame, row, symbol, "enter_long", intent_reason),
                                              "no_next_candle"))
                     continue
-                quote = entry_quote(self.sizing, free_cash=cash, equity=cash)  # flat: the equity is the cash
+                quote, refused = sized_entry(self.sizing, rule, cash=cash, equity=cash,  # flat: equity is cash
+                                             price=to_decimal(float(frame.close[row])))
                 fill = rule.market_fill("buy", to_decimal(float(opens[row + 1])), quote_quantity=quote) \
-                    if 0 < quote <= cash else None
-                if fill is None:
+                    if refused is None else None
+                if fill is None:  # refused, or the price moved below one quantity step by the fill
                     unfilled.append(Unfilled(intent_on(frame, row, symbol, "enter_long", intent_reason),
-                                             "insufficient_cash"))  # nothing, or less than one quantity step
+                                             refused or "insufficient_cash"))
                     continue
                 cash -= mul(fill.quantity, fill.price) + fill.fee
                 held = fill.quantity

@@ -45,6 +45,13 @@ def limit_reached(side: str, limit_price: Decimal, trade_price: Decimal) -> bool
     return trade_price <= limit_price if side == "buy" else trade_price >= limit_price
 
 
+def quantity_for_quote(quote: Decimal, price: Decimal, taker: Decimal, quantity_step: Decimal) -> Decimal:
+    """Base quantity a market buy of ``quote`` gets at ``price`` paying the ``taker`` rate on it:
+    ``quote / (price x (1 + taker))`` cut down to ``quantity_step`` (the fill rule, and the
+    minimum-size rule of tradeflow_trading.sizing)."""
+    return quantize_down(div(quote, mul(price, ONE + taker)), quantity_step)
+
+
 @dataclass(frozen=True, slots=True)
 class FillQuote:
     """What a fill would be: quantity, price, fee and liquidity (before it becomes a Fill)."""
@@ -84,7 +91,7 @@ class FillRule:
 
     def quantity_for_quote(self, quote: Decimal, price: Decimal) -> Decimal:
         """Base quantity a buy of ``quote`` (fee included) gets at ``price`` (already slipped), cut to the step."""
-        return quantize_down(div(quote, mul(price, ONE + self.fees.taker)), self.quantity_step)
+        return quantity_for_quote(quote, price, self.fees.taker, self.quantity_step)
 
     def market_fill(self, side: str, trade_price: Decimal, *, quantity: Decimal | None = None,
                     quote_quantity: Decimal | None = None) -> FillQuote | None:

@@ -26,6 +26,18 @@ available cash" is exact whatever the price does between the decision and the fi
 (short entries) need a base quantity: the amount is divided by the price and cut to the step.
 Amounts are cut down to 1e-8 of the quote currency.
 Volatility targets size a quantity directly.
+
+**The minimum size** (:func:`below_minimum`): an entry that could never fill is refused, not
+sent. At the decision price, a quote-sized buy must buy at least one quantity step by the fill
+rule's own formula (``quote / (price x (1 + taker))`` cut to the step), and at least the
+market's minimum quantity; a base quantity must be at least one step and the minimum; the
+notional at least the market's minimum notional (where the market data knows them). Risk
+rejects such an entry with ``below_minimum_size`` (:data:`BELOW_MINIMUM_SIZE`) and the backtest
+skips it with the same reason, both through this one function. Typical case: an entry signal
+while the account holds, sized from the cash an all-cash buy left over (less than one step).
+The price can still move between the decision and the fill: an entry just above the minimum
+may buy nothing at its fill price (execution then expires it, the backtest reports
+``insufficient_cash``).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradeflow_trading.fills import quantity_for_quote
 from tradeflow_trading.money import (
     DEFAULT_PRICE_STEP,
     DEFAULT_QUANTITY_STEP,
@@ -89,6 +102,32 @@ ALL_CASH = FractionOfCash(fraction=ONE)
 
 class SizingError(ValueError):
     """The method cannot size this entry (no ATR yet, nothing to spend...); the text says why."""
+
+
+BELOW_MINIMUM_SIZE = "below_minimum_size"  # the reason code of an entry too small to fill (risk, backtest)
+
+
+class BelowMinimumSize(SizingError):
+    """The entry's size is below the market's minimum (it rounds to nothing at the quantity step)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryMinimums:
+    """A market's smallest order: its quantity step (fills are cut to it), and the exchange's
+    minimum quantity and minimum notional (quote value) where they are known."""
+
+    quantity_step: Decimal = DEFAULT_QUANTITY_STEP
+    min_quantity: Decimal | None = None
+    min_notional: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """Why an entry is below the minimum size: a sentence, and what it would trade at the price."""
+
+    message: str
+    quantity: Decimal  # base quantity at the decision price, cut to the step
+    notional: Decimal  # its quote value (a quote-sized buy: its amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +199,35 @@ def size_entry(method: FixedQuote | FractionOfCash | FractionOfEquity | Volatili
             return Size(quote=amount)
         quantity = quantize_down(div(amount, inputs.price), quantity_step)
     if quantity <= 0:
-        raise SizingError(f"{method.method}: the size rounds to zero at step {quantity_step}")
+        raise BelowMinimumSize(f"{method.method}: the size rounds to zero at step {quantity_step}")
     return Size(quantity=quantity)
+
+
+def below_minimum(size: Size, price: Decimal, minimums: EntryMinimums, *,
+                  taker_fee: Decimal = ZERO) -> Shortfall | None:
+    """Whether an entry of ``size`` at the decision ``price`` is too small to ever fill (None: it
+    is not). A quote-sized buy pays ``taker_fee`` on its amount, as the fill rule has it."""
+    step = minimums.quantity_step
+    if size.quote is not None:
+        quantity = quantity_for_quote(size.quote, price, taker_fee, step)
+        notional, asked = size.quote, f"a buy of {_text(size.quote)} quote"
+    else:
+        quantity = quantize_down(size.quantity or ZERO, step)
+        notional, asked = mul(quantity, price), f"quantity {_text(size.quantity or ZERO)}"
+    if quantity <= 0:
+        return Shortfall(f"{asked} is less than one quantity step ({_text(step)}) at {_text(price)}", quantity,
+                         notional)
+    if minimums.min_quantity is not None and quantity < minimums.min_quantity:
+        return Shortfall(f"{asked} is {_text(quantity)} at {_text(price)}, below the market's minimum quantity "
+                         f"{_text(minimums.min_quantity)}", quantity, notional)
+    if minimums.min_notional is not None and notional < minimums.min_notional:
+        return Shortfall(f"{asked} is worth {_text(notional)} at {_text(price)}, below the market's minimum notional "
+                         f"{_text(minimums.min_notional)}", quantity, notional)
+    return None
+
+
+def _text(value: Decimal) -> str:
+    return format(value.normalize(), "f")
 
 
 MONEY_METHODS = (FixedQuote, FractionOfCash, FractionOfEquity)

@@ -52,6 +52,31 @@ def test_an_entry_without_quantity_is_sized_all_cash_by_default_as_a_quote_sized
     assert isinstance(failed, Rejection) and failed.reason == "sizing_failed"
 
 
+def test_an_entry_below_the_markets_minimum_size_is_rejected_not_approved():
+    """The second entry of a holding account, sized from the cash an all-cash buy left (less
+    than one quantity step at the price), could never fill: below_minimum_size, with its numbers."""
+    holding = book("0.0004", BTC="0.15")
+    dust = requests.from_signal(signal(price="64000"), holding, None, UNKNOWN_MARKET, sized(FractionOfCash()))
+    assert isinstance(dust, Rejection) and dust.reason == "below_minimum_size"
+    assert dust.message == ("fraction_of_cash: a buy of 0.0004 quote is less than one quantity step (0.00000001) "
+                            "at 64000")
+    assert dust.details == {"method": "fraction_of_cash", "equity": "1000", "free_cash": "0.0004",
+                            "quote_quantity": "0.0004", "price": "64000", "step": "0.00000001"}
+    # The same cash buys one step at a lower price: approved.
+    assert requests.from_signal(signal(price="40000"), holding, None, UNKNOWN_MARKET,
+                                sized(FractionOfCash())).quote_quantity == D("0.0004")
+    # Where the exchange's markets are known: their minimum quantity and minimum notional too.
+    rules = MarketRules(amount_step=D("0.00001"), min_amount=D("0.0001"), min_cost=D(5))
+    small = requests.from_signal(signal(price="64000"), book("4"), None, rules, sized(FractionOfCash()))
+    assert (small.reason, small.details["min_cost"]) == ("below_minimum_size", "5")
+    assert "below the market's minimum quantity 0.0001" in small.message  # 4 / 64000 = 0.0000625
+    assert requests.from_signal(signal(price="64000"), book("10"), None, rules, sized(FractionOfCash())).quote_quantity == D(10)
+    # A short entry whose quantity rounds to nothing at the step is the same refusal.
+    tiny = requests.from_signal(signal("enter_short", price="64000"), book("50", BTC="1"), None,
+                                MarketRules(amount_step=D("0.001")), sized(FractionOfCash()))
+    assert (tiny.reason, tiny.details["step"]) == ("below_minimum_size", "0.001")
+
+
 def test_an_exit_sells_the_whole_position_less_exits_already_on_their_way():
     b = book()
     b.apply_fill(fill("buy", "3"))

@@ -17,6 +17,7 @@ INVALID_ORDER = "invalid_order"
 NO_PRICE = "no_price"
 NOTHING_TO_EXIT = "nothing_to_exit"
 SIZING_FAILED = "sizing_failed"
+BELOW_MINIMUM_SIZE = "below_minimum_size"  # a sized entry too small to fill (tradeflow_trading.sizing.below_minimum)
 # Account state
 KILL_SWITCH = "kill_switch"
 ACCOUNT_HALTED = "account_halted"

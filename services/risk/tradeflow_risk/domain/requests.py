@@ -2,9 +2,12 @@
 
 :func:`from_signal` turns a strategy's intent into an :class:`OrderRequest` (sizing an entry
 that carries no quantity; an exit sells the whole position as risk knows it), or the
-:class:`~tradeflow_risk.domain.reasons.Rejection` of bad input. Every request carries its
-deterministic ``client_order_id`` (tradeflow_trading.ids) and the ``decision_id`` its decision
-is stored under (unique: one decision per signal, manual request, or position and trigger).
+:class:`~tradeflow_risk.domain.reasons.Rejection` of bad input; a sized entry too small to
+ever fill (below the market's quantity step, minimum quantity or minimum notional at the
+decision price: tradeflow_trading.sizing.below_minimum) is ``below_minimum_size``. Every
+request carries its deterministic ``client_order_id`` (tradeflow_trading.ids) and the
+``decision_id`` its decision is stored under (unique: one decision per signal, manual request,
+or position and trigger).
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from tradeflow_trading.ids import (
 )
 from tradeflow_trading.money import ZERO, mul
 from tradeflow_trading.positions import Position, split_symbol
-from tradeflow_trading.sizing import Sizing, SizingError, SizingInputs, size_entry
+from tradeflow_trading.sizing import (
+    BelowMinimumSize,
+    EntryMinimums,
+    Sizing,
+    SizingError,
+    SizingInputs,
+    below_minimum,
+    size_entry,
+)
 
 from tradeflow_risk.domain import reasons
 from tradeflow_risk.domain.account import AccountBook
@@ -161,11 +172,20 @@ def from_signal(signal: Signal, book: AccountBook, mark: Decimal | None, rules: 
                           returns_stdev=sizing.returns_stdev,
                           win_rate=stats.win_rate if stats else None, payoff_ratio=stats.payoff_ratio if stats else None,
                           closed_trades=stats.closed if stats else 0)
+    numbers = {"method": sizing.method.method, "equity": sizing.equity, "free_cash": inputs.free_cash}
     try:
         size = size_entry(sizing.method, inputs, side, rules.quantity_step)
+    except BelowMinimumSize as exc:
+        return Rejection.of(reasons.BELOW_MINIMUM_SIZE, str(exc), **numbers, price=price, step=rules.quantity_step)
     except SizingError as exc:
-        return Rejection.of(reasons.SIZING_FAILED, str(exc), method=sizing.method.method, equity=sizing.equity,
-                            free_cash=inputs.free_cash)
+        return Rejection.of(reasons.SIZING_FAILED, str(exc), **numbers)
+    # An entry too small to ever fill is refused here, by the rule the backtest skips it with.
+    minimums = EntryMinimums(rules.quantity_step, rules.min_amount, rules.min_cost)
+    short = below_minimum(size, price, minimums, taker_fee=book.config.fees.taker)
+    if short is not None:
+        return Rejection.of(reasons.BELOW_MINIMUM_SIZE, f"{sizing.method.method}: {short.message}", **numbers,
+                            quote_quantity=size.quote, quantity=size.quantity, price=price,
+                            step=rules.quantity_step, min_amount=rules.min_amount, min_cost=rules.min_cost)
     return order(side, size.quantity, quote_quantity=size.quote)
 
 
