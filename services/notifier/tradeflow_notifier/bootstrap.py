@@ -31,8 +31,8 @@ from tradeflow_notifier.adapters.trading_facts import TradingFacts
 from tradeflow_notifier.api import create_notifier_router
 from tradeflow_notifier.channel_registry import ChannelRegistry
 from tradeflow_notifier.channel_test import ChannelTester
-from tradeflow_notifier.dispatch import Dispatcher
-from tradeflow_notifier.intake import Intake
+from tradeflow_notifier.dispatch import Dispatcher, Sender
+from tradeflow_notifier.intake import Intake, Transactions
 from tradeflow_notifier.reporting import DailyReports
 from tradeflow_notifier.settings import NotifierSettings
 from tradeflow_notifier.upkeep import Upkeep
@@ -60,6 +60,23 @@ class Notifier:
     senders: ChannelSenders
 
 
+def create_pipeline(settings: NotifierSettings, bus: Bus, dead_letters: Any, *, database: Transactions,
+                    deliveries: DeliveryStore, facts: TradingFacts, registry: ChannelRegistry, senders: Sender,
+                    clock: Clock = SYSTEM_CLOCK) -> tuple[Intake, Dispatcher, Any]:
+    """Events in to sends out: the consumer group on the four topics, the intake that stores
+    their deliveries, the dispatcher that sends them (``build`` passes the database adapters
+    and the channel senders; unit tests in-memory ones)."""
+    dispatcher = Dispatcher(
+        deliveries, registry.channel, lambda: list(registry.routing.channels), senders, bus.telemetry,
+        policy=settings.retry_policy, lease_s=settings.lease_s,
+        poll_interval_s=settings.poll_interval_s,
+        webhook_concurrency=settings.webhook_concurrency, own_service=SERVICE_NAME, clock=clock)
+    intake = Intake(database, deliveries, facts, lambda: registry.routing, bus.telemetry, own_service=SERVICE_NAME,
+                    group_window_s=settings.group_window_s, on_deliveries=dispatcher.wake)
+    consumer = create_event_consumer(settings, bus, intake, dead_letters, f"{settings.kafka_client_id}-{SERVICE_NAME}")
+    return intake, dispatcher, consumer
+
+
 def build(settings: NotifierSettings, bus: Bus, database: Database, clock: Clock = SYSTEM_CLOCK) -> Notifier:
     """Wire the service from its settings, a bus, its database and a clock. Pure: nothing
     starts or connects here. ``create_app`` passes the Kafka bus, the real database and the
@@ -74,14 +91,9 @@ def build(settings: NotifierSettings, bus: Bus, database: Database, clock: Clock
     deliveries = DeliveryStore(database, outbox, settings.alerts_topic, SERVICE_NAME)
     facts = TradingFacts(database)
     senders = ChannelSenders(settings.send_timeout_s, clock=clock)
-    dispatcher = Dispatcher(
-        deliveries, registry.channel, lambda: list(registry.routing.channels), senders, telemetry,
-        policy=settings.retry_policy, lease_s=settings.lease_s,
-        poll_interval_s=settings.poll_interval_s,
-        webhook_concurrency=settings.webhook_concurrency, own_service=SERVICE_NAME, clock=clock)
-    intake = Intake(database, deliveries, facts, lambda: registry.routing, telemetry, own_service=SERVICE_NAME,
-                    group_window_s=settings.group_window_s, on_deliveries=dispatcher.wake)
-    consumer = create_event_consumer(settings, bus, intake, dead_letters, client_id)
+    intake, dispatcher, consumer = create_pipeline(settings, bus, dead_letters, database=database,
+                                                   deliveries=deliveries, facts=facts, registry=registry,
+                                                   senders=senders, clock=clock)
     components: list[Any] = [
         bus.topics_exist(consumed_topics(settings)), database, producer, registry, senders,
         OutboxRelay(database, outbox, producer, telemetry), dispatcher,

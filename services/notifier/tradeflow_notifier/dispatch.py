@@ -24,6 +24,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
@@ -35,7 +36,6 @@ from tradeflow.time import NS_PER_S, datetime_to_ns
 
 from tradeflow_notifier import metrics
 from tradeflow_notifier.adapters.delivery_store import ClaimedDelivery, DeliveryOutcome, DeliveryStore
-from tradeflow_notifier.adapters.senders.channel_senders import ChannelSenders
 from tradeflow_notifier.domain.channels import ChannelSpec
 from tradeflow_notifier.domain.planning import DELIVERY_FAILED
 from tradeflow_notifier.domain.rate_limit import TokenBucket
@@ -46,6 +46,13 @@ WRITE_INTERVAL_S = 0.01
 WRITE_BATCH = 1000
 RETRY_WRITE_S = 1.0
 FAILURE_LOG_INTERVAL_S = 60.0
+
+
+class Sender(Protocol):
+    """One attempt through a channel (``adapters.senders.channel_senders.ChannelSenders``)."""
+
+    async def send(self, channel: ChannelSpec, *, delivery_id: str, event_kind: str, title: str,
+                   body: str) -> SendResult: ...
 
 
 class _Lane:
@@ -82,7 +89,7 @@ class Dispatcher:
     name = "dispatcher"
 
     def __init__(self, store: DeliveryStore, channel_of: Callable[[str], ChannelSpec | None],
-                 channel_ids: Callable[[], list[str]], senders: ChannelSenders, telemetry: Telemetry, *,
+                 channel_ids: Callable[[], list[str]], senders: Sender, telemetry: Telemetry, *,
                  policy: RetryPolicy, lease_s: float, poll_interval_s: float, webhook_concurrency: int,
                  own_service: str, rng: random.Random | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
