@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -265,6 +264,7 @@ class StrategyEngine:
         self._last_signals = last_signals
         self._warm_up_concurrency = warm_up_concurrency
         self._now_ns = clock.now_ns
+        self._monotonic = clock.monotonic
         self.instances: dict[str, InstanceRuntime] = {}
         self._routes: dict[str, tuple[InstanceRuntime, ...]] = {}
         self._last_warm_up_alert = 0
@@ -422,14 +422,14 @@ class StrategyEngine:
         candles = [r.value for r in group if r.value.timeframe in timeframes]
         if not candles:
             return
-        started = time.perf_counter()
+        started = self._monotonic()
         try:
             intents = slot.runner.on_candles(candles)
         except Exception as exc:  # noqa: BLE001 - a strategy's error stops its instance, nothing else
             self._stop_instance(runtime, f"{_describe(exc)} on {runtime.definition.exchange}:{slot.symbol}")
             return
         metrics = runtime.metrics
-        metrics.handling.observe((time.perf_counter() - started) / len(candles))
+        metrics.handling.observe((self._monotonic() - started) / len(candles))
         metrics.candles.inc(len(candles))
         slot.candles += len(candles)
         newest = next((c for c in reversed(candles) if c.timeframe == runtime.definition.timeframe), candles[-1])
