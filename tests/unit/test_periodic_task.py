@@ -139,3 +139,24 @@ async def test_wake_cuts_the_wait_short_and_a_wake_during_a_run_runs_again_at_on
     await asyncio.sleep(0.05)
     assert len(runs) == 2  # then it waits its interval again
     await task.stop()
+
+
+async def test_wake_cuts_an_injected_sleep_short_and_the_clock_drives_the_interval():
+    from tradeflow.testing import TestClock
+
+    clock = TestClock()
+    runs: list[float] = []
+    task = PeriodicTask("sync", lambda: runs.append(clock.monotonic()), interval_s=60, sleep=clock.sleep)
+    await task.start()
+    await until(lambda: clock.sleepers == 1)
+    task.wake()  # new work (fills stored): the run comes now, not after the clock's minute
+    await until(lambda: len(runs) == 1)
+    assert runs == [0.0]
+    await until(lambda: clock.sleepers == 1)
+    await clock.advance(59)
+    assert len(runs) == 1
+    await clock.advance(1)
+    await until(lambda: len(runs) == 2)
+    assert runs == [0.0, 60.0]
+    await task.stop()
+    assert clock.sleepers == 0  # the cancelled wait left no sleeper behind

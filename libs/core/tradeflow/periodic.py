@@ -63,13 +63,19 @@ class PeriodicTask(BackgroundTask):
         self._wakeup.set()
 
     async def _wait(self, delay_s: float) -> None:
-        if self._sleep is not None:  # an injected sleep (tests)
-            await self._sleep(delay_s)
-            return
-        try:
-            await asyncio.wait_for(self._wakeup.wait(), delay_s)
-        except TimeoutError:
-            pass
+        if self._sleep is None:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay_s)
+            except TimeoutError:
+                pass
+        elif not self._wakeup.is_set():  # an injected sleep (a service's Clock): wake() still cuts it short
+            woken = asyncio.ensure_future(self._wakeup.wait())
+            slept = asyncio.ensure_future(self._sleep(delay_s))
+            try:
+                await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+                slept.cancel()
         self._wakeup.clear()
 
     async def run_once(self) -> Any:

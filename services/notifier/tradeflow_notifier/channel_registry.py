@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.periodic import PeriodicTask
 
 from tradeflow_notifier.adapters.channel_store import ChannelExists, ChannelStore
@@ -32,13 +33,14 @@ class ChannelRegistry:
     name = "channel-registry"
 
     def __init__(self, store: ChannelStore, config_channels: Sequence[ChannelSpec], config_routes: Sequence[Route],
-                 refresh_s: float) -> None:
+                 refresh_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
         self._config_channels = {c.id: c for c in config_channels}
         self._config_routes = list(config_routes)
         # The database may be away: the last snapshot stays in force until a refresh succeeds.
         self._refresher = PeriodicTask("channel-registry-refresh", self.reload, interval_s=refresh_s,
-                                       failure_message="reloading channels and routes failed; keeping the previous ones")
+                                       failure_message="reloading channels and routes failed; keeping the previous ones",
+                                       sleep=clock.sleep)
         self._api_channels: dict[str, ChannelSpec] = {}
         self._api_routes: list[Route] = []
         self.unreadable: dict[str, str] = {}

@@ -22,20 +22,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import Protocol
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.messages import Alert
 from tradeflow.telemetry import Telemetry
+from tradeflow.time import NS_PER_S, datetime_to_ns
 
 from tradeflow_notifier import metrics
 from tradeflow_notifier.adapters.delivery_store import ClaimedDelivery, DeliveryOutcome, DeliveryStore
-from tradeflow_notifier.adapters.senders.channel_senders import ChannelSenders
 from tradeflow_notifier.domain.channels import ChannelSpec
 from tradeflow_notifier.domain.planning import DELIVERY_FAILED
 from tradeflow_notifier.domain.rate_limit import TokenBucket
@@ -46,6 +46,13 @@ WRITE_INTERVAL_S = 0.01
 WRITE_BATCH = 1000
 RETRY_WRITE_S = 1.0
 FAILURE_LOG_INTERVAL_S = 60.0
+
+
+class Sender(Protocol):
+    """One attempt through a channel (``adapters.senders.channel_senders.ChannelSenders``)."""
+
+    async def send(self, channel: ChannelSpec, *, delivery_id: str, event_kind: str, title: str,
+                   body: str) -> SendResult: ...
 
 
 class _Lane:
@@ -82,10 +89,11 @@ class Dispatcher:
     name = "dispatcher"
 
     def __init__(self, store: DeliveryStore, channel_of: Callable[[str], ChannelSpec | None],
-                 channel_ids: Callable[[], list[str]], senders: ChannelSenders, telemetry: Telemetry, *,
+                 channel_ids: Callable[[], list[str]], senders: Sender, telemetry: Telemetry, *,
                  policy: RetryPolicy, lease_s: float, poll_interval_s: float, webhook_concurrency: int,
-                 own_service: str, rng: random.Random | None = None) -> None:
+                 own_service: str, rng: random.Random | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._store = store
+        self._clock = clock
         self._channel_of = channel_of
         self._channel_ids = channel_ids
         self._senders = senders
@@ -157,26 +165,35 @@ class Dispatcher:
             try:
                 claimed = await self._claim_once()
             except Exception:  # noqa: BLE001 - the database may be away: try again at the next poll
-                if time.monotonic() - logged_at >= FAILURE_LOG_INTERVAL_S:  # an outage: one line a minute
-                    logged_at = time.monotonic()
+                if self._clock.monotonic() - logged_at >= FAILURE_LOG_INTERVAL_S:  # an outage: one line a minute
+                    logged_at = self._clock.monotonic()
                     log.exception("claiming deliveries failed; retrying every %.1fs", self._poll_interval_s)
                 claimed = 0
             if claimed:
                 continue  # there may be more due: ask again at once
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
-            except TimeoutError:
-                pass
+            await self._wait_for_wakeup()
+
+    async def _wait_for_wakeup(self) -> None:
+        """Until woken or ``poll_interval_s`` of the clock's time has passed."""
+        if self._wakeup.is_set():
+            return
+        woken = asyncio.ensure_future(self._wakeup.wait())
+        polled = asyncio.ensure_future(self._clock.sleep(self._poll_interval_s))
+        try:
+            await asyncio.wait((woken, polled), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            polled.cancel()
 
     async def _claim_once(self) -> int:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         capacity = {}
         for channel_id in self._channel_ids():
             channel = self._channel_of(channel_id)
             if channel is not None:
                 capacity[channel_id] = self._lane(channel, now).capacity(now)
         claimed = await self._store.claim(capacity, self._lease_s)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for delivery in claimed:
             lane = self._lanes[delivery.channel_id]
             lane.queue.append(delivery)
@@ -205,7 +222,7 @@ class Dispatcher:
             lane.in_flight -= 1
             if lane.queue:
                 self._pump(lane)
-            if lane.capacity(time.monotonic()):
+            if lane.capacity(self._clock.monotonic()):
                 self._wakeup.set()
 
     async def _send(self, channel: ChannelSpec, delivery: ClaimedDelivery) -> SendResult:
@@ -217,10 +234,10 @@ class Dispatcher:
                         "tradeflow.event.kind": delivery.event_kind, "tradeflow.channel.id": channel.id,
                         "tradeflow.channel.kind": channel.kind, "tradeflow.delivery.attempt": attempt},
         ) as span:
-            started = time.perf_counter()
+            started = self._clock.monotonic()
             result = await self._senders.send(channel, delivery_id=delivery.id, event_kind=delivery.event_kind,
                                               title=delivery.title, body=delivery.body)
-            self._send_time.labels(channel.id).observe(time.perf_counter() - started)
+            self._send_time.labels(channel.id).observe(self._clock.monotonic() - started)
             span.set_attribute("tradeflow.delivery.outcome", result.outcome)
             if result.error:
                 span.set_attribute("tradeflow.delivery.error", result.error)
@@ -237,7 +254,7 @@ class Dispatcher:
         if result.outcome == "delivered":
             self._deliveries.labels(channel_id, "delivered").inc()
             self._latency.labels(channel_id).observe(
-                max(0.0, (datetime.now(UTC) - delivery.created_at).total_seconds()))
+                max(0.0, (self._clock.now_ns() - datetime_to_ns(delivery.created_at)) / NS_PER_S))
             return DeliveryOutcome(delivery.id, "delivered", True)
         if result.outcome == "retry" and not self._policy.is_last(attempt):
             delay = self._policy.delay(attempt, self._rng, result.retry_after_s)
@@ -256,7 +273,7 @@ class Dispatcher:
 
     def _pause(self, lane: _Lane, delay_s: float) -> None:
         """The receiver asked this channel to wait: hand its queued deliveries back unsent."""
-        lane.paused_until = max(lane.paused_until, time.monotonic() + delay_s)
+        lane.paused_until = max(lane.paused_until, self._clock.monotonic() + delay_s)
         while lane.queue:
             delivery = lane.queue.popleft()
             self._deliveries.labels(delivery.channel_id, "deferred").inc()
@@ -267,7 +284,7 @@ class Dispatcher:
             service=self._own_service, severity="warning", kind=DELIVERY_FAILED,
             message=(f"delivery {delivery.id} of {delivery.event_kind} event {delivery.event_id} to channel "
                      f"{delivery.channel_id} {why} ({attempts} attempt{'s' if attempts > 1 else ''}): {error}"),
-            labels={"channel": delivery.channel_id, "event_kind": delivery.event_kind}, ts_event=time.time_ns())
+            labels={"channel": delivery.channel_id, "event_kind": delivery.event_kind}, ts_event=self._clock.now_ns())
 
     # --- outcomes -------------------------------------------------------------------------------
 
@@ -278,7 +295,7 @@ class Dispatcher:
     async def _write_outcomes(self) -> None:
         while True:
             await self._outcome_ready.wait()
-            await asyncio.sleep(WRITE_INTERVAL_S)  # gather a batch
+            await self._clock.sleep(WRITE_INTERVAL_S)  # gather a batch
             self._outcome_ready.clear()
             while self._outcomes:
                 batch, self._outcomes = self._outcomes[:WRITE_BATCH], self._outcomes[WRITE_BATCH:]
@@ -289,6 +306,6 @@ class Dispatcher:
                     self._outcomes[:0] = batch
                     if self._stopping and not self._sends:
                         return
-                    await asyncio.sleep(RETRY_WRITE_S)
+                    await self._clock.sleep(RETRY_WRITE_S)
             if self._stopping and not self._sends and not self._outcomes:
                 return

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from tradeflow.messages import Alert, Fill, Message, OrderEvent
 from tradeflow.telemetry import Telemetry
 from tradeflow.time import NS_PER_S
-from tradeflow_db import Database
 
 from tradeflow_notifier import metrics
 from tradeflow_notifier.adapters.delivery_store import DeliveryStore
@@ -28,6 +29,12 @@ from tradeflow_notifier.domain.grouping import AlertGroup, admit, group_key, sum
 from tradeflow_notifier.domain.planning import PlannedDelivery, Routing, plan
 
 log = logging.getLogger(__name__)
+
+
+class Transactions(Protocol):
+    """Where the intake's writes commit together (``tradeflow_db.Database``)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +55,7 @@ class IntakeResult:
 
 
 class Intake:
-    def __init__(self, database: Database, deliveries: DeliveryStore, facts: TradingFacts,
+    def __init__(self, database: Transactions, deliveries: DeliveryStore, facts: TradingFacts,
                  routing: Callable[[], Routing], telemetry: Telemetry, *, own_service: str, group_window_s: float,
                  on_deliveries: Callable[[], None] = lambda: None) -> None:
         self._database = database

@@ -9,14 +9,13 @@ to say (no fills, no orders, nothing open) gets no message. The report's event i
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.service import BackgroundTask
-from tradeflow.time import NS_PER_S, datetime_to_ns
+from tradeflow.time import NS_PER_S, datetime_to_ns, ns_to_datetime
 
 from tradeflow_notifier.adapters.trading_facts import TradingFacts
 from tradeflow_notifier.domain.daily_report import daily_report
@@ -37,7 +36,7 @@ class DailyReports(BackgroundTask):
     name = "daily-reports"
 
     def __init__(self, facts: TradingFacts, intake: Intake, at: time, zone: ZoneInfo,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__()
         self._facts = facts
         self._intake = intake
@@ -48,17 +47,20 @@ class DailyReports(BackgroundTask):
 
     async def run(self) -> None:
         while True:
-            end = last_period_end(self._clock(), self._at, self._zone)
+            end = last_period_end(self._now(), self._at, self._zone)
             if self._reported_until != end:
                 try:
                     await self.send_reports(end)
                     self._reported_until = end
                 except Exception:  # noqa: BLE001 - the database may be away: try again soon
                     log.exception("daily reports for the period ending %s failed; retrying", end.isoformat())
-                    await asyncio.sleep(RETRY_S)
+                    await self._clock.sleep(RETRY_S)
                     continue
-            wait_s = (next_period_end(self._clock(), self._at, self._zone) - self._clock()).total_seconds()
-            await asyncio.sleep(min(MAX_SLEEP_S, max(0.05, wait_s)))
+            wait_s = (next_period_end(self._now(), self._at, self._zone) - self._now()).total_seconds()
+            await self._clock.sleep(min(MAX_SLEEP_S, max(0.05, wait_s)))
+
+    def _now(self) -> datetime:
+        return ns_to_datetime(self._clock.now_ns())
 
     async def send_reports(self, end: datetime) -> int:
         """The reports of the period ending at ``end`` (UTC); the number of deliveries stored."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.telemetry import Telemetry
 
 from tradeflow_notifier import metrics
@@ -27,8 +27,9 @@ class Upkeep:
     name = "upkeep"
 
     def __init__(self, intake: Intake, store: DeliveryStore, channel_ids: Callable[[], list[str]],
-                 telemetry: Telemetry, *, retention_days: int) -> None:
+                 telemetry: Telemetry, *, retention_days: int, clock: Clock = SYSTEM_CLOCK) -> None:
         self._intake = intake
+        self._clock = clock
         self._store = store
         self._channel_ids = channel_ids
         self._retention_days = retention_days
@@ -38,10 +39,10 @@ class Upkeep:
 
     async def start(self) -> None:
         jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
-            ("alert-group-summaries", GROUP_FLUSH_S, lambda: self._intake.flush_due_groups(time.time_ns())),
+            ("alert-group-summaries", GROUP_FLUSH_S, lambda: self._intake.flush_due_groups(self._clock.now_ns())),
             ("queue-depth", QUEUE_DEPTH_S, self.update_queue_depth),
             ("orphaned-deliveries", ORPHANS_S, lambda: self._store.fail_orphans(self._channel_ids(), ORPHAN_GRACE_S)),
-            ("retention", PURGE_S, lambda: self._store.purge(self._retention_days, time.time_ns())),
+            ("retention", PURGE_S, lambda: self._store.purge(self._retention_days, self._clock.now_ns())),
         ]
         self._tasks = [asyncio.create_task(self._every(name, interval, job), name=name) for name, interval, job in jobs]
 
@@ -58,15 +59,15 @@ class Upkeep:
             try:
                 await job()
                 if failing_since is not None:
-                    log.info("%s works again after %.0fs", name, time.monotonic() - failing_since)
+                    log.info("%s works again after %.0fs", name, self._clock.monotonic() - failing_since)
                 failing_since = None
             except Exception:  # noqa: BLE001 - the database may be away; the next round tries again
-                now = time.monotonic()
+                now = self._clock.monotonic()
                 failing_since = failing_since or now
                 if now - logged_at >= FAILURE_LOG_INTERVAL_S:  # a database outage: one line a minute
                     logged_at = now
                     log.exception("%s failing for %.0fs; retrying every %.1fs", name, now - failing_since, interval_s)
-            await asyncio.sleep(interval_s)
+            await self._clock.sleep(interval_s)
 
     async def update_queue_depth(self) -> None:
         pending = await self._store.pending_by_channel()

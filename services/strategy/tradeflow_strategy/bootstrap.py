@@ -6,11 +6,14 @@ import dataclasses
 import json
 import os
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
-from tradeflow.admin import TopicsExist
-from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.bus import Bus, KafkaBus
 from tradeflow.clients.candles import CandleClient
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.service import (
     DemoContext,
     DemoOptions,
@@ -23,6 +26,7 @@ from tradeflow.service import (
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import EXEC_FILLS, MD_CANDLES, OPS_ALERTS, STRATEGY_SIGNALS, TopicSpec
+from tradeflow_db import Database
 from tradeflow_trading.accounts import DEMO_ACCOUNT_ID, demo_accounts
 from tradeflow_trading.strategy.loader import load_catalog
 
@@ -32,9 +36,9 @@ from tradeflow_strategy.adapters.fill_store import FillStore
 from tradeflow_strategy.adapters.instance_store import InstanceStore
 from tradeflow_strategy.api import create_strategies_router
 from tradeflow_strategy.backtests_api import create_backtests_router
-from tradeflow_strategy.bus_dispatch import ProducerOutbound, record_handler, revoked_handler
+from tradeflow_strategy.bus_dispatch import FillPort, ProducerOutbound, record_handler, revoked_handler
 from tradeflow_strategy.code_reload import CodeReloader
-from tradeflow_strategy.engine import StrategyEngine
+from tradeflow_strategy.engine import CandleHistory, FailureLog, StrategyEngine
 from tradeflow_strategy.instance_sync import InstanceSync
 from tradeflow_strategy.instances import InstanceService
 from tradeflow_strategy.seed_instances import SeedInstances
@@ -69,46 +73,89 @@ class CandleClientComponent:
         await self.client.aclose()
 
 
-def create_app(settings: StrategySettings) -> FastAPI:
-    telemetry = Telemetry(SERVICE_NAME, settings)
+@dataclass
+class Strategy:
+    """The wired service: what the app runs and the parts a test drives directly."""
+
+    components: list[Any]
+    routers: list[Any]
+    readiness_checks: list[ReadinessCheck]
+    producer: Any
+    consumer: Any
+    engine: StrategyEngine
+    sync: InstanceSync
+
+
+def create_engine(settings: StrategySettings, bus: Bus, producer: Any, dead_letters: Any, *,
+                  strategy_type: Callable[[str], Any], history: CandleHistory, fills: FillPort, failures: FailureLog,
+                  on_fills: Callable[[], None], replica: str, clock: Clock = SYSTEM_CLOCK) -> tuple[StrategyEngine, Any]:
+    """The engine over its ports and the consumer group that feeds it the candles and fills
+    topics (``build`` passes the database and candle-builder adapters; unit tests in-memory ones)."""
     candles_spec, fills_spec, signals_spec = topic_specs(settings)
-    replica = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
-    producer = Producer(settings, telemetry, client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
-    catalog = load_catalog(settings.strategy_paths)
-    candle_client = CandleClient(settings.candle_builder_url, timeout_s=settings.candle_builder_timeout_s)
-    instances = InstanceStore(database)
-    fills = FillStore(database)
     engine = StrategyEngine(
-        strategy_type=catalog.get, history=CandleBuilderHistory(candle_client), fills=fills,
-        outbound=ProducerOutbound(producer, signals_spec.name, SERVICE_NAME), failures=instances,
-        telemetry=telemetry, replica=replica, signals_topic=signals_spec.name, last_signals=settings.last_signals,
-        warm_up_concurrency=settings.warm_up_concurrency)
-    sync = InstanceSync(engine, instances, fills, interval_s=settings.instance_refresh_s)
-    service = InstanceService(instances, catalog, settings.accounts, engine, sync)
-    consumer = Consumer(
-        settings, telemetry,
+        strategy_type=strategy_type, history=history, fills=fills,
+        outbound=ProducerOutbound(producer, signals_spec.name, SERVICE_NAME), failures=failures,
+        telemetry=bus.telemetry, replica=replica, signals_topic=signals_spec.name, last_signals=settings.last_signals,
+        warm_up_concurrency=settings.warm_up_concurrency, clock=clock)
+    consumer = bus.consumer(
         topics=[candles_spec, fills_spec],
         group_id=settings.consumer_group,
-        handler=record_handler(engine, fills, sync, candles_topic=candles_spec.name, fills_topic=fills_spec.name),
-        dead_letters=DeadLetters(producer, telemetry),
+        handler=record_handler(engine, fills, on_fills, candles_topic=candles_spec.name, fills_topic=fills_spec.name),
+        dead_letters=dead_letters,
         max_batch=settings.batch_max_records,
         commit_interval_s=settings.commit_interval_s,
         on_revoked=revoked_handler(engine, candles_spec.name),
         client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",
     )
+    return engine, consumer
+
+
+def build(settings: StrategySettings, bus: Bus, database: Database, clock: Clock = SYSTEM_CLOCK) -> Strategy:
+    """Wire the service from its settings, a bus, its database and a clock. Pure: nothing
+    starts or connects here (the strategy files are read). ``create_app`` passes the Kafka bus,
+    the real database and the system clock."""
+    candles_spec, fills_spec, signals_spec = topic_specs(settings)
+    replica = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    producer = bus.producer(client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
+    catalog = load_catalog(settings.strategy_paths)
+    candle_client = CandleClient(settings.candle_builder_url, timeout_s=settings.candle_builder_timeout_s)
+    instances = InstanceStore(database)
+    fills = FillStore(database)
+    sync: InstanceSync | None = None
+
+    def on_fills() -> None:  # the fills just stored move the positions on every replica
+        if sync is not None:
+            sync.wake()
+
+    engine, consumer = create_engine(settings, bus, producer, bus.dead_letters(producer), strategy_type=catalog.get,
+                                     history=CandleBuilderHistory(candle_client), fills=fills, failures=instances,
+                                     on_fills=on_fills, replica=replica, clock=clock)
+    sync = InstanceSync(engine, instances, fills, interval_s=settings.instance_refresh_s, clock=clock)
+    service = InstanceService(instances, catalog, settings.accounts, engine, sync)
+    return Strategy(
+        # Stopped in reverse: the consumer finishes its batch and commits, the last status is
+        # written, then the producer flushes and the database pool closes.
+        components=[bus.topics_exist([candles_spec, fills_spec, signals_spec, OPS_ALERTS]), database, producer,
+                    CandleClientComponent(candle_client), SeedInstances(settings, service), sync,
+                    CodeReloader(catalog, engine, interval_s=settings.reload_interval_s, clock=clock),
+                    StatusWriter(engine, instances, interval_s=settings.status_interval_s, clock=clock), consumer],
+        routers=[create_strategies_router(service), create_backtests_router(BacktestStore(database))],
+        readiness_checks=[broker_check(producer), ReadinessCheck("database", database.ping), consumer_check(consumer)],
+        producer=producer, consumer=consumer, engine=engine, sync=sync,
+    )
+
+
+def create_app(settings: StrategySettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
+    service = build(settings, KafkaBus(settings, telemetry), database, SYSTEM_CLOCK)
     return create_service_app(
         SERVICE_NAME,
         settings,
         telemetry,
-        # Stopped in reverse: the consumer finishes its batch and commits, the last status is
-        # written, then the producer flushes and the database pool closes.
-        components=[TopicsExist(settings, [candles_spec, fills_spec, signals_spec, OPS_ALERTS]), database, producer,
-                    CandleClientComponent(candle_client), SeedInstances(settings, service), sync,
-                    CodeReloader(catalog, engine, interval_s=settings.reload_interval_s),
-                    StatusWriter(engine, instances, interval_s=settings.status_interval_s), consumer],
-        routers=[create_strategies_router(service), create_backtests_router(BacktestStore(database))],
-        readiness_checks=[broker_check(producer), ReadinessCheck("database", database.ping), consumer_check(consumer)],
+        components=service.components,
+        routers=service.routers,
+        readiness_checks=service.readiness_checks,
         description="Strategy instances run live on md.candles.v1; their signals go to strategy.signals.v1.",
     )
 

@@ -8,26 +8,33 @@ records only through their ``key``, ``partition``, ``value`` and ``header()``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from tradeflow.bus import Producer, Record, TopicPartition
 from tradeflow.bus.alerts import AlertPublisher
-from tradeflow.messages import Signal
+from tradeflow.messages import Fill, Signal
 
-from tradeflow_strategy.adapters.fill_store import FillStore
-from tradeflow_strategy.engine import StrategyEngine
-from tradeflow_strategy.instance_sync import InstanceSync
+from tradeflow_strategy.engine import FillHistory, StrategyEngine
 
 
-def record_handler(engine: StrategyEngine, fills: FillStore, sync: InstanceSync, *, candles_topic: str,
+class FillPort(FillHistory, Protocol):
+    """The stored fills: the engine reads them (warm-ups), the handler stores the consumed ones
+    (``adapters.fill_store.FillStore``)."""
+
+    async def add(self, fills: Sequence[Fill]) -> None: ...
+
+
+def record_handler(engine: StrategyEngine, fills: FillPort, on_fills: Callable[[], None], *, candles_topic: str,
                    fills_topic: str) -> Callable[[list[Record]], Awaitable[None]]:
-    """The consumer's batch handler: fills stored first (positions), then the candles decided."""
+    """The consumer's batch handler: fills stored first (positions; ``on_fills`` wakes the
+    instance sync), then the candles decided."""
 
     async def handle(records: list[Record]) -> None:
         new_fills = [r.value for r in records if r.topic == fills_topic]
         if new_fills:
             await fills.add(new_fills)
-            sync.wake()
+            on_fills()
         candles = [r for r in records if r.topic == candles_topic] if new_fills else records
         if candles:
             await engine.handle_candles(candles)

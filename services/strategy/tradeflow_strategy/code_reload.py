@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.periodic import PeriodicTask
 from tradeflow_trading.strategy.loader import StrategyCatalog
 
@@ -22,9 +23,11 @@ log = logging.getLogger(__name__)
 class CodeReloader(PeriodicTask):
     name = "strategy-code-reload"
 
-    def __init__(self, catalog: StrategyCatalog, engine: StrategyEngine, *, interval_s: float) -> None:
+    def __init__(self, catalog: StrategyCatalog, engine: StrategyEngine, *, interval_s: float,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         # A reload must never stop the service: a failed one is logged, the next one comes.
-        super().__init__(interval_s=interval_s, failure_message="strategy file reload failed")
+        super().__init__(interval_s=interval_s, failure_message="strategy file reload failed",
+                         sleep=clock.sleep)
         self._catalog = catalog
         self._engine = engine
 

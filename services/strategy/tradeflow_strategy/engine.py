@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -45,6 +44,7 @@ from typing import Any, Protocol
 from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.messages import Candle, Fill, Signal
 from tradeflow.telemetry import Telemetry
 from tradeflow_trading.strategy import LiveRunner, Strategy
@@ -252,7 +252,7 @@ class StrategyEngine:
     def __init__(self, *, strategy_type: Callable[[str], type[Strategy]], history: CandleHistory,
                  fills: FillHistory, outbound: Outbound, failures: FailureLog, telemetry: Telemetry,
                  replica: str, signals_topic: str, last_signals: int = 10, warm_up_concurrency: int = 32,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._strategy_type = strategy_type
         self._history = history
         self._fills = fills
@@ -263,7 +263,8 @@ class StrategyEngine:
         self._signals_topic = signals_topic
         self._last_signals = last_signals
         self._warm_up_concurrency = warm_up_concurrency
-        self._clock = clock
+        self._now_ns = clock.now_ns
+        self._monotonic = clock.monotonic
         self.instances: dict[str, InstanceRuntime] = {}
         self._routes: dict[str, tuple[InstanceRuntime, ...]] = {}
         self._last_warm_up_alert = 0
@@ -421,18 +422,18 @@ class StrategyEngine:
         candles = [r.value for r in group if r.value.timeframe in timeframes]
         if not candles:
             return
-        started = time.perf_counter()
+        started = self._monotonic()
         try:
             intents = slot.runner.on_candles(candles)
         except Exception as exc:  # noqa: BLE001 - a strategy's error stops its instance, nothing else
             self._stop_instance(runtime, f"{_describe(exc)} on {runtime.definition.exchange}:{slot.symbol}")
             return
         metrics = runtime.metrics
-        metrics.handling.observe((time.perf_counter() - started) / len(candles))
+        metrics.handling.observe((self._monotonic() - started) / len(candles))
         metrics.candles.inc(len(candles))
         slot.candles += len(candles)
         newest = next((c for c in reversed(candles) if c.timeframe == runtime.definition.timeframe), candles[-1])
-        slot.last_candle = candle_json(newest, self._clock())
+        slot.last_candle = candle_json(newest, self._now_ns())
         slot.state = READY if slot.runner.ready else FILLING
         slot.dirty = True
         definition = runtime.definition
@@ -469,7 +470,7 @@ class StrategyEngine:
         if any(not isinstance(p, Exception) for p in problems):
             raise next(p for p in problems if not isinstance(p, Exception))
         message = f"{len(problems)} market(s) could not warm up: {type(problems[0]).__name__}: {problems[0]}"
-        now = self._clock()
+        now = self._now_ns()
         if now - self._last_warm_up_alert >= WARM_UP_ALERT_INTERVAL_NS:
             self._last_warm_up_alert = now
             self._outbound.alert("strategy_warm_up_failed", "warning",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.periodic import PeriodicTask
 
 from tradeflow_strategy.adapters.fill_store import FillStore
@@ -29,9 +30,10 @@ class InstanceSync(PeriodicTask):
     name = "instance-sync"
 
     def __init__(self, engine: StrategyEngine, instances: InstanceStore, fills: FillStore, *,
-                 interval_s: float) -> None:
+                 interval_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         # The database may be away: a failed pass keeps what is known, the next one retries.
-        super().__init__(interval_s=interval_s, failure_message=f"instance sync failed; retrying in {interval_s:.1f}s")
+        super().__init__(interval_s=interval_s, failure_message=f"instance sync failed; retrying in {interval_s:.1f}s",
+                         sleep=clock.sleep)
         self._engine = engine
         self._instances = instances
         self._fills = fills

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.periodic import PeriodicTask
 
 from tradeflow_strategy.adapters.instance_store import InstanceStore
@@ -20,9 +21,11 @@ log = logging.getLogger(__name__)
 class StatusWriter(PeriodicTask):
     name = "strategy-status-writer"
 
-    def __init__(self, engine: StrategyEngine, store: InstanceStore, *, interval_s: float) -> None:
+    def __init__(self, engine: StrategyEngine, store: InstanceStore, *, interval_s: float,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         # A failed write is logged; the next change writes the market again.
-        super().__init__(interval_s=interval_s, failure_message="writing the market status failed")
+        super().__init__(interval_s=interval_s, failure_message="writing the market status failed",
+                         sleep=clock.sleep)
         self._engine = engine
         self._store = store
 

@@ -1,6 +1,6 @@
 """The notifier on the bus: the one module that knows ``tradeflow.bus`` (ADR 0016).
 
-Today's :class:`tradeflow.bus.Consumer` takes one batch handler for all four topics; the
+The bus's consumer (``Bus.consumer``: Kafka, or the in-memory bus in unit tests) takes one batch handler for all four topics; the
 handler dispatches on ``record.topic`` to the message type that topic carries, hands the
 decoded messages with their ``traceparent`` to :meth:`Intake.accept`, and sends what the
 intake rejected to ``<topic>.dlq`` with the reason (awaiting the DLQ's ack before the batch
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
-from tradeflow.bus import Consumer, DeadLetters, Record
+from tradeflow.bus import Bus, DeadLetters, Record
 from tradeflow.codec import HEADER_TRACEPARENT
 from tradeflow.messages import Message
-from tradeflow.telemetry import Telemetry
 from tradeflow.topics import EXEC_FILLS, EXEC_ORDERS, OPS_ALERTS, RISK_EVENTS, TopicSpec
 
 from tradeflow_notifier.intake import Incoming, Intake
@@ -58,9 +58,9 @@ class EventHandler:
             await asyncio.gather(*dead)
 
 
-def create_event_consumer(settings: NotifierSettings, telemetry: Telemetry, intake: Intake,
-                          dead_letters: DeadLetters, client_id: str) -> Consumer:
+def create_event_consumer(settings: NotifierSettings, bus: Bus, intake: Intake, dead_letters: DeadLetters,
+                          client_id: str) -> Any:
     topics = consumed_topics(settings)
-    return Consumer(settings, telemetry, topics=topics, group_id=settings.consumer_group,
-                    handler=EventHandler(topics, intake, dead_letters), dead_letters=dead_letters,
-                    max_batch=MAX_BATCH, client_id=client_id)
+    return bus.consumer(topics=topics, group_id=settings.consumer_group,
+                        handler=EventHandler(topics, intake, dead_letters), dead_letters=dead_letters,
+                        max_batch=MAX_BATCH, client_id=client_id)

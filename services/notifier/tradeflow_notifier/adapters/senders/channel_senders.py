@@ -9,6 +9,8 @@ the bot token); aiohttp's client logs no requests.
 from __future__ import annotations
 
 import aiohttp
+from tradeflow.clock import SYSTEM_CLOCK, Clock
+from tradeflow.time import NS_PER_S
 
 from tradeflow_notifier.adapters.senders.email import send_email
 from tradeflow_notifier.adapters.senders.http_channels import (
@@ -25,8 +27,9 @@ from tradeflow_notifier.domain.retry import SendResult
 class ChannelSenders:
     name = "channel-senders"
 
-    def __init__(self, timeout_s: float, max_connections: int = 256) -> None:
+    def __init__(self, timeout_s: float, max_connections: int = 256, clock: Clock = SYSTEM_CLOCK) -> None:
         self._timeout_s = timeout_s
+        self._clock = clock
         self._max_connections = max_connections
         self._client: aiohttp.ClientSession | None = None
 
@@ -57,7 +60,8 @@ class ChannelSenders:
         if self._client is None:
             raise RuntimeError("channel senders are not started")
         if channel.kind == "webhook":
-            return await send_webhook(self._client, channel, body, event_kind, delivery_id)
+            return await send_webhook(self._client, channel, body, event_kind, delivery_id,
+                                      self._clock.now_ns() // NS_PER_S)
         if channel.kind == "telegram":
             return await send_telegram(self._client, channel, body)
         if channel.kind == "discord":

@@ -16,7 +16,6 @@ receiver's own reason (Telegram's ``description``, Slack's ``channel_not_found``
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -105,13 +104,13 @@ async def send_slack(session: aiohttp.ClientSession, channel: SlackChannel, body
 
 
 async def send_webhook(session: aiohttp.ClientSession, channel: WebhookChannel, body: str, event_kind: str,
-                       delivery_id: str) -> SendResult:
+                       delivery_id: str, timestamp_s: int) -> SendResult:
     raw = body.encode()
     headers = {
         "Content-Type": "application/json",
         EVENT_HEADER: event_kind,
         DELIVERY_HEADER: delivery_id,
-        SIGNATURE_HEADER: signature_header(channel.secret.get_secret_value(), int(time.time()), raw),
+        SIGNATURE_HEADER: signature_header(channel.secret.get_secret_value(), timestamp_s, raw),
     }
     response = await post(session, channel.url, data=raw, headers=headers)
     return http_result(response.status, "" if response.is_success else response.reason(),
