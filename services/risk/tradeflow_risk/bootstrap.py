@@ -102,8 +102,7 @@ def create_app(settings: RiskSettings) -> FastAPI:
     trading_consumer = Consumer(
         settings, telemetry, topics=[signals, exec_orders, exec_fills, exec_accounts], group_id=settings.consumer_group,
         handler=trading.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
-        committable_offsets=trading.committable_offsets, on_revoked=trading.on_revoked, client_id=client_id,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms)
+        committable_offsets=trading.committable_offsets, on_revoked=trading.on_revoked, client_id=client_id)
     # Every replica reads all market data (marks and stops of any account it may decide for);
     # a new group starts at the newest records: the marks of before are in the database.
     market_consumer = Consumer(
@@ -111,7 +110,7 @@ def create_app(settings: RiskSettings) -> FastAPI:
         group_id=settings.market_data_group_of(settings.instance_id or socket.gethostname()),
         handler=market_data.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
         committable_offsets=market_data.committable_offsets, on_revoked=market_data.on_revoked,
-        auto_offset_reset="latest", client_id=f"{client_id}-md", fetch_max_wait_ms=settings.fetch_max_wait_ms)
+        auto_offset_reset="latest", client_id=f"{client_id}-md")
 
     return create_service_app(
         SERVICE_NAME,

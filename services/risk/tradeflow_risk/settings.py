@@ -77,8 +77,6 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     volatility_period: int = Field(default=14, ge=2, le=1_000, description="candles of the ATR and stdev")
     correlation_window: int = Field(default=50, ge=3, le=5_000, description="returns the correlations use")
     consumer_max_batch: int = Field(default=2_000, ge=1, le=100_000, description="records per handled batch")
-    fetch_max_wait_ms: int = Field(
-        default=10, ge=1, le=500, description="longest a fetch waits at the broker (bounds signal-to-order latency)")
     market_state_flush_s: float = Field(
         default=1.0, ge=0.05, le=60.0, description="how often marks, trailing-stop watermarks and equity peaks are stored")
 
