@@ -201,7 +201,7 @@ async def test_trades_become_the_independently_computed_candles_on_the_stream_an
                 processed = re.search(r"^tradeflow_candles_ticks_processed_total (\S+)$", metrics, re.M)
                 assert processed and float(processed.group(1)) == len(trades) + len(trailing)
                 # The store's pool and the readiness checks, as the alert rules read them.
-                assert re.search(r'^tradeflow_db_pool_connections\{pool="candle-store"\} [1-9]', metrics, re.M)
+                assert re.search(r'^tradeflow_db_pool_connections\{pool="candle-builder"\} [1-9]', metrics, re.M)
                 assert 'tradeflow_readiness_check{check="database"} 1.0' in metrics
 
                 # A late trade for 10:05 (closed long ago): the 1m candle and the 5m/15m/1h

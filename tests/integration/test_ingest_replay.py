@@ -61,8 +61,9 @@ async def test_replay_publishes_each_good_line_once_in_file_order_per_symbol(kaf
             lines.append(f"{ts},{exchange},{symbol},-3,1,buy,neg")  # valid CSV, invalid tick
             bad_lines[len(lines)] = "invalid_price"
         if i == 42:
-            lines.append(f"2026-01-01T00:00:00,{exchange},{symbol},3,1,buy,naive")  # no offset
-            bad_lines[len(lines)] = "invalid_time"
+            # No offset: UTC, the one rule of tradeflow.time (a good line).
+            lines.append(f"2026-01-01T00:00:00,{exchange},{symbol},3,1,buy,naive")
+            expected[f"{exchange}:{symbol}"].append("naive")
         trade_id = f"t{i}"
         lines.append(f"{ts_text},{exchange},{symbol},{100 + i % 17}.25,0.{i + 1},{'buy' if i % 5 else 'sell'},{trade_id}")
         expected[f"{exchange}:{symbol}"].append(trade_id)
@@ -71,11 +72,11 @@ async def test_replay_publishes_each_good_line_once_in_file_order_per_symbol(kaf
 
     report = await publish_replay_file(path, CommonSettings(kafka_bootstrap=kafka_bootstrap))
 
-    assert report.published == 300
+    assert report.published == 301
     assert [(line_no, reason.split(":")[0]) for line_no, reason in report.skipped] == sorted(bad_lines.items())
     assert all(f"line {line_no}:" in report.summary() for line_no in bad_lines)
     found = await read_ticks(kafka_bootstrap, {binance, kraken})
-    assert len(found) == 300  # each good line exactly once
+    assert len(found) == 301  # each good line exactly once
     by_key: dict[str, list[tuple[int, int, Tick]]] = defaultdict(list)
     for partition, offset, key, tick, schema in found:
         assert key == f"{tick.exchange}:{tick.symbol}" and schema == "Tick/1"
@@ -86,6 +87,8 @@ async def test_replay_publishes_each_good_line_once_in_file_order_per_symbol(kaf
         assert [tick.trade_id for _, _, tick in records] == trade_ids  # file order
         recv = [tick.ts_recv for _, _, tick in records]
         assert all(a < b for a, b in pairwise(recv))
+    naive = next(t for _, _, k, t, _ in found if t.trade_id == "naive")
+    assert naive.ts_event == 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
     first = next(t for _, _, k, t, _ in found if t.trade_id == "t0")
     assert (first.ts_event, first.price, first.amount, first.side) == (1_767_225_600_000_000_000, 100.25, 0.1, "sell")
 
