@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
-from tradeflow.admin import TopicsExist
-from tradeflow.bus import Consumer, DeadLetters, KafkaBus, Producer
+from tradeflow.bus import Bus, KafkaBus
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.service import (
     ReadinessCheck,
     ServiceDefinition,
@@ -28,9 +30,11 @@ from tradeflow.topics import (
     RISK_ORDERS,
     TopicSpec,
 )
+from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
 from tradeflow_execution import demo
+from tradeflow_execution.adapters.live_broker import LiveBroker
 from tradeflow_execution.adapters.order_queries import OrderQueries
 from tradeflow_execution.adapters.paper_broker import PaperBroker, PaperMarket
 from tradeflow_execution.adapters.postgres_store import PostgresExecutionStore
@@ -44,6 +48,7 @@ from tradeflow_execution.metrics import ExecutionMetrics
 from tradeflow_execution.order_traces import OrderTracing
 from tradeflow_execution.service import ExecutionService, OutputTopics
 from tradeflow_execution.settings import ExecutionSettings
+from tradeflow_execution.store import ExecutionStore
 
 SERVICE_NAME = "execution"
 DEFAULT_PORT = 8005
@@ -66,22 +71,30 @@ def topic_specs(settings: ExecutionSettings) -> dict[str, TopicSpec]:
     }
 
 
-def create_app(settings: ExecutionSettings) -> FastAPI:
-    telemetry = Telemetry(SERVICE_NAME, settings)
+@dataclass
+class Execution:
+    """The wired service: what the app runs and the parts a test drives directly."""
+
+    components: list[Any]
+    routers: list[Any]
+    readiness_checks: list[ReadinessCheck]
+    producer: Any
+    consumer: Any
+    service: ExecutionService
+    paper: PaperMarket
+    live: dict[str, LiveBroker]
+
+
+def create_pipeline(settings: ExecutionSettings, bus: Bus, dead_letters: Any, *, store: ExecutionStore,
+                    history: Any, live: Mapping[str, LiveBroker], metrics: ExecutionMetrics,
+                    clock: Clock = SYSTEM_CLOCK) -> tuple[ExecutionService, PaperMarket, Any]:
+    """Orders and trades in to transitions and fills out: the service with every account's broker
+    (paper ones on one paper market and ``history``, then the ``live`` ones) and the consumer
+    group on the orders, risk events and ticks topics (``build`` passes the PostgreSQL store and
+    md.ticks.v1 history; unit tests in-memory ones)."""
     specs = topic_specs(settings)
-    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
-    metrics = ExecutionMetrics(telemetry)
-    database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
-    outbox = Outbox(OUTBOX_TABLE)
-    store = PostgresExecutionStore(database, outbox)
-    producer = Producer(settings, telemetry, client_id=client_id)
-    relay = OutboxRelay(database, outbox, producer, telemetry, batch=OUTBOX_RELAY_BATCH)
     markets = Markets((MarketSteps(m.exchange, m.symbol, m.price_step, m.quantity_step)
                        for m in settings.markets), participation=settings.max_participation)
-    history = TickHistory(KafkaBus(settings, telemetry), topic=settings.ticks_topic, group_id=settings.consumer_group,
-                          client_id=f"{client_id}-history",
-                          margin_s=settings.history_margin_s)
-
     service: ExecutionService  # the paper exchange asks it for positions (reduce-only orders)
 
     def position_of(account_id: str, exchange: str, symbol: str):
@@ -92,34 +105,50 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
                              window_ns=int(settings.trade_window_s * NS_PER_S))
 
     paper = PaperMarket(new_exchange, history, on_history_read=metrics.history_reads.inc)
-    brokers = {account.id: PaperBroker(account, paper, markets, clock=time.time_ns)
+    brokers = {account.id: PaperBroker(account, paper, markets, clock=clock.now_ns)
                for account in settings.accounts if account.mode == "paper"}
-    live = create_live_brokers(settings, telemetry)
     brokers.update(live)
     service = ExecutionService(
         accounts=settings.accounts, brokers=brokers, trade_driven=[paper], markets=markets, store=store,
         topics=OutputTopics(order_events=settings.order_events_topic, fills=settings.fills_topic,
                             alerts=settings.alerts_topic, accounts=settings.accounts_topic),
-        metrics=metrics, tracing=OrderTracing(telemetry.tracer if settings.otlp_endpoint else None))
+        metrics=metrics, tracing=OrderTracing(bus.telemetry.tracer if settings.otlp_endpoint else None),
+        clock=clock.now_ns)
     consumption = ExecutionConsumption(
         service, orders_topic=settings.orders_topic,
         risk_events_topic=settings.risk_events_topic, ticks_topic=settings.ticks_topic)
-    consumer = Consumer(
-        settings, telemetry,
+    consumer = bus.consumer(
         topics=[specs["orders"], specs["risk_events"], specs["ticks"]],
         group_id=settings.consumer_group,
         handler=consumption.handle,
-        dead_letters=DeadLetters(producer, telemetry),
+        dead_letters=dead_letters,
         max_batch=settings.consumer_max_batch,
-        client_id=client_id,
+        client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}",
     )
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
+    return service, paper, consumer
+
+
+def build(settings: ExecutionSettings, bus: Bus, database: Database, clock: Clock = SYSTEM_CLOCK) -> Execution:
+    """Wire the service from its settings, a bus, its database and a clock. Pure: nothing starts
+    or connects here (a live account's ccxt client is made, not opened). ``create_app`` passes
+    the Kafka bus, the real database and the system clock."""
+    telemetry = bus.telemetry
+    specs = topic_specs(settings)
+    client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
+    metrics = ExecutionMetrics(telemetry)
+    outbox = Outbox(OUTBOX_TABLE)
+    store = PostgresExecutionStore(database, outbox)
+    producer = bus.producer(client_id=client_id)
+    relay = OutboxRelay(database, outbox, producer, telemetry, batch=OUTBOX_RELAY_BATCH)
+    history = TickHistory(bus, topic=settings.ticks_topic, group_id=settings.consumer_group,
+                          client_id=f"{client_id}-history", margin_s=settings.history_margin_s)
+    live = create_live_brokers(settings, telemetry, clock)
+    service, paper, consumer = create_pipeline(settings, bus, bus.dead_letters(producer), store=store,
+                                               history=history, live=live, metrics=metrics, clock=clock)
+    return Execution(
         # Stopped in reverse: the consumer commits and leaves, the service finishes its batch, the
         # relay publishes what is committed, then the producer flushes and the pool closes.
-        components=[TopicsExist(settings, list(specs.values())), database, producer, history, service, relay,
+        components=[bus.topics_exist(list(specs.values())), database, producer, history, service, relay,
                     LiveBrokers(live, service, settings.live_ready_wait_s), consumer],
         routers=[create_execution_router(service, OrderQueries(database))],
         readiness_checks=[
@@ -128,6 +157,21 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
             consumer_check(consumer),
             *([live_readiness(live, service)] if live else []),
         ],
+        producer=producer, consumer=consumer, service=service, paper=paper, live=live,
+    )
+
+
+def create_app(settings: ExecutionSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
+    service = build(settings, KafkaBus(settings, telemetry), database, SYSTEM_CLOCK)
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        components=service.components,
+        routers=service.routers,
+        readiness_checks=service.readiness_checks,
         description="Approved orders to each account's broker (paper: filled from md.ticks.v1 by the fill rule); "
                     "transitions, fills, positions and balances.",
     )

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.service import ReadinessCheck
 from tradeflow.telemetry import Telemetry
 from tradeflow_exchanges.ccxt_client import create_ccxt_exchange, find_exchange
@@ -25,8 +26,10 @@ LIVE_OPTIONS: Mapping[str, Mapping[str, object]] = {
 }
 
 
-def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry) -> dict[str, LiveBroker]:
-    """The broker of every live account; credentials, sandbox and URLs from its exchange's entry."""
+def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry,
+                        clock: Clock = SYSTEM_CLOCK) -> dict[str, LiveBroker]:
+    """The broker of every live account; credentials, sandbox and URLs from its exchange's entry.
+    Made, not connected: ccxt opens its session on the first request."""
     metrics = LiveMetrics(telemetry)
     timings = LiveTimings(
         poll_interval_s=settings.live_poll_interval_s, in_flight_interval_s=settings.in_flight_interval_s,
@@ -51,7 +54,7 @@ def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry) -> di
             account, exchange, symbols=sorted(symbols), timings=timings, metrics=metrics,
             breaker=CircuitBreaker(feed.breaker_failures, feed.breaker_cool_down_s),
             rate_limit_wait_s=feed.rate_limit_wait_s,
-            reconnect_budget=ReconnectBudget(feed.max_reconnects, feed.reconnect_window_s))
+            reconnect_budget=ReconnectBudget(feed.max_reconnects, feed.reconnect_window_s), clock=clock)
     return brokers
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import gc
 import socket
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
-from tradeflow.admin import TopicsExist
-from tradeflow.bus import Consumer, DeadLetters, Producer
+from tradeflow.bus import Bus, KafkaBus
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.service import (
     ReadinessCheck,
     ServiceDefinition,
@@ -29,6 +31,7 @@ from tradeflow.topics import (
     STRATEGY_SIGNALS,
     TopicSpec,
 )
+from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox, OutboxRelay
 
 from tradeflow_risk import demo
@@ -71,8 +74,24 @@ def named(spec: TopicSpec, name: str) -> TopicSpec:
     return dataclasses.replace(spec, name=name)
 
 
-def create_app(settings: RiskSettings) -> FastAPI:
-    telemetry = Telemetry(SERVICE_NAME, settings)
+@dataclass
+class Risk:
+    """The wired service: what the app runs and the parts a test drives directly."""
+
+    components: list[Any]
+    routers: list[Any]
+    readiness_checks: list[ReadinessCheck]
+    producer: Any
+    trading_consumer: Any
+    market_consumer: Any
+    service: RiskService
+
+
+def build(settings: RiskSettings, bus: Bus, database: Database, clock: Clock = SYSTEM_CLOCK) -> Risk:
+    """Wire the service from its settings, a bus, its database and a clock. Pure: nothing
+    starts or connects here. ``create_app`` passes the Kafka bus, the real database and the
+    system clock (the service's wall time is ``clock.now_ns``)."""
+    telemetry = bus.telemetry
     signals, exec_orders, exec_fills = (named(STRATEGY_SIGNALS, settings.signals_topic),
                                         named(EXEC_ORDERS, settings.exec_orders_topic),
                                         named(EXEC_FILLS, settings.exec_fills_topic))
@@ -81,44 +100,40 @@ def create_app(settings: RiskSettings) -> FastAPI:
     orders, events = named(RISK_ORDERS, settings.orders_topic), named(RISK_EVENTS, settings.events_topic)
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
 
-    database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
     outbox = Outbox(OUTBOX_TABLE)
-    producer = Producer(settings, telemetry, client_id=client_id)
+    producer = bus.producer(client_id=client_id)
     relay = OutboxRelay(database, outbox, producer, telemetry)
     # A commit wakes the relay at once (the NOTIFY, a hop through the database, wakes it too).
     store = RiskStore(database, outbox, on_commit=relay.wake)
-    dead_letters = DeadLetters(producer, telemetry)
+    dead_letters = bus.dead_letters(producer)
     markets = ExchangeMarkets(settings.exchanges, {account.exchange for account in settings.accounts})
     calendars = InstrumentCalendars(settings.instruments_url, settings.instruments_refresh_s)
     market = MarketData(settings.market_timeframe, settings.volatility_period, settings.correlation_window)
     service = RiskService(accounts=settings.accounts,
                           profiles=Profiles(settings.account_profiles, settings.strategy_profiles),
                           store=store, market=market, markets=markets, calendars=calendars,
-                          topics=Topics(orders=orders.name, events=events.name), telemetry=telemetry)
+                          topics=Topics(orders=orders.name, events=events.name), telemetry=telemetry,
+                          wall_clock_ns=clock.now_ns)
     trading = TradingDispatch(service, signals_topic=signals.name, orders_topic=exec_orders.name,
                               fills_topic=exec_fills.name, accounts_topic=exec_accounts.name)
     market_data = MarketDataDispatch(service, telemetry, candles_topic=candles.name, ticks_topic=ticks.name)
     saver = MarketStateSaver(service, market_data, settings.market_state_flush_s)
-    trading_consumer = Consumer(
-        settings, telemetry, topics=[signals, exec_orders, exec_fills, exec_accounts], group_id=settings.consumer_group,
+    trading_consumer = bus.consumer(
+        topics=[signals, exec_orders, exec_fills, exec_accounts], group_id=settings.consumer_group,
         handler=trading.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
         committable_offsets=trading.committable_offsets, on_revoked=trading.on_revoked, client_id=client_id)
     # Every replica reads all market data (marks and stops of any account it may decide for);
     # a new group starts at the newest records: the marks of before are in the database.
-    market_consumer = Consumer(
-        settings, telemetry, topics=[candles, ticks],
+    market_consumer = bus.consumer(
+        topics=[candles, ticks],
         group_id=settings.market_data_group_of(settings.instance_id or socket.gethostname()),
         handler=market_data.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
         committable_offsets=market_data.committable_offsets, on_revoked=market_data.on_revoked,
         auto_offset_reset="latest", client_id=f"{client_id}-md")
-
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
+    return Risk(
         # Started in order, stopped in reverse: the consumers leave first, the saver stores the
         # market state, the relay publishes what is committed, then the producer and the pool close.
-        components=[TopicsExist(settings, [signals, exec_orders, exec_fills, exec_accounts, candles, ticks, orders, events]),
+        components=[bus.topics_exist([signals, exec_orders, exec_fills, exec_accounts, candles, ticks, orders, events]),
                     database, calendars, markets, service, producer, relay, saver, trading_consumer, market_consumer,
                     FreezeStartupObjects()],
         routers=[create_risk_router(service)],
@@ -131,6 +146,21 @@ def create_app(settings: RiskSettings) -> FastAPI:
             consumer_check(trading_consumer),
             consumer_check(market_consumer),
         ],
+        producer=producer, trading_consumer=trading_consumer, market_consumer=market_consumer, service=service,
+    )
+
+
+def create_app(settings: RiskSettings) -> FastAPI:
+    telemetry = Telemetry(SERVICE_NAME, settings)
+    database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
+    service = build(settings, KafkaBus(settings, telemetry), database, SYSTEM_CLOCK)
+    return create_service_app(
+        SERVICE_NAME,
+        settings,
+        telemetry,
+        components=service.components,
+        routers=service.routers,
+        readiness_checks=service.readiness_checks,
         description="Every order passes one gate: sizing, limits, states, protective exits and the kill switch.",
     )
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 import msgspec
+from tradeflow.clock import SYSTEM_CLOCK, Clock
 from tradeflow.messages import Fill, Order
 from tradeflow_exchanges.circuit_breaker import CircuitBreaker
 from tradeflow_exchanges.reconnect_budget import ReconnectBudget
@@ -148,7 +148,7 @@ class LiveBroker:
 
     def __init__(self, account: AccountConfig, exchange: Any, *, symbols: Sequence[str], timings: LiveTimings,
                  metrics: LiveMetrics, breaker: CircuitBreaker, rate_limit_wait_s: float = 60.0,
-                 reconnect_budget: ReconnectBudget | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+                 reconnect_budget: ReconnectBudget | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.account_id = account.id
         self._account = account
         self._exchange = exchange
@@ -189,7 +189,7 @@ class LiveBroker:
 
     async def start(self) -> None:
         # Risk holds the account until the first reconciliation reports agreement (exec.accounts.v1).
-        await self._host.apply_from_broker(self.account_id, lambda _open: [AccountPending(self.account_id, self._clock())])
+        await self._host.apply_from_broker(self.account_id, lambda _open: [AccountPending(self.account_id, self._clock.now_ns())])
         self._full_requested = asyncio.Event()
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"live-broker-{self.account_id}")
@@ -209,11 +209,20 @@ class LiveBroker:
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the first reconciliation; whether it succeeded."""
+        return await self._wait(self._ready_event, timeout_s)
+
+    async def _wait(self, event: asyncio.Event, timeout_s: float) -> bool:
+        """Wait for ``event`` up to ``timeout_s`` of the clock's time; whether it was set."""
+        if event.is_set():
+            return True
+        waiting = asyncio.ensure_future(event.wait())
+        sleeping = asyncio.ensure_future(self._clock.sleep(timeout_s))
         try:
-            await asyncio.wait_for(self._ready_event.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait((waiting, sleeping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            sleeping.cancel()
+        return event.is_set()
 
     async def _watch(self) -> None:
         """The user data stream (``watch_orders``): every event wakes a poll round at once, whose
@@ -221,10 +230,10 @@ class LiveBroker:
         and followed by a full reconciliation."""
         lost = False
         while True:
-            wait = self._reconnects.wait_s(time.monotonic())
+            wait = self._reconnects.wait_s(self._clock.monotonic())
             if wait > 0:
-                await asyncio.sleep(wait)
-            self._reconnects.record_attempt(time.monotonic())
+                await self._clock.sleep(wait)
+            self._reconnects.record_attempt(self._clock.monotonic())
             try:
                 while True:
                     orders = await self._exchange.watch_orders()
@@ -245,24 +254,24 @@ class LiveBroker:
                 self._metrics.stream_losses.labels(self.account_id).inc()
                 self._full_requested.set()
                 self._wake.set()
-                await asyncio.sleep(min(self._timings.poll_interval_s, 1.0))
+                await self._clock.sleep(min(self._timings.poll_interval_s, 1.0))
 
     # --- the broker port ------------------------------------------------------------------------------
 
     async def submit(self, order: Order) -> list[BrokerUpdate]:
         cid = order.client_order_id
         if not self.ready:
-            return [OrderUpdate(cid, "rejected", self._clock(),
+            return [OrderUpdate(cid, "rejected", self._clock.now_ns(),
                                 reason=f"account_not_ready: {self.account_id} has not been reconciled ({self.last_error})")]
         if order.quote_quantity is not None:
-            return [OrderUpdate(cid, "rejected", self._clock(),
+            return [OrderUpdate(cid, "rejected", self._clock.now_ns(),
                                 reason="invalid_quantity: quote-sized orders are not sent to live exchanges")]
         problem = await self._precision_problem(order)
         if problem is not None:
-            return [OrderUpdate(cid, "rejected", self._clock(), reason=problem)]
-        held = self._hold.remaining_s(time.monotonic())
+            return [OrderUpdate(cid, "rejected", self._clock.now_ns(), reason=problem)]
+        held = self._hold.remaining_s(self._clock.monotonic())
         if 0 < held <= self._timings.request_timeout_s:  # a short hold after a 429: wait it out, then send
-            await asyncio.sleep(held)
+            await self._clock.sleep(held)
         await self._note_mid(order)
         params: dict[str, Any] = {"clientOrderId": cid}
         if order.order_type == "limit" and order.time_in_force in ("IOC", "FOK"):
@@ -272,7 +281,7 @@ class LiveBroker:
             raw = await self._call(self._exchange.create_order, order.symbol, order.order_type, order.side,
                                    str(order.quantity), price, params)
         except ExchangeUnavailable as exc:  # never sent: a definite answer
-            return [OrderUpdate(cid, "rejected", self._clock(), reason=f"{exc.reason}: {exc}")]
+            return [OrderUpdate(cid, "rejected", self._clock.now_ns(), reason=f"{exc.reason}: {exc}")]
         except Exception as exc:  # noqa: BLE001 - classified below
             return self._refusal_or_unknown(order, exc)
         try:
@@ -360,7 +369,7 @@ class LiveBroker:
     async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         import ccxt  # imported on use: ccxt takes a second to import
 
-        now = time.monotonic()
+        now = self._clock.monotonic()
         held = self._hold.remaining_s(now)
         if held > 0:
             raise ExchangeUnavailable(RATE_LIMITED, f"requests held for {held:.1f} s after a rate-limit refusal")
@@ -372,11 +381,11 @@ class LiveBroker:
         except (ccxt.RateLimitExceeded, ccxt.DDoSProtection):
             headers = getattr(self._exchange, "last_response_headers", None) or {}
             wait = retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after"))
-            self._hold.hold(time.monotonic(), self._rate_limit_wait_s if wait is None else wait)
+            self._hold.hold(self._clock.monotonic(), self._rate_limit_wait_s if wait is None else wait)
             self._breaker.record_success()  # it answered
             raise
         except ccxt.NetworkError:
-            self._breaker.record_failure(time.monotonic())
+            self._breaker.record_failure(self._clock.monotonic())
             raise
         except ccxt.ExchangeError:
             self._breaker.record_success()
@@ -418,14 +427,14 @@ class LiveBroker:
                 self._track_in_flight(order)
                 return [OutcomeUnknown(cid, "the exchange has this client order id already")]
             self._metrics.exchange_errors.labels(self.account_id, reason).inc()
-            return [OrderUpdate(cid, "rejected", self._clock(), reason=f"{reason}: {_short(exc)}")]
+            return [OrderUpdate(cid, "rejected", self._clock.now_ns(), reason=f"{reason}: {_short(exc)}")]
         # Timeouts, dropped connections, anything else: the outcome is unknown.
         self._metrics.exchange_errors.labels(self.account_id, "unknown_outcome").inc()
         self._track_in_flight(order)
         return [OutcomeUnknown(cid, f"{type(exc).__name__}: {_short(exc)}")]
 
     def _track_in_flight(self, order: Order) -> None:
-        self._in_flight.setdefault(order.client_order_id, InFlight(order, time.monotonic()))
+        self._in_flight.setdefault(order.client_order_id, InFlight(order, self._clock.monotonic()))
         self._metrics.in_flight.labels(self.account_id).set(len(self._in_flight))
 
     async def _precision_problem(self, order: Order) -> str | None:
@@ -471,7 +480,7 @@ class LiveBroker:
             if raw.get("id") is None or not cid:
                 raise KeyError("id and client order id")
             executed = to_decimal(info["executedQty"]) if "executedQty" in info else to_decimal(raw["filled"] or 0)
-            ts = raw.get("lastUpdateTimestamp") or raw.get("timestamp") or time.time() * 1000
+            ts = raw.get("lastUpdateTimestamp") or raw.get("timestamp") or self._clock.now_ms()
             return ExchangeOrder(str(cid), str(raw["id"]), status, executed, int(ts) * NS_PER_MS)
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
             raise Malformed(f"order {str(raw)[:200]}: {exc!r}") from None
@@ -552,7 +561,7 @@ class LiveBroker:
             woken = self._wake.is_set()
             self._wake.clear()  # an event during the round wakes the next one
             try:
-                now = time.monotonic()
+                now = self._clock.monotonic()
                 due = now - last_full >= timings.reconcile_interval_s
                 if self._need_full or failed or due or self._full_requested.is_set():
                     self._full_requested.clear()
@@ -562,8 +571,8 @@ class LiveBroker:
                     last_round = now
                     await self._round(full=False)
                 failed = False
-                if time.monotonic() - last_in_flight >= timings.in_flight_interval_s:
-                    last_in_flight = time.monotonic()
+                if self._clock.monotonic() - last_in_flight >= timings.in_flight_interval_s:
+                    last_in_flight = self._clock.monotonic()
                     await self._check_in_flight()
                     await self._cancel_pending()
                     await self._expire_orders()
@@ -575,10 +584,7 @@ class LiveBroker:
                                 self.account_id, _short(exc))
                 self.last_error = _short(exc)
                 failed = True
-            try:
-                await asyncio.wait_for(self._wake.wait(), min(interval, timings.in_flight_interval_s))
-            except TimeoutError:
-                pass
+            await self._wait(self._wake, min(interval, timings.in_flight_interval_s))
 
     async def _full_round(self) -> None:
         """Reconciliation: known fills re-read, everything the exchange has applied, balances compared."""
@@ -586,7 +592,7 @@ class LiveBroker:
         try:
             fills = await host.known_fills(self.account_id)
             self._seen_fills = {f.fill_id for f in fills}
-            lookback_ms = int((time.time() - self._timings.fills_lookback_s) * 1000)
+            lookback_ms = self._clock.now_ms() - int(self._timings.fills_lookback_s * 1000)
             newest: dict[str, int] = {}
             for fill in fills:
                 newest[fill.symbol] = max(newest.get(fill.symbol, 0), fill.ts_event // NS_PER_MS)
@@ -597,7 +603,7 @@ class LiveBroker:
             # Trades from the newest known fill (or the oldest open order) of each symbol, or from
             # where the polling got to; a symbol with neither (the account's first start) from a
             # minute ago: older trades are history from before Tradeflow traded the account.
-            now_ms = int(time.time() * 1000)
+            now_ms = self._clock.now_ms()
             for symbol in self._symbols:
                 known = [x for x in (newest.get(symbol), self._since_ms.get(symbol)) if x is not None]
                 self._since_ms[symbol] = max(lookback_ms, min(known) if known else now_ms - 60_000)
@@ -612,7 +618,7 @@ class LiveBroker:
                 self._mismatch_rounds += 1
                 if self._mismatch_rounds >= self._timings.balance_checks:
                     await host.apply_from_broker(self.account_id, lambda _open: [AccountMismatch(
-                        self.account_id, tuple(differences), self._clock())])
+                        self.account_id, tuple(differences), self._clock.now_ns())])
                     self.halted_reason = "; ".join(differences)
                     self._metrics.reconciliations.labels(self.account_id, "mismatch").inc()
                 else:
@@ -623,7 +629,7 @@ class LiveBroker:
                 self._mismatch_rounds = 0
                 if self.halted_reason or not self.ready:  # agreement: the first, or the halt lifted
                     await host.apply_from_broker(self.account_id, lambda _open: [AccountMismatch(
-                        self.account_id, (), self._clock())])
+                        self.account_id, (), self._clock.now_ns())])
                     self.halted_reason = ""
                 self._metrics.reconciliations.labels(self.account_id, "agreed").inc()
             self.reconciliations += 1
@@ -661,7 +667,7 @@ class LiveBroker:
     async def _trade_keys(self) -> set[str]:
         keys: set[str] = set()
         for symbol in sorted(self._symbols):
-            since = self._since_ms.get(symbol, int(time.time() * 1000) - 60_000)
+            since = self._since_ms.get(symbol, self._clock.now_ms() - 60_000)
             keys |= {self._fill_key(symbol, t) for t in await self._fetch_trades(symbol, since)}
         return keys
 
@@ -678,7 +684,7 @@ class LiveBroker:
         time, until a page is not full (an outage of days loses no fill)."""
         if not self._pages_by_id:
             return await self._fetch_list("fetch_my_trades", "parse_trade", symbol, since_ms, TRADES_PAGE)
-        now_ms = int(time.time() * 1000)
+        now_ms = self._clock.now_ms()
         start = since_ms
         while True:
             end = start + TRADES_WINDOW_MS - 1
@@ -746,7 +752,7 @@ class LiveBroker:
             self._symbols.add(tracked.state.order.symbol)
         fetched = Fetched(open_orders=await self._fetch_open())
         for symbol in sorted(self._symbols):
-            since = self._since_ms.setdefault(symbol, int(time.time() * 1000) - 60_000)
+            since = self._since_ms.setdefault(symbol, self._clock.now_ms() - 60_000)
             for trade in await self._fetch_trades(symbol, since):
                 fill_key = self._fill_key(symbol, trade)
                 if fill_key in self._seen_fills:
@@ -912,7 +918,7 @@ class LiveBroker:
             if tracked is None or tracked.state.status != "submitted":
                 self._in_flight.pop(cid, None)
                 continue
-            if time.monotonic() - pending.since < self._timings.in_flight_threshold_s:
+            if self._clock.monotonic() - pending.since < self._timings.in_flight_threshold_s:
                 continue
             order = pending.order
             try:
@@ -927,7 +933,7 @@ class LiveBroker:
                     reason = (f"{NOT_FOUND_AT_EXCHANGE}: the exchange did not have the order after "
                               f"{pending.misses} queries by its client order id")
                     await host.apply_from_broker(self.account_id, lambda now_open, c=cid, r=reason, o=order: self._emit(
-                        o, [OrderUpdate(c, "rejected", self._clock(), reason=r)])
+                        o, [OrderUpdate(c, "rejected", self._clock.now_ns(), reason=r)])
                         if c in now_open and now_open[c].state.status == "submitted" else [])
                 continue
             except Malformed as exc:
@@ -965,7 +971,7 @@ class LiveBroker:
 
     async def _expire_orders(self) -> None:
         """Open orders past their time in force (``expires_at``) are canceled; the end is what the exchange says."""
-        now = self._clock()
+        now = self._clock.now_ns()
         host = self._host
         due = [cid for cid, t in host.live_orders(self.account_id).items()
                if t.state.order.expires_at is not None and t.state.order.expires_at <= now
