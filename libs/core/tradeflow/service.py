@@ -339,6 +339,22 @@ def _request_tracing_options(telemetry: Telemetry) -> dict[str, object]:
     }
 
 
+class WiredService(Protocol):
+    """What a service's ``build(settings, bus, database, clock)`` returns (docs/adding-a-service.md)."""
+
+    components: Sequence[Component]
+    routers: Sequence[APIRouter]
+    readiness_checks: Sequence[ReadinessCheck]
+
+
+def create_wired_app(name: str, settings: CommonSettings, telemetry: Telemetry, wired: WiredService, *,
+                     description: str | None = None) -> FastAPI:
+    """:func:`create_service_app` for a service wired by its ``build(...)``: every ``create_app``
+    is then the real database, bus and clock handed to ``build`` and this."""
+    return create_service_app(name, settings, telemetry, components=wired.components, routers=wired.routers,
+                              readiness_checks=wired.readiness_checks, description=description)
+
+
 def create_service_app(
     name: str,
     settings: CommonSettings,

@@ -18,7 +18,7 @@ from tradeflow.service import (
     ServiceDemo,
     broker_check,
     consumer_check,
-    create_service_app,
+    create_wired_app,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import MD_CANDLES, MD_TICKS, OPS_ALERTS, TopicSpec
@@ -153,15 +153,9 @@ def create_app(settings: CandleBuilderSettings) -> FastAPI:
                                                   default_pool_size=DB_POOL_SIZE,
                                                   configure=CandleStore.configure_connection))
     service = build(settings, KafkaBus(settings, telemetry), store, SYSTEM_CLOCK)
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
-        components=service.components,
-        routers=service.routers,
-        readiness_checks=service.readiness_checks,
-        description="Trades from the ticks topic to candles of every timeframe: stored, streamed and served.",
-    )
+    return create_wired_app(SERVICE_NAME, settings, telemetry, service,
+                            description="Trades from the ticks topic to candles of every timeframe: stored, streamed "
+                                        "and served.")
 
 
 def demo_examples(context: DemoContext) -> list[str]:

@@ -16,7 +16,7 @@ from tradeflow.service import (
     ServiceDemo,
     broker_check,
     consumer_check,
-    create_service_app,
+    create_wired_app,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.time import NS_PER_S
@@ -165,16 +165,9 @@ def create_app(settings: ExecutionSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
     service = build(settings, KafkaBus(settings, telemetry), database, SYSTEM_CLOCK)
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
-        components=service.components,
-        routers=service.routers,
-        readiness_checks=service.readiness_checks,
-        description="Approved orders to each account's broker (paper: filled from md.ticks.v1 by the fill rule); "
-                    "transitions, fills, positions and balances.",
-    )
+    return create_wired_app(SERVICE_NAME, settings, telemetry, service,
+                            description="Approved orders to each account's broker (paper: filled from md.ticks.v1 by the fill rule); "
+                    "transitions, fills, positions and balances.")
 
 
 SERVICE = ServiceDefinition(

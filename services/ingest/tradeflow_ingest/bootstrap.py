@@ -17,7 +17,7 @@ from tradeflow.service import (
     ServiceDefinition,
     ServiceDemo,
     broker_check,
-    create_service_app,
+    create_wired_app,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import INGEST_SUBSCRIPTIONS, MD_TICKS, OPS_ALERTS
@@ -123,14 +123,7 @@ def build(settings: IngestSettings, bus: Bus, clock: Clock = SYSTEM_CLOCK, *,
 def create_app(settings: IngestSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     ingest = build(settings, KafkaBus(settings, telemetry), SYSTEM_CLOCK)
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
-        components=ingest.components,
-        routers=ingest.routers,
-        readiness_checks=ingest.readiness_checks,
-    )
+    return create_wired_app(SERVICE_NAME, settings, telemetry, ingest)
 
 
 DEMO_FAST_FORWARD_S = 600.0

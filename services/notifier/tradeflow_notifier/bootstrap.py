@@ -16,7 +16,7 @@ from tradeflow.service import (
     ServiceDemo,
     broker_check,
     consumer_check,
-    create_service_app,
+    create_wired_app,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow_db import Database
@@ -121,13 +121,9 @@ def create_app(settings: NotifierSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
     service = build(settings, KafkaBus(settings, telemetry), database, SYSTEM_CLOCK)
-    return create_service_app(
-        SERVICE_NAME, settings, telemetry,
-        components=service.components,
-        routers=service.routers,
-        readiness_checks=service.readiness_checks,
-        description="Orders, fills, risk events and alerts to Telegram, Discord, Slack, email and signed webhooks.",
-    )
+    return create_wired_app(SERVICE_NAME, settings, telemetry, service,
+                            description="Orders, fills, risk events and alerts to Telegram, Discord, Slack, email and "
+                                        "signed webhooks.")
 
 
 def demo_examples(context: DemoContext) -> list[str]:

@@ -17,7 +17,7 @@ from tradeflow.service import (
     ServiceDemo,
     broker_check,
     consumer_check,
-    create_service_app,
+    create_wired_app,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import (
@@ -154,15 +154,8 @@ def create_app(settings: RiskSettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
     service = build(settings, KafkaBus(settings, telemetry), database, SYSTEM_CLOCK)
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
-        components=service.components,
-        routers=service.routers,
-        readiness_checks=service.readiness_checks,
-        description="Every order passes one gate: sizing, limits, states, protective exits and the kill switch.",
-    )
+    return create_wired_app(SERVICE_NAME, settings, telemetry, service,
+                            description="Every order passes one gate: sizing, limits, states, protective exits and the kill switch.")
 
 
 SERVICE = ServiceDefinition(

@@ -22,7 +22,7 @@ from tradeflow.service import (
     ServiceDemo,
     broker_check,
     consumer_check,
-    create_service_app,
+    create_wired_app,
 )
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import EXEC_FILLS, MD_CANDLES, OPS_ALERTS, STRATEGY_SIGNALS, TopicSpec
@@ -149,15 +149,8 @@ def create_app(settings: StrategySettings) -> FastAPI:
     telemetry = Telemetry(SERVICE_NAME, settings)
     database = settings.service_database(SERVICE_NAME, required_revision=SCHEMA_REVISION, default_pool_size=DB_POOL_SIZE)
     service = build(settings, KafkaBus(settings, telemetry), database, SYSTEM_CLOCK)
-    return create_service_app(
-        SERVICE_NAME,
-        settings,
-        telemetry,
-        components=service.components,
-        routers=service.routers,
-        readiness_checks=service.readiness_checks,
-        description="Strategy instances run live on md.candles.v1; their signals go to strategy.signals.v1.",
-    )
+    return create_wired_app(SERVICE_NAME, settings, telemetry, service,
+                            description="Strategy instances run live on md.candles.v1; their signals go to strategy.signals.v1.")
 
 
 DEMO_MARKETS = 5
