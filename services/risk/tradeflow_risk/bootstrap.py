@@ -83,7 +83,10 @@ def create_app(settings: RiskSettings) -> FastAPI:
 
     database = settings.service_database(SERVICE_NAME, required_revision=REQUIRED_REVISION, default_pool_size=DB_POOL_SIZE)
     outbox = Outbox(OUTBOX_TABLE)
-    producer = Producer(settings, telemetry, client_id=client_id)
+    # The relay hands the producer whole batches (a round's rows, one record batch per partition):
+    # lingering would only hold each decision's order back (docs/adr/0018, Speed).
+    producer = Producer(settings, telemetry, client_id=client_id,
+                        linger_ms=0)
     relay = OutboxRelay(database, outbox, producer, telemetry)
     # A commit wakes the relay at once (the NOTIFY, a hop through the database, wakes it too).
     store = RiskStore(database, outbox, on_commit=relay.wake)
