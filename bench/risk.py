@@ -22,6 +22,8 @@ published; a figure counts a decision when its order or rejection is on the topi
 - ``risk_signal_to_order_p50_ms`` / ``_p99_ms``: then ``--rate`` signals/s for ``--seconds`` s;
   the time from the send of a signal to its order arriving on risk.orders.v1 (consume, decide,
   commit, outbox relay, broker both ways). Target: p99 under 20 ms.
+  ``risk_signal_to_handover_*`` / ``risk_handover_to_reader_*`` split that time at the order
+  record's create time (when risk's outbox relay handed it to its producer; 1 ms resolution).
 - ``risk_cpu_us_per_decision_no_wait`` / ``risk_cpu_ms_per_signal_paced``: the CPU time the risk
   process spent (``/proc/<pid>/stat``) per decision of the first phase and per signal of the paced
   one (with execution's answers): the cost of a decision, which a loaded box does not inflate
@@ -101,6 +103,10 @@ class Outputs:
     def __init__(self, bootstrap: str) -> None:
         self._bootstrap = bootstrap
         self.arrivals: dict[str, float] = {}  # signal id -> perf_counter at arrival
+        # signal id -> the order record's timestamp (s, wall clock, 1 ms resolution): when risk's outbox
+        # relay handed it to its producer (the record's create time), i.e. after consume, decide, commit
+        # and the relay's read
+        self.created: dict[str, float] = {}
         self.first: float | None = None
 
     async def __aenter__(self) -> Outputs:
@@ -127,6 +133,7 @@ class Outputs:
                     message = decode(Order if tp.topic == RISK_ORDERS.name else RiskEvent, record.value)
                     if message.signal_id:
                         self.arrivals.setdefault(message.signal_id, now)
+                        self.created.setdefault(message.signal_id, record.timestamp / 1000)
 
     async def wait_for(self, signal_ids: set[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -148,6 +155,10 @@ def start_risk(bootstrap: str, database_url: str, port: int, log_path: Path) -> 
                                                           for a in range(ACCOUNTS)})}
     with log_path.open("w") as out:
         return subprocess.Popen([str(BIN / "tradeflow"), "run", "risk"], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def cpu_s(pid: int) -> float:
@@ -256,6 +267,7 @@ async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_p
 
             paced = burst(args.rate * args.seconds, first_cycle=args.signals // ACCOUNTS + 2)
             sent: dict[str, float] = {}
+            wall = time.time() - time.perf_counter()  # perf_counter -> wall clock, to compare with record times
             interval = 1.0 / args.rate
             cpu_paced = cpu_s(process.pid)
             started = time.perf_counter()
@@ -269,13 +281,25 @@ async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_p
             cpu_per_signal = (cpu_s(process.pid) - cpu_paced) / len(sent)
             latencies = sorted((outputs.arrivals[i] - t) * 1000 for i, t in sent.items())
             p50 = statistics.median(latencies)
-            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            p99 = percentile(latencies, 0.99)
+            # The two halves of the way (the record's create time has 1 ms resolution): signal sent ->
+            # order handed to risk's producer (signal produce, risk's fetch, queueing behind other
+            # batches, the decision's transaction, the relay's wake and read), then -> on the topic at
+            # the reader (produce, broker, the reader's fetch).
+            to_handover = [(outputs.created[i] - (t + wall)) * 1000 for i, t in sent.items()]
+            to_reader = [(outputs.arrivals[i] + wall - outputs.created[i]) * 1000 for i in sent]
+            for name, values in (("risk_signal_to_handover", to_handover), ("risk_handover_to_reader", to_reader)):
+                emit(f"{name}_p50_ms", statistics.median(values), "ms")
+                emit(f"{name}_p99_ms", percentile(sorted(values), 0.99), "ms")
             emit("risk_signal_to_order_p50_ms", p50, "ms")
             emit("risk_signal_to_order_p99_ms", p99, "ms")
             emit("risk_cpu_ms_per_signal_paced", cpu_per_signal * 1e3, "ms")
             log(f"signal to order at {args.rate}/s ({len(latencies)} signals): p50 {p50:.1f} ms, p99 {p99:.1f} ms "
                 f"(target p99 < {TARGET_P99_MS:.0f} ms: {'met' if p99 < TARGET_P99_MS else 'MISSED'}); risk's CPU: "
                 f"{cpu_per_signal * 1e3:.2f} ms per signal (with execution's answers)")
+            log(f"of which signal sent -> order handed to risk's producer: p50 {statistics.median(to_handover):.1f} ms, "
+                f"p99 {percentile(sorted(to_handover), 0.99):.1f} ms; handed over -> at the reader: p50 "
+                f"{statistics.median(to_reader):.1f} ms, p99 {percentile(sorted(to_reader), 0.99):.1f} ms")
             log(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     finally:
         process.terminate()

@@ -138,6 +138,27 @@ async def test_committed_messages_are_published_in_order_once_and_rolled_back_on
     assert await outbox_rows(database, outbox) == 0
 
 
+async def test_a_quiet_relay_deletes_what_it_published_at_its_next_poll(outbox_setup, kafka_bootstrap):
+    """A round that took every committed row waits for a wake-up instead of running again at once;
+    the acknowledged rows are still deleted by the next round, here the poll's (nothing else wakes it)."""
+    database, outbox, producer, telemetry, topic = outbox_setup
+    relay = OutboxRelay(database, outbox, producer, telemetry, poll_interval_s=0.3)
+    await relay.start()
+    try:
+        async with database.transaction() as conn:
+            await outbox.put_many(conn, [(topic, "acct-1", alert(n)) for n in range(3)])
+        records = await read_topic(kafka_bootstrap, topic.name, 3)
+        assert [decode(Alert, r.value).message for r in records] == ["m0", "m1", "m2"]
+        for _ in range(100):  # 5 s at most
+            if not await outbox_rows(database, outbox):
+                break
+            await asyncio.sleep(0.05)
+        assert await outbox_rows(database, outbox) == 0
+    finally:
+        await relay.stop()
+    assert len(await read_topic(kafka_bootstrap, topic.name, 3)) == 3, "none sent twice"
+
+
 async def test_messages_wait_in_the_outbox_while_the_broker_cannot_take_them(outbox_setup, kafka_bootstrap):
     database, outbox, producer, telemetry, topic = outbox_setup
     stopped = Producer(ServiceSettings(environment="test", kafka_bootstrap=kafka_bootstrap), telemetry,

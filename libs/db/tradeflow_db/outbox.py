@@ -224,6 +224,11 @@ class OutboxRelay:
                     self._wakeup.clear()
                     sent = await self._relay_batch()
                     if sent:
+                        if sent < self._batch and not self._stopping.is_set():
+                            # The read took every committed row and nothing woke the relay since: the
+                            # next round (a wake-up or the poll) deletes these rows with its read, so a
+                            # quiet outbox costs one statement per round, not an extra empty one.
+                            await self._wait_for_wakeup(self._poll_interval_s)
                         continue
                     self._empty.set()
                     if self._stopping.is_set():
@@ -251,8 +256,9 @@ class OutboxRelay:
         """Delete what the previous round published, read the next rows, publish them; how many.
 
         The delete of a round's rows is deferred to the next round's statement (a round that
-        published something is always followed by another, and the lock's release deletes what
-        is left), so publishing costs one round trip to the database instead of two.
+        published something is always followed by another, at once when the batch was full, else
+        at the next wake-up or poll; the lock's release deletes what is left), so publishing costs
+        one round trip to the database instead of two.
         """
         async with self._database.connection() as conn:
             rows = await (await conn.execute(

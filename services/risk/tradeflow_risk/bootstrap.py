@@ -101,7 +101,9 @@ def build(settings: RiskSettings, bus: Bus, database: Database, clock: Clock = S
     client_id = f"{settings.kafka_client_id}-{SERVICE_NAME}"
 
     outbox = Outbox(OUTBOX_TABLE)
-    producer = bus.producer(client_id=client_id)
+    # The relay hands the producer whole batches (a round's rows, one record batch per partition):
+    # lingering would only hold each decision's order back (docs/adr/0018, Speed).
+    producer = bus.producer(client_id=client_id, linger_ms=0)
     relay = OutboxRelay(database, outbox, producer, telemetry)
     # A commit wakes the relay at once (the NOTIFY, a hop through the database, wakes it too).
     store = RiskStore(database, outbox, on_commit=relay.wake)

@@ -28,7 +28,7 @@ class Bus(Protocol):
 
     telemetry: Telemetry
 
-    def producer(self, *, client_id: str | None = None) -> Producer: ...
+    def producer(self, *, client_id: str | None = None, linger_ms: int | None = None) -> Producer: ...
 
     def dead_letters(self, producer: Producer) -> DeadLetters: ...
 
@@ -51,8 +51,9 @@ class KafkaBus:
         self.settings = settings
         self.telemetry = telemetry
 
-    def producer(self, *, client_id: str | None = None) -> Producer:
-        return Producer(self.settings, self.telemetry, client_id=client_id)
+    def producer(self, *, client_id: str | None = None, linger_ms: int | None = None) -> Producer:
+        """``linger_ms`` overrides the settings' producer linger (None: the setting)."""
+        return Producer(self.settings, self.telemetry, client_id=client_id, linger_ms=linger_ms)
 
     def dead_letters(self, producer: Producer) -> DeadLetters:
         return DeadLetters(producer, self.telemetry)

@@ -141,8 +141,12 @@ class Producer:
         *,
         client_id: str | None = None,
         request_timeout_ms: int = 30_000,
+        linger_ms: int | None = None,
     ) -> None:
+        """``linger_ms`` overrides the settings' ``producer_linger_ms``: 0 for a producer whose
+        senders hand over whole batches already (an outbox relay), where lingering only adds latency."""
         self._settings = settings
+        self._linger_ms = linger_ms
         self._client_id = client_id or settings.kafka_client_id
         self._request_timeout_ms = request_timeout_ms
         self._kafka: AIOKafkaProducer | None = None
@@ -301,6 +305,8 @@ class Producer:
             max_batch_size = self._settings.producer_max_batch_bytes
         else:
             linger_ms, max_batch_size = DEFAULT_LINGER_MS, DEFAULT_MAX_BATCH_BYTES
+        if self._linger_ms is not None:
+            linger_ms = self._linger_ms
         return AIOKafkaProducer(
             **kafka_client_options(self._settings),
             client_id=self._client_id,

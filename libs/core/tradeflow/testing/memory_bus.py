@@ -602,7 +602,8 @@ class MemoryBus:
         self.consumers: list[MemoryConsumer] = []
         self.readers: list[MemoryReader] = []
 
-    def producer(self, *, client_id: str | None = None) -> MemoryProducer:
+    def producer(self, *, client_id: str | None = None, linger_ms: int | None = None) -> MemoryProducer:
+        # Sends are immediate here: there is no linger to set.
         return MemoryProducer(self.broker, self.telemetry, client_id=client_id)
 
     def dead_letters(self, producer) -> DeadLetters:
