@@ -723,6 +723,7 @@ class LiveBroker:
         same trades, the balances contain exactly those, and they are compared under the service's
         lock once all of them are applied (a fill being applied by a create call is then done).
         """
+        known_fills = len(self._seen_fills)  # the set only grows until the comparison below
         before = await self._trade_keys()
         theirs = await self._fetch_balances()
         after = await self._trade_keys()
@@ -734,6 +735,10 @@ class LiveBroker:
             nonlocal result
             if any(key not in self._seen_fills for key in after):
                 return []  # a trade not applied yet: the next round applies it first
+            if len(self._seen_fills) != known_fills:
+                # A fill came in meanwhile (a create or a cancel that raced a fill, while this
+                # waited for the lock): ours has it, the balances read before it may not.
+                return []
             ours = self._host.balances(self.account_id)
             result = [f"balance {currency}: the exchange has {theirs.get(currency, Decimal(0))}, "
                       f"the fills give {ours.get(currency)}"
