@@ -181,9 +181,19 @@ async def test_one_trace_runs_from_the_trade_to_the_notification(service_env, ap
             # The strategy's warm-up call to the candle-builder carries the trace too: the
             # candle-builder's request span is in the same trace, under a strategy span.
             trace_id = publish.trace_id
+
+            def warm_up_requests(receiver: OtlpReceiver) -> list:
+                return [s for s in receiver.spans if s.service == "candle-builder" and s.name == "GET /v1/candles"
+                        and s.trace_id == trace_id]
+
+            def warm_up_with_parent(receiver: OtlpReceiver) -> bool:
+                # Each service exports on its own schedule: the strategy's span may come later.
+                spans = receiver.by_id()
+                return any(s.parent_span_id in spans for s in warm_up_requests(receiver))
+
+            await otlp.wait_for(warm_up_with_parent, 30, "the warm-up request and the strategy span above it")
             spans = otlp.by_id()
-            [warm_up] = [s for s in otlp.spans if s.service == "candle-builder" and s.name == "GET /v1/candles"
-                         and s.trace_id == trace_id]
+            [warm_up] = warm_up_requests(otlp)
             assert spans[warm_up.parent_span_id].service == "strategy"
             # ... and the services' JSON log lines written inside the trace carry its id
             lines = [json.loads(line) for line in services["strategy"].log.read_text().splitlines()
