@@ -34,7 +34,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTopicPartition
 
-from tradeflow.bus.connection import Backoff, kafka_client_options
+from tradeflow.bus.connection import Backoff, kafka_client_options, topic_partitions
 from tradeflow.bus.record import Record
 from tradeflow.bus.types import TopicPartition
 from tradeflow.codec import decoder_for
@@ -364,12 +364,6 @@ async def _start(consumer: AIOKafkaConsumer) -> None:
 
 
 async def _topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[KafkaTopicPartition]:
-    """The partitions of ``topic``, in order; the metadata is refreshed once when the consumer
-    does not know the topic yet (it may have just been created). LookupError when it has none."""
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise LookupError(f"topic {topic} has no partitions (yet)")
-    return [KafkaTopicPartition(topic, p) for p in sorted(partitions)]
+    """:func:`~tradeflow.bus.connection.topic_partitions` as aiokafka's partitions (what the
+    consumer's assign and seek calls take)."""
+    return [KafkaTopicPartition(tp.topic, tp.partition) for tp in await topic_partitions(consumer, topic)]
