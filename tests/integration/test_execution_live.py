@@ -64,9 +64,9 @@ def settings(kafka_bootstrap, database_url, unique_name, fake) -> ExecutionSetti
 
 
 @contextlib.asynccontextmanager
-async def running(settings: ExecutionSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = SERVICE.create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://execution",
+async def in_process(app, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` (lifespan included) in this process until its /readyz answers 200; a client with the key."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url,
                                  headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
         async with app.router.lifespan_context(app):
             deadline = time.monotonic() + 30
@@ -74,6 +74,12 @@ async def running(settings: ExecutionSettings) -> AsyncIterator[httpx.AsyncClien
                 assert time.monotonic() < deadline, resp.text
                 await asyncio.sleep(0.2)
             yield client
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ExecutionSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(SERVICE.create_app(settings), "http://execution") as client:
+        yield client
 
 
 @contextlib.asynccontextmanager
@@ -88,15 +94,8 @@ async def running_risk(settings: ExecutionSettings) -> AsyncIterator[httpx.Async
         exec_fills_topic=settings.fills_topic, exec_accounts_topic=settings.accounts_topic,
         candles_topic=f"candles-{u}", ticks_topic=settings.ticks_topic, orders_topic=settings.orders_topic,
         events_topic=f"risk-events-out-{u}", accounts=[a.model_dump(mode="json") for a in settings.accounts])
-    app = RISK.create_app(risk)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://risk",
-                                 headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
-        async with app.router.lifespan_context(app):
-            deadline = time.monotonic() + 30
-            while (resp := await client.get("/readyz")).status_code != 200:
-                assert time.monotonic() < deadline, resp.text
-                await asyncio.sleep(0.2)
-            yield client
+    async with in_process(RISK.create_app(risk), "http://risk") as client:
+        yield client
 
 
 async def risk_state(risk: httpx.AsyncClient, account_id: str, reconciliation: str, timeout_s: float = 20) -> dict:
