@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(REPO))
 
-from _common import emit, free_port, log  # noqa: E402
+from _common import cpu_s, emit, free_port, log  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from tradeflow.admin import ensure_topics  # noqa: E402
 from tradeflow.bus import Producer  # noqa: E402
@@ -159,12 +159,6 @@ def start_risk(bootstrap: str, database_url: str, port: int, log_path: Path) -> 
 
 def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 90) -> None:
