@@ -138,7 +138,9 @@ def build(settings: ExecutionSettings, bus: Bus, database: Database, clock: Cloc
     metrics = ExecutionMetrics(telemetry)
     outbox = Outbox(OUTBOX_TABLE)
     store = PostgresExecutionStore(database, outbox)
-    producer = bus.producer(client_id=client_id)
+    # The outbox relay hands the producer a whole round's rows: lingering would only hold each fill
+    # back on the trading path, as it did risk's orders (docs/adr/0018, Speed).
+    producer = bus.producer(client_id=client_id, linger_ms=0)
     relay = OutboxRelay(database, outbox, producer, telemetry, batch=OUTBOX_RELAY_BATCH)
     history = TickHistory(bus, topic=settings.ticks_topic, group_id=settings.consumer_group,
                           client_id=f"{client_id}-history", margin_s=settings.history_margin_s)

@@ -116,7 +116,9 @@ def build(settings: StrategySettings, bus: Bus, database: Database, clock: Clock
     the real database and the system clock."""
     candles_spec, fills_spec, signals_spec = topic_specs(settings)
     replica = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    producer = bus.producer(client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}")
+    # A batch's signals are handed over together (acknowledged as one gather): lingering would only
+    # hold each signal back on the trading path (docs/adr/0018, Speed).
+    producer = bus.producer(client_id=f"{settings.kafka_client_id}-{SERVICE_NAME}", linger_ms=0)
     catalog = load_catalog(settings.strategy_paths)
     candle_client = CandleClient(settings.candle_builder_url, timeout_s=settings.candle_builder_timeout_s)
     instances = InstanceStore(database)
