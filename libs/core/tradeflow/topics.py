@@ -21,6 +21,7 @@ from tradeflow.messages import (
     Fill,
     Message,
     Order,
+    OrderAmendment,
     OrderEvent,
     RiskEvent,
     Signal,
@@ -38,6 +39,16 @@ class TopicSpec:
     value_type: type[Message]
     partitions: int = 12
     config: dict[str, str] = field(default_factory=dict)
+    # Further value types the topic carries, told apart by the ``schema`` header (risk.orders.v1
+    # carries OrderAmendment next to Order); a consumer decodes each record as its header says.
+    other_types: tuple[type[Message], ...] = ()
+
+    def type_for(self, schema: bytes | None) -> type[Message] | None:
+        """The value type a record with this ``schema`` header decodes as (no header: the main
+        one); None when the topic does not carry that schema."""
+        if schema is None or schema == self.value_type.SCHEMA.encode():
+            return self.value_type
+        return next((t for t in self.other_types if t.SCHEMA.encode() == schema), None)
 
     @property
     def dlq(self) -> str:
@@ -49,7 +60,7 @@ WEEK_MS = str(7 * 24 * 3600 * 1000)
 MD_TICKS = TopicSpec("md.ticks.v1", "exchange:symbol", Tick, 12, {"retention.ms": WEEK_MS})
 MD_CANDLES = TopicSpec("md.candles.v1", "exchange:symbol", Candle, 12, {"retention.ms": WEEK_MS})
 STRATEGY_SIGNALS = TopicSpec("strategy.signals.v1", "account id", Signal, 6)
-RISK_ORDERS = TopicSpec("risk.orders.v1", "account id", Order, 6)
+RISK_ORDERS = TopicSpec("risk.orders.v1", "account id", Order, 6, other_types=(OrderAmendment,))
 RISK_EVENTS = TopicSpec("risk.events.v1", "account id", RiskEvent, 6)
 EXEC_ORDERS = TopicSpec("exec.orders.v1", "account id", OrderEvent, 6)
 EXEC_FILLS = TopicSpec("exec.fills.v1", "account id", Fill, 6)

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PARTITIONS = 3
 
 
+def _schema(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
+    return next((value for name, value in headers if name == HEADER_SCHEMA), None)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
     """A record as the broker holds it (the attributes of a fetched Kafka record)."""
@@ -107,8 +111,8 @@ class MemoryBroker:
 
     def values(self, spec: TopicSpec) -> list[Any]:
         """The decoded values of ``spec``'s topic (tombstones left out)."""
-        decode = decoder_for(spec.value_type).decode
-        return [decode(r.value) for r in self.records(spec.name) if r.value is not None]
+        return [decoder_for(spec.type_for(_schema(r.headers)) or spec.value_type).decode(r.value)
+                for r in self.records(spec.name) if r.value is not None]
 
     def fail_sends(self, topic: str, error: BaseException | None) -> None:
         """Sends to ``topic`` fail with ``error`` from now on (None: they succeed again)."""
