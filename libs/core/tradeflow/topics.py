@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from tradeflow.codec import HEADER_SCHEMA
+
 # Market keys (exchange:symbol) and their validation live in tradeflow.markets; re-exported here.
 from tradeflow.markets import market_key, split_market_key  # noqa: F401
 from tradeflow.messages import (
@@ -49,6 +51,14 @@ class TopicSpec:
         if schema is None or schema == self.value_type.SCHEMA.encode():
             return self.value_type
         return next((t for t in self.other_types if t.SCHEMA.encode() == schema), None)
+
+    def value_type_of(self, headers) -> type[Message]:
+        """The value type of a record with ``headers`` (``(name, bytes)`` pairs): as its schema
+        header says where the topic carries several types, else the topic's type."""
+        if not self.other_types:
+            return self.value_type
+        schema = next((value for name, value in headers or () if name == HEADER_SCHEMA), None)
+        return self.type_for(schema) or self.value_type
 
     @property
     def dlq(self) -> str:
