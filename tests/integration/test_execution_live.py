@@ -633,6 +633,9 @@ async def test_an_amendment_racing_a_fill_or_timing_out_ends_as_the_exchange_say
         events = await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
                                   lambda es: any(e.client_order_id == C("slow") and e.status == "filled" for e in es))
         assert [e.reason for e in events if e.client_order_id == C("slow")].count("amended") == 2  # amended, filled
+        metrics = (await client.get("/metrics")).text
+        assert 'tradeflow_execution_amendments_total{outcome="applied"} 1.0' in metrics
+        assert 'tradeflow_execution_amendments_total{outcome="refused"} 2.0' in metrics
 
 
 async def test_an_amendment_on_an_exchange_without_order_editing_is_refused_with_a_reason_the_user_sees(

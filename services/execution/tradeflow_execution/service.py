@@ -281,8 +281,7 @@ class ExecutionService:
             async with self._store.transaction() as tx:
                 known = await tx.known_amendments(list(fresh))
                 for amendment_id, amendment in fresh.items():
-                    if amendment_id in known:
-                        self._metrics.duplicates.inc()
+                    if amendment_id in known:  # redelivered or replayed: applied once already
                         continue
                     changes.new_amendments.append(amendment)
                     tracked = self._open.get(amendment.client_order_id)
@@ -674,6 +673,8 @@ class ExecutionService:
                 metrics.rejections.labels(event.reason.split(":", 1)[0]).inc()
         for status, count in statuses.items():
             metrics.transitions.labels(status).inc(count)
+        for outcome in changes.amendment_outcomes.values():
+            metrics.amendments.labels(outcome.status).inc()
         now = self._clock()
         notional: dict[tuple[str, str], float] = {}
         for fill in changes.fills:

@@ -404,6 +404,9 @@ class LiveBroker:
             refused = _cancel_replace_failure(exc) or ("refused", f"{exchange_reason(type(exc).__name__, str(exc))}: "
                                                                   f"{_short(exc)}")
             return self._amend_failed(amendment, *refused)
+        except Exception as exc:  # noqa: BLE001 - whatever else happened, the exchange is asked
+            self._pending_amends[cid] = PendingAmend(amendment, new, old_eid, self._clock.monotonic())
+            return [OutcomeUnknown(cid, f"amend {amendment.amendment_id}: {type(exc).__name__}: {_short(exc)}")]
         try:
             theirs = self._exchange_order(raw, cid)
         except Malformed as exc:
