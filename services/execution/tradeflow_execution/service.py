@@ -286,9 +286,12 @@ class ExecutionService:
                     changes.new_amendments.append(amendment)
                     tracked = self._open.get(amendment.client_order_id)
                     broker = self._brokers.get(amendment.account_id)
-                    if tracked is None or tracked.account_id != amendment.account_id or broker is None:
-                        status = tracked.state.status if tracked is not None else (
-                            await self._store.order_status(amendment.client_order_id) or "unknown to execution")
+                    if tracked is not None and (tracked.account_id != amendment.account_id or broker is None):
+                        self._apply([AmendNotApplied(amendment.client_order_id, amendment_id,
+                                                     f"invalid_order: the order is not of account {amendment.account_id}"
+                                                     " or has no broker", self._clock())], changes)
+                    elif tracked is None:
+                        status = await self._store.order_status(amendment.client_order_id) or "unknown to execution"
                         self._apply([AmendNotApplied(amendment.client_order_id, amendment_id,
                                                      f"order_finished: the order is {status}", self._clock())], changes)
                     elif broker.in_process:
