@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal as D
 
 import httpx
+import psycopg
 import pytest
 from tradeflow.bus import Producer
 from tradeflow.messages import AccountStatus, Alert, Fill, Order, OrderAmendment, OrderEvent, RiskEvent
@@ -667,3 +668,35 @@ async def test_an_amendment_on_an_exchange_without_order_editing_is_refused_with
             C("fixed"), "accepted", D("0.5"), 3)
         assert "cancel the order and place a new one" in refusal.reason
         assert cancel_replaces(fake) == []
+
+
+async def test_an_amendment_whose_answer_never_came_is_resolved_after_a_restart_without_being_sent_again(
+        settings, fake):
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    patient = settings.model_copy(update={"in_flight_threshold_s": 60.0})  # not asked before the stop
+    async with running(patient) as client, risk_producer(settings) as producer:
+        await producer.send(settings.orders_topic, settings.accounts[0].id, order(settings, "keep"))
+        await wait_for(client, C("keep"), "accepted")
+        fake.time_out_next_amend(applied=True)
+        await producer.send(settings.orders_topic, settings.accounts[0].id,
+                            amendment(settings, "keep", 1, quantity=D("0.4"), limit_price=D("91")))
+        deadline = time.monotonic() + 20
+        while "tradeflow_execution_unknown_outcomes_total 1.0" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        pending = (await client.get(f"/v1/orders/{C('keep')}")).json()
+        assert (pending["quantity"], pending["limit_price"]) == ("0.5", "90")  # not applied without an answer
+    with psycopg.connect(settings.database_url.get_secret_value()) as conn:
+        assert conn.execute("SELECT status FROM execution_amendments WHERE amendment_id = %s",
+                            (f"{C('keep')}:1",)).fetchone() == ("sent",)
+    async with running(settings) as client:
+        detail = await wait_for_reason(client, C("keep"), "amended")
+        assert (detail["quantity"], detail["limit_price"], detail["status"]) == ("0.4", "91", "accepted")
+        assert detail["exchange_order_id"] == str(fake.order_by_client_id(C("keep")).order_id)
+        assert cancel_replaces(fake) == [C("keep")]  # asked for after the restart, never sent again
+        fake.fill(C("keep"))
+        await wait_for(client, C("keep"), "filled")
+        await assert_books_agree(settings, client, fake, local={})
+    with psycopg.connect(settings.database_url.get_secret_value()) as conn:
+        assert conn.execute("SELECT status FROM execution_amendments WHERE amendment_id = %s",
+                            (f"{C('keep')}:1",)).fetchone() == ("applied",)

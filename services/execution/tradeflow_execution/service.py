@@ -214,7 +214,8 @@ class ExecutionService:
                 changes.amendment_outcomes[amendment.amendment_id] = AmendmentOutcome(
                     amendment.amendment_id, "refused", "order_finished: the order ended before the answer came")
             else:  # asked for, never sent again
-                self._apply(await broker.resolve_amendment(amendment), changes)
+                state = self._open[amendment.client_order_id].state
+                self._apply(await broker.resolve_amendment(amendment, state.order, state.exchange_order_id), changes)
         await self._commit(changes)
         self._loaded = True
         log.info("execution state loaded: %d accounts, %d open orders (%d were in flight), %d positions",

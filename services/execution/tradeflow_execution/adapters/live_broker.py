@@ -439,19 +439,18 @@ class LiveBroker:
                                                              f"replacement was refused: {detail}")]
         return [AmendNotApplied(cid, amendment.amendment_id, f"exchange_refused: {detail}", now)]
 
-    async def resolve_amendment(self, amendment: OrderAmendment) -> list[BrokerUpdate]:
+    async def resolve_amendment(self, amendment: OrderAmendment, order: Order,
+                                exchange_order_id: str) -> list[BrokerUpdate]:
         """At a (re)load: an amendment stored as sent is asked for by the amend check, never sent again."""
-        tracked = self._host.live_orders(self.account_id).get(amendment.client_order_id) if self._host else None
-        if tracked is None:
-            return []
         changes: dict[str, Any] = {}
         if amendment.quantity is not None:
             changes["quantity"] = amendment.quantity
         if amendment.limit_price is not None:
             changes["limit_price"] = amendment.limit_price
         self._pending_amends[amendment.client_order_id] = PendingAmend(
-            amendment, msgspec.structs.replace(tracked.state.order, **changes), tracked.state.exchange_order_id,
+            amendment, msgspec.structs.replace(order, **changes), exchange_order_id,
             self._clock.monotonic() - self._timings.in_flight_threshold_s)
+        self._need_full = True
         return []
 
     async def resolve(self, order: Order) -> list[BrokerUpdate]:

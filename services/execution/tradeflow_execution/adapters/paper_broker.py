@@ -107,7 +107,8 @@ class PaperBroker:
                                             limit_price=amendment.limit_price)
         return [OrderAmended(amendment.client_order_id, amendment.amendment_id, order, self._clock())]
 
-    async def resolve_amendment(self, amendment: OrderAmendment) -> list[BrokerUpdate]:
+    async def resolve_amendment(self, amendment: OrderAmendment, order: Order,
+                                exchange_order_id: str) -> list[BrokerUpdate]:
         return await self.amend(amendment)  # paper stores an amendment with its outcome: never left sent
 
     async def resolve(self, order: Order) -> list[BrokerUpdate]:

@@ -135,8 +135,10 @@ class Broker(Protocol):
         :class:`OrderAmended`, or AmendRefused raised (nothing changed), or :class:`OutcomeUnknown`
         (live: the exchange did not answer; resolved by asking it, never by sending it again)."""
 
-    async def resolve_amendment(self, amendment: OrderAmendment) -> list[BrokerUpdate]:
-        """At a (re)load: settle an amendment stored as sent whose answer never came, by asking."""
+    async def resolve_amendment(self, amendment: OrderAmendment, order: Order,
+                                exchange_order_id: str) -> list[BrokerUpdate]:
+        """At a (re)load: settle an amendment stored as sent whose answer never came, by asking
+        (``order`` and ``exchange_order_id``: the order as stored, before the amendment)."""
 
     async def resolve(self, order: Order) -> list[BrokerUpdate]:
         """Settle an order in flight (stored as submitted, no answer yet) by asking for it by id."""
