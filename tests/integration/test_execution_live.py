@@ -661,6 +661,9 @@ async def test_an_amendment_on_an_exchange_without_order_editing_is_refused_with
                             amendment(settings, "fixed", 1, quantity=D("0.3")))
         detail = await wait_for_reason(client, C("fixed"), "amend_refused: amend_not_supported")
         assert (detail["status"], detail["quantity"]) == ("accepted", "0.5")
+        (refused,) = detail["amendments"]
+        assert (refused["amendment_id"], refused["quantity"], refused["status"]) == (f"{C('fixed')}:1", "0.3", "refused")
+        assert refused["reason"].startswith("amend_not_supported: binance has no order editing in ccxt")
         events = await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
                                   lambda es: any(e.reason.startswith("amend_refused") for e in es))
         refusal = events[-1]
@@ -693,6 +696,7 @@ async def test_an_amendment_whose_answer_never_came_is_resolved_after_a_restart_
         detail = await wait_for_reason(client, C("keep"), "amended")
         assert (detail["quantity"], detail["limit_price"], detail["status"]) == ("0.4", "91", "accepted")
         assert detail["exchange_order_id"] == str(fake.order_by_client_id(C("keep")).order_id)
+        assert [(a["amendment_id"], a["status"]) for a in detail["amendments"]] == [(f"{C('keep')}:1", "applied")]
         assert cancel_replaces(fake) == [C("keep")]  # asked for after the restart, never sent again
         fake.fill(C("keep"))
         await wait_for(client, C("keep"), "filled")
