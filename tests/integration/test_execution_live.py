@@ -594,8 +594,8 @@ async def test_an_amendment_racing_a_fill_or_timing_out_ends_as_the_exchange_say
     async with running(settings) as client, risk_producer(settings) as producer:
         send = lambda *messages: asyncio.gather(*(producer.send(settings.orders_topic, m.account_id, m)  # noqa: E731
                                                   for m in messages))
-        await send(o("race"), o("part"), o("slow"))
-        for name in ("race", "part", "slow"):
+        await send(o("race"), o("part"), o("slow"), o("poor"))
+        for name in ("race", "part", "slow", "poor"):
             await wait_for(client, C(name), "accepted")
 
         # A fill of 0.2 reaches the exchange just before the amendment: ONLY_NEW refuses the cancel,
@@ -625,7 +625,17 @@ async def test_an_amendment_racing_a_fill_or_timing_out_ends_as_the_exchange_say
         assert "tradeflow_execution_unknown_outcomes_total 1.0" in (await client.get("/metrics")).text
         assert (slow["quantity"], slow["limit_price"], slow["status"]) == ("0.4", "91", "accepted")
         await send(amendment(settings, "slow", 1, quantity=D("0.4"), limit_price=D("91")))  # redelivered
-        assert cancel_replaces(fake) == [C("race"), C("slow")]  # once each; never for the partly filled one
+
+        # The exchange cancels the order but refuses its replacement (-2021: the cash is not there):
+        # the order ends canceled, as the exchange reports, after the refusal.
+        await send(amendment(settings, "poor", 1, quantity=D("200")))
+        poor = await wait_for(client, C("poor"), "canceled")
+        assert [(t["status"], t["reason"].split(":")[0]) for t in poor["transitions"]][-2:] == [
+            ("accepted", "amend_refused"), ("canceled", "canceled at the exchange by the amendment, whose replacement "
+                                                        "was refused")]
+        assert "insufficient balance" in poor["transitions"][-2]["reason"] and poor["quantity"] == "0.5"
+        assert [o.status for o in fake.orders_by_client_id(C("poor"))] == ["CANCELED"]
+        assert cancel_replaces(fake) == [C("race"), C("slow"), C("poor")]  # once each; never for the partly filled one
         old, new = fake.orders_by_client_id(C("slow"))
         assert (old.status, new.status, new.qty) == ("CANCELED", "NEW", D("0.4"))
         fake.fill(C("slow"))
@@ -636,7 +646,7 @@ async def test_an_amendment_racing_a_fill_or_timing_out_ends_as_the_exchange_say
         assert [e.reason for e in events if e.client_order_id == C("slow")].count("amended") == 2  # amended, filled
         metrics = (await client.get("/metrics")).text
         assert 'tradeflow_execution_amendments_total{outcome="applied"} 1.0' in metrics
-        assert 'tradeflow_execution_amendments_total{outcome="refused"} 2.0' in metrics
+        assert 'tradeflow_execution_amendments_total{outcome="refused"} 3.0' in metrics
 
 
 async def test_an_amendment_on_an_exchange_without_order_editing_is_refused_with_a_reason_the_user_sees(
