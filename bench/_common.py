@@ -152,3 +152,56 @@ async def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
         return n / (time.perf_counter() - started)
     finally:
         await consumer.stop()
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its living descendants (PostgreSQL's backends, say)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += cpu_s(current)
+        stack.extend(children.get(current, ()))
+    return total
+
+
+class CpuShares:
+    """CPU used by named processes over a window: ``{name: percent of one core}``; the processes
+    named in ``trees`` count with their descendants (PostgreSQL's backends).
+
+    Wall-clock latency on a shared 2-core box depends on what else runs; the CPU each process
+    spends per message does not, so benchmarks print both.
+    """
+
+    def __init__(self, pids: dict[str, int], trees: frozenset[str] = frozenset()) -> None:
+        self.pids = pids
+        self.trees = trees
+        self._start: dict[str, float] = {}
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+        self._start = self._read()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self._started
+        return {name: (spent - self._start[name]) / elapsed * 100 for name, spent in self._read().items()}
+
+    def _read(self) -> dict[str, float]:
+        return {name: tree_cpu_s(pid) if name in self.trees else cpu_s(pid) for name, pid in self.pids.items()}

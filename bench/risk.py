@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(REPO))
 
-from _common import emit, free_port, log  # noqa: E402
+from _common import cpu_s, emit, free_port, log  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from tradeflow.admin import ensure_topics  # noqa: E402
 from tradeflow.bus import Producer  # noqa: E402
@@ -100,8 +100,9 @@ async def raw_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
 class Outputs:
     """Reads risk.orders.v1 and risk.events.v1 from now on: when each decision arrived."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, fetch_max_wait_ms: int) -> None:
         self._bootstrap = bootstrap
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self.arrivals: dict[str, float] = {}  # signal id -> perf_counter at arrival
         # signal id -> the order record's timestamp (s, wall clock, 1 ms resolution): when risk's outbox
         # relay handed it to its producer (the record's create time), i.e. after consume, decide, commit
@@ -110,8 +111,9 @@ class Outputs:
         self.first: float | None = None
 
     async def __aenter__(self) -> Outputs:
-        # A short fetch wait: Tansu answers a waiting fetch at its deadline, which would add to the latency.
-        self._readers = [reading(self._bootstrap, topic.name, from_end=True, fetch_max_wait_ms=1)
+        # Tansu answers a waiting fetch at its deadline, which adds to the latency; a shorter wait costs
+        # the broker more fetches per second, which it takes from the same 2 cores (--reader-wait-ms).
+        self._readers = [reading(self._bootstrap, topic.name, from_end=True, fetch_max_wait_ms=self._fetch_max_wait_ms)
                          for topic in (RISK_ORDERS, RISK_EVENTS)]
         self._consumers = [(await reader.__aenter__())[0] for reader in self._readers]
         self._tasks = [asyncio.create_task(self._run(consumer)) for consumer in self._consumers]
@@ -159,12 +161,6 @@ def start_risk(bootstrap: str, database_url: str, port: int, log_path: Path) -> 
 
 def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 90) -> None:
@@ -241,7 +237,7 @@ async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_p
     port = free_port()
     process = start_risk(bootstrap, database_url, port, log_path)
     try:
-        async with Outputs(bootstrap) as outputs, PaperExecution(
+        async with Outputs(bootstrap, args.reader_wait_ms) as outputs, PaperExecution(
                 bootstrap, orders_topic=RISK_ORDERS.name, events_topic=EXEC_ORDERS.name,
                 fills_topic=EXEC_FILLS.name):
             await wait_ready(port, process)
@@ -316,6 +312,8 @@ def main() -> int:
     parser.add_argument("--signals", type=int, default=20_000, help="signals of the throughput phase")
     parser.add_argument("--rate", type=int, default=100, help="signals/s of the latency phase")
     parser.add_argument("--seconds", type=int, default=20, help="length of the latency phase")
+    parser.add_argument("--reader-wait-ms", type=int, default=1,
+                        help="fetch wait of this process's readers of risk's output (execution's place)")
     args = parser.parse_args()
 
     from tradeflow_db.migrate import upgrade

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, free_port, log  # noqa: E402
+from _common import CpuShares, emit, free_port, log  # noqa: E402
 
 NS = 1_000_000_000
 T0 = 1_772_445_600 * NS  # 2026-03-02 10:00 UTC
@@ -68,6 +69,8 @@ def service_env(name: str, bootstrap: str, database_url: str, ports: dict[str, i
     if name == "candle-builder":
         env["TRADEFLOW_CANDLE_BUILDER_TICKS_TOPIC"] = "bench.unused.ticks"
         env["TRADEFLOW_CANDLE_BUILDER_CANDLES_TOPIC"] = "bench.unused.candles"
+        # Its topic carries nothing here: no need to ask Tansu for it every 10 ms.
+        env["TRADEFLOW_CONSUMER_FETCH_MAX_WAIT_MS"] = "500"
     if name == "strategy":
         env["TRADEFLOW_STRATEGY_INSTANCES"] = json.dumps(instances)
         env["TRADEFLOW_CANDLE_BUILDER_URL"] = f"http://127.0.0.1:{ports['candle-builder']}"
@@ -90,7 +93,7 @@ def wait_ready(name: str, port: int, process: subprocess.Popen, timeout_s: float
     raise TimeoutError(f"{name} not ready after {timeout_s:.0f} s")
 
 
-async def measure(bootstrap: str, rate: float, seconds: float) -> dict:
+async def measure(bootstrap: str, rate: float, seconds: float, cpu: CpuShares) -> dict:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from tradeflow.bus import Producer
     from tradeflow.codec import decode
@@ -103,7 +106,8 @@ async def measure(bootstrap: str, rate: float, seconds: float) -> dict:
     producer = Producer(settings, Telemetry("bench-latency", settings), client_id="bench-latency")
     # What this process reads of the intermediate topics too: where the time goes, by stage.
     watched = {STRATEGY_SIGNALS.name: Signal, RISK_ORDERS.name: Order, EXEC_FILLS.name: Fill}
-    reader_of = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    # The services' fetch wait: this reader is one more hop like theirs (Tansu holds a fetch to it).
+    reader_of = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
     await producer.start()
     await reader_of.start()
     sent: dict[tuple[str, int], float] = {}  # (account, candle end) -> when its send was acknowledged
@@ -133,6 +137,7 @@ async def measure(bootstrap: str, rate: float, seconds: float) -> dict:
         per_market = rate / MARKETS
         rounds = WARMUP_CANDLES + int(seconds * per_market)
         interval = 1.0 / rate
+        cpu.start()
         started = time.perf_counter()
         pending = []
 
@@ -163,6 +168,7 @@ async def measure(bootstrap: str, rate: float, seconds: float) -> dict:
                 n += 1
         await asyncio.gather(*pending)
         elapsed = time.perf_counter() - started
+        busy = cpu.stop()
         deadline = time.monotonic() + 30
         while len(latencies) < len(sent) and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a dict)
             await asyncio.sleep(0.2)
@@ -170,7 +176,7 @@ async def measure(bootstrap: str, rate: float, seconds: float) -> dict:
         return {"sent": len(sent), "filled": len(latencies), "rate": n / elapsed,
                 "latencies_ms": sorted(v * 1000 for v in latencies.values()),
                 "signal_ms": sorted(v * 1000 for v in seen[STRATEGY_SIGNALS.name].values()),
-                "order_ms": sorted(v * 1000 for v in seen[RISK_ORDERS.name].values())}
+                "order_ms": sorted(v * 1000 for v in seen[RISK_ORDERS.name].values()), "cpu": busy}
     finally:
         await reader_of.stop()
         await producer.stop()
@@ -184,6 +190,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=100.0, help="signals per second (default 100)")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the candles flow (default 30)")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="partitions per topic (default: each topic's own, 12); fewer cost Tansu less per fetch")
     parser.add_argument("--with-throughput", action="store_true",
                         help="also run bench/execution.py (orders/s through execution against the raw consume rate)")
     args = parser.parse_args()
@@ -203,7 +211,9 @@ def main() -> int:
         try:
             infra.up()
             upgrade(infra.database_url)
-            asyncio.run(ensure_topics(infra.kafka_bootstrap, ALL_TOPICS))
+            topics = ALL_TOPICS if args.partitions is None else [
+                dataclasses.replace(spec, partitions=args.partitions) for spec in ALL_TOPICS]
+            asyncio.run(ensure_topics(infra.kafka_bootstrap, topics))
             ports = {name: free_port() for name in SERVICES}
             for name in SERVICES:
                 log_file = open(Path(tmp) / f"{name}.log", "wb")  # noqa: SIM115 (closed with the directory)
@@ -215,9 +225,16 @@ def main() -> int:
                     wait_ready(name, ports[name], processes[name])
             for name in SERVICES:
                 wait_ready(name, ports[name], processes[name])
+            status = infra.status()
+            cpu = CpuShares({**{name: process.pid for name, process in processes.items()},
+                             "broker": status.kafka.pid, "database": status.postgres.pid, "bench": os.getpid()},
+                            trees=frozenset({"database"}))
+            cpu.start()
+            time.sleep(5)
+            idle = cpu.stop()
             log(f"strategy, risk and execution ready; {args.rate:g} signals/s over {MARKETS} markets "
                 f"for {args.seconds:g} s")
-            result = asyncio.run(measure(infra.kafka_bootstrap, args.rate, args.seconds))
+            result = asyncio.run(measure(infra.kafka_bootstrap, args.rate, args.seconds, cpu))
             values = result["latencies_ms"]
             log(f"sent {result['sent']} signal candles at {result['rate']:.1f}/s; {result['filled']} filled")
             if result["filled"] < result["sent"]:
@@ -229,6 +246,12 @@ def main() -> int:
             for stage, key in (("candle_to_signal", "signal_ms"), ("candle_to_approved_order", "order_ms")):
                 log(f"{stage}: p50 {percentile(result[key], 0.5):.1f} ms, p99 {percentile(result[key], 0.99):.1f} ms")
             log(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+            # Where the CPU goes (% of one core): idle (polling only) and at the measured rate.
+            for name in cpu.pids:
+                log(f"cpu {name:<15} idle {idle[name]:5.1f}%  at {args.rate:g}/s {result['cpu'][name]:5.1f}%")
+                emit(f"trading_path_cpu_{name.replace('-', '_')}_pct", result["cpu"][name], "% of a core",
+                     idle[name])
+            emit("trading_path_cpu_total_pct", sum(result["cpu"].values()), "% of a core", sum(idle.values()))
         finally:
             for process in processes.values():
                 if process.poll() is None:

@@ -33,8 +33,9 @@ class ExchangeFeedSettings(BaseModel):
     Binance spot ``{"public": "http://host/api/v3", "ws.spot": "ws://host/ws"}`` (a proxy, a
     mirror, or a test double). ``options`` are merged over ccxt's exchange options.
 
-    Credentials come from the entry (``api_key``, ``secret``: the environment variable) or from
-    mounted files (``api_key_file``, ``secret_file``: a Kubernetes Secret volume), read once when
+    Credentials come from the entry (``api_key``, ``secret``, and ``password`` where the exchange
+    wants a passphrase, e.g. OKX: the environment variable) or from mounted files (``api_key_file``,
+    ``secret_file``, ``password_file``: a Kubernetes Secret volume), read once when
     the settings load. They are SecretStr: a repr, a log line or a settings error shows
     ``**********``, never the value.
     """
@@ -53,6 +54,8 @@ class ExchangeFeedSettings(BaseModel):
     secret: SecretStr | None = None
     api_key_file: Path | None = Field(default=None, description="a mounted file holding the API key (instead of api_key)")
     secret_file: Path | None = Field(default=None, description="a mounted file holding the secret (instead of secret)")
+    password: SecretStr | None = Field(default=None, description="the API key's passphrase where the exchange has one (OKX)")
+    password_file: Path | None = Field(default=None, description="a mounted file holding the passphrase (instead of password)")
     options: dict[str, Any] = Field(default_factory=dict, description="ccxt options merged over the defaults")
     poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="REST polling period while the websocket is down")
     rate_limit_wait_s: float = Field(
@@ -116,11 +119,12 @@ class ExchangeFeedSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _credentials_from_files(cls, data: Any) -> Any:
-        """``api_key_file``/``secret_file`` read into ``api_key``/``secret`` (one source per credential)."""
+        """``api_key_file``/``secret_file``/``password_file`` read into ``api_key``/``secret``/``password``
+        (one source per credential)."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        for name in ("api_key", "secret"):
+        for name in ("api_key", "secret", "password"):
             path = data.get(f"{name}_file")
             if path is None:
                 continue
@@ -248,6 +252,8 @@ def create_ccxt_exchange(feed: ExchangeFeedSettings) -> ccxt.pro.Exchange:
     if feed.api_key is not None and feed.secret is not None:
         config["apiKey"] = feed.api_key.get_secret_value()
         config["secret"] = feed.secret.get_secret_value()
+        if feed.password is not None:
+            config["password"] = feed.password.get_secret_value()
     exchange = getattr(ccxt.pro, feed.id)(config)
     if feed.sandbox:
         exchange.set_sandbox_mode(True)

@@ -47,6 +47,9 @@ def create_live_brokers(settings: ExecutionSettings, telemetry: Telemetry,
                              f"entry of {account.exchange!r}")
         feed = feed.model_copy(update={"options": {**LIVE_OPTIONS.get(feed.id, {}), **feed.options}})
         exchange = create_ccxt_exchange(feed)
+        if exchange.requiredCredentials.get("password") and feed.password is None:
+            raise ValueError(f"TRADEFLOW_EXCHANGES: live account {account.id!r} needs password (the API key's "
+                             f"passphrase) in the entry of {account.exchange!r}")
         exchange.timeout = int(settings.live_request_timeout_s * 1000)
         exchange.enableLastJsonResponse = True  # an answer ccxt cannot parse is read entry by entry
         symbols = {m.symbol for m in settings.markets if m.exchange == account.exchange} | set(feed.symbols)

@@ -125,7 +125,7 @@ def build(settings: StrategySettings, bus: Bus, database: Database, clock: Clock
 
     def on_fills() -> None:  # the fills just stored move the positions on every replica
         if sync is not None:
-            sync.wake()
+            sync.wake_for_fills()
 
     engine, consumer = create_engine(settings, bus, producer, bus.dead_letters(producer), strategy_type=catalog.get,
                                      history=CandleBuilderHistory(candle_client), fills=fills, failures=instances,

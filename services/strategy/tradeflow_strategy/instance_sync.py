@@ -39,6 +39,9 @@ class InstanceSync(PeriodicTask):
         self._fills = fills
         self._fills_seen = 0
         self._lock = asyncio.Lock()
+        self._clock = clock
+        self._instances_read_at = float("-inf")  # monotonic seconds of the last read of the instances
+        self._fills_only = False  # woken for new fills: the instances wait for their interval
 
     async def start(self) -> None:
         # Fills stored before start reach each market through its warm-up (its stored fills).
@@ -50,11 +53,28 @@ class InstanceSync(PeriodicTask):
         """One pass: the instances, then the fills stored since the last pass."""
         async with self._lock:
             self._engine.apply_instances(await self._instances.list())
-            while batch := await self._fills.after(self._fills_seen):
-                self._engine.apply_fills(batch)
-                self._fills_seen = batch[-1].seq
+            self._instances_read_at = self._clock.monotonic()
+            await self._apply_new_fills()
             await self._engine.record_failures()
 
+    def wake_for_fills(self) -> None:
+        """New fills were stored here: read them now. The instances are not read again before their
+        interval: under load fills arrive many times a second, and every instance row each time
+        cost more than the fills (docs/adr/0020)."""
+        self._fills_only = True
+        self.wake()
+
     async def run_once(self) -> None:
-        """A pass every interval, or at once when woken (new fills were stored here: wake())."""
+        """A pass every interval, or at once when woken (new fills: only the fills, unless the
+        instances are due too)."""
+        fills_only, self._fills_only = self._fills_only, False
+        if fills_only and self._clock.monotonic() - self._instances_read_at < self.interval_s:
+            async with self._lock:
+                await self._apply_new_fills()
+            return
         await self.refresh()
+
+    async def _apply_new_fills(self) -> None:
+        while batch := await self._fills.after(self._fills_seen):
+            self._engine.apply_fills(batch)
+            self._fills_seen = batch[-1].seq

@@ -96,3 +96,23 @@ def test_an_invalid_exchange_entry_is_reported_without_quoting_its_credentials(m
     message = str(stopped.value)
     assert "TRADEFLOW_EXCHANGES" in message and "unified spot symbols" in message
     assert "KEY-LEAK" not in message and "SECRET-LEAK" not in message
+
+
+async def test_an_okx_account_needs_its_passphrase_which_reaches_ccxt_and_is_never_shown(monkeypatch, tmp_path):
+    okx = '[{"id": "o1", "exchange": "okx", "mode": "live", "balances": {"USDT": "100"}}]'
+    monkeypatch.setenv("TRADEFLOW_ACCOUNTS", okx)
+    monkeypatch.setenv("TRADEFLOW_EXCHANGES", '[{"id": "okx", "symbols": ["BTC/USDT"], "api_key": "K", "secret": "S"}]')
+    settings = load_settings(ExecutionSettings)
+    with pytest.raises(ValueError, match="needs password .* in the entry of 'okx'"):
+        create_live_brokers(settings, Telemetry("test-execution", settings))
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("PASS-345\n")
+    monkeypatch.setenv("TRADEFLOW_EXCHANGES", json.dumps([{"id": "okx", "symbols": ["BTC/USDT"], "api_key": "K",
+                                                           "secret": "S", "password_file": str(passphrase)}]))
+    settings = load_settings(ExecutionSettings)
+    assert "PASS-345" not in repr(settings)
+    (broker,) = create_live_brokers(settings, Telemetry("test-execution", settings)).values()
+    try:
+        assert broker._exchange.password == "PASS-345"
+    finally:
+        await broker._exchange.close()

@@ -45,6 +45,7 @@ from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.money import to_decimal
 from tradeflow_trading.positions import Balances
 
+from tradeflow_execution.adapters.account_trades import ExchangeCalls, account_trades
 from tradeflow_execution.domain.broker import (
     AmendNotApplied,
     AmendRefused,
@@ -74,9 +75,6 @@ from tradeflow_execution.store import TrackedOrder
 log = logging.getLogger(__name__)
 
 NS_PER_MS = 1_000_000
-# Binance's myTrades: at most 1000 trades and 24 hours (startTime to endTime) per request.
-TRADES_PAGE = 1000
-TRADES_WINDOW_MS = 86_400_000
 Compute = Callable[[Mapping[str, TrackedOrder]], list[BrokerUpdate]]
 
 
@@ -166,6 +164,7 @@ class LiveBroker:
         self.account_id = account.id
         self._account = account
         self._exchange = exchange
+        self._trades = account_trades(exchange, ExchangeCalls(self._call, self._fetch_list, self._malformed))
         self._symbols = set(symbols)
         self._timings = timings
         self._metrics = metrics
@@ -634,7 +633,9 @@ class LiveBroker:
     async def _order_fills(self, order: Order, theirs: ExchangeOrder) -> list[Fill]:
         """The exchange's trades of one order (empty when they cannot be fetched now: a later round will)."""
         try:
-            trades = await self._order_trades(order.symbol, theirs.exchange_order_id)
+            # From a minute before the order (clocks differ); adopted orders carry the exchange's time.
+            trades = await self._order_trades(order.symbol, theirs.exchange_order_id,
+                                              order.ts_event // NS_PER_MS - 60_000)
         except Exception as exc:  # noqa: BLE001
             log.info("trades of %s not fetched now: %s", order.client_order_id, _short(exc))
             return []
@@ -798,49 +799,14 @@ class LiveBroker:
             keys |= {self._fill_key(symbol, t) for t in await self._fetch_trades(symbol, since)}
         return keys
 
-    @property
-    def _pages_by_id(self) -> bool:
-        """Binance: myTrades pages by trade id (``fromId``) within 24-hour windows; other exchanges
-        get one request per read (ADR 0022)."""
-        return self._exchange.id == "binance"
-
     async def _fetch_trades(self, symbol: str, since_ms: int) -> list[dict]:
-        """The account's trades of ``symbol`` from ``since_ms``, all of them however long ago: the
-        24-hour windows from ``since_ms`` are walked up to the first that has trades, then the
-        trades after the newest one read are asked for by id (``fromId``), a page of 1000 at a
-        time, until a page is not full (an outage of days loses no fill)."""
-        if not self._pages_by_id:
-            return await self._fetch_list("fetch_my_trades", "parse_trade", symbol, since_ms, TRADES_PAGE)
-        now_ms = self._clock.now_ms()
-        start = since_ms
-        while True:
-            end = start + TRADES_WINDOW_MS - 1
-            window = {"endTime": end} if end < now_ms else {}  # the last window: the exchange ends it
-            page = await self._fetch_list("fetch_my_trades", "parse_trade", symbol, start, TRADES_PAGE, window)
-            if page or end >= now_ms:
-                break
-            start = end + 1
-        trades = list(page)
-        more = len(page) >= TRADES_PAGE or (bool(page) and end < now_ms)
-        while more:
-            page = await self._fetch_list("fetch_my_trades", "parse_trade", symbol, None, TRADES_PAGE,
-                                          {"fromId": _newest_id(trades) + 1})
-            trades += page
-            more = len(page) >= TRADES_PAGE
-        return trades
+        """The account's trades of ``symbol`` from ``since_ms``, all of them however long ago: every
+        page and time window the exchange needs (``account_trades``; an outage of days loses no fill)."""
+        return await self._trades.since(symbol, since_ms, self._clock.now_ms())
 
-    async def _order_trades(self, symbol: str, exchange_order_id: str) -> list[dict]:
-        """Every trade of one order (Binance: by ``orderId``, pages of 1000 by ``fromId``)."""
-        params: dict[str, Any] = {"orderId": exchange_order_id}
-        if not self._pages_by_id:
-            return await self._call(self._exchange.fetch_my_trades, symbol, None, None, params)
-        trades: list[dict] = []
-        while True:
-            page = await self._call(self._exchange.fetch_my_trades, symbol, None, TRADES_PAGE, params)
-            trades += page
-            if len(page) < TRADES_PAGE:
-                return trades
-            params = {"orderId": exchange_order_id, "fromId": _newest_id(trades) + 1}
+    async def _order_trades(self, symbol: str, exchange_order_id: str, since_ms: int) -> list[dict]:
+        """Every trade of one order (placed at or after ``since_ms``), however many pages."""
+        return await self._trades.of_order(symbol, exchange_order_id, since_ms, self._clock.now_ms())
 
     async def _balance_differences(self) -> list[str] | None:
         """The exchange's balances against the fold of the applied fills; None when a trade happened
@@ -1188,14 +1154,6 @@ def _cancel_replace_failure(exc: Exception) -> tuple[str, str] | None:
 
 _UNIFIED_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED",
                    "rejected": "REJECTED"}
-
-
-def _newest_id(trades: Sequence[dict]) -> int:
-    """The highest numeric trade id read (Binance's ids grow per symbol)."""
-    ids = [int(t["id"]) for t in trades if str(t.get("id") or "").isdigit()]
-    if not ids:
-        raise Malformed("a full page of trades without a numeric id: cannot ask for the next page")
-    return max(ids)
 
 
 def _short(exc: BaseException) -> str:

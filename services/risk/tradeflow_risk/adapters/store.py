@@ -172,9 +172,14 @@ class RiskStore:
     @asynccontextmanager
     async def unit_of_work(self, account_ids: Iterable[str], *, fills: Sequence[Fill] = (),
                            decision_ids: Sequence[str] = ()):
-        """One transaction in pipeline mode: the lock, the new fills and the stored decisions asked
-        for go out together (one round trip), the unit's writes and the commit together at the end."""
-        async with self.database.connection() as conn, conn.pipeline(), conn.transaction():
+        """One transaction, its statements in pipeline mode: the lock, the new fills and the stored
+        decisions asked for go out together (one round trip), the unit's writes together at the end.
+
+        The transaction encloses the pipeline rather than the reverse: one round trip more (BEGIN and
+        COMMIT on their own), but about a fifth less of the process's CPU per unit with psycopg 3.3
+        (a unit per batch, and at a steady 100 signals/s every signal, order event and fill is its
+        own batch: ``bench/risk.py``)."""
+        async with self.database.connection() as conn, conn.transaction(), conn.pipeline():
             unit = UnitOfWork(conn, self.outbox)
             await unit.begin(sorted(set(account_ids)), fills, decision_ids)
             yield unit
