@@ -71,6 +71,7 @@ def service_env(name: str, bootstrap: str, database_url: str, ports: dict[str, i
         env["TRADEFLOW_CANDLE_BUILDER_CANDLES_TOPIC"] = "bench.unused.candles"
         # Its topic carries nothing here: no need to ask Tansu for it every 10 ms.
         env["TRADEFLOW_CONSUMER_FETCH_MAX_WAIT_MS"] = "500"
+        env["TRADEFLOW_CANDLE_BUILDER_STREAM_FETCH_MAX_WAIT_MS"] = "500"
     if name == "strategy":
         env["TRADEFLOW_STRATEGY_INSTANCES"] = json.dumps(instances)
         env["TRADEFLOW_CANDLE_BUILDER_URL"] = f"http://127.0.0.1:{ports['candle-builder']}"

@@ -1,6 +1,6 @@
 """The execution store on PostgreSQL (tables of migrations execution_0001 and execution_0002).
 
-One :class:`Changes` is one transaction: new order rows, transitions and fills by binary COPY,
+One :class:`Changes` is one transaction: new order rows, transitions and fills (by binary COPY when many),
 changed order rows by one ``unnest`` UPDATE, positions, balances and kill-switch events, and the
 outbox messages. An order or a fill stored twice breaks a primary key: the transaction rolls
 back and the service reloads its state (the paper broker never meets a trade twice, so this
@@ -80,9 +80,18 @@ def columns(rows: Sequence[tuple]) -> list[list]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-async def copy_rows(conn: psycopg.AsyncConnection, table: str, column_names: str, types: Sequence[str],
-                    rows: Sequence[tuple]) -> None:
-    """Binary COPY of ``rows``: the cheapest way in for a batch (a row costs no statement)."""
+COPY_FROM_ROWS = 32  # fewer rows go in by one INSERT: a COPY costs more round trips than it saves them
+
+
+async def insert_rows(conn: psycopg.AsyncConnection, table: str, column_names: str, types: Sequence[str],
+                      rows: Sequence[tuple]) -> None:
+    """``rows`` into ``table``: a batch by binary COPY (a row costs no statement), a few rows (an order
+    at a time, the latency path) by one ``INSERT ... unnest``, about a tenth less CPU per row there."""
+    if len(rows) < COPY_FROM_ROWS:
+        arrays = ", ".join(f"%b::{column_type}[]" for column_type in types)
+        await conn.execute(f"INSERT INTO {table} ({column_names}) SELECT * FROM unnest({arrays})",
+                           columns(rows))
+        return
     async with conn.cursor() as cursor, cursor.copy(
             f"COPY {table} ({column_names}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(list(types))
@@ -166,7 +175,7 @@ class PostgresTransaction:
         conn = self._conn
         if changes.new_orders:
             # known_orders said they are new; a unique violation here (another writer) rolls back.
-            await copy_rows(conn, "execution_orders", ORDER_COLUMNS, ORDER_TYPES,
+            await insert_rows(conn, "execution_orders", ORDER_COLUMNS, ORDER_TYPES,
                             [order_row(t) for t in changes.new_orders])
         new = {t.client_order_id for t in changes.new_orders}
         updated = [(cid, t) for cid, t in changes.orders.items() if cid not in new]
@@ -176,12 +185,12 @@ class PostgresTransaction:
                  s.reason, Jsonb(dict(t.broker_state)), encode(s.order))
                 for cid, t in updated for s in (t.state,)]))
         if changes.events:
-            await copy_rows(conn, "execution_order_transitions", TRANSITION_COLUMNS, TRANSITION_TYPES, [
+            await insert_rows(conn, "execution_order_transitions", TRANSITION_COLUMNS, TRANSITION_TYPES, [
                 (e.client_order_id, e.seq, e.status, e.filled_quantity, e.average_price, e.exchange_order_id,
                  e.reason, e.ts_event) for e in changes.events])
         if changes.fills:
             # A fill id stored before (the primary key) fails the COPY: the transaction rolls back.
-            await copy_rows(conn, "execution_fills", FILL_COLUMNS, FILL_TYPES, [
+            await insert_rows(conn, "execution_fills", FILL_COLUMNS, FILL_TYPES, [
                 (f.fill_id, f.client_order_id, f.account_id, f.exchange, f.symbol, f.side, f.quantity, f.price,
                  f.fee, f.fee_currency, f.liquidity, f.strategy_id, f.ts_event) for f in changes.fills])
         async with conn.cursor() as cursor:

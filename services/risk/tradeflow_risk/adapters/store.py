@@ -176,7 +176,7 @@ class RiskStore:
         decisions asked for go out together (one round trip), the unit's writes together at the end.
 
         The transaction encloses the pipeline rather than the reverse: one round trip more (BEGIN and
-        COMMIT on their own), but about a fifth less of the process's CPU per unit with psycopg 3.3
+        COMMIT on their own), but a quarter less of the process's CPU per unit with psycopg 3.3 on uvloop
         (a unit per batch, and at a steady 100 signals/s every signal, order event and fill is its
         own batch: ``bench/risk.py``)."""
         async with self.database.connection() as conn, conn.transaction(), conn.pipeline():
