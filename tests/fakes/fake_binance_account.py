@@ -6,6 +6,16 @@ formats (field names, status words, error codes and messages):
 * ``GET /api/v3/exchangeInfo``: the configured symbols as spot markets (tick 0.01, lot 0.00001);
 * ``POST /api/v3/order`` (``newClientOrderId``; ``newOrderRespType`` FULL answers with ``fills``),
   ``GET /api/v3/order`` and ``DELETE /api/v3/order`` (``orderId`` or ``origClientOrderId``);
+* ``POST /api/v3/order/cancelReplace`` (what ccxt's ``edit_order`` sends for spot): cancel an
+  order (``cancelOrderId`` or ``cancelOrigClientOrderId``, ``cancelRestrictions`` ONLY_NEW /
+  ONLY_PARTIALLY_FILLED, else -1145) and place its replacement (``newClientOrderId`` may be the
+  canceled order's: client order ids are unique among *open* orders here, as Binance says), in
+  ``cancelReplaceMode`` STOP_ON_FAILURE or ALLOW_FAILURE. Success: ``cancelResult``/
+  ``newOrderResult`` SUCCESS with ``cancelResponse`` and ``newOrderResponse``; a failed cancel
+  under STOP_ON_FAILURE: -2022 "Order cancel-replace failed." with the failure body (``data``:
+  cancelResult FAILURE, newOrderResult NOT_ATTEMPTED, the cancel's -2011); a failed replacement
+  after a successful cancel: HTTP 409, -2021 "Order cancel-replace partially failed." (the order
+  stays canceled). A query by ``origClientOrderId`` answers the newest order with that id;
 * ``GET /api/v3/depth``: one level each side of :attr:`market_price` (the mid at submission);
 * ``/ws-api/v3``: Binance's WebSocket API for the user data stream: a signed
   ``userDataStream.subscribe.signature`` request, then ``executionReport`` events
@@ -30,7 +40,9 @@ message), :meth:`time_out_next_create` (the order is placed, or not, and the ans
 back in time), :meth:`drop_next_create` (the connection is closed without an answer, after the
 order was placed or not), :meth:`fill_on_next_cancel` (the order fills while the cancel is on its
 way: the cancel is answered -2011 "Unknown order sent."), :meth:`fail_requests` (429 with
-Retry-After on the next N private requests). :meth:`place_external` places an order as another
+Retry-After on the next N private requests), :meth:`fill_on_next_amend` (the order fills just before a
+cancelReplace reaches the matching engine), :meth:`time_out_next_amend` (the cancelReplace is carried
+out, or not, and its answer is held back). :meth:`place_external` places an order as another
 client (the exchange's website) would; ``garbage_trades``/``garbage_orders`` are served after the real
 entries of myTrades/openOrders (malformed messages). The books are kept across :meth:`stop`/:meth:`start`.
 """
@@ -131,6 +143,8 @@ class FakeBinanceAccount(LoopbackExchange):
         self._next_trade_id = 5000
         self._create_faults: list[tuple[str, object]] = []  # ("reject", (code, msg)) / ("timeout"|"drop", placed)
         self._cancel_fills: list[Decimal | None] = []
+        self._amend_fills: list[Decimal | None] = []
+        self._amend_faults: list[bool] = []  # time out the next cancelReplace: carried out or not
         self._throttled = 0
         self.pushed: list[dict] = []  # every executionReport sent on the user data stream
         self.mute_user_stream = False  # True: changes are not pushed (a silent stream; polling finds them)
@@ -158,6 +172,7 @@ class FakeBinanceAccount(LoopbackExchange):
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/api/v3/depth", self._depth)
         app.router.add_post("/api/v3/order", self._create)
+        app.router.add_post("/api/v3/order/cancelReplace", self._cancel_replace)
         app.router.add_get("/api/v3/order", self._query)
         app.router.add_delete("/api/v3/order", self._cancel)
         app.router.add_get("/api/v3/openOrders", self._open_orders)
@@ -183,6 +198,15 @@ class FakeBinanceAccount(LoopbackExchange):
         the cancel reaches the matching engine."""
         self._cancel_fills.append(quantity)
 
+    def fill_on_next_amend(self, quantity: Decimal | None = None) -> None:
+        """The order the next cancelReplace names fills (``quantity``, default all that is left) just
+        before the request reaches the matching engine."""
+        self._amend_fills.append(quantity)
+
+    def time_out_next_amend(self, *, applied: bool) -> None:
+        """The next cancelReplace is carried out (or not) and its answer is held back past the timeout."""
+        self._amend_faults.append(applied)
+
     def fail_requests(self, times: int) -> None:
         """The next ``times`` private requests are answered 429 (-1003) with Retry-After: 1."""
         self._throttled += times
@@ -192,7 +216,12 @@ class FakeBinanceAccount(LoopbackExchange):
         self._throttled = 0
 
     def order_by_client_id(self, client_order_id: str) -> FakeOrder | None:
-        return next((o for o in self.orders.values() if o.client_order_id == client_order_id), None)
+        """The newest order with this client order id (an amended order's replacement)."""
+        return next((o for o in reversed(self.orders.values()) if o.client_order_id == client_order_id), None)
+
+    def orders_by_client_id(self, client_order_id: str) -> list[FakeOrder]:
+        """Every order with this client order id, oldest first (an amendment replaces one)."""
+        return [o for o in self.orders.values() if o.client_order_id == client_order_id]
 
     def place_external(self, symbol: str, side: str, qty: str, price: str, client_order_id: str) -> FakeOrder:
         """An order placed by another client of the account (the exchange's website)."""
@@ -403,25 +432,34 @@ class FakeBinanceAccount(LoopbackExchange):
             return _error(code, msg)
         if fault is not None and not fault[1]:  # lost before it reached the matching engine
             return await self._no_answer(request, fault[0])
+        client_order_id = params.get("newClientOrderId") or f"web_{self._next_order_id + 1}"
+        if params.get("symbol", "") in self.markets and self.order_by_client_id(client_order_id) is not None:
+            return _error(-2010, "Duplicate order sent.")
+        placed = self._place(params, client_order_id)
+        if not isinstance(placed, FakeOrder):
+            return _error(*placed)
+        if fault is not None:  # placed, but the answer is lost
+            return await self._no_answer(request, fault[0])
+        return web.json_response(_new_order_body(placed))
+
+    def _place(self, params: dict[str, str], client_order_id: str) -> FakeOrder | tuple[int, str]:
+        """A new order from its parameters, matched at once where it crosses; Binance's (code, msg) if refused."""
         symbol = params.get("symbol", "")
         if symbol not in self.markets:
-            return _error(-1121, "Invalid symbol.")
-        client_order_id = params.get("newClientOrderId") or f"web_{self._next_order_id + 1}"
-        if self.order_by_client_id(client_order_id) is not None:
-            return _error(-2010, "Duplicate order sent.")
+            return -1121, "Invalid symbol."
         type_ = params.get("type", "")
         qty = Decimal(params.get("quantity", "0"))
         price = Decimal(params.get("price", "0"))
         if qty <= 0 or qty % LOT:
-            return _error(-1013, "Filter failure: LOT_SIZE")
+            return -1013, "Filter failure: LOT_SIZE"
         if type_ == "LIMIT" and (price <= 0 or price % TICK):
-            return _error(-1013, "Filter failure: PRICE_FILTER")
+            return -1013, "Filter failure: PRICE_FILTER"
         base, quote = self.markets[symbol]
         side = params.get("side", "")
         reference = price if type_ == "LIMIT" else self.market_price.get(symbol, ZERO)
         need, asset = ((qty * reference * (1 + self.fee_rate), quote) if side == "BUY" else (qty, base))
         if self.free.get(asset, ZERO) < need:
-            return _error(-2010, "Account has insufficient balance for requested action.")
+            return -2010, "Account has insufficient balance for requested action."
         order = self._new_order(symbol, side, type_, qty, price, params.get("timeInForce", "GTC"), client_order_id)
         if type_ == "MARKET":
             self._trade(order, qty, self.market_price[symbol], maker=False)
@@ -431,12 +469,74 @@ class FakeBinanceAccount(LoopbackExchange):
             self._lock_for(order)
             if crosses:
                 self._trade(order, qty, price, maker=False)
-        if fault is not None:  # placed, but the answer is lost
-            return await self._no_answer(request, fault[0])
-        body = {**order.json(), "transactTime": order.update_ms or order.ts_ms,
-                "fills": [{"price": _s(t.price), "qty": _s(t.qty), "commission": _s(t.commission),
-                           "commissionAsset": t.commission_asset, "tradeId": t.trade_id} for t in order.trades]}
-        return web.json_response(body)
+        return order
+
+    async def _cancel_replace(self, request: web.Request) -> web.StreamResponse:
+        """Binance's cancelReplace: the cancel, then (as the mode says) the replacement."""
+        params = await self._signed(request)
+        if isinstance(params, web.Response):
+            return params
+        mode = params.get("cancelReplaceMode")
+        if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
+            return _error(-1102, "Mandatory parameter 'cancelReplaceMode' was not sent, was empty/null, or malformed.")
+        restrictions = params.get("cancelRestrictions")
+        if restrictions not in (None, "ONLY_NEW", "ONLY_PARTIALLY_FILLED"):
+            return _error(-1145, "Invalid cancelRestrictions")
+        symbol = params.get("symbol", "")
+        if symbol not in self.markets:
+            return _error(-1121, "Invalid symbol.")
+        timed_out = self._amend_faults.pop(0) if self._amend_faults else None
+        if timed_out is False:  # lost before it reached the matching engine
+            return await self._no_answer(request, "timeout")
+        if "cancelOrderId" in params:
+            old = self.orders.get(int(params["cancelOrderId"]))
+        else:
+            old = self.order_by_client_id(params.get("cancelOrigClientOrderId", ""))
+        old = old if old is not None and old.symbol == symbol else None
+        if old is not None and old.open and self._amend_fills:  # a fill races the request
+            quantity = self._amend_fills.pop(0)
+            left = old.qty - old.executed
+            self._trade(old, left if quantity is None else min(left, quantity), old.price, True)
+        cancel_error = None
+        if old is None or not old.open:
+            cancel_error = {"code": -2011, "msg": "Unknown order sent."}
+        elif (restrictions == "ONLY_NEW" and old.status != "NEW") or (
+                restrictions == "ONLY_PARTIALLY_FILLED" and old.status != "PARTIALLY_FILLED"):
+            cancel_error = {"code": -2011, "msg": "Order was not canceled due to cancel restrictions."}
+        if cancel_error is not None and mode == "STOP_ON_FAILURE":
+            return _cancel_replace_error(-2022, "Order cancel-replace failed.", "FAILURE", "NOT_ATTEMPTED",
+                                         cancel_error, None, 400)
+        cancel_response = None
+        if cancel_error is None:
+            self._unlock(old)
+            old.status = "CANCELED"
+            old.update_ms = _now_ms()
+            self._push(old, "CANCELED")
+            cancel_response = {**old.json(), "origClientOrderId": old.client_order_id,
+                               "clientOrderId": params.get("cancelNewClientOrderId") or f"cancel{old.order_id}",
+                               "transactTime": old.update_ms}
+            for key in ("isWorking", "workingTime", "time", "updateTime", "origQuoteOrderQty", "stopPrice",
+                        "icebergQty"):
+                cancel_response.pop(key, None)
+        client_order_id = params.get("newClientOrderId") or f"web_{self._next_order_id + 1}"
+        if any(o.open and o.client_order_id == client_order_id for o in self.orders.values()):
+            placed: FakeOrder | tuple[int, str] = (-2010, "Duplicate order sent.")
+        else:
+            placed = self._place(params, client_order_id)
+        if not isinstance(placed, FakeOrder):
+            new_error = {"code": placed[0], "msg": placed[1]}
+            if cancel_error is None:
+                return _cancel_replace_error(-2021, "Order cancel-replace partially failed.", "SUCCESS", "FAILURE",
+                                             cancel_response, new_error, 409)
+            return _cancel_replace_error(-2022, "Order cancel-replace failed.", "FAILURE", "FAILURE", cancel_error,
+                                         new_error, 400)
+        if cancel_error is not None:  # ALLOW_FAILURE: the new order stands, the old one too
+            return _cancel_replace_error(-2021, "Order cancel-replace partially failed.", "FAILURE", "SUCCESS",
+                                         cancel_error, _new_order_body(placed), 409)
+        if timed_out:  # carried out, but the answer is lost
+            return await self._no_answer(request, "timeout")
+        return web.json_response({"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS",
+                                  "cancelResponse": cancel_response, "newOrderResponse": _new_order_body(placed)})
 
     async def _no_answer(self, request: web.Request, kind: str) -> web.StreamResponse:
         if kind == "drop":
@@ -534,6 +634,21 @@ class _UserStream:
 
 def _error(code: int, msg: str, status: int = 400) -> web.Response:
     return web.json_response({"code": code, "msg": msg}, status=status)
+
+
+def _new_order_body(order: FakeOrder) -> dict:
+    """A new order's answer with newOrderRespType FULL: the order and its fills."""
+    return {**order.json(), "transactTime": order.update_ms or order.ts_ms,
+            "fills": [{"price": _s(t.price), "qty": _s(t.qty), "commission": _s(t.commission),
+                       "commissionAsset": t.commission_asset, "tradeId": t.trade_id} for t in order.trades]}
+
+
+def _cancel_replace_error(code: int, msg: str, cancel_result: str, new_result: str, cancel_response: dict | None,
+                          new_response: dict | None, status: int) -> web.Response:
+    """Binance's cancelReplace failure: the error with both halves' results in ``data``."""
+    return web.json_response({"code": code, "msg": msg, "data": {
+        "cancelResult": cancel_result, "newOrderResult": new_result, "cancelResponse": cancel_response,
+        "newOrderResponse": new_response}}, status=status)
 
 
 DAY_MS = 86_400_000

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from decimal import Decimal as D
 
 import httpx
+import psycopg
 import pytest
 from tradeflow.bus import Producer
-from tradeflow.messages import AccountStatus, Alert, Fill, Order, OrderEvent, RiskEvent
+from tradeflow.messages import AccountStatus, Alert, Fill, Order, OrderAmendment, OrderEvent, RiskEvent
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow_execution.bootstrap import SERVICE
@@ -516,3 +517,200 @@ async def test_the_user_data_stream_wakes_the_polling_and_a_lost_stream_is_recon
         metrics = (await client.get("/metrics")).text
         assert 'tradeflow_execution_user_stream_losses_total{account="' in metrics
         assert fake.bad_signatures == 0
+
+
+def amendment(settings: ExecutionSettings, name: str, number: int, **fields) -> OrderAmendment:
+    cid = f"{name}-{tag(settings)}"
+    return OrderAmendment(amendment_id=f"{cid}:{number}", client_order_id=cid, account_id=settings.accounts[0].id,
+                          exchange="binance", symbol="BTC/USDT", ts_event=time.time_ns(), **fields)
+
+
+async def wait_for_reason(client: httpx.AsyncClient, cid: str, prefix: str, timeout_s: float = 20) -> dict:
+    """The order once one of its transitions has a reason starting with ``prefix``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        detail = (await client.get(f"/v1/orders/{cid}")).json()
+        if any(t["reason"].startswith(prefix) for t in detail.get("transitions", [])):
+            return detail
+        assert time.monotonic() < deadline, f"{cid}: no transition with reason {prefix!r}: {detail}"
+        await asyncio.sleep(0.1)
+
+
+def cancel_replaces(fake: FakeBinanceAccount) -> list[str]:
+    return [r.rsplit(" ", 1)[1] for r in fake.requests if r.startswith("POST /api/v3/order/cancelReplace")]
+
+
+async def test_an_amendment_through_risk_replaces_the_order_at_the_exchange_under_its_client_order_id(settings, fake):
+    account_id = settings.accounts[0].id
+    async with running_risk(settings) as risk, running(settings) as client:
+        await risk_state(risk, account_id, "agreed")
+        placed = await risk.post("/v1/orders", headers={"Idempotency-Key": f"p-{tag(settings)}"}, json={
+            "account_id": account_id, "exchange": "binance", "symbol": "BTC/USDT", "side": "buy",
+            "order_type": "limit", "quantity": "0.5", "limit_price": "90"})
+        assert placed.status_code == 201, placed.text
+        cid = placed.json()["client_order_id"]
+        await wait_for(client, cid, "accepted")
+        first_id = fake.order_by_client_id(cid).order_id
+
+        amend = {"quantity": "0.3", "limit_price": "91", "reason": "closer to the market"}
+        approved = await risk.patch(f"/v1/orders/{cid}", json=amend, headers={"Idempotency-Key": f"a-{tag(settings)}"})
+        assert (approved.status_code, approved.json()["amendment_id"]) == (200, f"{cid}:1"), approved.text
+        retried = await risk.patch(f"/v1/orders/{cid}", json=amend, headers={"Idempotency-Key": f"a-{tag(settings)}"})
+        assert retried.json()["replayed"] is True  # published again: execution applies it once all the same
+        deadline = time.monotonic() + 20
+        while (detail := (await client.get(f"/v1/orders/{cid}")).json())["quantity"] != "0.3":
+            assert time.monotonic() < deadline, detail
+            await asyncio.sleep(0.1)
+        assert (detail["status"], detail["limit_price"], detail["transitions"][-1]["reason"]) == (
+            "accepted", "91", "amended")
+
+        # At the exchange: the order was canceled and replaced under the same client order id.
+        old, new = fake.orders_by_client_id(cid)
+        assert (old.order_id, old.status, new.status, new.qty, new.price) == (
+            first_id, "CANCELED", "NEW", D("0.3"), D("91"))
+        assert detail["exchange_order_id"] == str(new.order_id)
+        assert cancel_replaces(fake) == [cid]
+        # Risk's view of the open order is the amended one.
+        deadline = time.monotonic() + 20
+        while [(o["quantity"], o["limit_price"]) for o in (await risk.get(
+                f"/v1/accounts/{account_id}/risk")).json()["open_orders"]] != [("0.3", "91")]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+
+        fake.fill(cid)  # the replacement fills: the amended quantity, no more
+        filled = await wait_for(client, cid, "filled")
+        assert D(filled["filled_quantity"]) == D("0.3")
+        await assert_books_agree(settings, client, fake, local={})
+        events = [e for e in await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
+                                              lambda es: any(e.status == "filled" for e in es)) if e.client_order_id == cid]
+        assert [(e.seq, e.status, e.reason, e.quantity, e.limit_price) for e in events] == [
+            (1, "submitted", "", D("0.5"), D("90")), (2, "accepted", "", D("0.5"), D("90")),
+            (3, "accepted", "amended", D("0.3"), D("91")), (4, "filled", "amended", D("0.3"), D("91"))]
+
+
+async def test_an_amendment_racing_a_fill_or_timing_out_ends_as_the_exchange_says_and_never_overfills(settings, fake):
+    o = lambda name, **kw: order(settings, name, **kw)  # noqa: E731
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    async with running(settings) as client, risk_producer(settings) as producer:
+        send = lambda *messages: asyncio.gather(*(producer.send(settings.orders_topic, m.account_id, m)  # noqa: E731
+                                                  for m in messages))
+        await send(o("race"), o("part"), o("slow"), o("poor"))
+        for name in ("race", "part", "slow", "poor"):
+            await wait_for(client, C(name), "accepted")
+
+        # A fill of 0.2 reaches the exchange just before the amendment: ONLY_NEW refuses the cancel,
+        # the order keeps its 0.5 (it can never fill beyond what was asked).
+        fake.fill_on_next_amend(D("0.2"))
+        await send(amendment(settings, "race", 1, quantity=D("0.8")))
+        refused = await wait_for_reason(client, C("race"), "amend_refused")
+        reason = next(t["reason"] for t in refused["transitions"] if t["reason"].startswith("amend_refused"))
+        assert reason == "amend_refused: exchange_refused: -2011 Order was not canceled due to cancel restrictions."
+        raced = await wait_for(client, C("race"), "partially_filled")
+        assert (raced["quantity"], D(raced["filled_quantity"])) == ("0.5", D("0.2"))
+        assert len(fake.orders_by_client_id(C("race"))) == 1
+        fake.fill(C("race"))
+        assert D((await wait_for(client, C("race"), "filled"))["filled_quantity"]) == D("0.5")
+
+        # A partly filled order is not amended live: refused by execution, the exchange never asked.
+        fake.fill(C("part"), "0.1")
+        await wait_for(client, C("part"), "partially_filled")
+        await send(amendment(settings, "part", 1, limit_price=D("89")))
+        part = await wait_for_reason(client, C("part"), "amend_refused: partially_filled")
+        assert part["limit_price"] == "90"
+
+        # The answer to an amendment that was carried out never comes: resolved by asking, not resent.
+        fake.time_out_next_amend(applied=True)
+        await send(amendment(settings, "slow", 1, quantity=D("0.4"), limit_price=D("91")))
+        slow = await wait_for_reason(client, C("slow"), "amended", timeout_s=30)
+        assert "tradeflow_execution_unknown_outcomes_total 1.0" in (await client.get("/metrics")).text
+        assert (slow["quantity"], slow["limit_price"], slow["status"]) == ("0.4", "91", "accepted")
+        await send(amendment(settings, "slow", 1, quantity=D("0.4"), limit_price=D("91")))  # redelivered
+
+        # The exchange cancels the order but refuses its replacement (-2021: the cash is not there):
+        # the order ends canceled, as the exchange reports, after the refusal.
+        await send(amendment(settings, "poor", 1, quantity=D("200")))
+        poor = await wait_for(client, C("poor"), "canceled")
+        assert [(t["status"], t["reason"].split(":")[0]) for t in poor["transitions"]][-2:] == [
+            ("accepted", "amend_refused"), ("canceled", "canceled at the exchange by the amendment, whose replacement "
+                                                        "was refused")]
+        assert "insufficient balance" in poor["transitions"][-2]["reason"] and poor["quantity"] == "0.5"
+        assert [o.status for o in fake.orders_by_client_id(C("poor"))] == ["CANCELED"]
+        assert cancel_replaces(fake) == [C("race"), C("slow"), C("poor")]  # once each; never for the partly filled one
+        old, new = fake.orders_by_client_id(C("slow"))
+        assert (old.status, new.status, new.qty) == ("CANCELED", "NEW", D("0.4"))
+        fake.fill(C("slow"))
+        await wait_for(client, C("slow"), "filled")
+        await assert_books_agree(settings, client, fake, local={})
+        events = await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
+                                  lambda es: any(e.client_order_id == C("slow") and e.status == "filled" for e in es))
+        assert [e.reason for e in events if e.client_order_id == C("slow")].count("amended") == 2  # amended, filled
+        metrics = (await client.get("/metrics")).text
+        assert 'tradeflow_execution_amendments_total{outcome="applied"} 1.0' in metrics
+        assert 'tradeflow_execution_amendments_total{outcome="refused"} 3.0' in metrics
+
+
+async def test_an_amendment_on_an_exchange_without_order_editing_is_refused_with_a_reason_the_user_sees(
+        settings, fake, monkeypatch):
+    import tradeflow_execution.live_wiring as wiring
+
+    real = wiring.create_ccxt_exchange
+
+    def without_editing(feed):
+        # The fake speaks Binance, whose ccxt client edits orders; the flag is what an exchange
+        # without editOrder in ccxt has.
+        exchange = real(feed)
+        exchange.has = {**exchange.has, "editOrder": False}
+        return exchange
+
+    monkeypatch.setattr(wiring, "create_ccxt_exchange", without_editing)
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    async with running(settings) as client, risk_producer(settings) as producer:
+        await producer.send(settings.orders_topic, settings.accounts[0].id, order(settings, "fixed"))
+        await wait_for(client, C("fixed"), "accepted")
+        await producer.send(settings.orders_topic, settings.accounts[0].id,
+                            amendment(settings, "fixed", 1, quantity=D("0.3")))
+        detail = await wait_for_reason(client, C("fixed"), "amend_refused: amend_not_supported")
+        assert (detail["status"], detail["quantity"]) == ("accepted", "0.5")
+        (refused,) = detail["amendments"]
+        assert (refused["amendment_id"], refused["quantity"], refused["status"]) == (f"{C('fixed')}:1", "0.3", "refused")
+        assert refused["reason"].startswith("amend_not_supported: binance has no order editing in ccxt")
+        events = await read_topic(settings.kafka_bootstrap, settings.order_events_topic, OrderEvent,
+                                  lambda es: any(e.reason.startswith("amend_refused") for e in es))
+        refusal = events[-1]
+        assert (refusal.client_order_id, refusal.status, refusal.quantity, refusal.seq) == (
+            C("fixed"), "accepted", D("0.5"), 3)
+        assert "cancel the order and place a new one" in refusal.reason
+        assert cancel_replaces(fake) == []
+
+
+async def test_an_amendment_whose_answer_never_came_is_resolved_after_a_restart_without_being_sent_again(
+        settings, fake):
+    C = lambda name: f"{name}-{tag(settings)}"  # noqa: E731, N806
+    patient = settings.model_copy(update={"in_flight_threshold_s": 60.0})  # not asked before the stop
+    async with running(patient) as client, risk_producer(settings) as producer:
+        await producer.send(settings.orders_topic, settings.accounts[0].id, order(settings, "keep"))
+        await wait_for(client, C("keep"), "accepted")
+        fake.time_out_next_amend(applied=True)
+        await producer.send(settings.orders_topic, settings.accounts[0].id,
+                            amendment(settings, "keep", 1, quantity=D("0.4"), limit_price=D("91")))
+        deadline = time.monotonic() + 20
+        while "tradeflow_execution_unknown_outcomes_total 1.0" not in (await client.get("/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        pending = (await client.get(f"/v1/orders/{C('keep')}")).json()
+        assert (pending["quantity"], pending["limit_price"]) == ("0.5", "90")  # not applied without an answer
+    with psycopg.connect(settings.database_url.get_secret_value()) as conn:
+        assert conn.execute("SELECT status FROM execution_amendments WHERE amendment_id = %s",
+                            (f"{C('keep')}:1",)).fetchone() == ("sent",)
+    async with running(settings) as client:
+        detail = await wait_for_reason(client, C("keep"), "amended")
+        assert (detail["quantity"], detail["limit_price"], detail["status"]) == ("0.4", "91", "accepted")
+        assert detail["exchange_order_id"] == str(fake.order_by_client_id(C("keep")).order_id)
+        assert [(a["amendment_id"], a["status"]) for a in detail["amendments"]] == [(f"{C('keep')}:1", "applied")]
+        assert cancel_replaces(fake) == [C("keep")]  # asked for after the restart, never sent again
+        fake.fill(C("keep"))
+        await wait_for(client, C("keep"), "filled")
+        await assert_books_agree(settings, client, fake, local={})
+    with psycopg.connect(settings.database_url.get_secret_value()) as conn:
+        assert conn.execute("SELECT status FROM execution_amendments WHERE amendment_id = %s",
+                            (f"{C('keep')}:1",)).fetchone() == ("applied",)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from tradeflow.bus import Producer
 from tradeflow.codec import decode, header_value
-from tradeflow.messages import Candle, Order, RiskEvent, Signal, Tick
+from tradeflow.messages import Candle, Order, OrderAmendment, OrderEvent, RiskEvent, Signal, Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
 from tradeflow.topics import market_key
@@ -270,3 +270,83 @@ async def test_a_stop_triggers_on_a_trade_inside_a_candle_not_at_its_close(kafka
         "stop_loss", "94.5", exit_order.client_order_id)
     assert decode(Order, (await read_topic(kafka_bootstrap, settings.orders_topic, lambda rs: len(rs) >= 2))[1].value) \
         == exit_order
+
+
+async def test_amending_an_open_order_passes_the_gate_again_and_is_published_once(
+        kafka_bootstrap, database_url, unique_name):
+    account_id = f"amend-{unique_name[-8:]}"
+    settings = settings_for(kafka_bootstrap, database_url, unique_name, [paper_account(account_id)],
+                            {account_id: {"limits": {"max_order_notional": "250"}}})
+    manual = {"account_id": account_id, "exchange": EXCHANGE, "symbol": "BTC/USDT", "side": "buy",
+              "order_type": "limit", "quantity": "1", "limit_price": "100"}
+    async with Running(settings) as risk:
+        client = risk.client
+        placed = await client.post("/v1/orders", json=manual, headers={"Idempotency-Key": "place-1"})
+        assert placed.status_code == 201, placed.text
+        cid = placed.json()["client_order_id"]
+
+        missing = await client.patch("/v1/orders/no-such-order", json={"quantity": "2"})
+        assert missing.status_code == 404 and "no-such-order" in missing.text
+        empty = await client.patch(f"/v1/orders/{cid}", json={"reason": "nothing"})
+        assert empty.status_code == 422 and "quantity or limit_price" in empty.text
+        unauthorized = await client.patch(f"/v1/orders/{cid}", json={"quantity": "2"}, headers={"Authorization": ""})
+        assert unauthorized.status_code == 401
+
+        # The amended order meets the limits a new order of that size would: 5 x 100 > 250.
+        too_big = await client.patch(f"/v1/orders/{cid}", json={"quantity": "5"}, headers={"Idempotency-Key": "a0"})
+        assert too_big.status_code == 422, too_big.text
+        detail = too_big.json()["detail"]
+        assert (detail["reason"], detail["details"]["notional"], detail["details"]["limit"]) == (
+            "max_order_notional", "500", "250")
+
+        approved = await client.patch(f"/v1/orders/{cid}", json={"quantity": "2", "reason": "bigger"},
+                                      headers={"Idempotency-Key": "a1"})
+        assert approved.status_code == 200, approved.text
+        assert (approved.json()["amendment_id"], approved.json()["replayed"]) == (f"{cid}:1", False)
+        retried = await client.patch(f"/v1/orders/{cid}", json={"quantity": "2", "reason": "bigger"},
+                                     headers={"Idempotency-Key": "a1"})
+        assert (retried.status_code, retried.json()["amendment_id"], retried.json()["replayed"]) == (
+            200, f"{cid}:1", True)
+        price = await client.patch(f"/v1/orders/{cid}", json={"limit_price": "110"}, headers={"Idempotency-Key": "a2"})
+        assert (price.status_code, price.json()["amendment_id"]) == (200, f"{cid}:2"), price.text
+        view = (await client.get(f"/v1/accounts/{account_id}/risk")).json()
+        (open_order,) = view["open_orders"]
+        assert (open_order["quantity"], open_order["limit_price"]) == ("2", "110")  # counted at once: it grew
+
+        # Execution refuses the first one (exec.orders.v1): risk's view follows what execution says.
+        await risk.producer.send(settings.exec_orders_topic, account_id, OrderEvent(
+            client_order_id=cid, account_id=account_id, exchange=EXCHANGE, symbol="BTC/USDT", side="buy",
+            status="accepted", seq=2, quantity=Decimal("1"), limit_price=Decimal("110"),
+            reason="amend_refused: exchange_refused", ts_event=T0))
+        deadline = time.monotonic() + 20
+        while (view := (await client.get(f"/v1/accounts/{account_id}/risk")).json())["open_orders"][0]["quantity"] != "1":
+            assert time.monotonic() < deadline, view
+            await asyncio.sleep(0.1)
+
+        # A finished order cannot be amended (409, its state said); a retry still gets its decision.
+        await risk.producer.send(settings.exec_orders_topic, account_id, OrderEvent(
+            client_order_id=cid, account_id=account_id, exchange=EXCHANGE, symbol="BTC/USDT", side="buy",
+            status="canceled", seq=3, quantity=Decimal("1"), limit_price=Decimal("110"), ts_event=T0))
+        deadline = time.monotonic() + 20
+        while (await client.get(f"/v1/accounts/{account_id}/risk")).json()["open_orders"]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        finished = await client.patch(f"/v1/orders/{cid}", json={"quantity": "1.5"}, headers={"Idempotency-Key": "a3"})
+        assert finished.status_code == 409 and "is canceled" in finished.json()["detail"], finished.text
+        late_retry = await client.patch(f"/v1/orders/{cid}", json={"quantity": "2"}, headers={"Idempotency-Key": "a1"})
+        assert (late_retry.status_code, late_retry.json()["replayed"]) == (200, True)
+
+        records = await read_topic(kafka_bootstrap, settings.orders_topic, lambda rs: len(rs) >= 5)
+        events = await risk.events(lambda es: any(e.kind == "rejection" for e in es))
+    schemas = [header_value(r.headers, "schema") for r in records]
+    assert schemas == ["Order/1"] + ["OrderAmendment/1"] * 4  # the order; amendment 1, its replay, 2, a late replay
+    amendments = [decode(OrderAmendment, r.value) for r in records[1:]]
+    assert [(a.amendment_id, a.quantity, a.limit_price) for a in amendments] == [
+        (f"{cid}:1", Decimal(2), None), (f"{cid}:1", Decimal(2), None), (f"{cid}:2", None, Decimal(110)),
+        (f"{cid}:1", Decimal(2), None)]
+    (rejection,) = [e for e in events if e.kind == "rejection"]
+    assert (rejection.reason, rejection.client_order_id) == ("max_order_notional", cid)
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT amendment_id, outcome, reason FROM risk_amendments WHERE client_order_id = %s "
+                            "ORDER BY decided_at, decision_id", (cid,)).fetchall()
+    assert rows == [(None, "rejected", "max_order_notional"), (f"{cid}:1", "approved", ""), (f"{cid}:2", "approved", "")]

@@ -21,6 +21,7 @@ from tradeflow.messages import (
     Candle,
     Fill,
     Order,
+    OrderAmendment,
     OrderEvent,
     RiskEvent,
     Signal,
@@ -51,6 +52,8 @@ SAMPLES = [
     Alert(service="ingest", severity="warning", kind="disconnect", message="binance ws closed",
           labels={"exchange": "binance"}, ts_event=NS),
     Subscription(exchange="binance", symbol="BTC/USDT", source="api", ts_created=1_700_000_000_000_000_000),
+    OrderAmendment(amendment_id="o-1:1", client_order_id="o-1", account_id="acct-1", exchange="binance",
+                   symbol="ETH/USDT", quantity=Decimal("0.2"), limit_price=Decimal("3119.5"), ts_event=NS),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from decimal import Decimal
 
 import pytest
 from tradeflow.bus import (
@@ -16,9 +17,9 @@ from tradeflow.bus import (
     partition_for_key,
 )
 from tradeflow.codec import HEADER_ERROR_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, encode
-from tradeflow.messages import Candle, Tick
+from tradeflow.messages import Candle, Order, OrderAmendment, Tick
 from tradeflow.testing import MemoryBus, TestClock
-from tradeflow.topics import MD_CANDLES, MD_TICKS
+from tradeflow.topics import MD_CANDLES, MD_TICKS, RISK_ORDERS
 
 TICKS = dataclasses.replace(MD_TICKS, partitions=4)
 KEYS = [f"x:S{i}/USDT" for i in range(8)]
@@ -130,6 +131,32 @@ async def test_undecodable_and_mismatched_values_go_to_the_dlq_with_the_reason()
     assert [r.header(HEADER_SOURCE_TOPIC) for r in dlq] == [TICKS.name] * 2
     assert [r.header(HEADER_SOURCE_OFFSET) for r in dlq] == ["0", "1"]
     assert dlq[0].value == b"\x01not msgpack" and dlq[0].key == KEYS[0].encode()
+    await consumer.stop()
+
+
+async def test_a_topic_with_two_types_decodes_each_record_as_its_schema_header_says():
+    orders = dataclasses.replace(RISK_ORDERS, name="orders-two-types", partitions=1)
+    bus = MemoryBus()
+    producer = bus.producer()
+    await producer.start()
+    handled: list[Record] = []
+
+    async def handle(records: list[Record]) -> None:
+        handled.extend(records)
+
+    consumer = bus.consumer(topics=[orders], group_id="g", handler=handle, dead_letters=bus.dead_letters(producer))
+    await consumer.start()
+    order = Order(client_order_id="o1", account_id="a", exchange="x", symbol="BTC/USDT", side="buy",
+                  order_type="limit", quantity=Decimal("1"), limit_price=Decimal("100"), ts_event=1)
+    amendment = OrderAmendment(amendment_id="o1:1", client_order_id="o1", account_id="a", exchange="x",
+                               symbol="BTC/USDT", quantity=Decimal("2"), ts_event=2)
+    producer.send(orders, "a", order)
+    producer.send(orders, "a", amendment)
+    assert bus.broker.values(orders) == [order, amendment]
+    producer.send(orders, "a", tick(KEYS[0], 1))  # a schema the topic does not carry
+    await bus.settle()
+    assert [r.value for r in handled] == [order, amendment]
+    assert [r.header(HEADER_ERROR_REASON)[:16] for r in bus.broker.records(orders.dlq)] == ["schema_mismatch:"]
     await consumer.stop()
 
 

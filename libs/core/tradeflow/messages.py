@@ -167,6 +167,32 @@ class OrderEvent(Message, frozen=True, kw_only=True):
     reason: str = ""
     strategy_id: str = ""
     ts_event: int
+    # Added with amendments (compatible: a defaulted field): the order's limit price as it
+    # stands after this transition (an ``amended`` event carries the new one).
+    limit_price: Decimal | None = None
+
+
+class OrderAmendment(Message, frozen=True, kw_only=True):
+    """A change of an open order's quantity and/or limit price, approved by risk. Key: account id.
+
+    Carried on risk.orders.v1 next to :class:`Order` (told apart by the ``schema`` header).
+    ``amendment_id`` is ``<client_order_id>:<n>`` (the order's n-th approved amendment), so a
+    redelivered or replayed amendment is applied once. ``quantity`` and ``limit_price`` are the
+    order's new values (None: unchanged); at least one is set. Execution answers on
+    exec.orders.v1 with an OrderEvent of the same order: reason ``amended`` (new quantity and
+    limit price) or ``amend_refused: ...`` (unchanged).
+    """
+
+    SCHEMA: ClassVar[str] = "OrderAmendment/1"
+    amendment_id: str
+    client_order_id: str
+    account_id: str
+    exchange: str
+    symbol: str
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    reason: str = ""
+    ts_event: int
 
 
 class Fill(Message, frozen=True, kw_only=True):
@@ -271,6 +297,7 @@ ALL_MESSAGE_TYPES: tuple[type[Message], ...] = (
     Signal,
     Order,
     OrderEvent,
+    OrderAmendment,
     Fill,
     RiskEvent,
     Alert,

@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from tradeflow.codec import HEADER_SCHEMA
+
 # Market keys (exchange:symbol) and their validation live in tradeflow.markets; re-exported here.
 from tradeflow.markets import market_key, split_market_key  # noqa: F401
 from tradeflow.messages import (
@@ -21,6 +23,7 @@ from tradeflow.messages import (
     Fill,
     Message,
     Order,
+    OrderAmendment,
     OrderEvent,
     RiskEvent,
     Signal,
@@ -38,6 +41,24 @@ class TopicSpec:
     value_type: type[Message]
     partitions: int = 12
     config: dict[str, str] = field(default_factory=dict)
+    # Further value types the topic carries, told apart by the ``schema`` header (risk.orders.v1
+    # carries OrderAmendment next to Order); a consumer decodes each record as its header says.
+    other_types: tuple[type[Message], ...] = ()
+
+    def type_for(self, schema: bytes | None) -> type[Message] | None:
+        """The value type a record with this ``schema`` header decodes as (no header: the main
+        one); None when the topic does not carry that schema."""
+        if schema is None or schema == self.value_type.SCHEMA.encode():
+            return self.value_type
+        return next((t for t in self.other_types if t.SCHEMA.encode() == schema), None)
+
+    def value_type_of(self, headers) -> type[Message]:
+        """The value type of a record with ``headers`` (``(name, bytes)`` pairs): as its schema
+        header says where the topic carries several types, else the topic's type."""
+        if not self.other_types:
+            return self.value_type
+        schema = next((value for name, value in headers or () if name == HEADER_SCHEMA), None)
+        return self.type_for(schema) or self.value_type
 
     @property
     def dlq(self) -> str:
@@ -49,7 +70,7 @@ WEEK_MS = str(7 * 24 * 3600 * 1000)
 MD_TICKS = TopicSpec("md.ticks.v1", "exchange:symbol", Tick, 12, {"retention.ms": WEEK_MS})
 MD_CANDLES = TopicSpec("md.candles.v1", "exchange:symbol", Candle, 12, {"retention.ms": WEEK_MS})
 STRATEGY_SIGNALS = TopicSpec("strategy.signals.v1", "account id", Signal, 6)
-RISK_ORDERS = TopicSpec("risk.orders.v1", "account id", Order, 6)
+RISK_ORDERS = TopicSpec("risk.orders.v1", "account id", Order, 6, other_types=(OrderAmendment,))
 RISK_EVENTS = TopicSpec("risk.events.v1", "account id", RiskEvent, 6)
 EXEC_ORDERS = TopicSpec("exec.orders.v1", "account id", OrderEvent, 6)
 EXEC_FILLS = TopicSpec("exec.fills.v1", "account id", Fill, 6)

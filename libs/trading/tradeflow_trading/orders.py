@@ -98,6 +98,19 @@ class OrderState:
                           filled_notional=self.filled_notional, filled_fees=self.filled_fees,
                           exchange_order_id=exchange_order_id or self.exchange_order_id, reason=reason or self.reason)
 
+    def amended(self, order: Order, *, reason: str = "amended", exchange_order_id: str = "") -> OrderState:
+        """The same status with ``order``'s new quantity or limit price: a transition of its own
+        (next ``seq``) that tells exec.orders.v1 what the order is now (or, with an
+        ``amend_refused`` reason, that it stayed as it was)."""
+        if not self.is_open:
+            raise IllegalTransition(self.client_order_id, self.status, "amended")
+        if order.quantity is not None and order.quantity < self.filled_quantity:
+            raise ValueError(f"order {self.client_order_id}: quantity {order.quantity} is below the filled "
+                             f"{self.filled_quantity}")
+        return OrderState(order=order, status=self.status, seq=self.seq + 1, filled_quantity=self.filled_quantity,
+                          filled_notional=self.filled_notional, filled_fees=self.filled_fees,
+                          exchange_order_id=exchange_order_id or self.exchange_order_id, reason=reason)
+
     @property
     def spent_quote(self) -> Decimal:
         """What the fills cost in the quote currency, fees included (a quote-sized order's budget)."""
@@ -132,4 +145,5 @@ class OrderState:
             client_order_id=order.client_order_id, account_id=order.account_id, exchange=order.exchange,
             symbol=order.symbol, side=order.side, status=self.status, seq=self.seq, quantity=order.quantity,
             exchange_order_id=self.exchange_order_id, filled_quantity=self.filled_quantity,
-            average_price=self.average_price, reason=self.reason, strategy_id=order.strategy_id, ts_event=ts_event)
+            average_price=self.average_price, reason=self.reason, strategy_id=order.strategy_id, ts_event=ts_event,
+            limit_price=order.limit_price)

@@ -99,7 +99,10 @@ def create_execution_router(service: ExecutionService, queries: OrderQueries) ->
                                   Decimal(str(mid)) if mid else None)
         return {**_tracked_json(detail.order), "slippage": slippage,
                 "transitions": [transition_json(e) for e in detail.transitions],
-                "fills": [fill_json(f) for f in detail.fills]}
+                "fills": [fill_json(f) for f in detail.fills],
+                "amendments": [{"amendment_id": a.amendment_id, "quantity": money(a.quantity),
+                                "limit_price": money(a.limit_price), "status": a.status, "reason": a.reason}
+                               for a in detail.amendments]}
 
     @router.delete("/orders/{client_order_id}", summary="Cancel an open order")
     async def cancel_order(client_order_id: str) -> dict:

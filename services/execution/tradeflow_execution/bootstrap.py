@@ -53,7 +53,7 @@ from tradeflow_execution.store import ExecutionStore
 SERVICE_NAME = "execution"
 DEFAULT_PORT = 8005
 DB_POOL_SIZE = 4  # the consumer's transactions, the outbox relay, the API, history reads
-SCHEMA_REVISION = "execution_0001"  # the newest migration this service needs
+SCHEMA_REVISION = "execution_0002"  # the newest migration this service needs
 OUTBOX_TABLE = "execution_outbox"
 OUTBOX_RELAY_BATCH = 5_000  # a batch of orders is about 4 messages each: fewer, larger relay rounds
 

@@ -36,5 +36,8 @@ class ExecutionMetrics:
         self.history_reads = telemetry.counter(
             "tradeflow_execution_history_reads_total",
             "Paper orders whose trades were read back from md.ticks.v1 (the trade window did not reach back)")
+        self.amendments = telemetry.counter(
+            "tradeflow_execution_amendments_total", "Amendments of open orders by outcome (applied, refused)",
+            ("outcome",))
         self.kill_switches = telemetry.counter(
             "tradeflow_execution_kill_switch_cancels_total", "Orders canceled by a kill switch")

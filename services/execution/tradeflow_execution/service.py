@@ -9,6 +9,11 @@ balances) and the stored state move together:
   transaction; a redelivered order changes and publishes nothing. Then the brokers place the
   valid ones and their answers (accepted, fills, ...) are stored in a second transaction.
 - :meth:`handle_trades`: trades from md.ticks.v1 drive the paper broker; its fills are stored.
+- :meth:`handle_amendments`: OrderAmendment/1 from risk.orders.v1, each ``amendment_id`` applied
+  once (stored; a redelivery changes nothing): the broker changes the open order and an
+  exec.orders.v1 transition of the same status says what the order is now (reason ``amended``)
+  or that it stayed as it was (``amend_refused: ...``). A live broker is asked only after the
+  amendment is stored as sent; an answer that never came is resolved by asking the exchange.
 - :meth:`handle_risk_events`: a kill switch engaged for an account cancels its open orders
   (each event once, by its id) and rejects its new orders until it is released (reduce-only
   orders still pass: they only lower exposure).
@@ -34,7 +39,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradeflow.messages import AccountStatus, Alert, Fill, Order, RiskEvent
+from tradeflow.messages import AccountStatus, Alert, Fill, Order, OrderAmendment, RiskEvent
 from tradeflow.time import NS_PER_S
 from tradeflow.topics import EXEC_ACCOUNTS, OPS_ALERTS
 from tradeflow_trading.accounts import AccountConfig
@@ -43,11 +48,14 @@ from tradeflow_trading.orders import OPEN, IllegalTransition, OrderState
 from tradeflow_trading.positions import Balances, Position, fill_order, split_symbol
 
 from tradeflow_execution.domain.broker import (
+    AmendNotApplied,
+    AmendRefused,
     Broker,
     BrokerStateChanged,
     BrokerUpdate,
     FillUpdate,
     OpenOrder,
+    OrderAmended,
     OrderUpdate,
     OutcomeUnknown,
     TradeDriven,
@@ -58,6 +66,7 @@ from tradeflow_execution.domain.paper_exchange import LoggedTrade
 from tradeflow_execution.metrics import ExecutionMetrics
 from tradeflow_execution.order_traces import OrderTracing
 from tradeflow_execution.store import (
+    AmendmentOutcome,
     Changes,
     ExecutionStore,
     FoldMark,
@@ -199,6 +208,14 @@ class ExecutionService:
             broker = self._brokers.get(tracked.account_id)
             if broker is not None and tracked.client_order_id in self._open:
                 self._apply(await broker.resolve(tracked.state.order), changes)
+        for amendment in await self._store.sent_amendments(list(self._accounts)):
+            broker = self._brokers.get(amendment.account_id)
+            if amendment.client_order_id not in self._open or broker is None:
+                changes.amendment_outcomes[amendment.amendment_id] = AmendmentOutcome(
+                    amendment.amendment_id, "refused", "order_finished: the order ended before the answer came")
+            else:  # asked for, never sent again
+                state = self._open[amendment.client_order_id].state
+                self._apply(await broker.resolve_amendment(amendment, state.order, state.exchange_order_id), changes)
         await self._commit(changes)
         self._loaded = True
         log.info("execution state loaded: %d accounts, %d open orders (%d were in flight), %d positions",
@@ -253,6 +270,48 @@ class ExecutionService:
             finally:
                 for span in spans:
                     span.end()
+
+    async def handle_amendments(self, amendments: Sequence[OrderAmendment]) -> None:
+        """Approved amendments from risk: each applied once, then answered on exec.orders.v1."""
+        async with self._batch():
+            fresh: dict[str, OrderAmendment] = {}
+            for amendment in amendments:
+                fresh.setdefault(amendment.amendment_id, amendment)
+            changes = Changes()
+            remote: list[OrderAmendment] = []
+            async with self._store.transaction() as tx:
+                known = await tx.known_amendments(list(fresh))
+                for amendment_id, amendment in fresh.items():
+                    if amendment_id in known:  # redelivered or replayed: applied once already
+                        continue
+                    changes.new_amendments.append(amendment)
+                    tracked = self._open.get(amendment.client_order_id)
+                    broker = self._brokers.get(amendment.account_id)
+                    if tracked is not None and (tracked.account_id != amendment.account_id or broker is None):
+                        self._apply([AmendNotApplied(amendment.client_order_id, amendment_id,
+                                                     f"invalid_order: the order is not of account {amendment.account_id}"
+                                                     " or has no broker", self._clock())], changes)
+                    elif tracked is None:
+                        status = await self._store.order_status(amendment.client_order_id) or "unknown to execution"
+                        self._apply([AmendNotApplied(amendment.client_order_id, amendment_id,
+                                                     f"order_finished: the order is {status}", self._clock())], changes)
+                    elif broker.in_process:
+                        self._apply(await self._amend(broker, amendment), changes)  # stored with its outcome
+                    else:
+                        remote.append(amendment)  # stored as sent before the broker is asked
+                await self._save(tx, changes)
+            self._after_commit(changes)
+            if remote:
+                changes = Changes()
+                for amendment in remote:
+                    self._apply(await self._amend(self._brokers[amendment.account_id], amendment), changes)
+                await self._commit(changes)
+
+    async def _amend(self, broker: Broker, amendment: OrderAmendment) -> list[BrokerUpdate]:
+        try:
+            return await broker.amend(amendment)
+        except AmendRefused as exc:
+            return [AmendNotApplied(amendment.client_order_id, amendment.amendment_id, str(exc), self._clock())]
 
     async def handle_trades(self, trades: Sequence[LoggedTrade]) -> None:
         """Trades of md.ticks.v1 in log order per partition: they fill paper orders."""
@@ -479,6 +538,8 @@ class ExecutionService:
             elif isinstance(update, OutcomeUnknown):
                 self._metrics.unknown_outcomes.inc()
                 log.warning("order %s stays in flight: %s", update.client_order_id, update.reason)
+            elif isinstance(update, (OrderAmended, AmendNotApplied)):
+                self._apply_amendment(update, changes)
 
     def _apply_status(self, update: OrderUpdate, changes: Changes) -> None:
         tracked = self._open.get(update.client_order_id)
@@ -491,6 +552,31 @@ class ExecutionService:
             self._refuse(str(exc))
             return
         tracked.state = state
+        self._record(tracked, update.ts_event, changes)
+
+    def _apply_amendment(self, update: OrderAmended | AmendNotApplied, changes: Changes) -> None:
+        """The broker's answer to an amendment: the order's transition (same status, next seq) with
+        reason ``amended`` or ``amend_refused: ...``, and the amendment's outcome stored."""
+        tracked = self._open.get(update.client_order_id)
+        applied = isinstance(update, OrderAmended)
+        reason = "amended" if applied else f"amend_refused: {update.reason}"
+        changes.amendment_outcomes[update.amendment_id] = AmendmentOutcome(
+            update.amendment_id, "applied" if applied else "refused", "" if applied else update.reason)
+        if tracked is None:  # ended meanwhile: the order's own transitions said how
+            log.info("amendment %s of %s: %s (the order is no longer open)", update.amendment_id,
+                     update.client_order_id, reason)
+            return
+        try:
+            if applied:
+                state = tracked.state.amended(update.order, exchange_order_id=update.exchange_order_id)
+            else:
+                state = tracked.state.amended(tracked.state.order, reason=reason)
+        except (IllegalTransition, ValueError) as exc:
+            self._refuse(f"amendment {update.amendment_id}: {exc}")
+            return
+        tracked.state = state
+        if not applied:
+            log.info("amendment %s of %s refused: %s", update.amendment_id, update.client_order_id, update.reason)
         self._record(tracked, update.ts_event, changes)
 
     def _apply_fill(self, update: FillUpdate, changes: Changes) -> None:
@@ -591,6 +677,8 @@ class ExecutionService:
                 metrics.rejections.labels(event.reason.split(":", 1)[0]).inc()
         for status, count in statuses.items():
             metrics.transitions.labels(status).inc(count)
+        for outcome in changes.amendment_outcomes.values():
+            metrics.amendments.labels(outcome.status).inc()
         now = self._clock()
         notional: dict[tuple[str, str], float] = {}
         for fill in changes.fills:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tradeflow.messages import Fill, Message, OrderEvent
+from tradeflow.messages import Fill, Message, OrderAmendment, OrderEvent
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.orders import OrderState
 from tradeflow_trading.positions import Balances, Position
@@ -62,6 +62,15 @@ class KillSwitchEvent:
     ts_event: int
 
 
+@dataclass(frozen=True, slots=True)
+class AmendmentOutcome:
+    """Where an amendment stands: ``sent`` (a live broker was asked, no answer yet), ``applied``, ``refused``."""
+
+    amendment_id: str
+    status: str
+    reason: str = ""
+
+
 @dataclass(slots=True)
 class Changes:
     """Everything one batch changed, written in one transaction."""
@@ -76,10 +85,12 @@ class Changes:
     balances: dict[str, Balances] = field(default_factory=dict)
     kill_switch_events: list[KillSwitchEvent] = field(default_factory=list)
     messages: list[OutboxMessage] = field(default_factory=list)
+    new_amendments: list[OrderAmendment] = field(default_factory=list)  # inserted as sent, before the outcomes
+    amendment_outcomes: dict[str, AmendmentOutcome] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.new_orders or self.orders or self.events or self.fills or self.positions or self.balances
-                    or self.kill_switch_events or self.messages)
+                    or self.kill_switch_events or self.messages or self.new_amendments or self.amendment_outcomes)
 
 
 @dataclass(slots=True)
@@ -102,6 +113,9 @@ class StoreTransaction(Protocol):
 
     async def position_fills(self, key: PositionKey) -> list[Fill]:
         """The stored fills of one position (to fold it again in fill order)."""
+
+    async def known_amendments(self, amendment_ids: Sequence[str]) -> set[str]:
+        """Which of these amendment ids are stored already (an amendment is applied at most once)."""
 
     async def save(self, changes: Changes) -> None:
         """Write ``changes``; raises (rolling the transaction back) when an order or a fill was
@@ -130,3 +144,6 @@ class ExecutionStore(Protocol):
 
     async def order_status(self, client_order_id: str) -> str | None:
         """The stored status of an order, None when unknown."""
+
+    async def sent_amendments(self, account_ids: Sequence[str]) -> list[OrderAmendment]:
+        """Amendments sent to a live broker whose answer never came (resolved at a load)."""

@@ -10,6 +10,10 @@
 - ``POST /v1/orders``: a manual order through the same gate: 201 approved with its client order
   id, 422 rejected with the reason. An ``Idempotency-Key`` header makes a retry get the same
   decision (and the same client order id); without one every request is a new order.
+- ``PATCH /v1/orders/{client_order_id}`` ``{"quantity"?, "limit_price"?, "reason"?}``: amend an
+  open order; the order as amended passes the same gate (200 approved with its ``amendment_id``,
+  published as OrderAmendment/1 on risk.orders.v1; 422 rejected with the reason and numbers;
+  404 unknown order; 409 finished order). ``Idempotency-Key`` as for POST (docs/adr/0018).
 
 Who changed something is the ``X-Tradeflow-Actor`` header (default ``api``). API keys on the
 mutating routes are the platform's (create_service_app), not this module's.
@@ -21,13 +25,20 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
-from fastapi import APIRouter, Header, HTTPException
+from fastapi import APIRouter, Header, HTTPException, Path
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from tradeflow.markets import ExchangeName, SymbolName
 
 from tradeflow_risk.domain.limits import RiskLimits
-from tradeflow_risk.service import Decision, RiskService, UnknownAccountError
+from tradeflow_risk.service import (
+    AmendmentDecision,
+    Decision,
+    OrderFinishedError,
+    OrderNotFoundError,
+    RiskService,
+    UnknownAccountError,
+)
 
 ACTOR_HEADER = "X-Tradeflow-Actor"
 MAX_KEY_LENGTH = 128
@@ -51,6 +62,34 @@ class ManualOrderIn(BaseModel):
     order_type: Literal["market", "limit"] = "market"
     quantity: Decimal = Field(max_digits=38)
     limit_price: Decimal | None = Field(default=None, max_digits=38)
+
+
+class AmendIn(BaseModel):
+    quantity: Decimal | None = Field(default=None, max_digits=38, description="the order's new quantity (base units)")
+    limit_price: Decimal | None = Field(default=None, max_digits=38, description="the order's new limit price")
+    reason: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> AmendIn:
+        if self.quantity is None and self.limit_price is None:
+            raise ValueError("quantity or limit_price: an amendment changes at least one of them")
+        for name in ("quantity", "limit_price"):
+            value = getattr(self, name)
+            if value is not None and not value.is_finite():
+                raise ValueError(f"{name} must be a finite decimal, got {value}")
+        return self
+
+
+def _amendment_json(decision: AmendmentDecision) -> JSONResponse:
+    if decision.amendment is not None:
+        return JSONResponse(status_code=200, content={
+            "status": "approved", "amendment_id": decision.amendment.amendment_id,
+            "client_order_id": decision.amendment.client_order_id, "replayed": decision.replayed,
+            "amendment": msgspec.to_builtins(decision.amendment)})
+    event = decision.event
+    return JSONResponse(status_code=422, content={"detail": {
+        "status": "rejected", "reason": event.reason, "message": event.message, "details": event.details,
+        "client_order_id": event.client_order_id, "replayed": decision.replayed}})
 
 
 def _not_found(exc: UnknownAccountError) -> HTTPException:
@@ -142,5 +181,22 @@ def create_risk_router(service: RiskService) -> APIRouter:
             account_id=body.account_id, exchange=body.exchange, symbol=body.symbol, side=body.side,
             order_type=body.order_type, quantity=body.quantity, limit_price=body.limit_price, request_id=idempotency_key)
         return _decision_json(decision)
+
+    @router.patch("/orders/{client_order_id}", responses={
+        404: {"description": "no such order"}, 409: {"description": "the order is finished"},
+        422: {"description": "rejected: reason, message, numbers"}})
+    async def amend_order(client_order_id: Annotated[str, Path(min_length=1, max_length=MAX_KEY_LENGTH)],
+                          body: AmendIn, idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_LENGTH)] = None) -> JSONResponse:
+        """Amend an open order's quantity and/or limit price, checked like a new order of that size and price."""
+        try:
+            decision = await service.amend_order(client_order_id=client_order_id, quantity=body.quantity,
+                                                 limit_price=body.limit_price, reason=body.reason,
+                                                 request_id=idempotency_key)
+        except OrderNotFoundError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        except OrderFinishedError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        return _amendment_json(decision)
 
     return router

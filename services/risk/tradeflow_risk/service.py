@@ -34,11 +34,22 @@ from typing import Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
-from tradeflow.messages import AccountStatus, Candle, Fill, Order, OrderEvent, RiskEvent, Signal, Tick
+from tradeflow.messages import (
+    AccountStatus,
+    Candle,
+    Fill,
+    Order,
+    OrderAmendment,
+    OrderEvent,
+    RiskEvent,
+    Signal,
+    Tick,
+)
 from tradeflow.telemetry import Telemetry
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.ids import client_order_id_for_signal
 from tradeflow_trading.money import ZERO
+from tradeflow_trading.orders import TERMINAL
 
 from tradeflow_risk.adapters.store import (
     LimitsVersion,
@@ -49,7 +60,7 @@ from tradeflow_risk.adapters.store import (
     stored_message,
 )
 from tradeflow_risk.domain import gate, reasons, requests, states
-from tradeflow_risk.domain.account import NS_PER_DAY, AccountBook
+from tradeflow_risk.domain.account import NS_PER_DAY, AccountBook, amended_order
 from tradeflow_risk.domain.limits import RiskLimits
 from tradeflow_risk.domain.market import MarketData
 from tradeflow_risk.domain.market_rules import UNKNOWN_MARKET, MarketRules
@@ -71,6 +82,29 @@ class UnknownAccountError(LookupError):
 class Topics:
     orders: str
     events: str
+
+
+class OrderNotFoundError(LookupError):
+    """An amendment names an order risk never approved."""
+
+
+class OrderFinishedError(Exception):
+    """An amendment names an order that is no longer open."""
+
+    def __init__(self, client_order_id: str, status: str) -> None:
+        super().__init__(f"order {client_order_id} is {status}: only open orders can be amended")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class AmendmentDecision:
+    """An amendment as published: the approved OrderAmendment, or the RiskEvent of the rejection."""
+
+    decision_id: str
+    account_id: str
+    amendment: OrderAmendment | None = None
+    event: RiskEvent | None = None
+    replayed: bool = False
 
 
 @dataclass(slots=True)
@@ -747,6 +781,92 @@ class RiskService:
             self._committed(uow)
             self._count([decision])
             return decision
+
+    async def amend_order(self, *, client_order_id: str, quantity: Decimal | None, limit_price: Decimal | None,
+                          reason: str, request_id: str | None) -> AmendmentDecision:
+        """PATCH /v1/orders/{id}: the open order as amended through the gate (gate.check_amendment);
+        approved, an OrderAmendment on risk.orders.v1 for execution. The request id (Idempotency-Key)
+        makes a retry get the stored decision. OrderNotFoundError / OrderFinishedError otherwise."""
+        request_id = request_id or uuid.uuid4().hex
+        decision_id = requests.amendment_decision_id(client_order_id, request_id)
+        account_id = next((a for a, b in self.books.items() if client_order_id in b.orders), None)
+        if account_id is None:
+            row = await self._store.order_row(client_order_id)
+            if row is None or row[0] not in self.books:
+                raise OrderNotFoundError(f"no order {client_order_id} approved by risk")
+            account_id = row[0]  # finished, or approved by another replica: the unit looks again
+        async with self._lock:
+            try:
+                async with self._store.unit_of_work([account_id]) as uow:
+                    await self._sync(uow, [account_id])
+                    book = self.books[account_id]
+                    prior, approved_before = await uow.amendment_lookup(decision_id, client_order_id)
+                    if prior is not None:
+                        message = stored_message(prior, OrderAmendment)
+                        topic = self._topics.orders if isinstance(message, OrderAmendment) else self._topics.events
+                        uow.publish(None, topic, account_id, message)
+                        self._replayed.inc()
+                        return AmendmentDecision(decision_id, account_id, replayed=True, **(
+                            {"amendment": message} if isinstance(message, OrderAmendment) else {"event": message}))
+                    tracked = book.orders.get(client_order_id)
+                    if tracked is None or tracked.terminal:
+                        status = tracked.status if tracked is not None else (
+                            (await self._store.order_row(client_order_id)) or ("", "finished"))[1]
+                        raise OrderFinishedError(client_order_id, status if status in TERMINAL else "finished")
+                    ts_event = self._now()
+                    with self._tracer.start_as_current_span("risk amend order", attributes={
+                            "tradeflow.account_id": account_id, "tradeflow.client_order_id": client_order_id}) as span:
+                        result = requests.amendment(tracked, decision_id, quantity, limit_price, ts_event)
+                        if isinstance(result, requests.OrderRequest):
+                            result = gate.check_amendment(result, book, self._gate_context(result))
+                        if isinstance(result, requests.OrderRequest) and result.quantity is not None \
+                                and result.quantity <= max(tracked.filled_quantity, tracked.applied_quantity):
+                            result = Rejection.of(reasons.INVALID_QUANTITY, f"quantity {text(result.quantity)} (cut "
+                                                  "to the market's step) does not exceed what is filled",
+                                                  quantity=result.quantity, filled=tracked.filled_quantity)
+                        decision = self._record_amendment(uow, decision_id, book, tracked, result, quantity,
+                                                          limit_price, reason, approved_before + 1, ts_event, span)
+                        span.set_attribute("tradeflow.risk.decision",
+                                           "approved" if decision.amendment is not None else "rejected")
+            except OrderFinishedError:
+                raise  # refused before anything changed
+            except BaseException:
+                self._invalidate([account_id])
+                raise
+            self._committed(uow)
+            outcome = "approved" if decision.amendment is not None else "rejected"
+            self._decisions.labels("amendment", outcome, decision.event.reason if decision.event else "").inc()
+            return decision
+
+    def _record_amendment(self, uow: UnitOfWork, decision_id: str, book: AccountBook, tracked, result,
+                          quantity: Decimal | None, limit_price: Decimal | None, reason: str, number: int,
+                          ts_event: int, span) -> AmendmentDecision:
+        account_id, cid = book.account_id, tracked.order.client_order_id
+        if isinstance(result, Rejection):
+            event = RiskEvent(event_id=f"rejection:{decision_id}", account_id=account_id, kind="rejection",
+                              reason=result.reason, message=f"amendment of {cid} refused: {result.message}",
+                              severity="warning", state=book.state, client_order_id=cid, details=result.details,
+                              ts_event=ts_event)
+            uow.add_amendment(decision_id, account_id, cid, event, result.reason, ts_event)
+            uow.publish(trace.set_span_in_context(span), self._topics.events, account_id, event)
+            return AmendmentDecision(decision_id, account_id, event=event)
+        amendment = OrderAmendment(
+            amendment_id=requests.amendment_id(cid, number), client_order_id=cid, account_id=account_id,
+            exchange=tracked.order.exchange, symbol=tracked.order.symbol,
+            quantity=result.quantity if quantity is not None else None,
+            limit_price=limit_price, reason=reason, ts_event=ts_event)
+        uow.add_amendment(decision_id, account_id, cid, amendment, "", ts_event)
+        uow.publish(trace.set_span_in_context(span), self._topics.orders, account_id, amendment)
+        # Counted at once when it grows the order (never less exposure than may be at the exchange);
+        # a smaller size waits for execution's ``amended`` event.
+        mark = self.market.mark(book.exchange, tracked.order.symbol)
+        before, notional_before = tracked.order, tracked.open_notional(mark)
+        tracked.order = amended_order(before, amendment.quantity, amendment.limit_price)
+        if tracked.open_notional(mark) < notional_before:
+            tracked.order = before
+        uow.order_progress(tracked)
+        uow.save_control(account_id, book.control, book.clock)
+        return AmendmentDecision(decision_id, account_id, amendment=amendment)
 
     def _manual_request(self, book: AccountBook | None, account_id: str, request_id: str, exchange: str, symbol: str,
                         side: str, order_type: str, quantity: Decimal, limit_price: Decimal | None,

@@ -378,16 +378,20 @@ def decode_records(
             elif name == HEADER_TRACEPARENT and header:
                 traceparent = header
                 traceparents.add(header)
+        decode_this = decode_value
         if schema is not None and schema != expected_schema:
-            reason = (
-                f"schema_mismatch: {topic} carries {expected_schema.decode()}, "
-                f"the message says {schema.decode('utf-8', 'replace')}"
-            )
-            dead_letter_acks.append(dead_letters.send(raw, reason))
-            continue
+            other = spec.type_for(schema) if spec.other_types else None
+            if other is None:
+                reason = (
+                    f"schema_mismatch: {topic} carries {expected_schema.decode()}, "
+                    f"the message says {schema.decode('utf-8', 'replace')}"
+                )
+                dead_letter_acks.append(dead_letters.send(raw, reason))
+                continue
+            decode_this = decoder_for(other).decode
         raw_value = raw.value
         try:
-            value = decode_value(raw_value if raw_value is not None else b"")
+            value = decode_this(raw_value if raw_value is not None else b"")
         except msgspec.DecodeError as exc:  # ValidationError included
             dead_letter_acks.append(dead_letters.send(raw, f"undecodable: {exc}"))
             continue

@@ -105,11 +105,9 @@ class TopicReader:
         if not topics:
             raise ValueError("a reader needs at least one topic")
         self._settings = settings
-        self._types = {
-            (t.name if isinstance(t, TopicSpec) else t): (t.value_type if isinstance(t, TopicSpec) else None)
-            for t in topics
-        }
-        self.topics = list(self._types)
+        self._specs = {(t.name if isinstance(t, TopicSpec) else t): (t if isinstance(t, TopicSpec) else None)
+                       for t in topics}
+        self.topics = list(self._specs)
         self._start = start
         self._client_id = client_id
         self._fetch_max_wait_ms = fetch_max_wait_ms
@@ -317,8 +315,8 @@ class TopicReader:
             await consumer.seek_to_end(*to_end)
 
     def _decode_into(self, topic: str, raws, records: list[Record]) -> None:
-        value_type = self._types[topic]
-        decode = decoder_for(value_type).decode if value_type is not None else None
+        spec = self._specs[topic]
+        decode = decoder_for(spec.value_type).decode if spec is not None else None
         for raw in raws:
             raw_key, raw_value = raw.key, raw.value
             record = Record(topic, raw.partition, raw.offset,
@@ -326,7 +324,8 @@ class TopicReader:
                             raw_value, tuple(raw.headers), raw.timestamp, raw_key, raw_value)
             if decode is not None and raw_value is not None:
                 try:
-                    record = msgspec.structs.replace(record, value=decode(raw_value))
+                    this = decode if not spec.other_types else decoder_for(spec.value_type_of(raw.headers)).decode
+                    record = msgspec.structs.replace(record, value=this(raw_value))
                 except msgspec.DecodeError as exc:
                     if self._on_undecodable is not None:
                         self._on_undecodable(record, exc)

@@ -107,8 +107,8 @@ class MemoryBroker:
 
     def values(self, spec: TopicSpec) -> list[Any]:
         """The decoded values of ``spec``'s topic (tombstones left out)."""
-        decode = decoder_for(spec.value_type).decode
-        return [decode(r.value) for r in self.records(spec.name) if r.value is not None]
+        return [decoder_for(spec.value_type_of(r.headers)).decode(r.value) for r in self.records(spec.name)
+                if r.value is not None]
 
     def fail_sends(self, topic: str, error: BaseException | None) -> None:
         """Sends to ``topic`` fail with ``error`` from now on (None: they succeed again)."""
@@ -424,12 +424,12 @@ class MemoryReader:
         if isinstance(topics, TopicSpec | str):
             topics = [topics]
         self._broker = broker
-        self._types = {(t.name if isinstance(t, TopicSpec) else t): (t.value_type if isinstance(t, TopicSpec) else None)
+        self._specs = {(t.name if isinstance(t, TopicSpec) else t): (t if isinstance(t, TopicSpec) else None)
                        for t in topics}
         for t in topics:
             if isinstance(t, TopicSpec):
                 broker.ensure(t)
-        self.topics = list(self._types)
+        self.topics = list(self._specs)
         self._start = start
         self._group_id = group_id
         self._on_undecodable = on_undecodable
@@ -474,10 +474,10 @@ class MemoryReader:
         for raw in raws:
             key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
             value: Any = raw.value
-            value_type = self._types[raw.topic]
-            if value_type is not None and raw.value is not None:
+            spec = self._specs[raw.topic]
+            if spec is not None and raw.value is not None:
                 try:
-                    value = decoder_for(value_type).decode(raw.value)
+                    value = decoder_for(spec.value_type_of(raw.headers)).decode(raw.value)
                 except Exception as exc:  # noqa: BLE001 - skipped, like the Kafka reader
                     if self._on_undecodable is not None:
                         self._on_undecodable(Record(raw.topic, raw.partition, raw.offset, key, raw.value, raw.headers,

@@ -31,13 +31,13 @@ class Tables:
     balances: dict = field(default_factory=dict)
     kill_switch_events: list = field(default_factory=list)
     outbox: list = field(default_factory=list)
-
+    amendments: dict = field(default_factory=dict)  # amendment id -> (OrderAmendment, status, reason)
 
     def copy(self) -> Tables:
         """Rows are immutable values except orders (copied); containers are new."""
         return Tables(dict(self.accounts), {cid: _copy(t) for cid, t in self.orders.items()}, list(self.transitions),
                       list(self.fills), dict(self.positions), dict(self.fold_marks), dict(self.balances),
-                      list(self.kill_switch_events), list(self.outbox))
+                      list(self.kill_switch_events), list(self.outbox), dict(self.amendments))
 
 
 def _copy(tracked: TrackedOrder) -> TrackedOrder:
@@ -57,6 +57,9 @@ class MemoryTransaction:
 
     async def position_fills(self, key):
         return [f for f in self.tables.fills if (f.account_id, f.exchange, f.symbol) == key]
+
+    async def known_amendments(self, amendment_ids: Sequence[str]) -> set[str]:
+        return {a for a in amendment_ids if a in self.tables.amendments}
 
     async def new_kill_switch_events(self, events: Sequence[KillSwitchEvent]) -> set[str]:
         known = {e.event_id for e in self.tables.kill_switch_events}
@@ -81,6 +84,12 @@ class MemoryTransaction:
         known_events = {e.event_id for e in t.kill_switch_events}
         t.kill_switch_events.extend(e for e in changes.kill_switch_events if e.event_id not in known_events)
         t.outbox.extend(changes.messages)
+        for amendment in changes.new_amendments:
+            if amendment.amendment_id in t.amendments:
+                raise StoreFailure("an amendment stored twice")
+            t.amendments[amendment.amendment_id] = (amendment, "sent", "")
+        for outcome in changes.amendment_outcomes.values():
+            t.amendments[outcome.amendment_id] = (t.amendments[outcome.amendment_id][0], outcome.status, outcome.reason)
 
 
 class MemoryStore:
@@ -141,6 +150,10 @@ class MemoryStore:
     async def order_status(self, client_order_id: str) -> str | None:
         tracked = self.tables.orders.get(client_order_id)
         return None if tracked is None else tracked.state.status
+
+
+    async def sent_amendments(self, account_ids):
+        return [a for a, status, _ in self.tables.amendments.values() if status == "sent" and a.account_id in account_ids]
 
 
 class LogHistory:

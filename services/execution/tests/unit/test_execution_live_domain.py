@@ -3,10 +3,13 @@ transitions in an order the state table takes, slippage in basis points."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal as D
 
+import ccxt
 import pytest
 from tradeflow.messages import Fill, Order
+from tradeflow_execution.adapters.live_broker import _cancel_replace_failure
 from tradeflow_execution.domain.broker import FillUpdate, OrderUpdate
 from tradeflow_execution.domain.live import (
     ExchangeOrder,
@@ -98,3 +101,21 @@ def test_slippage_is_positive_when_worse_for_the_order():
     assert order_slippage("buy", D("99.8"), D("100"), D("99.9")) == {
         "decision_price": "100", "mid_at_submission": "99.9", "vs_decision_bps": "-20.00", "vs_mid_bps": "-10.01"}
     assert order_slippage("buy", None, D("100"), None)["vs_decision_bps"] is None
+
+
+def test_binance_cancel_replace_failures_say_whether_the_order_was_kept_or_canceled():
+    kept = {"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+        "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+        "cancelResponse": {"code": -2011, "msg": "Order was not canceled due to cancel restrictions."},
+        "newOrderResponse": None}}
+    canceled = {"code": -2021, "msg": "Order cancel-replace partially failed.", "data": {
+        "cancelResult": "SUCCESS", "newOrderResult": "FAILURE", "cancelResponse": {"orderId": 1, "status": "CANCELED"},
+        "newOrderResponse": {"code": -2010, "msg": "Account has insufficient balance for requested action."}}}
+    # ccxt raises with "<exchange id> <body>" as the message.
+    assert _cancel_replace_failure(ccxt.BadResponse("binance " + json.dumps(kept))) == (
+        "refused", "-2011 Order was not canceled due to cancel restrictions.")
+    assert _cancel_replace_failure(ccxt.InvalidOrder("binance " + json.dumps(canceled))) == (
+        "canceled", "-2010 Account has insufficient balance for requested action.")
+    assert _cancel_replace_failure(ccxt.InvalidOrder('binance {"code":-1013,"msg":"Filter failure: LOT_SIZE"}')) is None
+    assert _cancel_replace_failure(ccxt.RequestTimeout("binance POST http://127.0.0.1/api/v3/order/cancelReplace")) \
+        is None

@@ -15,7 +15,7 @@ import asyncio
 from decimal import Decimal as D
 
 import pytest
-from tradeflow.messages import Fill, Order, OrderEvent, Tick
+from tradeflow.messages import Fill, Order, OrderAmendment, OrderEvent, Tick
 from tradeflow.testing import MemoryBus, TestClock
 from tradeflow.topics import market_key
 from tradeflow_db import Database
@@ -39,7 +39,7 @@ def settings() -> ExecutionSettings:
 
 
 def unopened_database(config: ExecutionSettings) -> Database:
-    return config.service_database("execution", required_revision="execution_0001", default_pool_size=4)
+    return config.service_database("execution", required_revision="execution_0002", default_pool_size=4)
 
 
 def test_build_wires_the_service_on_the_given_bus_without_starting_anything():
@@ -119,3 +119,62 @@ async def test_an_order_on_the_memory_bus_is_filled_by_the_next_trade_at_the_clo
     assert store.tables.orders["o1"].state.status == "filled"
     assert history.reads == 0  # both trades were consumed live: nothing read back
     assert paper.mark("sim", "BTC/USDT") == D("101")
+
+
+async def test_an_amendment_on_the_memory_bus_changes_a_resting_paper_order_once():
+    clock = TestClock(start_ns=T0 + 3600 * S)
+    bus = MemoryBus(clock=clock)
+    config = settings()
+    store, history = MemoryStore(), LogHistory()
+    producer = bus.producer()
+    service, _paper, consumer = create_pipeline(
+        config, bus, bus.dead_letters(producer), store=store, history=history, live={},
+        metrics=ExecutionMetrics(bus.telemetry), clock=clock)
+    specs = topic_specs(config)
+    for spec in specs.values():
+        bus.broker.ensure(spec)
+    await producer.start()
+    await service.start()
+    await consumer.start()
+    key = market_key("sim", "BTC/USDT")
+    amendment = OrderAmendment(amendment_id="lim1:1", client_order_id="lim1", account_id="paper-1", exchange="sim",
+                               symbol="BTC/USDT", quantity=D("0.3"), limit_price=D("100.5"), ts_event=T0 + 2 * S)
+    try:
+        async with asyncio.timeout(20):
+            feed = bus.producer()
+            await feed.start()
+            feed.send(specs["ticks"], key, Tick(exchange="sim", symbol="BTC/USDT", trade_id="t0", price=101.0,
+                                               amount=10.0, side="buy", ts_event=T0, ts_recv=T0))
+            feed.send(specs["orders"], "paper-1", Order(
+                client_order_id="lim1", account_id="paper-1", exchange="sim", symbol="BTC/USDT", side="buy",
+                order_type="limit", quantity=D("0.5"), limit_price=D("99"), ts_event=T0 + S))
+            await bus.settle()
+            # Risk's amendment, then the same one redelivered: applied once.
+            feed.send(specs["orders"], "paper-1", amendment)
+            feed.send(specs["orders"], "paper-1", amendment)
+            await bus.settle()
+            # A trade below the new limit (above the old one) fills the new quantity.
+            feed.send(specs["ticks"], key, Tick(exchange="sim", symbol="BTC/USDT", trade_id="t1", price=100.4,
+                                               amount=10.0, side="sell", ts_event=T0 + 3 * S, ts_recv=T0 + 3 * S))
+            await bus.settle()
+            # An amendment of the filled order changes nothing and says so in the store.
+            feed.send(specs["orders"], "paper-1", OrderAmendment(
+                amendment_id="lim1:2", client_order_id="lim1", account_id="paper-1", exchange="sim",
+                symbol="BTC/USDT", quantity=D("0.4"), ts_event=T0 + 4 * S))
+            await bus.settle()
+    finally:
+        await consumer.stop()
+        await service.stop()
+        await producer.stop()
+
+    events = [m.message for m in store.tables.outbox if isinstance(m.message, OrderEvent)]
+    assert [(e.seq, e.status, e.reason, e.quantity, e.limit_price) for e in events] == [
+        (1, "submitted", "", D("0.5"), D("99")), (2, "accepted", "", D("0.5"), D("99")),
+        (3, "accepted", "amended", D("0.3"), D("100.5")), (4, "filled", "amended", D("0.3"), D("100.5"))]
+    (fill,) = [m.message for m in store.tables.outbox if isinstance(m.message, Fill)]
+    assert (fill.quantity, fill.price) == (D("0.3"), D("100.5"))
+    stored = store.tables.orders["lim1"].state
+    assert (stored.order.quantity, stored.order.limit_price, stored.filled_quantity) == (D("0.3"), D("100.5"), D("0.3"))
+    assert {a: (status, reason) for a, (_, status, reason) in store.tables.amendments.items()} == {
+        "lim1:1": ("applied", ""), "lim1:2": ("refused", "order_finished: the order is filled")}
+    assert bus.broker.records(specs["orders"].dlq) == []  # the amendments decoded as OrderAmendment/1

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import Any, Protocol
 
 import msgspec
 from tradeflow.clock import SYSTEM_CLOCK, Clock
-from tradeflow.messages import Fill, Order
+from tradeflow.messages import Fill, Order, OrderAmendment
 from tradeflow_exchanges.circuit_breaker import CircuitBreaker
 from tradeflow_exchanges.reconnect_budget import ReconnectBudget
 from tradeflow_exchanges.request_hold import RequestHold, retry_after_seconds
@@ -46,12 +47,14 @@ from tradeflow_trading.positions import Balances
 
 from tradeflow_execution.adapters.account_trades import ExchangeCalls, account_trades
 from tradeflow_execution.domain.broker import (
+    AmendNotApplied,
     AmendRefused,
     BrokerSnapshot,
     BrokerState,
     BrokerUpdate,
     FillUpdate,
     OpenOrder,
+    OrderAmended,
     OrderUpdate,
     OutcomeUnknown,
 )
@@ -127,6 +130,17 @@ class InFlight:
 
 
 @dataclass(slots=True)
+class PendingAmend:
+    """An amendment whose answer never came: resolved by asking the exchange, never sent again."""
+
+    amendment: OrderAmendment
+    order: Order  # the order as amended
+    old_exchange_order_id: str
+    since: float  # monotonic seconds
+    misses: int = 0
+
+
+@dataclass(slots=True)
 class Fetched:
     """One round's view of the exchange."""
 
@@ -165,6 +179,7 @@ class LiveBroker:
         self._mids: dict[str, Decimal] = {}
         self._offsets: dict[str, Decimal] = {}  # adopted orders: executed before their adoption
         self._pending_cancels: dict[str, str] = {}  # in-flight orders to cancel once found (their reason)
+        self._pending_amends: dict[str, PendingAmend] = {}  # amendments with an unknown outcome, by client order id
         self._history_before: dict[str, int] = {}  # adopted orders: their trades before this (ms) are history
         self._exchange_ids: dict[str, str] = {}  # exchange order id -> client order id
         self._need_full = True
@@ -322,9 +337,120 @@ class LiveBroker:
                    if isinstance(u, OrderUpdate) and u.status == "canceled" else u for u in updates]
         return self._emit(order, updates)
 
-    async def amend(self, client_order_id: str, *, quantity: Decimal | None = None,
-                    limit_price: Decimal | None = None) -> Order:
-        raise AmendRefused("amending live orders is not supported: cancel and place a new order")
+    async def amend(self, amendment: OrderAmendment) -> list[BrokerUpdate]:
+        """Amend through ccxt's ``edit_order`` where the exchange has it (``has["editOrder"]``).
+
+        The client order id stays the order's identity: the edit is sent with it as the (new)
+        client order id; Binance spot answers with a replacement order (``cancelReplace``: a new
+        exchange order id, tracked from then on). Only an order with nothing filled is amended, and
+        on Binance with ``cancelRestrictions=ONLY_NEW``: a fill that races the amendment makes the
+        exchange refuse the cancel (the order keeps its size: it can never be overfilled), and the
+        replacement is the whole amended quantity. An answer that never comes leaves the amendment
+        pending until the exchange is asked (:meth:`_check_amends`)."""
+        import ccxt
+
+        cid = amendment.client_order_id
+        tracked = self._host.live_orders(self.account_id).get(cid) if self._host else None
+        if tracked is None:
+            raise AmendRefused(f"order_finished: order {cid} is not open")
+        state = tracked.state
+        if not self._exchange.has.get("editOrder"):
+            raise AmendRefused(f"amend_not_supported: {self._account.exchange} has no order editing in ccxt "
+                               "(has['editOrder'] is false): cancel the order and place a new one")
+        if state.status == "submitted" or cid in self._in_flight:
+            raise AmendRefused("order_in_flight: the exchange has not confirmed the order yet")
+        if cid in self._pending_amends:
+            raise AmendRefused("amend_in_flight: the outcome of an earlier amendment is not known yet")
+        if state.filled_quantity > 0:
+            raise AmendRefused(f"partially_filled: {state.filled_quantity} of the order is filled; a live order is "
+                               "amended only before its first fill (cancel the rest and place a new order)")
+        if not self.ready:
+            raise AmendRefused(f"account_not_ready: {self.account_id} has not been reconciled ({self.last_error})")
+        order = state.order
+        changes: dict[str, Any] = {}
+        if amendment.quantity is not None:
+            changes["quantity"] = amendment.quantity
+        if amendment.limit_price is not None:
+            if order.order_type != "limit":
+                raise AmendRefused(f"invalid_order: order {cid} is a market order; it has no limit price")
+            changes["limit_price"] = amendment.limit_price
+        new = msgspec.structs.replace(order, **changes)
+        problem = await self._precision_problem(new)
+        if problem is not None:
+            raise AmendRefused(problem)
+        params: dict[str, Any] = {"newClientOrderId": cid}
+        if self._exchange.id == "binance":
+            params["cancelRestrictions"] = "ONLY_NEW"  # refused by the exchange once anything filled
+        price = str(new.limit_price) if new.limit_price is not None else None
+        old_eid = state.exchange_order_id
+        try:
+            raw = await self._call(self._exchange.edit_order, old_eid, order.symbol, order.order_type, order.side,
+                                   str(new.quantity - state.filled_quantity), price, params)
+        except ExchangeUnavailable as exc:  # never sent
+            raise AmendRefused(f"{exc.reason}: {exc}") from None
+        except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:  # answered: not done
+            return self._amend_failed(amendment, "refused", f"{RATE_LIMITED}: {_short(exc)}")
+        except (ccxt.NetworkError, ccxt.BadResponse) as exc:
+            refused = _cancel_replace_failure(exc)
+            if refused is None and not isinstance(exc, ccxt.RequestTimeout) and isinstance(exc, ccxt.BadResponse):
+                refused = ("refused", _short(exc))
+            if refused is None:  # a timeout or a dropped connection: ask, never send again
+                self._metrics.exchange_errors.labels(self.account_id, "unknown_outcome").inc()
+                self._pending_amends[cid] = PendingAmend(amendment, new, old_eid, self._clock.monotonic())
+                return [OutcomeUnknown(cid, f"amend {amendment.amendment_id}: {type(exc).__name__}: {_short(exc)}")]
+            return self._amend_failed(amendment, *refused)
+        except ccxt.ExchangeError as exc:
+            refused = _cancel_replace_failure(exc) or ("refused", f"{exchange_reason(type(exc).__name__, str(exc))}: "
+                                                                  f"{_short(exc)}")
+            return self._amend_failed(amendment, *refused)
+        except Exception as exc:  # noqa: BLE001 - whatever else happened, the exchange is asked
+            self._pending_amends[cid] = PendingAmend(amendment, new, old_eid, self._clock.monotonic())
+            return [OutcomeUnknown(cid, f"amend {amendment.amendment_id}: {type(exc).__name__}: {_short(exc)}")]
+        try:
+            theirs = self._exchange_order(raw, cid)
+        except Malformed as exc:
+            self._malformed(f"amend answer of {cid}", exc)
+            self._pending_amends[cid] = PendingAmend(amendment, new, old_eid, self._clock.monotonic())
+            return [OutcomeUnknown(cid, f"unreadable amend answer: {exc}")]
+        return await self._amended(amendment, new, theirs)
+
+    async def _amended(self, amendment: OrderAmendment, new: Order, theirs: ExchangeOrder) -> list[BrokerUpdate]:
+        """The replacement the exchange reports: the amendment applied, and whatever it did since."""
+        cid = amendment.client_order_id
+        self._exchange_ids[theirs.exchange_order_id] = cid
+        updates: list[BrokerUpdate] = [OrderAmended(cid, amendment.amendment_id, new, theirs.ts_event,
+                                                    exchange_order_id=theirs.exchange_order_id)]
+        fills = await self._order_fills(new, theirs) if theirs.executed > 0 else []
+        updates += order_updates("accepted", Decimal(0), theirs, [f for f in fills if f.fill_id not in self._seen_fills])
+        return self._emit(new, updates)
+
+    def _amend_failed(self, amendment: OrderAmendment, outcome: str, detail: str) -> list[BrokerUpdate]:
+        """The exchange kept the order (``refused``: a fill may have won the race, the next round
+        finds it), or canceled it and refused the replacement (``canceled``: the order ends so)."""
+        cid = amendment.client_order_id
+        self._metrics.exchange_errors.labels(self.account_id, "amend_refused").inc()
+        if self._wake is not None:
+            self._wake.set()  # a fill that raced the amendment is looked for at once
+        now = self._clock.now_ns()
+        if outcome == "canceled":
+            return [AmendNotApplied(cid, amendment.amendment_id, f"replacement_refused: {detail}", now),
+                    OrderUpdate(cid, "canceled", now, reason=f"canceled at the exchange by the amendment, whose "
+                                                             f"replacement was refused: {detail}")]
+        return [AmendNotApplied(cid, amendment.amendment_id, f"exchange_refused: {detail}", now)]
+
+    async def resolve_amendment(self, amendment: OrderAmendment, order: Order,
+                                exchange_order_id: str) -> list[BrokerUpdate]:
+        """At a (re)load: an amendment stored as sent is asked for by the amend check, never sent again."""
+        changes: dict[str, Any] = {}
+        if amendment.quantity is not None:
+            changes["quantity"] = amendment.quantity
+        if amendment.limit_price is not None:
+            changes["limit_price"] = amendment.limit_price
+        self._pending_amends[amendment.client_order_id] = PendingAmend(
+            amendment, msgspec.structs.replace(order, **changes), exchange_order_id,
+            self._clock.monotonic() - self._timings.in_flight_threshold_s)
+        self._need_full = True
+        return []
 
     async def resolve(self, order: Order) -> list[BrokerUpdate]:
         """At a (re)load: the order is asked for by the in-flight check, never sent again."""
@@ -575,6 +701,7 @@ class LiveBroker:
                 if self._clock.monotonic() - last_in_flight >= timings.in_flight_interval_s:
                     last_in_flight = self._clock.monotonic()
                     await self._check_in_flight()
+                    await self._check_amends()
                     await self._cancel_pending()
                     await self._expire_orders()
             except asyncio.CancelledError:
@@ -825,7 +952,7 @@ class LiveBroker:
             updates += self._emit(order, order_updates("submitted", Decimal(0), theirs, fills))
         for cid, tracked in open_now.items():
             theirs = fetched.open_orders.get(cid, (None, None))[0] or fetched.ended.get(cid)
-            if theirs is None:
+            if theirs is None or cid in self._pending_amends:  # an amendment's outcome is settled first
                 continue
             order = tracked.state.order
             if cid in self._offsets:  # adopted after part of it executed
@@ -925,6 +1052,56 @@ class LiveBroker:
 
             await host.apply_from_broker(self.account_id, compute)
 
+    async def _check_amends(self) -> None:
+        """Amendments without an answer: the exchange is asked which order it has under the client
+        order id (the replacement, or the old one as it stands); only its answer settles them."""
+        import ccxt
+
+        host = self._host
+        for cid, pending in list(self._pending_amends.items()):
+            tracked = host.live_orders(self.account_id).get(cid)
+            if tracked is None:
+                self._pending_amends.pop(cid, None)
+                await host.apply_from_broker(self.account_id, lambda _open, p=pending: [AmendNotApplied(
+                    p.amendment.client_order_id, p.amendment.amendment_id,
+                    "order_finished: the order ended before the amendment was resolved", self._clock.now_ns())])
+                continue
+            if self._clock.monotonic() - pending.since < self._timings.in_flight_threshold_s:
+                continue
+            symbol = pending.order.symbol
+            try:
+                replacement = next((theirs for theirs, _raw in (await self._fetch_open()).values()
+                                    if theirs.client_order_id == cid
+                                    and theirs.exchange_order_id != pending.old_exchange_order_id), None)
+                if replacement is None:
+                    old = self._exchange_order(await self._call(
+                        self._exchange.fetch_order, pending.old_exchange_order_id, symbol, {}), cid)
+                    if old.status in ("CANCELED", "EXPIRED"):  # replaced (and maybe filled at once), or not
+                        latest = self._exchange_order(await self._call(
+                            self._exchange.fetch_order, None, symbol, {"clientOrderId": cid}), cid)
+                        if latest.exchange_order_id != pending.old_exchange_order_id:
+                            replacement = latest
+            except (ccxt.OrderNotFound, Malformed) as exc:
+                log.info("amendment of %s not resolved now: %s", cid, _short(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - no answer: still pending
+                log.info("amendment of %s not resolved now: %s", cid, _short(exc))
+                continue
+            if replacement is not None:
+                self._pending_amends.pop(cid, None)
+                updates = await self._amended(pending.amendment, pending.order, replacement)
+            elif old.status in ("NEW", "PARTIALLY_FILLED") and pending.misses + 1 < self._timings.in_flight_retries:
+                pending.misses += 1  # the request may still be on its way: asked again next time
+                continue
+            else:
+                self._pending_amends.pop(cid, None)
+                self._wake.set()  # the old order's end (filled, canceled) is the next round's to apply
+                updates = [AmendNotApplied(cid, pending.amendment.amendment_id,
+                                           f"amend_not_applied: the exchange has the order unchanged ({old.status})",
+                                           self._clock.now_ns())]
+            self._metrics.in_flight_resolved.labels(self.account_id, "amendment").inc()
+            await host.apply_from_broker(self.account_id, lambda now_open, u=updates, c=cid: u if c in now_open else [])
+
     async def _cancel_pending(self) -> None:
         """Cancels asked for while their order was in flight (a kill switch, an operator), now that
         the exchange has answered for the order; the end is what the exchange says."""
@@ -952,6 +1129,27 @@ class LiveBroker:
             updates = [OrderUpdate(u.client_order_id, "expired", u.ts_event, reason="time_in_force: expired by execution")
                        if isinstance(u, OrderUpdate) and u.status == "canceled" else u for u in updates]
             await host.apply_from_broker(self.account_id, lambda now_open, u=updates, c=cid: u if c in now_open else [])
+
+
+def _cancel_replace_failure(exc: Exception) -> tuple[str, str] | None:
+    """Binance's cancelReplace failure body (-2021 / -2022, in the ccxt error's message): whether the
+    exchange kept the order (``refused``) or canceled it and refused the replacement (``canceled``),
+    with its words; None when the error is not such a body."""
+    text = str(exc)
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        body = json.loads(text[start:])
+    except ValueError:
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or "cancelResult" not in data:
+        return None
+    cancel, new = data.get("cancelResponse") or {}, data.get("newOrderResponse") or {}
+    if data.get("cancelResult") == "SUCCESS" and data.get("newOrderResult") != "SUCCESS":
+        return "canceled", f"{new.get('code')} {new.get('msg')}"
+    return "refused", f"{cancel.get('code')} {cancel.get('msg')}"
 
 
 _UNIFIED_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED",

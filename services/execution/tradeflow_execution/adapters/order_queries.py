@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 from tradeflow.messages import Fill, OrderEvent
 from tradeflow_db import Database
@@ -19,10 +20,20 @@ MAX_ROWS = 1000
 
 
 @dataclass(frozen=True, slots=True)
+class AmendmentRow:
+    amendment_id: str
+    quantity: Decimal | None
+    limit_price: Decimal | None
+    status: str  # sent, applied, refused
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class OrderDetail:
     order: TrackedOrder
     transitions: list[OrderEvent]
     fills: list[Fill]
+    amendments: list[AmendmentRow] = field(default_factory=list)
 
 
 class OrderQueries:
@@ -65,7 +76,10 @@ class OrderQueries:
             fills = [fill_from_row(r) for r in await (await conn.execute(
                 f"SELECT {FILL_COLUMNS} FROM execution_fills WHERE client_order_id = %s ORDER BY applied",
                 (client_order_id,))).fetchall()]
-        return OrderDetail(tracked, transitions, fills)
+            amendments = [AmendmentRow(*r) for r in await (await conn.execute(
+                "SELECT amendment_id, quantity, limit_price, status, reason FROM execution_amendments "
+                "WHERE client_order_id = %s ORDER BY received_ns, amendment_id", (client_order_id,))).fetchall()]
+        return OrderDetail(tracked, transitions, fills, amendments)
 
     async def fills(self, *, account_id: str | None = None, since_ns: int | None = None,
                     limit: int = 100) -> list[Fill]:

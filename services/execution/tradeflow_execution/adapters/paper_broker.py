@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from tradeflow.messages import Order, Tick
+from tradeflow.messages import Order, OrderAmendment, Tick
 from tradeflow_trading.accounts import AccountConfig
 from tradeflow_trading.matching import MatchProgress
 from tradeflow_trading.money import to_decimal
@@ -25,6 +25,7 @@ from tradeflow_execution.domain.broker import (
     BrokerState,
     BrokerUpdate,
     OpenOrder,
+    OrderAmended,
     OrderUpdate,
 )
 from tradeflow_execution.domain.markets import Markets
@@ -99,11 +100,16 @@ class PaperBroker:
         self._market.exchange.cancel(client_order_id)
         return [OrderUpdate(client_order_id, "canceled", self._clock(), reason=reason)]
 
-    async def amend(self, client_order_id: str, *, quantity: Decimal | None = None,
-                    limit_price: Decimal | None = None) -> Order:
-        if quantity is None and limit_price is None:
+    async def amend(self, amendment: OrderAmendment) -> list[BrokerUpdate]:
+        if amendment.quantity is None and amendment.limit_price is None:
             raise AmendRefused("an amendment changes the quantity, the limit price or both")
-        return self._market.exchange.amend(client_order_id, quantity=quantity, limit_price=limit_price)
+        order = self._market.exchange.amend(amendment.client_order_id, quantity=amendment.quantity,
+                                            limit_price=amendment.limit_price)
+        return [OrderAmended(amendment.client_order_id, amendment.amendment_id, order, self._clock())]
+
+    async def resolve_amendment(self, amendment: OrderAmendment, order: Order,
+                                exchange_order_id: str) -> list[BrokerUpdate]:
+        return await self.amend(amendment)  # paper stores an amendment with its outcome: never left sent
 
     async def resolve(self, order: Order) -> list[BrokerUpdate]:
         return await self.submit(order)

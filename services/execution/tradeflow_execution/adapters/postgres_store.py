@@ -1,4 +1,4 @@
-"""The execution store on PostgreSQL (tables of migration execution_0001).
+"""The execution store on PostgreSQL (tables of migrations execution_0001 and execution_0002).
 
 One :class:`Changes` is one transaction: new order rows, transitions and fills (by binary COPY when many),
 changed order rows by one ``unnest`` UPDATE, positions, balances and kill-switch events, and the
@@ -17,7 +17,7 @@ from types import MappingProxyType
 import psycopg
 from psycopg.types.json import Jsonb
 from tradeflow.codec import decode, encode
-from tradeflow.messages import Fill, Order
+from tradeflow.messages import Fill, Order, OrderAmendment
 from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox
 from tradeflow_trading.accounts import AccountConfig
@@ -157,6 +157,13 @@ class PostgresTransaction:
             key)
         return [fill_from_row(row) for row in await cursor.fetchall()]
 
+    async def known_amendments(self, amendment_ids: Sequence[str]) -> set[str]:
+        if not amendment_ids:
+            return set()
+        cursor = await self._conn.execute(
+            "SELECT amendment_id FROM execution_amendments WHERE amendment_id = ANY(%s)", (list(amendment_ids),))
+        return {row[0] for row in await cursor.fetchall()}
+
     async def new_kill_switch_events(self, events: Sequence[KillSwitchEvent]) -> set[str]:
         ids = [event.event_id for event in events]
         cursor = await self._conn.execute(
@@ -197,6 +204,18 @@ class PostgresTransaction:
             if changes.kill_switch_events:
                 await cursor.executemany(INSERT_KILL_SWITCH, [
                     (e.event_id, e.account_id, e.engaged, e.reason, e.ts_event) for e in changes.kill_switch_events])
+            if changes.new_amendments:
+                # known_amendments said they are new; a primary key violation here rolls back.
+                await cursor.executemany(
+                    "INSERT INTO execution_amendments (amendment_id, client_order_id, account_id, quantity, limit_price, "
+                    "status, message, received_ns) VALUES (%s, %s, %s, %s, %s, 'sent', %s, %s)",
+                    [(a.amendment_id, a.client_order_id, a.account_id, a.quantity, a.limit_price, encode(a),
+                      a.ts_event) for a in changes.new_amendments])
+            if changes.amendment_outcomes:
+                await cursor.executemany(
+                    "UPDATE execution_amendments SET status = %s, reason = %s, updated_at = now() "
+                    "WHERE amendment_id = %s",
+                    [(o.status, o.reason, o.amendment_id) for o in changes.amendment_outcomes.values()])
         await self._outbox.put_traced(conn, ((m.topic, m.key, m.message, m.trace) for m in changes.messages))
 
 
@@ -298,6 +317,13 @@ class PostgresExecutionStore:
             row = await (await conn.execute(
                 "SELECT status FROM execution_orders WHERE client_order_id = %s", (client_order_id,))).fetchone()
         return None if row is None else row[0]
+
+    async def sent_amendments(self, account_ids: Sequence[str]) -> list[OrderAmendment]:
+        async with self._database.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT message FROM execution_amendments WHERE account_id = ANY(%s) AND status = 'sent' "
+                "ORDER BY received_ns, amendment_id", (list(account_ids),))).fetchall()
+        return [decode(OrderAmendment, bytes(row[0])) for row in rows]
 
     async def ping(self) -> tuple[bool, str]:
         return await self._database.ping()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tradeflow.messages import Fill, Order, OrderStatus, Tick
+from tradeflow.messages import Fill, Order, OrderAmendment, OrderStatus, Tick
 
 BrokerState = Mapping[str, Any]  # what a broker needs to find an order again after a restart (JSON)
 
@@ -63,7 +63,30 @@ class BrokerStateChanged:
     client_order_id: str
 
 
-BrokerUpdate = OrderUpdate | FillUpdate | OutcomeUnknown | BrokerStateChanged
+@dataclass(frozen=True, slots=True)
+class OrderAmended:
+    """The broker changed the order as ``amendment_id`` asked: ``order`` is what it is now (its
+    new quantity and/or limit price); ``exchange_order_id`` is new when the exchange replaced it
+    (Binance's cancelReplace) and empty when it kept its id."""
+
+    client_order_id: str
+    amendment_id: str
+    order: Order
+    ts_event: int
+    exchange_order_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AmendNotApplied:
+    """The broker did not change the order (refused, or found unchanged after an unknown outcome)."""
+
+    client_order_id: str
+    amendment_id: str
+    reason: str
+    ts_event: int
+
+
+BrokerUpdate = OrderUpdate | FillUpdate | OutcomeUnknown | BrokerStateChanged | OrderAmended | AmendNotApplied
 UpdateSink = Callable[[list[BrokerUpdate]], Awaitable[None]]
 
 
@@ -107,9 +130,15 @@ class Broker(Protocol):
     async def cancel(self, client_order_id: str, reason: str) -> list[BrokerUpdate]:
         """Cancel an open order; the updates say how it ended (a fill may have won the race)."""
 
-    async def amend(self, client_order_id: str, *, quantity: Decimal | None = None,
-                    limit_price: Decimal | None = None) -> Order:
-        """Change a resting order's quantity or limit price; the amended order, or AmendRefused."""
+    async def amend(self, amendment: OrderAmendment) -> list[BrokerUpdate]:
+        """Change an open order's quantity and/or limit price (the amendment's non-None fields):
+        :class:`OrderAmended`, or AmendRefused raised (nothing changed), or :class:`OutcomeUnknown`
+        (live: the exchange did not answer; resolved by asking it, never by sending it again)."""
+
+    async def resolve_amendment(self, amendment: OrderAmendment, order: Order,
+                                exchange_order_id: str) -> list[BrokerUpdate]:
+        """At a (re)load: settle an amendment stored as sent whose answer never came, by asking
+        (``order`` and ``exchange_order_id``: the order as stored, before the amendment)."""
 
     async def resolve(self, order: Order) -> list[BrokerUpdate]:
         """Settle an order in flight (stored as submitted, no answer yet) by asking for it by id."""

@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 from tradeflow.messages import Candle, Fill, Order
 from tradeflow_risk.domain import gate
+from tradeflow_risk.domain import requests as amend_request
 from tradeflow_risk.domain.account import AccountBook, Breach
 from tradeflow_risk.domain.limits import RiskLimits
 from tradeflow_risk.domain.market import MarketData
@@ -186,3 +187,44 @@ def test_free_balance_counts_open_orders_and_fees():
 def test_an_order_landing_exactly_on_a_limit_passes(limit_name):
     assert isinstance(gate.check(request("2.5"), book(), context(**{limit_name: D(250)})), OrderRequest)
     assert gate.check(request("2.50000001"), book(), context(**{limit_name: D(250)})).reason == limit_name
+
+
+def test_an_amendment_is_checked_as_the_order_it_makes_without_counting_the_order_twice():
+    b = book(cash="1000")
+    original = request("2", order_type="limit", limit="100")
+    b.track(original.to_order())
+    tracked = b.orders[original.client_order_id]
+    ctx = context(max_order_notional=D("500"), max_position_notional=D("600"), max_open_orders=1)
+
+    # 6 x 100 breaks max_order_notional, as a new order of that size would.
+    bigger = amend_request.amendment(tracked, "amend:o:1", D("6"), None, T)
+    refused = gate.check_amendment(bigger, b, ctx)
+    assert (refused.reason, refused.details["notional"], refused.details["limit"]) == ("max_order_notional", "600", "500")
+    # 5 x 100 fits: the order's own 200 is not counted on top (position, open orders, cash).
+    fits = gate.check_amendment(amend_request.amendment(tracked, "amend:o:2", D("5"), None, T), b, ctx)
+    assert isinstance(fits, OrderRequest) and fits.quantity == D("5")
+    assert b.orders[original.client_order_id] is tracked  # the book is as it was
+    # A higher price is checked at that price; cash is what the book has less other open orders.
+    dearer = gate.check_amendment(amend_request.amendment(tracked, "amend:o:3", None, D("600"), T), b,
+                                  context(max_order_notional=D("5000")))
+    assert (dearer.reason, dearer.details["need"]) == ("insufficient_balance", "1200")
+    # What the amendment itself cannot be: at or below the filled part, or no change at all.
+    tracked.filled_quantity = D("1")
+    assert amend_request.amendment(tracked, "amend:o:4", D("1"), None, T).reason == "invalid_quantity"
+    assert amend_request.amendment(tracked, "amend:o:5", D("2"), D("100"), T).reason == "invalid_order"
+
+
+def test_a_halted_account_refuses_an_amendment_and_a_reducing_one_passes_only_a_reducing_amendment():
+    b = book(BTC="0")
+    b.apply_fill(fill("BTC/USDT", "buy", "2", "100"))
+    sell = request("1", side="sell", order_type="limit", limit="110", n=1)
+    b.track(sell.to_order())
+    tracked = b.orders[sell.client_order_id]
+    b.control.breaches["max_daily_loss"] = Breach("max_daily_loss", "reduce", "loss", T)
+    assert isinstance(gate.check_amendment(amend_request.amendment(tracked, "a1", D("2"), None, T), b, context()),
+                      OrderRequest)
+    assert gate.check_amendment(amend_request.amendment(tracked, "a2", D("3"), None, T), b,
+                                context()).reason == "account_reducing"  # would cross to short
+    b.control.kill_switch = True
+    assert gate.check_amendment(amend_request.amendment(tracked, "a3", D("2"), None, T), b,
+                                context()).reason == "kill_switch"

@@ -16,7 +16,7 @@ def test_build_wires_the_service_on_the_given_bus_without_starting_anything():
     clock = TestClock()
     bus = MemoryBus(clock=clock)
     config = RiskSettings(database_url=UNOPENED_DATABASE, instance_id="replica-a")
-    database = config.service_database("risk", required_revision="risk_0002", default_pool_size=6)
+    database = config.service_database("risk", required_revision="risk_0003", default_pool_size=6)
     service = build(config, bus, database, clock)
 
     # In start order (stopped in reverse): the consumers start after everything they feed, and the

@@ -1,4 +1,4 @@
-"""Risk's tables (migrations risk_0001, risk_0002) and the unit of work every decision is stored in.
+"""Risk's tables (migrations risk_0001 to risk_0003) and the unit of work every decision is stored in.
 
 A :class:`UnitOfWork` is one transaction over a set of accounts: it locks their
 ``risk_accounts`` rows (``SELECT ... FOR UPDATE``, in account order so two units never
@@ -21,7 +21,7 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 from tradeflow.codec import decode, encode
-from tradeflow.messages import Fill, Message, Order, RiskEvent
+from tradeflow.messages import Fill, Message, Order, OrderAmendment, RiskEvent
 from tradeflow.topics import TopicSpec
 from tradeflow_db import Database
 from tradeflow_db.outbox import Outbox
@@ -31,7 +31,7 @@ from tradeflow_risk.domain.limits import RiskLimits
 
 OUTBOX_TABLE = "risk_outbox"
 _NO_TRACE: Mapping[str, str] = {}  # rows without trace headers
-REQUIRED_REVISION = "risk_0002"
+REQUIRED_REVISION = "risk_0003"
 TERMINAL_SQL = "('filled', 'canceled', 'rejected', 'expired')"
 
 
@@ -159,6 +159,13 @@ class RiskStore:
                                             (account_id,))).fetchone()
         return row[0] if row else None
 
+    async def order_row(self, client_order_id: str) -> tuple[str, str] | None:
+        """(account id, status) of an order risk approved, None when it never approved one by that id."""
+        async with self.database.connection() as conn:
+            row = await (await conn.execute("SELECT account_id, status FROM risk_orders WHERE client_order_id = %s",
+                                            (client_order_id,))).fetchone()
+        return None if row is None else (row[0], row[1])
+
     async def ping(self) -> tuple[bool, str]:
         return await self.database.ping()
 
@@ -228,6 +235,7 @@ class UnitOfWork:
         self._serial = 0
         self.new_fills: list[Fill] = []
         self.stored: dict[str, StoredDecision] = {}
+        self._amendments: list[tuple] = []
 
     def next_serial(self) -> int:
         """1, 2, ... within this unit: tells apart the events one unit publishes for an account version."""
@@ -284,6 +292,24 @@ class UnitOfWork:
             self._new_orders.append((message.client_order_id, message.account_id, encode(message), message.order_type,
                                      message.origin, message.ts_event))
 
+    async def amendment_lookup(self, decision_id: str, client_order_id: str) -> tuple[StoredDecision | None, int]:
+        """The stored decision of an amendment request (a retry), and how many amendments of the
+        order were approved so far (the next one is numbered after them; the account is locked)."""
+        rows = await (await self.conn.execute(
+            "SELECT decision_id, outcome, payload FROM risk_amendments WHERE decision_id = %s", (decision_id,))).fetchall()
+        count = (await (await self.conn.execute(
+            "SELECT count(*) FROM risk_amendments WHERE client_order_id = %s AND outcome = 'approved'",
+            (client_order_id,))).fetchone())[0]
+        prior = StoredDecision(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+        return prior, count
+
+    def add_amendment(self, decision_id: str, account_id: str, client_order_id: str,
+                      message: OrderAmendment | RiskEvent, reason: str, ts_event: int) -> None:
+        approved = isinstance(message, OrderAmendment)
+        self._amendments.append((decision_id, message.amendment_id if approved else None, account_id,
+                                 client_order_id, "approved" if approved else "rejected", reason, encode(message),
+                                 ts_event))
+
     def order_progress(self, tracked: TrackedOrder) -> None:
         """Write the order's status, seq and applied fills as they are at the end of the unit."""
         self._progress[tracked.order.client_order_id] = tracked
@@ -313,15 +339,22 @@ class UnitOfWork:
                 "INSERT INTO risk_orders (client_order_id, account_id, payload, order_type, origin, ts_event) "
                 "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::bigint[]) "
                 "ON CONFLICT (client_order_id) DO NOTHING", _columns(self._new_orders, 6))
+        if self._amendments:
+            await conn.execute(
+                "INSERT INTO risk_amendments (decision_id, amendment_id, account_id, client_order_id, outcome, reason, "
+                "payload, ts_event) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::text[], %b::bytea[], %b::bigint[]) ON CONFLICT (decision_id) DO NOTHING",
+                _columns(self._amendments, 8))
         if self._progress:
+            # The payload too: an amended order's quantity and limit price (exec.orders.v1) are its own.
             rows = [(t.order.client_order_id, t.status, t.seq, t.filled_quantity, t.applied_quantity,
-                     t.applied_notional) for t in self._progress.values()]
+                     t.applied_notional, encode(t.order)) for t in self._progress.values()]
             await conn.execute(
                 "UPDATE risk_orders o SET status = v.status, seq = v.seq, filled_quantity = v.filled, "
-                "applied_quantity = v.applied, applied_notional = v.notional, updated_at = now() "
-                "FROM unnest(%b::text[], %b::text[], %b::int[], %b::numeric[], %b::numeric[], %b::numeric[]) "
-                "AS v(client_order_id, status, seq, filled, applied, notional) "
-                "WHERE o.client_order_id = v.client_order_id", _columns(rows, 6))
+                "applied_quantity = v.applied, applied_notional = v.notional, payload = v.payload, updated_at = now() "
+                "FROM unnest(%b::text[], %b::text[], %b::int[], %b::numeric[], %b::numeric[], %b::numeric[], "
+                "%b::bytea[]) AS v(client_order_id, status, seq, filled, applied, notional, payload) "
+                "WHERE o.client_order_id = v.client_order_id", _columns(rows, 7))
         if self._controls:
             rows = [(account_id, c.kill_switch, c.kill_switch_reason, c.kill_switch_auto, _breaches_json(c), c.day,
                      c.day_start_equity, c.equity_peak, clock, c.reconciliation, c.reconciliation_message)
@@ -366,7 +399,8 @@ def trace_headers(trace_context: Span | Context | None) -> Mapping[str, str]:
     return carrier
 
 
-def stored_message(decision: StoredDecision) -> Order | Message:
-    """The message a stored decision published (its Order, or the RiskEvent of its rejection)."""
-    return decode(Order if decision.outcome == "approved" else RiskEvent, decision.payload)
+def stored_message(decision: StoredDecision, approved_type: type[Message] = Order) -> Order | Message:
+    """The message a stored decision published (its Order, or an amendment's OrderAmendment, or the
+    RiskEvent of its rejection)."""
+    return decode(approved_type if decision.outcome == "approved" else RiskEvent, decision.payload)
 

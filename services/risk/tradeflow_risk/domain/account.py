@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+import msgspec
 from tradeflow.messages import Fill, Order, OrderEvent
 from tradeflow.time import NS_PER_SECOND
 from tradeflow_trading.accounts import AccountConfig
@@ -68,6 +69,16 @@ class TrackedOrder:
             return max(ZERO, (self.order.quote_quantity or ZERO) - self.applied_notional)
         reference = self.order.limit_price or self.order.decision_price or price
         return mul(quantity, reference) if reference is not None else ZERO
+
+
+def amended_order(order: Order, quantity: Decimal | None, limit_price: Decimal | None) -> Order:
+    """``order`` with a new quantity and/or limit price (None: unchanged)."""
+    changes = {}
+    if quantity is not None and order.quantity is not None:
+        changes["quantity"] = quantity
+    if limit_price is not None and order.order_type == "limit":
+        changes["limit_price"] = limit_price
+    return msgspec.structs.replace(order, **changes) if changes else order
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +257,10 @@ class AccountBook:
             return False
         tracked.status, tracked.seq = event.status, event.seq
         tracked.filled_quantity = max(tracked.filled_quantity, event.filled_quantity)
+        if event.reason == "amended" or event.reason.startswith("amend_refused"):
+            # Execution's word on an amendment: the order's size and price as they now stand
+            # (a refused one puts back what an approval may have counted ahead of it).
+            tracked.order = amended_order(tracked.order, event.quantity, event.limit_price)
         # No clock advance: an order event's time is the executor's clock, not market time.
         if tracked.settled:
             del self.orders[event.client_order_id]

@@ -239,3 +239,15 @@ def check(request: OrderRequest, book: AccountBook, ctx: GateContext) -> OrderRe
                 return rejection
     rejection = _free_balance(request, book, ctx, notional)
     return rejection if rejection is not None else request
+
+
+def check_amendment(request: OrderRequest, book: AccountBook, ctx: GateContext) -> OrderRequest | Rejection:
+    """An open order as amended, through :func:`check` as if it were new: the book is looked at
+    without the order's current version (its exposure, reserved cash and open-order slot are the
+    amended order's now), so the amended size and price meet every limit a new order would."""
+    current = book.orders.pop(request.client_order_id, None)
+    try:
+        return check(request, book, ctx)
+    finally:
+        if current is not None:
+            book.orders[request.client_order_id] = current

@@ -34,7 +34,7 @@ from tradeflow_trading.sizing import (
 )
 
 from tradeflow_risk.domain import reasons
-from tradeflow_risk.domain.account import AccountBook
+from tradeflow_risk.domain.account import AccountBook, TrackedOrder
 from tradeflow_risk.domain.market_rules import MarketRules
 from tradeflow_risk.domain.reasons import Rejection, text
 
@@ -102,6 +102,15 @@ def signal_decision_id(signal_id: str) -> str:
 
 def manual_decision_id(account_id: str, request_id: str) -> str:
     return f"manual:{account_id}:{request_id}"
+
+
+def amendment_decision_id(client_order_id: str, request_id: str) -> str:
+    return f"amend:{client_order_id}:{request_id}"
+
+
+def amendment_id(client_order_id: str, number: int) -> str:
+    """The order's ``number``-th approved amendment (from 1): deterministic, applied once by execution."""
+    return f"{client_order_id}:{number}"
 
 
 def protective_decision_id(account_id: str, exchange: str, symbol: str, opened_at: int, trigger: str) -> str:
@@ -245,3 +254,41 @@ def protective_exit(book: AccountBook, position: Position, trigger: str, price: 
         account_id=book.account_id, exchange=position.exchange, symbol=position.symbol,
         side="sell" if position.quantity > 0 else "buy", order_type="market", ts_event=ts_event,
         quantity=abs(quantity), reduce_only=True, origin="protective", strategy_id=strategy_id, decision_price=price)
+
+
+def amendment(tracked: TrackedOrder, decision_id: str, quantity: Decimal | None, limit_price: Decimal | None,
+              ts_event: int) -> OrderRequest | Rejection:
+    """The open order as it would be amended, as a request for the gate (the same checks as a new
+    order of that size and price), or why the amendment itself is invalid."""
+    order = tracked.order
+    if quantity is not None:
+        if order.quantity is None:
+            return Rejection.of(reasons.INVALID_ORDER, f"order {order.client_order_id} is sized in the quote currency: "
+                                                       "its quantity cannot change")
+        if quantity <= 0:
+            return Rejection.of(reasons.INVALID_QUANTITY, f"quantity must be positive, got {text(quantity)}",
+                                quantity=quantity)
+    if limit_price is not None:
+        if order.order_type != "limit":
+            return Rejection.of(reasons.INVALID_ORDER, f"order {order.client_order_id} is a market order: it has no "
+                                                       "limit price", limit_price=limit_price)
+        if limit_price <= 0:
+            return Rejection.of(reasons.INVALID_ORDER, f"limit_price must be positive, got {text(limit_price)}",
+                                limit_price=limit_price)
+    new_quantity = quantity if quantity is not None else order.quantity
+    new_price = limit_price if limit_price is not None else order.limit_price
+    if new_quantity == order.quantity and new_price == order.limit_price:
+        return Rejection.of(reasons.INVALID_ORDER, f"order {order.client_order_id} already has quantity "
+                                                   f"{text(order.quantity)} and limit price {text(order.limit_price)}",
+                            quantity=order.quantity, limit_price=order.limit_price)
+    filled = max(tracked.filled_quantity, tracked.applied_quantity)
+    if new_quantity is not None and new_quantity <= filled:
+        return Rejection.of(reasons.INVALID_QUANTITY, f"quantity {text(new_quantity)} must exceed the "
+                                                      f"{text(filled)} already filled", quantity=new_quantity,
+                            filled=filled)
+    return OrderRequest(decision_id=decision_id, client_order_id=order.client_order_id, account_id=order.account_id,
+                        exchange=order.exchange, symbol=order.symbol, side=order.side, order_type=order.order_type,
+                        ts_event=ts_event, quantity=new_quantity, quote_quantity=order.quote_quantity,
+                        limit_price=new_price, reduce_only=order.reduce_only, origin=order.origin,
+                        signal_id=order.signal_id, strategy_id=order.strategy_id,
+                        decision_price=new_price if order.order_type == "limit" else order.decision_price)
