@@ -45,6 +45,7 @@ from tradeflow_trading.money import to_decimal
 from tradeflow_trading.positions import Balances
 
 from tradeflow_execution.adapters.account_trades import ExchangeCalls, account_trades
+from tradeflow_execution.adapters.order_calls import order_calls
 from tradeflow_execution.domain.broker import (
     AmendRefused,
     BrokerSnapshot,
@@ -151,6 +152,7 @@ class LiveBroker:
         self._account = account
         self._exchange = exchange
         self._trades = account_trades(exchange, ExchangeCalls(self._call, self._fetch_list, self._malformed))
+        self._orders = order_calls(exchange, self._call)  # create, ask by client order id, cancel
         self._symbols = set(symbols)
         self._timings = timings
         self._metrics = metrics
@@ -272,7 +274,7 @@ class LiveBroker:
         if 0 < held <= self._timings.request_timeout_s:  # a short hold after a 429: wait it out, then send
             await self._clock.sleep(held)
         await self._note_mid(order)
-        params: dict[str, Any] = {"clientOrderId": cid}
+        params: dict[str, Any] = self._orders.create_params(cid)
         if order.order_type == "limit" and order.time_in_force in ("IOC", "FOK"):
             params["timeInForce"] = order.time_in_force
         price = str(order.limit_price) if order.limit_price is not None else None
@@ -283,6 +285,12 @@ class LiveBroker:
             return [OrderUpdate(cid, "rejected", self._clock.now_ns(), reason=f"{exc.reason}: {exc}")]
         except Exception as exc:  # noqa: BLE001 - classified below
             return self._refusal_or_unknown(order, exc)
+        if self._orders.status(raw) is None:  # placed, its state not in the answer (Bybit, Kraken): ask for it
+            try:
+                raw = await self._orders.by_client_id(order.symbol, cid, raw.get("id"))
+            except Exception as exc:  # noqa: BLE001 - placed: the in-flight check asks again by its id
+                self._track_in_flight(order)
+                return [OutcomeUnknown(cid, f"placed, its state not read: {_short(exc)}")]
         try:
             theirs = self._exchange_order(raw, cid)
         except Malformed as exc:
@@ -303,16 +311,17 @@ class LiveBroker:
             # Nothing to cancel by yet: canceled once the exchange says it has it (_cancel_pending).
             self._pending_cancels[client_order_id] = reason
             return [OutcomeUnknown(client_order_id, "cancel of an order in flight: canceled once it is found")]
+        eid = tracked.state.exchange_order_id or None
         try:
-            raw = await self._call(self._exchange.cancel_order, tracked.state.exchange_order_id or None, order.symbol,
-                                   {"clientOrderId": client_order_id})
+            raw = await self._orders.cancel(order.symbol, client_order_id, eid)
+            if self._orders.status(raw) is None:  # the answer names no state (Bybit, Kraken): ask for it
+                raw = await self._orders.by_client_id(order.symbol, client_order_id, eid)
             theirs = self._exchange_order(raw, client_order_id)
         except Exception as exc:  # noqa: BLE001 - a fill may have won the race: ask what the order is now
             log.info("cancel of %s refused (%s): asking the exchange for the order", client_order_id, exc)
             try:
-                theirs = self._exchange_order(await self._call(
-                    self._exchange.fetch_order, None, order.symbol, {"clientOrderId": client_order_id}),
-                    client_order_id)
+                theirs = self._exchange_order(await self._orders.by_client_id(order.symbol, client_order_id, eid),
+                                              client_order_id)
             except Exception as again:  # noqa: BLE001
                 return [OutcomeUnknown(client_order_id, f"cancel: {again}")]
         fills = await self._order_fills(order, theirs) if theirs.executed > tracked.state.filled_quantity else []
@@ -471,7 +480,9 @@ class LiveBroker:
     def _exchange_order(self, raw: Any, client_order_id: str | None = None) -> ExchangeOrder:
         try:
             info = raw["info"] if isinstance(raw.get("info"), dict) else {}
-            status = str(info.get("status") or _UNIFIED_STATUS[raw["status"]])
+            status = self._orders.status(raw)
+            if status is None:
+                raise KeyError("status")
             cid = raw.get("clientOrderId") or info.get("clientOrderId") or info.get("origClientOrderId") \
                 or client_order_id
             if info.get("origClientOrderId"):  # a cancel's answer names the cancel by clientOrderId
@@ -739,8 +750,7 @@ class LiveBroker:
                 continue
             eid = tracked.state.exchange_order_id
             try:
-                raw = await self._call(self._exchange.fetch_order, eid or None, tracked.state.order.symbol,
-                                       {"clientOrderId": cid})
+                raw = await self._orders.by_client_id(tracked.state.order.symbol, cid, eid or None)
                 theirs = self._exchange_order(raw, cid)
             except Malformed as exc:
                 self._malformed(f"order {cid}", exc)
@@ -770,7 +780,7 @@ class LiveBroker:
             if eid in fetched.order_of_trade:
                 continue
             try:
-                raw = await self._call(self._exchange.fetch_order, eid, trade["_symbol"], {})
+                raw = await self._orders.by_exchange_id(trade["_symbol"], eid)
                 theirs = self._exchange_order(raw)
             except Malformed as exc:
                 self._malformed(f"order {eid}", exc)
@@ -893,7 +903,7 @@ class LiveBroker:
                 continue
             order = pending.order
             try:
-                raw = await self._call(self._exchange.fetch_order, None, order.symbol, {"clientOrderId": cid})
+                raw = await self._orders.by_client_id(order.symbol, cid)
                 theirs = self._exchange_order(raw, cid)
             except ccxt.OrderNotFound:
                 pending.misses += 1
@@ -952,10 +962,6 @@ class LiveBroker:
             updates = [OrderUpdate(u.client_order_id, "expired", u.ts_event, reason="time_in_force: expired by execution")
                        if isinstance(u, OrderUpdate) and u.status == "canceled" else u for u in updates]
             await host.apply_from_broker(self.account_id, lambda now_open, u=updates, c=cid: u if c in now_open else [])
-
-
-_UNIFIED_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED",
-                   "rejected": "REJECTED"}
 
 
 def _short(exc: BaseException) -> str:
