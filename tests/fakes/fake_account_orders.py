@@ -22,6 +22,12 @@ exchange never received); ``fill(client_id, quantity, price)`` executes part or 
   at most 18 characters, else ``EGeneral:Invalid arguments:cl_ord_id``); answers ``descr`` and
   ``txid``. ``OpenOrders`` / ``ClosedOrders`` (``cl_ord_id`` restricts), ``QueryOrders`` (``txid``)
   and ``CancelOrder`` (``txid`` or ``cl_ord_id``; ``EOrder:Unknown order`` when none is open).
+* :class:`FakeOkxOrders`: ``POST /api/v5/trade/batch-orders`` (ccxt's create; JSON list of
+  ``instId``, ``tdMode`` cash, ``side``, ``ordType``, ``sz``, ``px``, ``clOrdId``: 1 to 32
+  letters and digits, unique, else sCode 51000 / 51016), ``GET /api/v5/trade/order`` (``instId``
+  and ``ordId`` or ``clOrdId``; code 51603 "Order does not exist"), ``GET
+  /api/v5/trade/orders-pending``, ``POST /api/v5/trade/cancel-order`` (``ordId`` or ``clOrdId``;
+  sCode 51400 when not open) and ``GET /api/v5/market/books``.
 """
 
 from __future__ import annotations
@@ -39,13 +45,17 @@ from aiohttp import web
 from tests.fakes.fake_account_trades import (
     FakeBybitAccount,
     FakeKrakenAccount,
+    FakeOkxAccount,
     _bybit,
     _bybit_error,
     _kraken,
     _kraken_error,
+    _okx,
+    _okx_error,
 )
 
 BYBIT_LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+OKX_CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 KRAKEN_CL_ORD_ID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
                               r"|[0-9a-fA-F]{32}|[\x21-\x7e]{1,18})$")
 
@@ -348,3 +358,117 @@ class FakeKrakenOrders(_Orders, FakeKrakenAccount):
             row.update({"closetm": order.updated_ms / 1000,
                         "reason": "User requested" if order.status == "canceled" else None})
         return row
+
+
+# --- OKX -----------------------------------------------------------------------------------------------
+
+OKX_STATE = {"open": "live", "filled": "filled", "canceled": "canceled"}
+
+
+def _okx_failed(item: dict, code: str, msg: str) -> web.Response:
+    """OKX's answer to an order operation that failed: HTTP 200, code 1, the reason per item."""
+    return web.json_response({"code": "1", "msg": "All operations failed",
+                              "data": [{**item, "sCode": code, "sMsg": msg}]})
+
+
+class FakeOkxOrders(_Orders, FakeOkxAccount):
+    def __init__(self) -> None:
+        FakeOkxAccount.__init__(self)
+        self._init_orders()
+
+    def add_routes(self, app: web.Application) -> None:
+        super().add_routes(app)
+        app.router.add_post("/api/v5/trade/batch-orders", self._batch_orders)
+        app.router.add_get("/api/v5/trade/order", self._order)
+        app.router.add_get("/api/v5/trade/orders-pending", self._pending)
+        app.router.add_post("/api/v5/trade/cancel-order", self._cancel)
+        app.router.add_get("/api/v5/market/books", self._books)
+
+    async def _books(self, request: web.Request) -> web.Response:
+        self._record(f"GET {request.path_qs}")
+        return _okx([{"asks": [["101", "1", "0", "1"]], "bids": [["99", "1", "0", "1"]],
+                      "ts": str(int(time.time() * 1000))}])
+
+    async def _body(self, request: web.Request):
+        body = json.loads(await request.text() or "{}")
+        self._record(f"POST {request.path} {json.dumps(body, sort_keys=True)}")
+        return self._unauthenticated(request) or body
+
+    async def _batch_orders(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body, list) or len(body) != 1:
+            return _okx_error("51000", "Parameter orders error")  # one order a request here
+        item = body[0]
+        cl_ord_id = str(item.get("clOrdId", ""))
+        self.creates.append(cl_ord_id)
+        echo = {"clOrdId": cl_ord_id, "ordId": "", "tag": "", "ts": str(int(time.time() * 1000))}
+        if not OKX_CL_ORD_ID.match(cl_ord_id):
+            return _okx_failed(echo, "51000", "Parameter clOrdId error")
+        if self.by_client_id(cl_ord_id) is not None:
+            return _okx_failed(echo, "51016", "Duplicated clOrdId")
+        if item.get("tdMode") != "cash" or item.get("side") not in ("buy", "sell") \
+                or item.get("ordType") not in ("limit", "market") or "sz" not in item \
+                or (item["ordType"] == "limit" and "px" not in item):
+            return _okx_failed(echo, "51000", "Parameter tdMode, side, ordType, sz or px error")
+        if self._take_fault() is False:
+            await asyncio.sleep(self.answer_delay_s)  # the client gives up before an answer: nothing placed
+            return _okx_error("50001", "Service temporarily unavailable", status=503)
+        order = self._place(f"{700_000_000_000_000_000 + next(self._ids)}", cl_ord_id, item["instId"],
+                            item["side"], item["ordType"], item["sz"], item.get("px"))
+        if self._late:
+            await asyncio.sleep(self.answer_delay_s)  # placed; the answer comes after the client gave up
+        return _okx([{**echo, "ordId": order.order_id, "sCode": "0", "sMsg": "Order placed"}])
+
+    async def _order(self, request: web.Request) -> web.Response:
+        self._record(f"GET {request.path_qs}")
+        if (refused := self._unauthenticated(request)) is not None:
+            return refused
+        query = request.query
+        if "instId" not in query or not ({"ordId", "clOrdId"} & set(query)):
+            return _okx_error("51000", "Parameter instId, ordId or clOrdId error")
+        found = [o for o in self.orders.values() if o.symbol == query["instId"]
+                 and query.get("ordId", o.order_id) == o.order_id and query.get("clOrdId", o.client_id) == o.client_id]
+        if not found:
+            return web.json_response({"code": "51603", "msg": "Order does not exist", "data": []})
+        return _okx([self._row(found[-1])])
+
+    async def _pending(self, request: web.Request) -> web.Response:
+        self._record(f"GET {request.path_qs}")
+        if (refused := self._unauthenticated(request)) is not None:
+            return refused
+        inst_id = request.query.get("instId")
+        return _okx([self._row(o) for o in self.orders.values()
+                     if o.status == "open" and inst_id in (None, o.symbol)])
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        echo = {"clOrdId": body.get("clOrdId", ""), "ordId": body.get("ordId", ""), "ts": str(int(time.time() * 1000))}
+        found = [o for o in self.orders.values() if o.status == "open" and o.symbol == body.get("instId")
+                 and ("ordId" in body or "clOrdId" in body)
+                 and body.get("ordId", o.order_id) == o.order_id and body.get("clOrdId", o.client_id) == o.client_id]
+        if not found:
+            return _okx_failed(echo, "51400", "Order cancellation failed as the order has been filled, canceled "
+                                              "or does not exist")
+        order = found[0]
+        order.status, order.updated_ms = "canceled", int(time.time() * 1000)
+        return _okx([{**echo, "clOrdId": order.client_id, "ordId": order.order_id, "sCode": "0", "sMsg": ""}])
+
+    def _row(self, order: AccountOrder) -> dict:
+        trades = [t for t in self.account_trades if t.order_id == order.order_id]
+        value = sum((Decimal(t.price) * Decimal(t.quantity) for t in trades), Decimal(0))
+        state = "partially_filled" if order.status == "open" and order.executed else OKX_STATE[order.status]
+        return {
+            "instType": "SPOT", "instId": order.symbol, "ordId": order.order_id, "clOrdId": order.client_id,
+            "tag": "", "px": str(order.price) if order.price is not None else "", "sz": str(order.quantity),
+            "ordType": order.order_type, "side": order.side, "posSide": "net", "tdMode": "cash",
+            "accFillSz": str(order.executed), "fillPx": trades[-1].price if trades else "",
+            "tradeId": trades[-1].trade_id if trades else "", "fillSz": trades[-1].quantity if trades else "",
+            "fillTime": str(trades[-1].ts_ms) if trades else "",
+            "avgPx": str(value / order.executed) if order.executed else "", "state": state, "lever": "",
+            "feeCcy": order.symbol.split("-")[0], "fee": "0", "rebateCcy": "", "rebate": "0", "pnl": "0",
+            "category": "normal", "tgtCcy": "", "ccy": "", "slOrdPx": "", "slTriggerPx": "", "tpOrdPx": "",
+            "tpTriggerPx": "", "uTime": str(order.updated_ms), "cTime": str(order.created_ms)}

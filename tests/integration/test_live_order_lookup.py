@@ -1,4 +1,4 @@
-"""Orders on Bybit and Kraken are created with their client order id, asked for by it and canceled
+"""Orders on Bybit, Kraken and OKX are created with their client order id, asked for by it and canceled
 by it (ADR 0022, amendment "Orders by client order id on Bybit and Kraken").
 
 The live broker is made by execution's own wiring from a ``TRADEFLOW_EXCHANGES`` entry whose
@@ -36,7 +36,7 @@ from tradeflow_trading.ids import client_order_id_for_manual
 from tradeflow_trading.orders import OrderState
 from tradeflow_trading.positions import Balances
 
-from tests.fakes.fake_account_orders import FakeBybitOrders, FakeKrakenOrders
+from tests.fakes.fake_account_orders import FakeBybitOrders, FakeKrakenOrders, FakeOkxOrders
 
 pytestmark = pytest.mark.integration
 
@@ -51,15 +51,21 @@ class Venue:
     symbol: str
     fake: type
     lookups: tuple[str, ...]  # the requests that ask for an order by its client order id
+    id_field: str  # the exchange's name of the client order id
+    refuses_free_text_of_20: bool
 
     def entry(self, fake) -> dict:
         if self.exchange == "bybit":
             return {"secret": "fake-secret", "urls": {"public": fake.url, "private": fake.url}}
+        if self.exchange == "okx":
+            return {"secret": "fake-secret", "password": "fake-passphrase", "urls": {"rest": fake.rest_url}}
         return {"secret": KRAKEN_SECRET, "urls": {"public": fake.rest_url, "private": fake.rest_url}}
 
 
-BYBIT = Venue("bybit", "BTC/USDT", FakeBybitOrders, ("/v5/order/realtime", "/v5/order/history"))
-KRAKEN = Venue("kraken", "BTC/USD", FakeKrakenOrders, ("/0/private/OpenOrders", "/0/private/ClosedOrders"))
+BYBIT = Venue("bybit", "BTC/USDT", FakeBybitOrders, ("/v5/order/realtime", "/v5/order/history"), "orderLinkId", False)
+KRAKEN = Venue("kraken", "BTC/USD", FakeKrakenOrders, ("/0/private/OpenOrders", "/0/private/ClosedOrders"),
+               "cl_ord_id", True)
+OKX = Venue("okx", "BTC/USDT", FakeOkxOrders, ("/api/v5/trade/order?",), "clOrdId", True)
 
 
 class Orders:
@@ -115,7 +121,7 @@ def make_broker(venue: Venue, fake) -> LiveBroker:
     return broker
 
 
-@pytest.fixture(params=[BYBIT, KRAKEN], ids=lambda v: v.exchange)
+@pytest.fixture(params=[BYBIT, KRAKEN, OKX], ids=lambda v: v.exchange)
 def venue(request) -> Venue:
     return request.param
 
@@ -190,7 +196,8 @@ async def test_a_create_the_exchange_never_got_is_rejected_not_found_after_the_c
     await broker._check_in_flight()
     tracked = orders.orders[lost.client_order_id].state
     assert tracked.status == "rejected" and tracked.reason.startswith("not_found_at_exchange")
-    assert len(asked_by_id(venue, fake, lost.client_order_id)) == RETRIES * 2  # open, then ended orders
+    # Each time: Bybit realtime then history, Kraken open then closed orders, OKX the order.
+    assert len(asked_by_id(venue, fake, lost.client_order_id)) == RETRIES * len(venue.lookups)
     assert fake.creates == [lost.client_order_id] and fake.orders == {}  # never re-sent
 
 
@@ -250,11 +257,12 @@ async def test_a_cancel_goes_by_the_client_order_id_and_ends_as_the_exchange_say
 
 async def test_an_id_the_exchange_refuses_is_rejected_with_its_reason(venue, fake, live):
     broker, orders = live
-    # Not risk's form: 20 characters of free text (Kraken: at most 18; Bybit: at most 36).
+    # Not risk's form: 20 characters of free text (Kraken: at most 18; OKX: letters and digits;
+    # Bybit: at most 36 of letters, digits, - and _).
     odd = new_order(venue, "odd", client_order_id="manual-order-0000001")
     (update,) = await send(broker, orders, odd)
-    if venue is KRAKEN:
-        assert isinstance(update, OrderUpdate) and update.status == "rejected" and "cl_ord_id" in update.reason
+    if venue.refuses_free_text_of_20:
+        assert isinstance(update, OrderUpdate) and update.status == "rejected" and venue.id_field in update.reason
         assert fake.orders == {}
     else:
         assert orders.status(odd.client_order_id) == "accepted"

@@ -19,6 +19,9 @@ chosen by ccxt id, and nowhere else in the broker:
   ``QueryOrders`` needs Kraken's txid anyway: an order is asked for on ``OpenOrders`` and then
   ``ClosedOrders`` by ``cl_ord_id``, canceled by ``cl_ord_id``. Kraken's order status is one word
   per state (``closed`` is filled); create and cancel answer without the state.
+* OKX spot: ccxt's unified calls send ``clientOrderId`` as ``clOrdId`` on create
+  (``/api/v5/trade/batch-orders``), ``GET /api/v5/trade/order`` and ``cancel-order``; the
+  cancel answers without the state. OKX's status is ``state``.
 * Other exchanges: as Binance (ccxt's unified calls with ``clientOrderId``), not tested here.
 
 The exchange's status is read as Binance's words (NEW, PARTIALLY_FILLED, FILLED, CANCELED,
@@ -118,7 +121,13 @@ class KrakenOrders(OrderCalls):
         return await self._call(self._exchange.cancel_order, None, symbol, {"clientOrderId": client_order_id})
 
 
-CALLS: Mapping[str, type[OrderCalls]] = {"bybit": BybitOrders, "kraken": KrakenOrders}
+class OkxOrders(OrderCalls):
+    status_field = "state"
+    statuses = {"live": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED", "canceled": "CANCELED",
+                "mmp_canceled": "CANCELED"}
+
+
+CALLS: Mapping[str, type[OrderCalls]] = {"bybit": BybitOrders, "kraken": KrakenOrders, "okx": OkxOrders}
 
 
 def order_calls(exchange: Any, call: Call) -> OrderCalls:
