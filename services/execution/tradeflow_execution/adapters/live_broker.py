@@ -21,7 +21,9 @@ reconciliation succeeded; until then it refuses new orders (``account_not_ready`
 The network is used outside the service's lock; the updates are computed from what was fetched
 *under* the lock against the service's current view (:meth:`LiveHost.apply_from_broker`), so an
 answer that raced the poll is never applied twice. Calls go through the request hold (after a
-429/418) and the circuit breaker of libs/exchanges.
+429/418) and the circuit breaker of libs/exchanges. What differs per exchange is beside it: how
+orders are created, asked for by client order id and canceled (adapters/order_calls.py) and how
+the account's trades are paged (adapters/account_trades.py).
 """
 
 from __future__ import annotations

@@ -91,8 +91,9 @@ class OrderCalls:
 
 class BybitOrders(OrderCalls):
     status_field = "orderStatus"
-    statuses = {"Created": "NEW", "New": "NEW", "Untriggered": "NEW", "Triggered": "NEW",
-                "PartiallyFilled": "PARTIALLY_FILLED", "Filled": "FILLED", "Cancelled": "CANCELED",
+    statuses = {"Created": "NEW", "New": "NEW", "Untriggered": "NEW", "Triggered": "NEW", "Active": "NEW",
+                "PartiallyFilled": "PARTIALLY_FILLED", "Filled": "FILLED", "PendingCancel": "PENDING_CANCEL",
+                "Cancelled": "CANCELED",
                 "PartiallyFilledCanceled": "CANCELED", "Deactivated": "CANCELED", "Rejected": "REJECTED"}
     # realtime: open orders and the last 500 ended ones; history: the ended ones of the last days.
     _lookups = ("fetch_open_orders", "fetch_canceled_and_closed_orders")
