@@ -86,6 +86,13 @@ class _Orders:
         self._time_out: bool | None = None  # next create: answered late, placed (True) or not (False)
         self._ids = itertools.count(1)
 
+    def place_external(self, symbol: str, client_id: str, quantity: str, price: str, side: str = "buy") -> AccountOrder:
+        """A limit order placed on the exchange's website (``symbol``: the exchange's market id)."""
+        return self._place(self._new_order_id(), client_id, symbol, side, "limit", quantity, price)
+
+    def _new_order_id(self) -> str:
+        raise NotImplementedError
+
     def time_out_next_create(self, *, placed: bool) -> None:
         self._time_out = placed
 
@@ -183,11 +190,14 @@ class FakeBybitOrders(_Orders, FakeBybitAccount):
         if self._take_fault() is False:
             await asyncio.sleep(self.answer_delay_s)  # the client gives up before an answer: nothing placed
             return _bybit_error(10016, "Server error.")
-        order = self._place(f"{1_800_000_000_000_000_000 + next(self._ids)}", link_id, body["symbol"],
+        order = self._place(self._new_order_id(), link_id, body["symbol"],
                             body["side"].lower(), body["orderType"].lower(), body["qty"], body.get("price"))
         if self._late:
             await asyncio.sleep(self.answer_delay_s)  # placed; the answer comes after the client gave up
         return _bybit({"orderId": order.order_id, "orderLinkId": order.client_id})
+
+    def _new_order_id(self) -> str:
+        return f"{1_800_000_000_000_000_000 + next(self._ids)}"
 
     def _chosen(self, request: web.Request, ended: bool | None) -> list[AccountOrder]:
         query = request.query
@@ -287,12 +297,15 @@ class FakeKrakenOrders(_Orders, FakeKrakenAccount):
         if self._take_fault() is False:
             await asyncio.sleep(self.answer_delay_s)  # the client gives up before an answer: nothing placed
             return _kraken_error("EService:Unavailable")
-        n = next(self._ids)
-        order = self._place(f"O{n:05d}-ADD{n % 10}R-{n:06d}", cl_ord_id, form["pair"], form["type"],
+        order = self._place(self._new_order_id(), cl_ord_id, form["pair"], form["type"],
                             form["ordertype"], form["volume"], form.get("price"))
         if self._late:
             await asyncio.sleep(self.answer_delay_s)  # placed; the answer comes after the client gave up
         return _kraken({"descr": {"order": self._description(order)}, "txid": [order.order_id]})
+
+    def _new_order_id(self) -> str:
+        n = next(self._ids)
+        return f"O{n:05d}-ADD{n % 10}R-{n:06d}"
 
     async def _open_orders(self, request: web.Request) -> web.Response:
         form = await self._form(request)
@@ -415,11 +428,14 @@ class FakeOkxOrders(_Orders, FakeOkxAccount):
         if self._take_fault() is False:
             await asyncio.sleep(self.answer_delay_s)  # the client gives up before an answer: nothing placed
             return _okx_error("50001", "Service temporarily unavailable", status=503)
-        order = self._place(f"{700_000_000_000_000_000 + next(self._ids)}", cl_ord_id, item["instId"],
+        order = self._place(self._new_order_id(), cl_ord_id, item["instId"],
                             item["side"], item["ordType"], item["sz"], item.get("px"))
         if self._late:
             await asyncio.sleep(self.answer_delay_s)  # placed; the answer comes after the client gave up
         return _okx([{**echo, "ordId": order.order_id, "sCode": "0", "sMsg": "Order placed"}])
+
+    def _new_order_id(self) -> str:
+        return f"{700_000_000_000_000_000 + next(self._ids)}"
 
     async def _order(self, request: web.Request) -> web.Response:
         self._record(f"GET {request.path_qs}")

@@ -29,6 +29,7 @@ from tradeflow.messages import Fill, Order
 from tradeflow.telemetry import Telemetry
 from tradeflow_execution.adapters.live_broker import LiveBroker
 from tradeflow_execution.domain.broker import BrokerUpdate, FillUpdate, OrderUpdate, OutcomeUnknown
+from tradeflow_execution.domain.live import AdoptedOrder
 from tradeflow_execution.live_wiring import create_live_brokers
 from tradeflow_execution.settings import ExecutionSettings
 from tradeflow_execution.store import TrackedOrder
@@ -49,6 +50,7 @@ RETRIES = 2
 class Venue:
     exchange: str
     symbol: str
+    market_id: str
     fake: type
     lookups: tuple[str, ...]  # the requests that ask for an order by its client order id
     id_field: str  # the exchange's name of the client order id
@@ -62,10 +64,10 @@ class Venue:
         return {"secret": KRAKEN_SECRET, "urls": {"public": fake.rest_url, "private": fake.rest_url}}
 
 
-BYBIT = Venue("bybit", "BTC/USDT", FakeBybitOrders, ("/v5/order/realtime", "/v5/order/history"), "orderLinkId", False)
-KRAKEN = Venue("kraken", "BTC/USD", FakeKrakenOrders, ("/0/private/OpenOrders", "/0/private/ClosedOrders"),
+BYBIT = Venue("bybit", "BTC/USDT", "BTCUSDT", FakeBybitOrders, ("/v5/order/realtime", "/v5/order/history"), "orderLinkId", False)
+KRAKEN = Venue("kraken", "BTC/USD", "XXBTZUSD", FakeKrakenOrders, ("/0/private/OpenOrders", "/0/private/ClosedOrders"),
                "cl_ord_id", True)
-OKX = Venue("okx", "BTC/USDT", FakeOkxOrders, ("/api/v5/trade/order?",), "clOrdId", True)
+OKX = Venue("okx", "BTC/USDT", "BTC-USDT", FakeOkxOrders, ("/api/v5/trade/order?",), "clOrdId", True)
 
 
 class Orders:
@@ -84,7 +86,9 @@ class Orders:
 
     def apply(self, updates: list[BrokerUpdate]) -> None:
         for update in updates:
-            if isinstance(update, OrderUpdate):
+            if isinstance(update, AdoptedOrder):  # stored as submitted; the updates after it move it
+                self.add(update.order)
+            elif isinstance(update, OrderUpdate):
                 tracked = self.orders[update.client_order_id]
                 tracked.state = tracked.state.move(update.status, reason=update.reason,
                                                    exchange_order_id=update.exchange_order_id)
@@ -266,3 +270,15 @@ async def test_an_id_the_exchange_refuses_is_rejected_with_its_reason(venue, fak
         assert fake.orders == {}
     else:
         assert orders.status(odd.client_order_id) == "accepted"
+
+
+async def test_an_order_placed_outside_tradeflow_is_adopted_with_its_limit_price(venue, fake, live):
+    broker, orders = live
+    outside = client_order_id_for_manual(ACCOUNT, f"web-{uuid.uuid4()}")
+    fake.place_external(venue.market_id, outside, "0.3", "85.5")
+    fake.fill(outside, "0.1", "85")  # better than its limit
+    await broker._round(full=True)
+    adopted = orders.orders[outside].state
+    assert (adopted.status, adopted.filled_quantity) == ("partially_filled", D("0.1"))
+    # Kraken's order "price" is the average of its executions: the limit is its description's.
+    assert (adopted.order.quantity, adopted.order.limit_price, adopted.order.origin) == (D("0.3"), D("85.5"), "manual")

@@ -879,12 +879,11 @@ class LiveBroker:
         try:
             quantity = to_decimal(raw["info"]["origQty"]) if "origQty" in (raw.get("info") or {}) \
                 else to_decimal(raw["amount"])
-            price = raw.get("price")
             is_limit = raw.get("type") == "limit"
             return Order(client_order_id=theirs.client_order_id, account_id=self.account_id,
                          exchange=self._account.exchange, symbol=raw["symbol"], side=raw["side"],
                          order_type="limit" if is_limit else "market", quantity=quantity,
-                         limit_price=to_decimal(raw["info"].get("price", price)) if is_limit else None,
+                         limit_price=to_decimal(self._orders.limit_price(raw)) if is_limit else None,
                          origin="manual", signal_id=f"external:{theirs.exchange_order_id}",
                          ts_event=theirs.ts_event)
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:

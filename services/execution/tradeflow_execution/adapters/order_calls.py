@@ -18,7 +18,8 @@ chosen by ccxt id, and nowhere else in the broker:
   ``fetch_order`` sends it as ``userref`` (Kraken's 32-bit integer reference), and
   ``QueryOrders`` needs Kraken's txid anyway: an order is asked for on ``OpenOrders`` and then
   ``ClosedOrders`` by ``cl_ord_id``, canceled by ``cl_ord_id``. Kraken's order status is one word
-  per state (``closed`` is filled); create and cancel answer without the state.
+  per state (``closed`` is filled), its ``price`` the average of the executions (the limit is
+  ``descr.price``); create and cancel answer without the state.
 * OKX spot: ccxt's unified calls send ``clientOrderId`` as ``clOrdId`` on create
   (``/api/v5/trade/batch-orders``), ``GET /api/v5/trade/order`` and ``cancel-order``; the
   cancel answers without the state. OKX's status is ``state``.
@@ -45,6 +46,7 @@ class OrderCalls:
     """ccxt's unified calls with ``clientOrderId`` (Binance)."""
 
     status_field = "status"  # the exchange's own status in ccxt's ``info``
+    price_field = "price"  # the limit price in ccxt's ``info``
     statuses: Mapping[str, str] | None = None  # the exchange's words as Binance's (None: already Binance's)
 
     def __init__(self, exchange: Any, call: Call) -> None:
@@ -76,6 +78,11 @@ class OrderCalls:
             return str(word) if self.statuses is None else self.statuses.get(str(word), str(word).upper())
         unified = raw.get("status")
         return UNIFIED_STATUS.get(unified) if unified is not None else None
+
+    def limit_price(self, raw: Mapping[str, Any]) -> Any:
+        """An order's limit price as the exchange wrote it (exact), else ccxt's number."""
+        info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
+        return info.get(self.price_field, raw.get("price"))
 
     async def _first(self, methods: tuple[str, ...], symbol: str, params: Mapping[str, Any], what: str) -> dict:
         """The order from the first of ``methods`` (list calls) that has it."""
@@ -113,6 +120,12 @@ class BybitOrders(OrderCalls):
 class KrakenOrders(OrderCalls):
     statuses = {"pending": "NEW", "open": "NEW", "closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED"}
 
+    def limit_price(self, raw: Mapping[str, Any]) -> Any:
+        # Kraken's ``price`` is the average price of the executions; the limit is the description's.
+        info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
+        descr = info.get("descr") if isinstance(info.get("descr"), dict) else {}
+        return descr.get("price", raw.get("price"))
+
     async def by_client_id(self, symbol: str, client_order_id: str, exchange_order_id: str | None = None) -> dict:
         # ccxt sends clientOrderId as cl_ord_id on these two (as userref on fetch_order).
         return await self._first(("fetch_open_orders", "fetch_closed_orders"), symbol,
@@ -124,6 +137,7 @@ class KrakenOrders(OrderCalls):
 
 class OkxOrders(OrderCalls):
     status_field = "state"
+    price_field = "px"
     statuses = {"live": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED", "canceled": "CANCELED",
                 "mmp_canceled": "CANCELED"}
 
