@@ -13,7 +13,7 @@ exchange never received); ``fill(client_id, quantity, price)`` executes part or 
   most 36 of ``[A-Za-z0-9_-]``, unique: retCode 170141 "Duplicate clientOrderId"); answers only
   ``orderId`` and ``orderLinkId``. ``GET /v5/order/realtime`` (``category``, ``symbol``,
   ``orderId`` / ``orderLinkId``: that order whatever its state while it is among the recent ones;
-  without them the open orders). ``GET /v5/order/history`` (ended orders; by ``orderId`` /
+  without them the open orders; ``limit`` 1..50, 20 by default, then ``cursor``). ``GET /v5/order/history`` (ended orders; by ``orderId`` /
   ``orderLinkId``). ``POST /v5/order/cancel`` (``orderId`` or ``orderLinkId``; an order that is
   not open: retCode 170213 "Order does not exist."). ``GET /v5/user/query-api`` and ``GET
   /v5/account/info``: a unified trading account (ccxt asks before its first create).
@@ -130,6 +130,7 @@ class _Orders:
 # --- Bybit ---------------------------------------------------------------------------------------------
 
 BYBIT_STATUS = {"open": "New", "filled": "Filled", "canceled": "Cancelled"}
+BYBIT_ORDERS_PAGE, BYBIT_ORDERS_MAX = 20, 50  # realtime and history: 20 a page unless asked, at most 50
 BYBIT_REALTIME_ENDED = 500  # /v5/order/realtime keeps the account's newest 500 ended orders
 
 
@@ -227,7 +228,16 @@ class FakeBybitOrders(_Orders, FakeBybitAccount):
             recent = sorted((o for o in self.orders.values() if o.status != "open"), key=lambda o: o.updated_ms,
                             reverse=True)[:self.realtime_ended]
             chosen = [o for o in chosen if o.status == "open" or o in recent]
-        return _bybit({"category": "spot", "nextPageCursor": "", "list": [self._row(o) for o in chosen]})
+        try:
+            limit = int(request.query.get("limit", BYBIT_ORDERS_PAGE))
+        except ValueError:
+            return _bybit_error(10001, "params error: limit")
+        if not 1 <= limit <= BYBIT_ORDERS_MAX:
+            return _bybit_error(10001, "params error: limit must be 1 to 50")
+        start = int(request.query.get("cursor") or 0)  # the cursor: how many were listed before
+        page = chosen[start:start + limit]
+        following = str(start + limit) if start + limit < len(chosen) else ""
+        return _bybit({"category": "spot", "nextPageCursor": following, "list": [self._row(o) for o in page]})
 
     async def _cancel(self, request: web.Request) -> web.Response:
         body = await self._body(request)

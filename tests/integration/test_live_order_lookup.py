@@ -282,3 +282,15 @@ async def test_an_order_placed_outside_tradeflow_is_adopted_with_its_limit_price
     assert (adopted.status, adopted.filled_quantity) == ("partially_filled", D("0.1"))
     # Kraken's order "price" is the average of its executions: the limit is its description's.
     assert (adopted.order.quantity, adopted.order.limit_price, adopted.order.origin) == (D("0.3"), D("85.5"), "manual")
+
+
+async def test_every_open_order_is_seen_also_more_than_a_page(venue, fake, live):
+    """Bybit's realtime list answers 20 orders unless asked for more (at most 50 a page)."""
+    broker, orders = live
+    outside = [client_order_id_for_manual(ACCOUNT, f"many-{i}-{uuid.uuid4()}") for i in range(56)]
+    for i, cid in enumerate(outside):
+        fake.place_external(venue.market_id, cid, "0.01", f"{80 + i}")
+    await broker._round(full=True)
+    assert {cid: orders.status(cid) for cid in outside if cid in orders.orders} == dict.fromkeys(outside, "accepted")
+    if venue is BYBIT:  # two pages of 50 (56 orders), asked for by cursor
+        assert len([r for r in fake.requests if "/v5/order/realtime" in r and "limit=50" in r]) >= 2

@@ -154,7 +154,7 @@ class LiveBroker:
         self._account = account
         self._exchange = exchange
         self._trades = account_trades(exchange, ExchangeCalls(self._call, self._fetch_list, self._malformed))
-        self._orders = order_calls(exchange, self._call)  # create, ask by client order id, cancel
+        self._orders = order_calls(exchange, self._call, self._fetch_list)  # create, ask by client order id, cancel
         self._symbols = set(symbols)
         self._timings = timings
         self._metrics = metrics
@@ -658,7 +658,7 @@ class LiveBroker:
     async def _fetch_open(self) -> dict[str, tuple[ExchangeOrder, dict]]:
         found: dict[str, tuple[ExchangeOrder, dict]] = {}
         for symbol in sorted(self._symbols):
-            for raw in await self._fetch_list("fetch_open_orders", "parse_order", symbol):
+            for raw in await self._orders.open_orders(symbol):
                 try:
                     theirs = self._exchange_order(raw)
                 except Malformed as exc:

@@ -11,7 +11,8 @@ chosen by ccxt id, and nowhere else in the broker:
   ``fetch_order`` refuses to run without ``acknowledged`` and then reads only
   ``/v5/order/realtime`` (open orders and the last 500 ended ones), so an order is asked for on
   ``/v5/order/realtime`` by ``orderLinkId`` (ccxt's ``fetch_open_orders``) and, when absent there,
-  on ``/v5/order/history`` (ccxt's ``fetch_canceled_and_closed_orders``). Canceled by
+  on ``/v5/order/history`` (ccxt's ``fetch_canceled_and_closed_orders``). The open orders are
+  read page by page (20 a page by default: an account with more would lose sight of some). Canceled by
   ``orderLinkId`` (``POST /v5/order/cancel``). Create and cancel answer only the ids: the state
   is asked for after them.
 * Kraken spot: ``clientOrderId`` becomes ``cl_ord_id`` on ``AddOrder``, but ccxt's
@@ -37,6 +38,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 Call = Callable[..., Awaitable[Any]]  # the broker's call(method, *args): one request through its hold and breaker
+FetchList = Callable[..., Awaitable[list[dict]]]  # the broker's fetch_list(method name, parse name, symbol, *args)
+BYBIT_OPEN_PAGE = 50  # /v5/order/realtime: 20 a page unless asked, at most 50
 
 UNIFIED_STATUS: Mapping[str, str] = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED",
                                      "expired": "EXPIRED", "rejected": "REJECTED"}
@@ -49,9 +52,14 @@ class OrderCalls:
     price_field = "price"  # the limit price in ccxt's ``info``
     statuses: Mapping[str, str] | None = None  # the exchange's words as Binance's (None: already Binance's)
 
-    def __init__(self, exchange: Any, call: Call) -> None:
+    def __init__(self, exchange: Any, call: Call, fetch_list: FetchList | None = None) -> None:
         self._exchange = exchange
         self._call = call
+        self._fetch_list = fetch_list
+
+    async def open_orders(self, symbol: str) -> list[dict]:
+        """The account's open orders of ``symbol`` (one request)."""
+        return await self._fetch_list("fetch_open_orders", "parse_order", symbol)
 
     def create_params(self, client_order_id: str) -> dict[str, Any]:
         return {"clientOrderId": client_order_id}
@@ -105,6 +113,21 @@ class BybitOrders(OrderCalls):
     # realtime: open orders and the last 500 ended ones; history: the ended ones of the last days.
     _lookups = ("fetch_open_orders", "fetch_canceled_and_closed_orders")
 
+    async def open_orders(self, symbol: str) -> list[dict]:
+        """Every page of the open orders (Bybit answers 20 unless asked for up to 50, then by
+        ``cursor``; ccxt puts ``nextPageCursor`` into the first order's ``info``)."""
+        orders: list[dict] = []
+        cursor = ""
+        while True:
+            params = {"cursor": cursor} if cursor else {}
+            page = await self._fetch_list("fetch_open_orders", "parse_order", symbol, None, BYBIT_OPEN_PAGE, params)
+            orders += page
+            following = next((str(o["info"]["nextPageCursor"]) for o in page
+                              if isinstance(o.get("info"), dict) and o["info"].get("nextPageCursor")), "")
+            if len(page) < BYBIT_OPEN_PAGE or not following or following == cursor:
+                return orders
+            cursor = following
+
     async def by_client_id(self, symbol: str, client_order_id: str, exchange_order_id: str | None = None) -> dict:
         return await self._first(self._lookups, symbol, {"orderLinkId": client_order_id},
                                  f"with orderLinkId {client_order_id}")
@@ -145,6 +168,6 @@ class OkxOrders(OrderCalls):
 CALLS: Mapping[str, type[OrderCalls]] = {"bybit": BybitOrders, "kraken": KrakenOrders, "okx": OkxOrders}
 
 
-def order_calls(exchange: Any, call: Call) -> OrderCalls:
+def order_calls(exchange: Any, call: Call, fetch_list: FetchList) -> OrderCalls:
     """The order calls of ``exchange`` (a ccxt client)."""
-    return CALLS.get(exchange.id, OrderCalls)(exchange, call)
+    return CALLS.get(exchange.id, OrderCalls)(exchange, call, fetch_list)
