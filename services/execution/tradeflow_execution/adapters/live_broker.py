@@ -287,7 +287,7 @@ class LiveBroker:
             return [OrderUpdate(cid, "rejected", self._clock.now_ns(), reason=f"{exc.reason}: {exc}")]
         except Exception as exc:  # noqa: BLE001 - classified below
             return self._refusal_or_unknown(order, exc)
-        if self._orders.status(raw) is None:  # placed, its state not in the answer (Bybit, Kraken): ask for it
+        if self._orders.status(raw) is None:  # placed, its state not in the answer (Bybit, Kraken, OKX): ask
             try:
                 raw = await self._orders.by_client_id(order.symbol, cid, raw.get("id"))
             except Exception as exc:  # noqa: BLE001 - placed: the in-flight check asks again by its id
@@ -316,7 +316,7 @@ class LiveBroker:
         eid = tracked.state.exchange_order_id or None
         try:
             raw = await self._orders.cancel(order.symbol, client_order_id, eid)
-            if self._orders.status(raw) is None:  # the answer names no state (Bybit, Kraken): ask for it
+            if self._orders.status(raw) is None:  # the answer has no state (Bybit, Kraken, OKX): ask for it
                 raw = await self._orders.by_client_id(order.symbol, client_order_id, eid)
             theirs = self._exchange_order(raw, client_order_id)
         except Exception as exc:  # noqa: BLE001 - a fill may have won the race: ask what the order is now
