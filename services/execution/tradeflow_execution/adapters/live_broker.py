@@ -21,7 +21,9 @@ reconciliation succeeded; until then it refuses new orders (``account_not_ready`
 The network is used outside the service's lock; the updates are computed from what was fetched
 *under* the lock against the service's current view (:meth:`LiveHost.apply_from_broker`), so an
 answer that raced the poll is never applied twice. Calls go through the request hold (after a
-429/418) and the circuit breaker of libs/exchanges.
+429/418) and the circuit breaker of libs/exchanges. What differs per exchange is beside it: how
+orders are created, asked for by client order id and canceled (adapters/order_calls.py) and how
+the account's trades are paged (adapters/account_trades.py).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from tradeflow_trading.money import to_decimal
 from tradeflow_trading.positions import Balances
 
 from tradeflow_execution.adapters.account_trades import ExchangeCalls, account_trades
+from tradeflow_execution.adapters.order_calls import order_calls
 from tradeflow_execution.domain.broker import (
     AmendNotApplied,
     AmendRefused,
@@ -165,6 +168,7 @@ class LiveBroker:
         self._account = account
         self._exchange = exchange
         self._trades = account_trades(exchange, ExchangeCalls(self._call, self._fetch_list, self._malformed))
+        self._orders = order_calls(exchange, self._call, self._fetch_list)  # create, ask by client order id, cancel
         self._symbols = set(symbols)
         self._timings = timings
         self._metrics = metrics
@@ -287,7 +291,7 @@ class LiveBroker:
         if 0 < held <= self._timings.request_timeout_s:  # a short hold after a 429: wait it out, then send
             await self._clock.sleep(held)
         await self._note_mid(order)
-        params: dict[str, Any] = {"clientOrderId": cid}
+        params: dict[str, Any] = self._orders.create_params(cid)
         if order.order_type == "limit" and order.time_in_force in ("IOC", "FOK"):
             params["timeInForce"] = order.time_in_force
         price = str(order.limit_price) if order.limit_price is not None else None
@@ -298,6 +302,12 @@ class LiveBroker:
             return [OrderUpdate(cid, "rejected", self._clock.now_ns(), reason=f"{exc.reason}: {exc}")]
         except Exception as exc:  # noqa: BLE001 - classified below
             return self._refusal_or_unknown(order, exc)
+        if self._orders.status(raw) is None:  # placed, its state not in the answer (Bybit, Kraken, OKX): ask
+            try:
+                raw = await self._orders.by_client_id(order.symbol, cid, raw.get("id"))
+            except Exception as exc:  # noqa: BLE001 - placed: the in-flight check asks again by its id
+                self._track_in_flight(order)
+                return [OutcomeUnknown(cid, f"placed, its state not read: {_short(exc)}")]
         try:
             theirs = self._exchange_order(raw, cid)
         except Malformed as exc:
@@ -318,16 +328,17 @@ class LiveBroker:
             # Nothing to cancel by yet: canceled once the exchange says it has it (_cancel_pending).
             self._pending_cancels[client_order_id] = reason
             return [OutcomeUnknown(client_order_id, "cancel of an order in flight: canceled once it is found")]
+        eid = tracked.state.exchange_order_id or None
         try:
-            raw = await self._call(self._exchange.cancel_order, tracked.state.exchange_order_id or None, order.symbol,
-                                   {"clientOrderId": client_order_id})
+            raw = await self._orders.cancel(order.symbol, client_order_id, eid)
+            if self._orders.status(raw) is None:  # the answer has no state (Bybit, Kraken, OKX): ask for it
+                raw = await self._orders.by_client_id(order.symbol, client_order_id, eid)
             theirs = self._exchange_order(raw, client_order_id)
         except Exception as exc:  # noqa: BLE001 - a fill may have won the race: ask what the order is now
             log.info("cancel of %s refused (%s): asking the exchange for the order", client_order_id, exc)
             try:
-                theirs = self._exchange_order(await self._call(
-                    self._exchange.fetch_order, None, order.symbol, {"clientOrderId": client_order_id}),
-                    client_order_id)
+                theirs = self._exchange_order(await self._orders.by_client_id(order.symbol, client_order_id, eid),
+                                              client_order_id)
             except Exception as again:  # noqa: BLE001
                 return [OutcomeUnknown(client_order_id, f"cancel: {again}")]
         fills = await self._order_fills(order, theirs) if theirs.executed > tracked.state.filled_quantity else []
@@ -378,9 +389,7 @@ class LiveBroker:
         problem = await self._precision_problem(new)
         if problem is not None:
             raise AmendRefused(problem)
-        params: dict[str, Any] = {"newClientOrderId": cid}
-        if self._exchange.id == "binance":
-            params["cancelRestrictions"] = "ONLY_NEW"  # refused by the exchange once anything filled
+        params = self._orders.edit_params(cid)  # Binance: refused by the exchange once anything filled
         price = str(new.limit_price) if new.limit_price is not None else None
         old_eid = state.exchange_order_id
         try:
@@ -597,7 +606,9 @@ class LiveBroker:
     def _exchange_order(self, raw: Any, client_order_id: str | None = None) -> ExchangeOrder:
         try:
             info = raw["info"] if isinstance(raw.get("info"), dict) else {}
-            status = str(info.get("status") or _UNIFIED_STATUS[raw["status"]])
+            status = self._orders.status(raw)
+            if status is None:
+                raise KeyError("status")
             cid = raw.get("clientOrderId") or info.get("clientOrderId") or info.get("origClientOrderId") \
                 or client_order_id
             if info.get("origClientOrderId"):  # a cancel's answer names the cancel by clientOrderId
@@ -772,7 +783,7 @@ class LiveBroker:
     async def _fetch_open(self) -> dict[str, tuple[ExchangeOrder, dict]]:
         found: dict[str, tuple[ExchangeOrder, dict]] = {}
         for symbol in sorted(self._symbols):
-            for raw in await self._fetch_list("fetch_open_orders", "parse_order", symbol):
+            for raw in await self._orders.open_orders(symbol):
                 try:
                     theirs = self._exchange_order(raw)
                 except Malformed as exc:
@@ -866,8 +877,7 @@ class LiveBroker:
                 continue
             eid = tracked.state.exchange_order_id
             try:
-                raw = await self._call(self._exchange.fetch_order, eid or None, tracked.state.order.symbol,
-                                       {"clientOrderId": cid})
+                raw = await self._orders.by_client_id(tracked.state.order.symbol, cid, eid or None)
                 theirs = self._exchange_order(raw, cid)
             except Malformed as exc:
                 self._malformed(f"order {cid}", exc)
@@ -897,7 +907,7 @@ class LiveBroker:
             if eid in fetched.order_of_trade:
                 continue
             try:
-                raw = await self._call(self._exchange.fetch_order, eid, trade["_symbol"], {})
+                raw = await self._orders.by_exchange_id(trade["_symbol"], eid)
                 theirs = self._exchange_order(raw)
             except Malformed as exc:
                 self._malformed(f"order {eid}", exc)
@@ -994,12 +1004,11 @@ class LiveBroker:
         try:
             quantity = to_decimal(raw["info"]["origQty"]) if "origQty" in (raw.get("info") or {}) \
                 else to_decimal(raw["amount"])
-            price = raw.get("price")
             is_limit = raw.get("type") == "limit"
             return Order(client_order_id=theirs.client_order_id, account_id=self.account_id,
                          exchange=self._account.exchange, symbol=raw["symbol"], side=raw["side"],
                          order_type="limit" if is_limit else "market", quantity=quantity,
-                         limit_price=to_decimal(raw["info"].get("price", price)) if is_limit else None,
+                         limit_price=to_decimal(self._orders.limit_price(raw)) if is_limit else None,
                          origin="manual", signal_id=f"external:{theirs.exchange_order_id}",
                          ts_event=theirs.ts_event)
         except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
@@ -1020,7 +1029,7 @@ class LiveBroker:
                 continue
             order = pending.order
             try:
-                raw = await self._call(self._exchange.fetch_order, None, order.symbol, {"clientOrderId": cid})
+                raw = await self._orders.by_client_id(order.symbol, cid)
                 theirs = self._exchange_order(raw, cid)
             except ccxt.OrderNotFound:
                 pending.misses += 1
@@ -1150,10 +1159,6 @@ def _cancel_replace_failure(exc: Exception) -> tuple[str, str] | None:
     if data.get("cancelResult") == "SUCCESS" and data.get("newOrderResult") != "SUCCESS":
         return "canceled", f"{new.get('code')} {new.get('msg')}"
     return "refused", f"{cancel.get('code')} {cancel.get('msg')}"
-
-
-_UNIFIED_STATUS = {"open": "NEW", "closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED",
-                   "rejected": "REJECTED"}
 
 
 def _short(exc: BaseException) -> str:
