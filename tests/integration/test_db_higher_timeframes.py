@@ -12,6 +12,7 @@ bucket by an index range, also with a year of 1m rows in the database (EXPLAIN A
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections import defaultdict
@@ -63,7 +64,7 @@ def python_rollup(rows_1m: list[tuple], symbol: str, timeframe: str) -> list[Can
 
 
 async def assert_every_timeframe_matches_candles_1m(store: CandleStore, url: str, exchange: str, symbols) -> None:
-    rows_1m = stored_1m(url, exchange)
+    rows_1m = await asyncio.to_thread(stored_1m, url, exchange)  # a blocking read off the session's loop
     assert rows_1m
     for symbol in symbols:
         for timeframe in HIGHER:
@@ -157,17 +158,21 @@ async def test_refresh_higher_timeframes_rebuilds_a_range_written_past_the_store
     # the tables (and the materialized buckets) cannot know until refresh_higher_timeframes is
     # called for the range.
     backfill = quarter_candles(unique_name, "BTC/USDT", START + timedelta(days=1), list(range(0, 2 * 1440)), seed=2)
-    with psycopg.connect(mode_url) as conn:
-        conn.execute("DELETE FROM candles_1m WHERE exchange = %s AND ts >= %s AND ts < %s",
-                     (unique_name, START + timedelta(days=1), START + timedelta(days=3)))
-        with conn.cursor().copy("COPY candles_1m (exchange, symbol, ts, open, high, low, close, volume, trades) "
-                                "FROM STDIN") as copy:
-            for c in backfill:
-                copy.write_row((c.exchange, c.symbol, EPOCH + timedelta(microseconds=c.ts_start // 1000),
-                                c.open, c.high, c.low, c.close, c.volume, c.trades))
-        # And removes an hour of bad data entirely: its buckets must disappear.
-        conn.execute("DELETE FROM candles_1m WHERE exchange = %s AND ts >= %s AND ts < %s",
-                     (unique_name, START + timedelta(days=2, hours=5), START + timedelta(days=2, hours=6)))
+
+    def write_past_the_store() -> None:  # in a thread: blocking calls must not stop the session's loop
+        with psycopg.connect(mode_url) as conn:
+            conn.execute("DELETE FROM candles_1m WHERE exchange = %s AND ts >= %s AND ts < %s",
+                         (unique_name, START + timedelta(days=1), START + timedelta(days=3)))
+            with conn.cursor().copy("COPY candles_1m (exchange, symbol, ts, open, high, low, close, volume, "
+                                    "trades) FROM STDIN") as copy:
+                for c in backfill:
+                    copy.write_row((c.exchange, c.symbol, EPOCH + timedelta(microseconds=c.ts_start // 1000),
+                                    c.open, c.high, c.low, c.close, c.volume, c.trades))
+            # And removes an hour of bad data entirely: its buckets must disappear.
+            conn.execute("DELETE FROM candles_1m WHERE exchange = %s AND ts >= %s AND ts < %s",
+                         (unique_name, START + timedelta(days=2, hours=5), START + timedelta(days=2, hours=6)))
+
+    await asyncio.to_thread(write_past_the_store)
     with pytest.raises(AssertionError):  # stale until refreshed
         await assert_every_timeframe_matches_candles_1m(store, mode_url, unique_name, ["BTC/USDT"])
 
