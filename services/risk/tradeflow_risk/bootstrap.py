@@ -131,7 +131,8 @@ def build(settings: RiskSettings, bus: Bus, database: Database, clock: Clock = S
         group_id=settings.market_data_group_of(settings.instance_id or socket.gethostname()),
         handler=market_data.handle, dead_letters=dead_letters, max_batch=settings.consumer_max_batch,
         committable_offsets=market_data.committable_offsets, on_revoked=market_data.on_revoked,
-        auto_offset_reset="latest", client_id=f"{client_id}-md")
+        auto_offset_reset="latest", client_id=f"{client_id}-md",
+        fetch_max_wait_ms=settings.market_data_fetch_max_wait_ms)
     return Risk(
         # Started in order, stopped in reverse: the consumers leave first, the saver stores the
         # market state, the relay publishes what is committed, then the producer and the pool close.

@@ -77,6 +77,12 @@ class RiskSettings(ServiceSettings, AccountsSettings, ExchangeListSettings, Data
     volatility_period: int = Field(default=14, ge=2, le=1_000, description="candles of the ATR and stdev")
     correlation_window: int = Field(default=50, ge=3, le=5_000, description="returns the correlations use")
     consumer_max_batch: int = Field(default=2_000, ge=1, le=100_000, description="records per handled batch")
+    market_data_fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=500,
+        description="fetch wait of the market-data consumer (marks, volatility, protective exits): off the "
+                    "signal-to-order path, so it need not poll as often as the trading topics; on Tansu, which "
+                    "answers a fetch only at this deadline, it is the most a stop waits for its trade (on Kafka, "
+                    "which answers at once, it only bounds idle polling)")
     market_state_flush_s: float = Field(
         default=1.0, ge=0.05, le=60.0, description="how often marks, trailing-stop watermarks and equity peaks are stored")
 

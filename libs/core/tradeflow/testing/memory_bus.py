@@ -261,9 +261,11 @@ class MemoryConsumer:
     def __init__(self, broker: MemoryBroker, telemetry: Telemetry | None = None, *, topics: Sequence[TopicSpec],
                  group_id: str, handler: Handler | Handlers, dead_letters: DeadLetters, max_batch: int = 5000,
                  committable_offsets=None, on_assigned=None, on_revoked=None, auto_offset_reset: str = "earliest",
-                 redelivery_delay_s: float = 0.0, **_ignored: Any) -> None:
+                 redelivery_delay_s: float = 0.0, fetch_max_wait_ms: int | None = None, **_ignored: Any) -> None:
         if not topics:
             raise ValueError("a consumer needs at least one topic")
+        # Kept for wiring tests (the fetch wait each consumer was given); nothing waits in memory.
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         if isinstance(handler, Handlers):
             handler.check_covers(topics)
         self._broker = broker

@@ -35,6 +35,9 @@ def test_build_wires_the_service_on_the_given_bus_without_starting_anything():
                                          config.exec_accounts_topic]
     assert market.subscribed_topics == [config.candles_topic, config.ticks_topic]
     assert (trading.group_id, market.group_id) == ("risk", "risk-md-replica-a")
+    # The trading topics poll at the service's fetch wait (TRADEFLOW_CONSUMER_FETCH_MAX_WAIT_MS); the
+    # market data, off the signal-to-order path, at its own longer one (ADR 0019).
+    assert (trading.fetch_max_wait_ms, market.fetch_max_wait_ms) == (None, 100)
 
     # Nothing started: risk's own output topics are made only by the topics component at start,
     # nothing is written, the producer and both consumers are idle.
@@ -44,3 +47,15 @@ def test_build_wires_the_service_on_the_given_bus_without_starting_anything():
     assert all(bus.broker.records(topic) == [] for c in bus.consumers for topic in c.subscribed_topics)
     assert not service.producer.is_connected()
     assert not trading.is_ready() and not market.is_ready()
+
+
+def test_the_market_data_consumer_takes_its_fetch_wait_from_its_own_setting(monkeypatch):
+    monkeypatch.setenv("TRADEFLOW_RISK_MARKET_DATA_FETCH_MAX_WAIT_MS", "250")
+    config = RiskSettings(database_url=UNOPENED_DATABASE, instance_id="replica-a")
+    bus = MemoryBus(clock=TestClock())
+    build(config, bus, config.service_database("risk", required_revision="risk_0003", default_pool_size=6))
+    assert [c.fetch_max_wait_ms for c in bus.consumers] == [None, 250]
+
+    monkeypatch.setenv("TRADEFLOW_RISK_MARKET_DATA_FETCH_MAX_WAIT_MS", "0")
+    with pytest.raises(ValueError, match="market_data_fetch_max_wait_ms"):
+        RiskSettings(database_url=UNOPENED_DATABASE)
