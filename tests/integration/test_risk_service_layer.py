@@ -9,6 +9,8 @@ from decimal import ROUND_DOWN, Decimal
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tradeflow.messages import AccountStatus, Order, RiskEvent, Tick
 from tradeflow.settings import CommonSettings
 from tradeflow.telemetry import Telemetry
@@ -51,13 +53,13 @@ class Harness:
     def id(self, name: str) -> str:
         return f"{name}-{self.unique[-8:]}"
 
-    async def service(self, accounts, profiles=None, strategies=None) -> RiskService:
+    async def service(self, accounts, profiles=None, strategies=None, telemetry=None) -> RiskService:
         settings = CommonSettings()
         service = RiskService(
             accounts=accounts, profiles=Profiles(profiles or {}, strategies or {}),
             store=RiskStore(self.database, Outbox(OUTBOX_TABLE)), market=MarketData("1m", 3, 10),
             markets=ExchangeMarkets([], []), calendars=InstrumentCalendars(None, 60), topics=self.topics,
-            telemetry=Telemetry("risk-test", settings), wall_clock_ns=lambda: self.now)
+            telemetry=telemetry or Telemetry("risk-test", settings), wall_clock_ns=lambda: self.now)
         await service.start()
         return service
 
@@ -125,6 +127,46 @@ async def test_a_redelivered_signal_gets_its_stored_decision_again_even_after_a_
     assert rows == [("approved",), ("rejected",)]
     # The restarted service knows the position from the stored fill.
     assert restarted.risk_view(account_id)["positions"][0]["quantity"] == "1"
+
+
+async def outbox_traceparents(database_url: str, topic: str) -> list[str | None]:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        rows = await (await conn.execute("SELECT headers FROM risk_outbox WHERE topic = %s ORDER BY id",
+                                         (topic,))).fetchall()
+    return [headers.get("traceparent") for (headers,) in rows]
+
+
+async def test_the_order_continues_the_signals_trace_with_a_decision_span_only_where_spans_are_exported(
+        harness, database_url):
+    signal_trace, signal_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    traceparent = f"00-{signal_trace}-{signal_span}-01"
+
+    # No OTLP endpoint: no span of risk's own; the order carries the signal's traceparent as it came,
+    # and so does a redelivery's replayed decision.
+    account_id = harness.id("untraced")
+    service = await harness.service([account(account_id, cash="1000")])
+    approved = signal(account_id, 0, quantity="1")
+    await service.on_trading(signals=[PendingSignal(approved, "signals", 0, 0, traceparent)])
+    await service.on_trading(signals=[PendingSignal(approved, "signals", 0, 1, traceparent)])
+    assert await outbox_traceparents(database_url, harness.topics.orders) == [traceparent, traceparent]
+    await harness.orders()
+
+    # Exported: a "risk decide" span, a child of the signal's, and the order carries that span.
+    settings = CommonSettings()
+    telemetry = Telemetry("risk-test", settings)
+    exporter = InMemorySpanExporter()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.tracing = True
+    account_id = harness.id("traced")
+    service = await harness.service([account(account_id, cash="1000")], telemetry=telemetry)
+    decisions = await service.on_trading(signals=[PendingSignal(signal(account_id, 0, quantity="1"), "signals", 0, 0,
+                                                                traceparent)])
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "risk decide"]
+    assert format(span.context.trace_id, "032x") == signal_trace
+    assert format(span.parent.span_id, "016x") == signal_span
+    assert span.attributes["tradeflow.client_order_id"] == decisions[0].order.client_order_id
+    assert await outbox_traceparents(database_url, harness.topics.orders) == [
+        f"00-{signal_trace}-{span.context.span_id:016x}-01"]
 
 
 async def test_manual_orders_racing_the_consumer_never_pass_a_limit_only_some_of_them_fit(harness):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from tradeflow.messages import (
@@ -115,7 +115,7 @@ class PendingSignal:
     topic: str = ""
     partition: int = -1
     offset: int = -1
-    trace: Context | None = None
+    traceparent: str | None = None  # the record's W3C traceparent header, as it came
     checked: bool = False  # looked up among the stored decisions (a redelivery is answered from there)
     prior: StoredDecision | None = None  # its stored decision, when it had one
 
@@ -137,6 +137,11 @@ class Decision:
     @property
     def reason(self) -> str:
         return self.event.reason if self.event is not None else ""
+
+
+def context_of(traceparent: str | None) -> Context | None:
+    """The trace context a W3C ``traceparent`` header names (None: the decision starts a trace)."""
+    return propagate.extract({"traceparent": traceparent}) if traceparent else None
 
 
 def annotate_decision(span, decision: Decision) -> None:
@@ -203,6 +208,7 @@ class RiskService:
         self._calendars = calendars
         self._topics = topics
         self._tracer = telemetry.tracer
+        self._tracing = telemetry.tracing  # spans only where they go somewhere (an OTLP endpoint)
         self._now = wall_clock_ns
         self._lock = asyncio.Lock()
         self.books: dict[str, AccountBook] = {}
@@ -453,7 +459,7 @@ class RiskService:
             count = 0
             for pending in queue:
                 if pending.prior is not None:
-                    decisions.append(self._replay(uow, pending.prior, account_id, pending.trace))
+                    decisions.append(self._replay(uow, pending.prior, account_id, pending.traceparent))
                 elif book is not None and book.blocking_order() is not None:
                     break
                 else:
@@ -463,10 +469,10 @@ class RiskService:
                 consumed[account_id] = count
         return decisions, consumed
 
-    def _replay(self, uow: UnitOfWork, prior: StoredDecision, account_id: str, trace_context: Context | None) -> Decision:
+    def _replay(self, uow: UnitOfWork, prior: StoredDecision, account_id: str, traceparent: str | None) -> Decision:
         message = stored_message(prior)
         topic = self._topics.orders if isinstance(message, Order) else self._topics.events
-        uow.publish(trace_context, topic, account_id, message)
+        uow.publish(traceparent, topic, account_id, message)
         self._replayed.inc()
         if isinstance(message, Order):
             return Decision(prior.decision_id, account_id, order=message, replayed=True)
@@ -474,31 +480,17 @@ class RiskService:
 
     def _decide_signal(self, uow: UnitOfWork, pending: PendingSignal, book: AccountBook | None) -> Decision:
         signal = pending.signal
-        decision_id = requests.signal_decision_id(signal.signal_id)
+        if not self._tracing:
+            # No exporter: a span would go nowhere, and making one cost a third of a decision. The
+            # order carries the signal's traceparent as it came, so the trace goes on downstream.
+            return self._decide(uow, pending, book, pending.traceparent)
         # A span of its own, continuing the signal's trace; not made current (nothing inside reads the
         # current span: the outbox row takes the span's traceparent), which costs a context attach less.
         span = self._tracer.start_span(
-            "risk decide", context=pending.trace, kind=SpanKind.INTERNAL,
+            "risk decide", context=context_of(pending.traceparent), kind=SpanKind.INTERNAL,
             attributes={"tradeflow.signal_id": signal.signal_id, "tradeflow.account_id": signal.account_id})
         try:
-            started = time.perf_counter()
-            if book is None:
-                result: requests.OrderRequest | Rejection = Rejection.of(
-                    reasons.UNKNOWN_ACCOUNT, f"account {signal.account_id!r} is not configured (TRADEFLOW_ACCOUNTS)",
-                    account_id=signal.account_id)
-            else:
-                new_day = book.control.day is None or signal.ts_event // NS_PER_DAY > book.control.day
-                book.advance_clock(signal.ts_event)
-                if new_day:  # a new UTC day of event time may clear yesterday's daily loss first
-                    self._observe(uow, book)
-                result = self._signal_request(signal, book)
-                if isinstance(result, requests.OrderRequest):
-                    result = gate.check(result, book, self._gate_context(result))
-            client_order_id = (result.client_order_id if isinstance(result, requests.OrderRequest)
-                               else client_order_id_for_signal(signal.signal_id))
-            decision = self._record(uow, decision_id, signal.account_id, "signal", result, book, signal.ts_event,
-                                    signal_id=signal.signal_id, client_order_id=client_order_id, trace_context=span)
-            self._decision_seconds.observe(time.perf_counter() - started)
+            decision = self._decide(uow, pending, book, span)
             annotate_decision(span, decision)
             return decision
         except BaseException as exc:
@@ -507,6 +499,30 @@ class RiskService:
             raise
         finally:
             span.end()
+
+    def _decide(self, uow: UnitOfWork, pending: PendingSignal, book: AccountBook | None,
+                trace_context: trace.Span | str | None) -> Decision:
+        signal = pending.signal
+        started = time.perf_counter()
+        if book is None:
+            result: requests.OrderRequest | Rejection = Rejection.of(
+                reasons.UNKNOWN_ACCOUNT, f"account {signal.account_id!r} is not configured (TRADEFLOW_ACCOUNTS)",
+                account_id=signal.account_id)
+        else:
+            new_day = book.control.day is None or signal.ts_event // NS_PER_DAY > book.control.day
+            book.advance_clock(signal.ts_event)
+            if new_day:  # a new UTC day of event time may clear yesterday's daily loss first
+                self._observe(uow, book)
+            result = self._signal_request(signal, book)
+            if isinstance(result, requests.OrderRequest):
+                result = gate.check(result, book, self._gate_context(result))
+        client_order_id = (result.client_order_id if isinstance(result, requests.OrderRequest)
+                           else client_order_id_for_signal(signal.signal_id))
+        decision = self._record(uow, requests.signal_decision_id(signal.signal_id), signal.account_id, "signal",
+                                result, book, signal.ts_event, signal_id=signal.signal_id,
+                                client_order_id=client_order_id, trace_context=trace_context)
+        self._decision_seconds.observe(time.perf_counter() - started)
+        return decision
 
     def _signal_request(self, signal: Signal, book: AccountBook) -> requests.OrderRequest | Rejection:
         problem = requests.symbol_problem(signal.exchange, signal.symbol, book, self._markets.symbols(signal.exchange))
@@ -526,7 +542,7 @@ class RiskService:
     def _record(self, uow: UnitOfWork, decision_id: str, account_id: str, origin: str,
                 result: requests.OrderRequest | Rejection, book: AccountBook | None, ts_event: int, *,
                 signal_id: str = "", client_order_id: str = "",
-                trace_context: trace.Span | Context | None = None) -> Decision:
+                trace_context: trace.Span | Context | str | None = None) -> Decision:
         """Store the decision and queue what it announces (the order, or the rejection's event)."""
         if isinstance(result, Rejection):
             event = RiskEvent(event_id=f"rejection:{decision_id}", account_id=account_id, kind="rejection",

@@ -37,3 +37,7 @@ def test_no_trace_gives_no_headers_and_a_context_goes_through_the_propagator():
     assert trace_headers(trace.INVALID_SPAN) == {}
     context = propagate.extract({"traceparent": SIGNAL_TRACEPARENT})
     assert trace_headers(context) == {"traceparent": SIGNAL_TRACEPARENT}
+
+
+def test_a_traceparent_passed_on_as_it_came_is_the_rows_header():
+    assert trace_headers(SIGNAL_TRACEPARENT) == {"traceparent": SIGNAL_TRACEPARENT}

@@ -317,9 +317,11 @@ class UnitOfWork:
     def save_control(self, account_id: str, control: AccountControl, clock: int) -> None:
         self._controls[account_id] = (control, clock)
 
-    def publish(self, trace_context: Span | Context | None, topic: TopicSpec | str, key: str, message: Message) -> None:
+    def publish(self, trace_context: Span | Context | str | None, topic: TopicSpec | str, key: str,
+                message: Message) -> None:
         """Queue ``message`` for the outbox with the trace headers of ``trace_context``: a span (the
-        decision's: its W3C ``traceparent`` written directly, the hot path), a context, or None (no trace)."""
+        decision's: its W3C ``traceparent`` written directly, the hot path), a context, a ``traceparent`` passed on
+        as it came (tracing off), or None (no trace)."""
         self._messages.append((topic, key, message, trace_headers(trace_context)))
 
     @property
@@ -376,15 +378,18 @@ class UnitOfWork:
         return {account_id: self.versions.get(account_id, 0) + 1 for account_id in self._controls}
 
 
-def trace_headers(trace_context: Span | Context | None) -> Mapping[str, str]:
+def trace_headers(trace_context: Span | Context | str | None) -> Mapping[str, str]:
     """The W3C trace headers an outbox row carries for ``trace_context``.
 
     For a span this is what the TraceContext propagator writes (``traceparent``, and
     ``tracestate`` when there is one), formatted here: the propagator's round through a
-    Context cost about as much as the decision itself.
+    Context cost about as much as the decision itself. A string is a ``traceparent`` passed on
+    as it came (no span of risk's own: tracing off).
     """
     if trace_context is None:
         return _NO_TRACE
+    if isinstance(trace_context, str):
+        return {"traceparent": trace_context}
     if isinstance(trace_context, Span):
         span_context = trace_context.get_span_context()
         if not span_context.is_valid:

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import math
 
-from opentelemetry import propagate
 from tradeflow.bus import Record, TopicPartition
 from tradeflow.codec import HEADER_TRACEPARENT
 from tradeflow.marketdata import reason_code, tick_rejection_reason
@@ -32,11 +31,6 @@ from tradeflow.telemetry import Telemetry
 from tradeflow_risk.service import PendingSignal, RiskService
 
 log = logging.getLogger(__name__)
-
-
-def _trace_of(record: Record):
-    traceparent = record.header(HEADER_TRACEPARENT)
-    return propagate.extract({HEADER_TRACEPARENT: traceparent}) if traceparent else None
 
 
 def _candle_problem(candle: Candle) -> str | None:
@@ -80,7 +74,8 @@ class TradingDispatch:
             elif topic == self._orders:
                 events.append(record.value)
             elif topic == self._signals:
-                signals.append(PendingSignal(record.value, topic, record.partition, record.offset, _trace_of(record)))
+                signals.append(PendingSignal(record.value, topic, record.partition, record.offset,
+                                             record.header(HEADER_TRACEPARENT)))
             elif topic == self._accounts:
                 statuses.append(record.value)
         await self._service.on_trading(fills, events, signals, statuses)
