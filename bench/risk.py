@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(REPO))
 
-from _common import cpu_s, emit, free_port, log  # noqa: E402
+from _common import CpuShares, cpu_s, emit, free_port, log  # noqa: E402
 from _floor import floor as run_floor  # noqa: E402
 from _floor import services_fetch_wait_ms  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
@@ -184,6 +184,43 @@ async def wait_ready(port: int, process: subprocess.Popen, timeout_s: float = 90
             await asyncio.sleep(0.3)
 
 
+async def preloaded_rate(port: int, process: subprocess.Popen, expected: int) -> tuple[float, float, int]:
+    """Risk started on a topic that already holds ``expected`` refused signals: decisions/s and risk's
+    CPU per decision from the first poll of its /metrics that shows a decision to the one that shows
+    every decision published (its outbox relay's count). What it decided before that first poll is
+    left out of both. Nothing of this process competes for the cores meanwhile but a poll each 100 ms."""
+    import httpx
+
+    def counters(text: str) -> tuple[float, float]:
+        decided = published = 0.0
+        for line in text.splitlines():
+            if line.startswith("tradeflow_risk_decisions_total{"):
+                decided += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("tradeflow_outbox_published_total{"):
+                published += float(line.rsplit(" ", 1)[1])
+        return decided, published
+
+    start: tuple[float, float, float] | None = None  # (time, decisions, risk's CPU) at the first decision seen
+    deadline = time.monotonic() + 600
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"risk exited with {process.returncode}")
+            try:
+                decided, published = counters((await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+                continue
+            now, cpu = time.perf_counter(), cpu_s(process.pid)
+            if start is None and decided > 0:
+                start = (now, decided, cpu)
+            if start is not None and published >= expected:
+                counted = expected - start[1]
+                return counted / (now - start[0]), (cpu - start[2]) / counted, int(counted)
+            await asyncio.sleep(0.1)
+    raise TimeoutError("risk did not publish every decision of the preloaded burst")
+
+
 async def service_layer_rate(database_url: str, signals: int, batch: int = 500) -> float:
     """Refused signals of 100 accounts through RiskService.on_trading, no broker: decisions/s."""
     from tradeflow_db import Database
@@ -220,7 +257,8 @@ async def service_layer_rate(database_url: str, signals: int, batch: int = 500) 
         await database.stop()
 
 
-async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_path: Path, broker_pid: int) -> None:
+async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_path: Path, broker_pid: int,
+              database_pid: int) -> None:
     settings = CommonSettings(kafka_bootstrap=bootstrap)
     await ensure_topics(settings, ALL_TOPICS, with_dlq=True)
     # The signals' producer lingers 1 ms, as risk's own does here (TRADEFLOW_PRODUCER_LINGER_MS): a
@@ -228,7 +266,10 @@ async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_p
     producer = Producer(ServiceSettings(environment="test", kafka_bootstrap=bootstrap, producer_linger_ms=1),
                         Telemetry("bench-risk", settings), client_id="bench-risk")
     await producer.start()
-    refused = burst(args.signals, kind="refused")
+    # Two bursts of refused signals (decisions that wait for nothing): one on the topic before risk
+    # starts, one sent once it is ready; the later one's candles come after the earlier one's.
+    preloaded = burst(args.signals, kind="refused")
+    refused = burst(args.signals, first_cycle=args.signals // ACCOUNTS, kind="refused")
     # The baseline reads the same signals from a topic of their own: risk's input is sent only once
     # risk is ready, so the rate counts risk's whole work (signals decided before /readyz said so
     # made earlier runs report up to 270,000/s).
@@ -254,25 +295,42 @@ async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_p
     emit("risk_service_layer_decisions_per_s", layer, "decisions/s")
     log(f"the service layer alone (database, no broker): {layer:,.0f} decisions/s")
 
+    await producer.send_many(STRATEGY_SIGNALS, [(s.account_id, s) for s in preloaded])
     port = free_port()
     process = start_risk(bootstrap, database_url, port, log_path)
     try:
+        rate, cpu_per_decision, counted = await preloaded_rate(port, process, len(preloaded))
+        emit("risk_decisions_per_s_preloaded", rate, "decisions/s", raw)
+        emit("risk_cpu_us_per_decision_preloaded", cpu_per_decision * 1e6, "us")
+        log(f"decisions of signals already on the topic when risk starts, counted by its own metrics from its first "
+            f"decision: {rate:,.0f}/s over the last {counted:,} of {len(preloaded):,} (raw consume {raw:,.0f}/s; "
+            f"target {TARGET_DECISIONS_PER_S:,}/s: {'met' if rate >= TARGET_DECISIONS_PER_S else 'MISSED'}); "
+            f"risk's CPU: {cpu_per_decision * 1e6:,.0f} us per decision")
         async with Outputs(bootstrap, args.reader_wait_ms) as outputs, PaperExecution(
                 bootstrap, orders_topic=RISK_ORDERS.name, events_topic=EXEC_ORDERS.name,
                 fills_topic=EXEC_FILLS.name):
             await wait_ready(port, process)
             cpu_ready = cpu_s(process.pid)
+            # The others' CPU in the same window: the database and the broker do part of each decision's work.
+            others = CpuShares({"database": database_pid, "broker": broker_pid, "bench": os.getpid()},
+                               trees=frozenset({"database"}))
+            others.start()
             started = time.perf_counter()
             await producer.send_many(STRATEGY_SIGNALS, [(s.account_id, s) for s in refused])
             await outputs.wait_for({s.signal_id for s in refused}, timeout_s=600)
             rate = len(refused) / (max(outputs.arrivals.values()) - started)
             cpu_per_decision = (cpu_s(process.pid) - cpu_ready) / len(refused)
+            elapsed = max(outputs.arrivals.values()) - started
+            shares = others.stop()
             emit("risk_decisions_per_s_no_wait", rate, "decisions/s", raw)
             emit("risk_cpu_us_per_decision_no_wait", cpu_per_decision * 1e6, "us")
             log(f"decisions that wait for nothing: {rate:,.0f}/s over {len(refused):,} signals of {ACCOUNTS} accounts "
                 f"(raw consume {raw:,.0f}/s; target {TARGET_DECISIONS_PER_S:,}/s: "
                 f"{'met' if rate >= TARGET_DECISIONS_PER_S else 'MISSED'}); risk's CPU: "
-                f"{cpu_per_decision * 1e6:,.0f} us per decision")
+                f"{cpu_per_decision * 1e6:,.0f} us per decision; "
+                + ", ".join(f"{name}'s {share / 100 * elapsed / len(refused) * 1e6:,.0f} us" for name, share in shares.items()))
+            for name, share in shares.items():
+                emit(f"risk_no_wait_{name}_cpu_us_per_decision", share / 100 * elapsed / len(refused) * 1e6, "us")
 
             approved = burst(args.signals)
             started = time.perf_counter()
@@ -353,8 +411,9 @@ def main() -> int:
             # (FreezeStartupObjects): a full collection here would delay the arrivals it timestamps.
             gc.collect()
             gc.freeze()
+            status = infra.status()
             asyncio.run(run(infra.kafka_bootstrap, infra.database_url, args, Path(tmp) / "risk.log",
-                            infra.status().kafka.pid))
+                            status.kafka.pid, status.postgres.pid))
         except Exception:
             log_file = Path(tmp) / "risk.log"
             if log_file.exists():

@@ -19,7 +19,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import msgspec
 import psycopg
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from tradeflow.errors import StartupError
 from tradeflow.settings import redact_url
@@ -91,6 +93,10 @@ class Database:
     async def _configure(self, conn: psycopg.AsyncConnection) -> None:
         # UTC so timestamptz values come back as UTC datetimes.
         await conn.execute("SET TIME ZONE 'UTC'")
+        # json/jsonb through msgspec: the outbox's headers are a jsonb per row, read by the relay at
+        # every publish; the standard library's json took 5% of risk's CPU in a burst of decisions.
+        set_json_loads(msgspec.json.decode, conn)
+        set_json_dumps(msgspec.json.encode, conn)
         if self._configure_hook is not None:
             await self._configure_hook(conn)
 

@@ -247,7 +247,8 @@ class UnitOfWork:
         stored before, in order) and look up ``decision_ids`` (:attr:`stored`)."""
         conn = self.conn
         locked = await conn.execute(
-            "SELECT account_id, version FROM risk_accounts WHERE account_id = ANY(%s) ORDER BY account_id FOR UPDATE",
+            "SELECT account_id, version FROM risk_accounts WHERE account_id = ANY(%b::text[]) ORDER BY account_id "
+            "FOR UPDATE",
             (account_ids,)) if account_ids else None
         unique: dict[str, Fill] = {}
         for fill in fills:
@@ -259,7 +260,7 @@ class UnitOfWork:
             ([f.fill_id for f in unique.values()], [f.account_id for f in unique.values()],
              [f.client_order_id for f in unique.values()], [encode(f) for f in unique.values()])) if unique else None
         found = await conn.execute(
-            "SELECT decision_id, outcome, payload FROM risk_decisions WHERE decision_id = ANY(%s)",
+            "SELECT decision_id, outcome, payload FROM risk_decisions WHERE decision_id = ANY(%b::text[])",
             (list(decision_ids),)) if decision_ids else None
         self.versions = dict(await locked.fetchall()) if locked is not None else {}
         new = {row[0] for row in await inserted.fetchall()} if inserted is not None else set()
@@ -279,7 +280,7 @@ class UnitOfWork:
         if not decision_ids:
             return {}
         rows = await (await self.conn.execute(
-            "SELECT decision_id, outcome, payload FROM risk_decisions WHERE decision_id = ANY(%s)",
+            "SELECT decision_id, outcome, payload FROM risk_decisions WHERE decision_id = ANY(%b::text[])",
             (list(decision_ids),))).fetchall()
         return {r[0]: StoredDecision(r[0], r[1], bytes(r[2])) for r in rows}
 
