@@ -24,7 +24,9 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
+import msgspec
 import psycopg
 from opentelemetry import propagate
 from opentelemetry.context import Context
@@ -91,8 +93,8 @@ class Outbox:
         # positions so the ids (the publishing order) follow the order of the items.
         self._insert = (
             f"INSERT INTO {name} (topic, key, schema, payload, headers) "
-            "SELECT topic, key, schema, payload, headers FROM unnest("
-            "%b::text[], %b::text[], %b::text[], %b::bytea[], %b::jsonb[]) "
+            "SELECT topic, key, schema, payload, headers::jsonb FROM unnest("
+            "%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[]) "
             "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position")
         self._notify = f"NOTIFY {name}"
 
@@ -120,18 +122,49 @@ class Outbox:
                          items: Iterable[tuple[TopicSpec | str, str | None, Message, Mapping[str, str]]]) -> None:
         """Like :meth:`put_many`, each message with its own W3C trace headers (``traceparent``,
         ``tracestate``): for a batch whose messages continue different traces."""
-        rows = [(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
-                 encode(message), psycopg.types.json.Jsonb(dict(trace))) for topic, key, message, trace in items]
+        await self.put_rows(conn, [OutboxRow.of(topic, key, message, trace) for topic, key, message, trace in items])
+
+    async def put_rows(self, conn: psycopg.AsyncConnection, rows: Sequence[OutboxRow]) -> None:
+        """Store rows already encoded (a caller that stores the same payload elsewhere encodes it once)."""
         if not rows:
             return
         if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
-            await conn.execute(self._insert, [list(column) for column in zip(*rows, strict=True)])
+            # The headers go as JSON text, cast by the server: a jsonb array element is dumped one by
+            # one in Python, and most rows share the empty object.
+            await conn.execute(self._insert, (
+                [r.topic for r in rows], [r.key for r in rows], [r.schema for r in rows], [r.payload for r in rows],
+                [_headers_json(r.headers) for r in rows]))
         else:
             async with conn.cursor() as cursor, cursor.copy(self._copy) as copy:
                 copy.set_types(["text", "text", "text", "bytea", "jsonb"])
-                for row in rows:
-                    await copy.write_row(row)
+                for r in rows:
+                    await copy.write_row((r.topic, r.key, r.schema, r.payload, psycopg.types.json.Jsonb(dict(r.headers))))
         await conn.execute(self._notify)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One message as its outbox row stores it."""
+
+    topic: str
+    key: str | None
+    schema: str
+    payload: bytes
+    headers: Mapping[str, str]
+
+    @classmethod
+    def of(cls, topic: TopicSpec | str, key: str | None, message: Message, headers: Mapping[str, str],
+           payload: bytes | None = None) -> OutboxRow:
+        """``message``'s row; ``payload`` when it is encoded already."""
+        return cls(topic.name if isinstance(topic, TopicSpec) else topic, key, type(message).SCHEMA,
+                   payload if payload is not None else encode(message), headers)
+
+
+_EMPTY_JSON = "{}"
+
+
+def _headers_json(headers: Mapping[str, str]) -> str:
+    return msgspec.json.encode(headers).decode() if headers else _EMPTY_JSON
 
 
 class OutboxRelay:

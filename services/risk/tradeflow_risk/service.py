@@ -549,14 +549,14 @@ class RiskService:
                               reason=result.reason, message=result.message, severity="warning",
                               state=book.state if book is not None else None, client_order_id=client_order_id,
                               signal_id=signal_id, details=result.details, ts_event=ts_event)
-            uow.add_decision(decision_id, account_id, origin, event, result.reason, ts_event)
-            uow.publish(trace_context, self._topics.events, account_id, event)
+            payload = uow.add_decision(decision_id, account_id, origin, event, result.reason, ts_event)
+            uow.publish(trace_context, self._topics.events, account_id, event, payload)
             return Decision(decision_id, account_id, event=event)
         order = result.to_order()
         assert book is not None
         book.track(order)
-        uow.add_decision(decision_id, account_id, origin, order, "", ts_event)
-        uow.publish(trace_context, self._topics.orders, account_id, order)
+        payload = uow.add_decision(decision_id, account_id, origin, order, "", ts_event)
+        uow.publish(trace_context, self._topics.orders, account_id, order, payload)
         return Decision(decision_id, account_id, order=order)
 
     def _committed(self, uow: UnitOfWork) -> None:

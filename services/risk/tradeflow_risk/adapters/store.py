@@ -24,7 +24,7 @@ from tradeflow.codec import decode, encode
 from tradeflow.messages import Fill, Message, Order, OrderAmendment, RiskEvent
 from tradeflow.topics import TopicSpec
 from tradeflow_db import Database
-from tradeflow_db.outbox import Outbox
+from tradeflow_db.outbox import Outbox, OutboxRow
 
 from tradeflow_risk.domain.account import AccountControl, Breach, TrackedOrder, Watermark
 from tradeflow_risk.domain.limits import RiskLimits
@@ -231,7 +231,7 @@ class UnitOfWork:
         self._new_orders: list[tuple] = []
         self._progress: dict[str, TrackedOrder] = {}
         self._controls: dict[str, tuple[AccountControl, int]] = {}
-        self._messages: list[tuple[TopicSpec | str, str, Message, Mapping[str, str]]] = []
+        self._messages: list[OutboxRow] = []
         self._serial = 0
         self.new_fills: list[Fill] = []
         self.stored: dict[str, StoredDecision] = {}
@@ -285,13 +285,16 @@ class UnitOfWork:
         return {r[0]: StoredDecision(r[0], r[1], bytes(r[2])) for r in rows}
 
     def add_decision(self, decision_id: str, account_id: str, origin: str, message: Order | Message,
-                     reason: str, ts_event: int) -> None:
+                     reason: str, ts_event: int) -> bytes:
+        """Store the decision (and an approved order); the message's encoding, which its outbox row reuses."""
         approved = isinstance(message, Order)
+        payload = encode(message)
         self._decisions.append((decision_id, account_id, origin, "approved" if approved else "rejected", reason,
-                                message.client_order_id if approved else None, encode(message), ts_event))
+                                message.client_order_id if approved else None, payload, ts_event))
         if approved:
-            self._new_orders.append((message.client_order_id, message.account_id, encode(message), message.order_type,
+            self._new_orders.append((message.client_order_id, message.account_id, payload, message.order_type,
                                      message.origin, message.ts_event))
+        return payload
 
     async def amendment_lookup(self, decision_id: str, client_order_id: str) -> tuple[StoredDecision | None, int]:
         """The stored decision of an amendment request (a retry), and how many amendments of the
@@ -319,11 +322,11 @@ class UnitOfWork:
         self._controls[account_id] = (control, clock)
 
     def publish(self, trace_context: Span | Context | str | None, topic: TopicSpec | str, key: str,
-                message: Message) -> None:
+                message: Message, payload: bytes | None = None) -> None:
         """Queue ``message`` for the outbox with the trace headers of ``trace_context``: a span (the
         decision's: its W3C ``traceparent`` written directly, the hot path), a context, a ``traceparent`` passed on
         as it came (tracing off), or None (no trace)."""
-        self._messages.append((topic, key, message, trace_headers(trace_context)))
+        self._messages.append(OutboxRow.of(topic, key, message, trace_headers(trace_context), payload))
 
     @property
     def has_messages(self) -> bool:
@@ -372,7 +375,7 @@ class UnitOfWork:
                 "AS v(account_id, kill_switch, reason, auto, breaches, day, day_start, peak, clock, reconciliation, "
                 "reconciliation_message) WHERE a.account_id = v.account_id", _columns(rows, 11))
         if self._messages:
-            await self._outbox.put_traced(conn, self._messages)
+            await self._outbox.put_rows(conn, self._messages)
 
     def new_versions(self) -> dict[str, int]:
         """The version each account row saved by this unit has once it commits."""
