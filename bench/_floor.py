@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import CpuShares, emit, log
+from _common import CpuShares, assign_at_end, emit, log, stop
 
 RELAY = str(Path(__file__).with_name("_hop_relay.py"))
 
@@ -60,12 +60,7 @@ def floor(bootstrap: str, *, name: str, chain: list[str], side_topic: str | None
                                                      reader_wait_ms, cpu))
     finally:
         for relay in relays:
-            relay.terminate()
-            try:
-                relay.wait(10)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait()
+            stop(relay, grace_s=10)
     values = sorted(latencies)
     result = FloorResult(percentile(values, 0.5), percentile(values, 0.99), sum(busy.values()))
     log(f"floor ({len(relays)} hops that do nothing at a {relay_wait_ms} ms fetch wait, {len(values)} of {sent} "
@@ -80,7 +75,7 @@ def floor(bootstrap: str, *, name: str, chain: list[str], side_topic: str | None
 
 async def _measure(bootstrap: str, chain: list[str], side_topic: str | None, keys: list[bytes], rate: float,
                    seconds: float, reader_wait_ms: int, cpu: CpuShares) -> tuple[int, list[float], dict[str, float]]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -91,12 +86,7 @@ async def _measure(bootstrap: str, chain: list[str], side_topic: str | None, key
     latencies: dict[bytes, float] = {}
     first, last = chain[0], chain[-1]
     try:
-        await reader.topics()
-        partitions = [TopicPartition(last, p) for p in sorted(reader.partitions_for_topic(last))]
-        reader.assign(partitions)
-        await reader.seek_to_end(*partitions)
-        for tp in partitions:
-            await reader.position(tp)
+        await assign_at_end(reader, [last])
 
         async def read() -> None:
             while True:

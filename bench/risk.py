@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(REPO))
 
-from _common import CpuShares, cpu_s, emit, free_port, log  # noqa: E402
+from _common import CpuShares, cpu_s, emit, free_port, log, stop  # noqa: E402
 from _floor import floor as run_floor  # noqa: E402
 from _floor import services_fetch_wait_ms  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
@@ -378,12 +378,7 @@ async def run(bootstrap: str, database_url: str, args: argparse.Namespace, log_p
                 f"{statistics.median(to_reader):.1f} ms, p99 {percentile(sorted(to_reader), 0.99):.1f} ms")
             log(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         await producer.stop()
 
 

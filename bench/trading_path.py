@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CpuShares, emit, free_port, log  # noqa: E402
+from _common import CpuShares, assign_at_end, emit, free_port, log, stop  # noqa: E402
 from _floor import floor as run_floor  # noqa: E402
 from _floor import percentile, services_fetch_wait_ms  # noqa: E402
 
@@ -98,7 +98,7 @@ def wait_ready(name: str, port: int, process: subprocess.Popen, timeout_s: float
 
 
 async def measure(bootstrap: str, rate: float, seconds: float, cpu: CpuShares) -> dict:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
     from tradeflow.bus import Producer
     from tradeflow.codec import decode
     from tradeflow.messages import Candle, Fill, Order, Signal, Tick
@@ -118,12 +118,7 @@ async def measure(bootstrap: str, rate: float, seconds: float, cpu: CpuShares) -
     seen: dict[str, dict[tuple[str, int], float]] = {topic: {} for topic in watched}
     latencies = seen[EXEC_FILLS.name]
     try:
-        await reader_of.topics()
-        partitions = [TopicPartition(topic, p) for topic in watched for p in sorted(reader_of.partitions_for_topic(topic))]
-        reader_of.assign(partitions)
-        await reader_of.seek_to_end(*partitions)
-        for tp in partitions:
-            await reader_of.position(tp)
+        await assign_at_end(reader_of, list(watched))
 
         async def read_outputs() -> None:
             while True:
@@ -276,13 +271,7 @@ def main() -> int:
             emit("trading_path_cpu_total_pct", sum(result["cpu"].values()), "% of a core", sum(idle.values()))
         finally:
             for process in processes.values():
-                if process.poll() is None:
-                    process.terminate()
-                    try:
-                        process.wait(30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
+                stop(process)
             infra.down(purge=True)
     return 0
 

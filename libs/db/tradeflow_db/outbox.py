@@ -164,7 +164,7 @@ _EMPTY_JSON = "{}"
 
 
 def _headers_json(headers: Mapping[str, str]) -> str:
-    return msgspec.json.encode(headers).decode() if headers else _EMPTY_JSON
+    return msgspec.json.encode(dict(headers)).decode() if headers else _EMPTY_JSON
 
 
 class OutboxRelay:
