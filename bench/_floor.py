@@ -63,7 +63,7 @@ def floor(bootstrap: str, *, name: str, chain: list[str], side_topic: str | None
             stop(relay, grace_s=10)
     values = sorted(latencies)
     result = FloorResult(percentile(values, 0.5), percentile(values, 0.99), sum(busy.values()))
-    log(f"floor ({len(relays)} hops that do nothing at a {relay_wait_ms} ms fetch wait, {len(values)} of {sent} "
+    log(f"floor ({len(relays)} hop{'s' if len(relays) > 1 else ''} that do{'' if len(relays) > 1 else 'es'} nothing at a {relay_wait_ms} ms fetch wait, {len(values)} of {sent} "
         f"through): p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms; cpu "
         + ", ".join(f"{process} {share:.1f}%" for process, share in busy.items())
         + f", total {result.cpu_total_pct:.1f}%")
