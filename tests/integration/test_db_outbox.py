@@ -159,6 +159,30 @@ async def test_a_quiet_relay_deletes_what_it_published_at_its_next_poll(outbox_s
     assert len(await read_topic(kafka_bootstrap, topic.name, 3)) == 3, "none sent twice"
 
 
+async def test_a_relay_its_writer_wakes_skips_that_writers_notify_but_wakes_on_another_replicas(
+        outbox_setup, kafka_bootstrap):
+    """Risk's store wakes its relay after each commit: the NOTIFY of the same commit would only run a
+    second round for nothing. Another replica's writer (another Outbox on the same table) still wakes it."""
+    database, outbox, producer, telemetry, topic = outbox_setup
+    relay = OutboxRelay(database, outbox, producer, telemetry, poll_interval_s=60, woken_by_local_commits=True)
+    await relay.start()
+    try:
+        assert await relay.drained()
+        async with database.transaction() as conn:
+            await outbox.put(conn, topic, "acct-1", alert(0))
+        await asyncio.sleep(1.0)
+        assert await outbox_rows(database, outbox) == 1, "its own writer's NOTIFY did not wake it"
+        relay.wake()  # what the writer does after its commit
+        assert [decode(Alert, r.value).message for r in await read_topic(kafka_bootstrap, topic.name, 1)] == ["m0"]
+
+        async with database.transaction() as conn:
+            await Outbox(outbox.table).put(conn, topic, "acct-2", alert(1))  # another replica's writer
+        records = await read_topic(kafka_bootstrap, topic.name, 2, timeout_s=5)
+        assert [decode(Alert, r.value).message for r in records] == ["m0", "m1"], "woken by the other's NOTIFY"
+    finally:
+        await relay.stop()
+
+
 async def test_messages_wait_in_the_outbox_while_the_broker_cannot_take_them(outbox_setup, kafka_bootstrap):
     database, outbox, producer, telemetry, topic = outbox_setup
     stopped = Producer(ServiceSettings(environment="test", kafka_bootstrap=kafka_bootstrap), telemetry,

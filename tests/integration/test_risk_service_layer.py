@@ -19,6 +19,7 @@ from tradeflow_db.outbox import Outbox
 from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
 from tradeflow_risk.adapters.instrument_calendars import InstrumentCalendars
 from tradeflow_risk.adapters.store import OUTBOX_TABLE, REQUIRED_REVISION, RiskStore
+from tradeflow_risk.domain.account import AccountControl
 from tradeflow_risk.domain.limits import RiskLimits
 from tradeflow_risk.domain.market import MarketData
 from tradeflow_risk.domain.profiles import AccountProfile, Profiles, StrategyProfile
@@ -492,3 +493,43 @@ async def test_a_second_all_cash_entry_while_holding_is_rejected_below_the_minim
         ("rejection", "below_minimum_size", client_order_id_for_signal(again.signal_id))]
     assert Decimal(published[0].details["quote_quantity"]) == left.quantize(Decimal("1e-8"), ROUND_DOWN)  # all of it
     assert [o.client_order_id for o in await harness.orders()] == [first[0].order.client_order_id]
+
+
+async def test_a_unit_of_work_that_fails_stores_nothing_and_hands_back_a_clean_connection(harness, database_url):
+    """A unit's BEGIN and COMMIT are statements of its pipeline: whether the failure is the
+    service's (an exception between the reads and the writes) or the database's (a statement of
+    the pipeline fails), nothing of the unit is stored and the next unit on the same connection works."""
+    database = Database(database_url, name="risk-uow-test", required_revision=REQUIRED_REVISION, max_connections=1)
+    await database.start()
+    try:
+        store = RiskStore(database, Outbox(OUTBOX_TABLE))
+        account_id = harness.id("uow")
+        await store.ensure_accounts([account_id])
+        before = await store.version(account_id)
+
+        def decide(uow, name: str) -> None:
+            event = RiskEvent(event_id=f"{name}-{harness.unique}", account_id=account_id, kind="rejection",
+                              reason="test", ts_event=1)
+            payload = uow.add_decision(f"{name}-{harness.unique}", account_id, "signal", event, "test", 1)
+            uow.publish(None, harness.topics.events, account_id, event, payload)
+            uow.save_control(account_id, AccountControl(), 1)
+
+        with pytest.raises(RuntimeError, match="the decision failed"):
+            async with store.unit_of_work([account_id]) as uow:
+                decide(uow, "service-failure")
+                raise RuntimeError("the decision failed")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            async with store.unit_of_work([account_id]) as uow:
+                decide(uow, "database-failure")
+                await uow.conn.execute("SELECT 1 / 0")
+        assert await harness.events() == [], "neither failed unit published anything"
+        assert await store.version(account_id) == before
+
+        async with store.unit_of_work([account_id]) as uow:
+            decide(uow, "after")
+        assert [e.event_id for e in await harness.events()] == [f"after-{harness.unique}"]
+        assert await store.version(account_id) == before + 1
+        async with database.connection() as conn:
+            assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        await database.stop()

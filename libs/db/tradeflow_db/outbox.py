@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -96,7 +97,10 @@ class Outbox:
             "SELECT topic, key, schema, payload, headers::jsonb FROM unnest("
             "%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[]) "
             "WITH ORDINALITY AS row(topic, key, schema, payload, headers, position) ORDER BY position")
-        self._notify = f"NOTIFY {name}"
+        # The NOTIFY names this writer, so a relay that its own writer wakes directly (``wake``) can
+        # skip the NOTIFY of the same commit: a second round for nothing, per commit.
+        self.writer_id = uuid.uuid4().hex
+        self._notify = f"NOTIFY {name}, '{self.writer_id}'"
 
     async def put(self, conn: psycopg.AsyncConnection, topic: TopicSpec | str, key: str | None,
                   message: Message) -> None:
@@ -171,9 +175,14 @@ class OutboxRelay:
     """A service Component: publishes an outbox's committed rows in order, then deletes them."""
 
     def __init__(self, database: Database, outbox: Outbox, producer, telemetry: Telemetry, *,
-                 batch: int = RELAY_BATCH, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+                 batch: int = RELAY_BATCH, poll_interval_s: float = POLL_INTERVAL_S,
+                 woken_by_local_commits: bool = False) -> None:
+        """``woken_by_local_commits``: the writer of ``outbox`` in this process calls :meth:`wake`
+        after every commit that wrote rows, so the relay ignores that writer's NOTIFYs (other
+        replicas' still wake it)."""
         self._database = database
         self._outbox = outbox
+        self._ignored_notifier = outbox.writer_id if woken_by_local_commits else None
         self._producer = producer
         self._batch = batch
         self._poll_interval_s = poll_interval_s
@@ -282,8 +291,9 @@ class OutboxRelay:
             await lock_conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(self._outbox.table)))
 
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
-        async for _ in conn.notifies():
-            self._wakeup.set()
+        async for notify in conn.notifies():
+            if notify.payload != self._ignored_notifier:
+                self._wakeup.set()
 
     async def _relay_batch(self) -> int:
         """Delete what the previous round published, read the next rows, publish them; how many.

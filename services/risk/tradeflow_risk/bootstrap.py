@@ -104,8 +104,9 @@ def build(settings: RiskSettings, bus: Bus, database: Database, clock: Clock = S
     # The relay hands the producer whole batches (a round's rows, one record batch per partition):
     # lingering would only hold each decision's order back (docs/adr/0018, Speed).
     producer = bus.producer(client_id=client_id, linger_ms=0)
-    relay = OutboxRelay(database, outbox, producer, telemetry)
-    # A commit wakes the relay at once (the NOTIFY, a hop through the database, wakes it too).
+    # A commit wakes the relay at once; the NOTIFY (a hop through the database) wakes it only for
+    # another replica's commits.
+    relay = OutboxRelay(database, outbox, producer, telemetry, woken_by_local_commits=True)
     store = RiskStore(database, outbox, on_commit=relay.wake)
     dead_letters = bus.dead_letters(producer)
     markets = ExchangeMarkets(settings.exchanges, {account.exchange for account in settings.accounts})

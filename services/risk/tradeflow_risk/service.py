@@ -215,7 +215,8 @@ class RiskService:
         self._limits: dict[str, LimitsVersion] = {}
         self._pending: dict[str, deque[PendingSignal]] = {}
         self._pending_ids: dict[str, set[str]] = {}
-        self._holders: dict[tuple[str, str], set[str]] = {}
+        self._holders: dict[tuple[str, str], set[str]] = {}  # (exchange, symbol) -> accounts with a position
+        self._held: dict[str, set[tuple[str, str]]] = {}  # account -> its keys in _holders
         self._exits_done: set[str] = set()  # protective decision ids stored (one exit per position and trigger)
         self._exits_refused: set[str] = set()  # protective exits refused in the current state (said once)
         self._dirty_marks: set[tuple[str, str]] = set()
@@ -284,12 +285,22 @@ class RiskService:
                            if symbol in book.positions and book.positions[symbol].opened_at == w.opened_at}
         return book
 
-    def _reindex(self) -> None:
-        holders: dict[tuple[str, str], set[str]] = {}
-        for book in self.books.values():
-            for symbol in book.held_symbols():
-                holders.setdefault((book.exchange, symbol), set()).add(book.account_id)
-        self._holders = holders
+    def _reindex(self, account_ids: Iterable[str] | None = None) -> None:
+        """Which accounts hold each (exchange, symbol): again for ``account_ids``, else for all.
+
+        Per account, not over every book: a unit with a new fill reindexes its accounts only."""
+        for account_id in (self.books if account_ids is None else account_ids):
+            book = self.books[account_id]
+            held = {(book.exchange, symbol) for symbol in book.held_symbols()}
+            before = self._held.get(account_id, set())
+            for key in before - held:
+                holders = self._holders[key]
+                holders.discard(account_id)
+                if not holders:
+                    del self._holders[key]
+            for key in held - before:
+                self._holders.setdefault(key, set()).add(account_id)
+            self._held[account_id] = held
 
     async def _sync(self, uow: UnitOfWork, account_ids: Iterable[str]) -> set[str]:
         """Reload the accounts whose row moved since this process saw it; the reloaded ids."""
@@ -303,7 +314,7 @@ class RiskService:
             for pending in self._pending.get(account_id, ()):
                 pending.checked, pending.prior = False, None  # another replica may have decided it meanwhile
         self._limits.update({a: v for a, v in (await self._store.latest_limits()).items() if a in stale})
-        self._reindex()
+        self._reindex(stale)
         log.info("reloaded %d account(s) changed elsewhere: %s", len(stale), ", ".join(stale))
         return set(stale)
 
@@ -445,7 +456,7 @@ class RiskService:
                 uow.order_progress(tracked)
                 changed.add(event.account_id)
         if uow.new_fills:
-            self._reindex()
+            self._reindex({fill.account_id for fill in uow.new_fills})
         for account_id in changed:
             self._observe(uow, self.books[account_id])
         return changed

@@ -172,18 +172,28 @@ class RiskStore:
     @asynccontextmanager
     async def unit_of_work(self, account_ids: Iterable[str], *, fills: Sequence[Fill] = (),
                            decision_ids: Sequence[str] = ()):
-        """One transaction, its statements in pipeline mode: the lock, the new fills and the stored
-        decisions asked for go out together (one round trip), the unit's writes together at the end.
+        """One transaction in two round trips: its statements go in pipeline mode, ``BEGIN`` with the
+        lock, the new fills and the stored decisions asked for (the first round trip), the unit's
+        writes with ``COMMIT`` at the end (the second).
 
-        The transaction encloses the pipeline rather than the reverse: one round trip more (BEGIN and
-        COMMIT on their own), but a quarter less of the process's CPU per unit with psycopg 3.3 on uvloop
-        (a unit per batch, and at a steady 100 signals/s every signal, order event and fill is its
-        own batch: ``bench/risk.py``)."""
-        async with self.database.connection() as conn, conn.transaction(), conn.pipeline():
-            unit = UnitOfWork(conn, self.outbox)
-            await unit.begin(sorted(set(account_ids)), fills, decision_ids)
-            yield unit
-            await unit.flush()
+        ``BEGIN`` and ``COMMIT`` are statements of the pipeline, not psycopg's ``transaction()``
+        (which syncs the pipeline on its own at entry and exit): at a steady rate every signal, order
+        event and fill is a unit of its own, and each round trip adds to the time from signal to
+        order (``bench/risk.py``). On any error the transaction is rolled back before the
+        connection goes back to the pool."""
+        async with self.database.connection() as conn:
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    unit = UnitOfWork(conn, self.outbox)
+                    await unit.begin(sorted(set(account_ids)), fills, decision_ids)
+                    yield unit
+                    await unit.flush()
+                    await conn.execute("COMMIT")
+            except BaseException:
+                if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await conn.execute("ROLLBACK")
+                raise
         if unit.has_messages and self.on_commit is not None:
             self.on_commit()
 
