@@ -243,3 +243,32 @@ async def test_a_transaction_in_pipeline_mode_writes_the_same_rows(outbox_setup,
         await relay.stop()
     records = await read_topic(kafka_bootstrap, topic.name, 5)
     assert [decode(Alert, r.value).message for r in records] == [f"m{n}" for n in range(5)]
+
+
+async def test_rows_a_writer_folds_into_its_own_statement_are_published_in_order_with_their_headers(
+        outbox_setup, kafka_bootstrap):
+    """Risk writes a unit's decisions and outbox rows in one statement (Outbox.insert_from_json)."""
+    import msgspec
+    from tradeflow_db.outbox import OutboxRow
+
+    database, outbox, producer, telemetry, topic = outbox_setup
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    rows = [OutboxRow.of(topic, f"acct-{n % 2}", alert(n), {"traceparent": traceparent} if n == 1 else {})
+            for n in range(3)]
+    statement = (f"WITH written AS ({outbox.insert_from_json('%s::jsonb')}) "
+                 f"SELECT {outbox.notify_call()}")
+    relay = OutboxRelay(database, outbox, producer, telemetry, poll_interval_s=60)
+    await relay.start()
+    try:
+        assert await relay.drained()
+        async with database.transaction() as conn:
+            await conn.execute(statement, (msgspec.json.encode([Outbox.json_row(r) for r in rows]).decode(),))
+        records = await read_topic(kafka_bootstrap, topic.name, 3, timeout_s=5)  # woken by the NOTIFY
+    finally:
+        await relay.stop()
+    by_key = {key: [decode(Alert, r.value).message for r in records if r.key.decode() == key]
+              for key in ("acct-0", "acct-1")}
+    assert by_key == {"acct-0": ["m0", "m2"], "acct-1": ["m1"]}, "each key's rows in the order written"
+    assert {decode(Alert, r.value).message: header_value(r.headers, HEADER_TRACEPARENT) for r in records} == {
+        "m0": None, "m1": traceparent, "m2": None}
+    assert {header_value(r.headers, HEADER_SCHEMA) for r in records} == {"Alert/1"}

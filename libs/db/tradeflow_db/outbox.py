@@ -145,6 +145,26 @@ class Outbox:
                     await copy.write_row((r.topic, r.key, r.schema, r.payload, psycopg.types.json.Jsonb(dict(r.headers))))
         await conn.execute(self._notify)
 
+    # --- rows inside a caller's own statement --------------------------------------------------
+
+    def insert_from_json(self, rows_json: str) -> str:
+        """The ``INSERT`` of rows given as a JSON array of :meth:`json_row` entries, for a writer that
+        folds its outbox rows into one statement with its other writes (a data-modifying ``WITH``):
+        ``rows_json`` is the SQL expression of that array (a ``jsonb``). Ids follow the array's order."""
+        return (f"INSERT INTO {_quoted(self.table)} (topic, key, schema, payload, headers) "
+                f"SELECT e->>0, e->>1, e->>2, decode(e->>3, 'base64'), e->4 "
+                f"FROM jsonb_array_elements({rows_json}) WITH ORDINALITY AS r(e, position) ORDER BY position")
+
+    @staticmethod
+    def json_row(row: OutboxRow) -> tuple:
+        """``row`` as an entry of :meth:`insert_from_json`'s array (msgspec writes bytes as base64)."""
+        return (row.topic, row.key, row.schema, row.payload, row.headers)
+
+    def notify_call(self) -> str:
+        """The SQL call that wakes the relay at commit, as :meth:`put_rows`'s ``NOTIFY`` does (for a
+        statement that wrote rows through :meth:`insert_from_json`)."""
+        return f"pg_notify('{self.table.replace(chr(39), chr(39) * 2)}', '{self.writer_id}')"
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
