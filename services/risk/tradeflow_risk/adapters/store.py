@@ -10,6 +10,7 @@ transaction: either all of it is stored and published, or none.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from tradeflow_db.outbox import Outbox, OutboxRow
 
 from tradeflow_risk.domain.account import AccountControl, Breach, TrackedOrder, Watermark
 from tradeflow_risk.domain.limits import RiskLimits
+
+log = logging.getLogger(__name__)
 
 OUTBOX_TABLE = "risk_outbox"
 _NO_TRACE: Mapping[str, str] = {}  # rows without trace headers
@@ -232,8 +235,12 @@ class RiskStore:
                     await unit.flush()
                     await conn.execute("COMMIT")
             except BaseException:
-                if conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    await conn.execute("ROLLBACK")
+                if conn.pgconn.transaction_status not in (psycopg.pq.TransactionStatus.IDLE,
+                                                          psycopg.pq.TransactionStatus.UNKNOWN):
+                    try:
+                        await conn.execute("ROLLBACK")
+                    except psycopg.Error:  # a broken connection: the pool discards it; the first error counts
+                        log.warning("rolling back a failed unit of work failed", exc_info=True)
                 raise
         if unit.has_messages and self.on_commit is not None:
             self.on_commit()
