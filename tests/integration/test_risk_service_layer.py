@@ -19,7 +19,7 @@ from tradeflow_db.outbox import Outbox
 from tradeflow_risk.adapters.exchange_markets import ExchangeMarkets
 from tradeflow_risk.adapters.instrument_calendars import InstrumentCalendars
 from tradeflow_risk.adapters.store import OUTBOX_TABLE, REQUIRED_REVISION, RiskStore
-from tradeflow_risk.domain.account import AccountControl
+from tradeflow_risk.domain.account import AccountControl, TrackedOrder
 from tradeflow_risk.domain.limits import RiskLimits
 from tradeflow_risk.domain.market import MarketData
 from tradeflow_risk.domain.profiles import AccountProfile, Profiles, StrategyProfile
@@ -533,3 +533,19 @@ async def test_a_unit_of_work_that_fails_stores_nothing_and_hands_back_a_clean_c
             assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
     finally:
         await database.stop()
+
+
+async def test_an_order_created_and_progressed_in_the_same_unit_is_stored_as_progressed(harness):
+    """The parts of the unit's one write statement all see the tables as they were before it: an
+    order inserted and progressed in one unit gets its progress from a second statement."""
+    import msgspec
+
+    account_id = harness.id("same-unit")
+    service = await harness.service([account(account_id, cash="1000000")])
+    [decision] = await service.on_trading(signals=pending(signal(account_id, 0, quantity="1")))
+    order = msgspec.structs.replace(decision.order, client_order_id=harness.id("created-and-filled"))
+    store = RiskStore(harness.database, Outbox(OUTBOX_TABLE))
+    async with store.unit_of_work([account_id]) as uow:
+        uow.add_decision(harness.id("decision"), account_id, "manual", order, "", order.ts_event)
+        uow.order_progress(TrackedOrder(order, "filled", 2, order.quantity, order.quantity, order.quantity * 100))
+    assert await store.order_row(order.client_order_id) == (account_id, "filled")

@@ -163,7 +163,8 @@ class Outbox:
     def notify_call(self) -> str:
         """The SQL call that wakes the relay at commit, as :meth:`put_rows`'s ``NOTIFY`` does (for a
         statement that wrote rows through :meth:`insert_from_json`)."""
-        return f"pg_notify('{self.table.replace(chr(39), chr(39) * 2)}', '{self.writer_id}')"
+        channel = self.table.replace("'", "''")  # a string literal here, not an identifier
+        return f"pg_notify('{channel}', '{self.writer_id}')"
 
 
 @dataclass(frozen=True, slots=True)
